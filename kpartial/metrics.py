@@ -1,0 +1,369 @@
+"""Evaluation metrics for partially labelled multi-label classification.
+
+Labels use the convention ``+1`` = positive, ``-1`` = negative and ``0`` =
+unknown / not annotated. **Every metric in this module counts only annotated
+entries** (``label != 0``): an entry whose label is ``0`` never contributes to
+any count, ranking or denominator, so changing its score or probability
+changes nothing.
+
+Arrays are laid out as ``[N, C]`` (examples x classes) for the matrix
+functions. Everything is NumPy-only and vectorised: each column is sorted once
+(one ``argsort`` over the whole matrix) and there is no Python loop over
+examples.
+
+Functions:
+    average_precision: AP of one 1-D score vector.
+    per_class_average_precision: AP of every column of an ``[N, C]`` matrix.
+    mean_average_precision: mean of the per-class APs over evaluable classes.
+    f1_scores: per-class (CP, CR, CF1) and overall (OP, OR, OF1) scores at a
+        threshold.
+    evaluate: all of the above as a JSON-serialisable dict.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "average_precision",
+    "per_class_average_precision",
+    "mean_average_precision",
+    "f1_scores",
+    "evaluate",
+]
+
+
+# ----------------------------------------------------------------------------
+# Validation helpers
+# ----------------------------------------------------------------------------
+def _validate(scores, labels, ndim: int, score_name: str = "scores"):
+    """Converts and validates a (scores, labels) pair.
+
+    Args:
+        scores: Array-like of real numbers.
+        labels: Array-like with values in {-1, 0, 1}.
+        ndim: Required number of dimensions (1 or 2).
+        score_name: Name used for ``scores`` in error messages.
+
+    Returns:
+        ``(scores, labels)`` as ``float64`` and ``int8`` arrays.
+
+    Raises:
+        ValueError: If the shapes differ or are not ``ndim``-dimensional, if a
+            label is outside {-1, 0, 1}, if the scores are not numeric, or if
+            an annotated entry has a NaN score.
+    """
+    s = np.asarray(scores)
+    y = np.asarray(labels)
+    if s.ndim != ndim or y.ndim != ndim:
+        raise ValueError(
+            f"{score_name} and labels must be {ndim}-D; got {score_name} "
+            f"shape {s.shape} and labels shape {y.shape}"
+        )
+    if s.shape != y.shape:
+        raise ValueError(
+            f"{score_name} and labels must have the same shape; got "
+            f"{score_name} shape {s.shape} and labels shape {y.shape}"
+        )
+    if s.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{score_name} must be real numbers; got dtype {s.dtype}"
+        )
+    if y.dtype.kind not in "biuf":
+        raise ValueError(
+            f"labels must be numeric with values in {{-1, 0, 1}}; got dtype "
+            f"{y.dtype}"
+        )
+    valid = (y == 0) | (y == 1) | (y == -1)
+    if not valid.all():
+        bad = np.unique(y[~valid])[:5]
+        raise ValueError(
+            f"labels must contain only -1, 0 or 1; found {bad.tolist()}"
+        )
+    s = s.astype(np.float64, copy=False)
+    y = y.astype(np.int8)
+    if np.isnan(s[y != 0]).any():
+        raise ValueError(f"{score_name} contain NaN at annotated entries")
+    return s, y
+
+
+def _validate_threshold(threshold, num_classes: int) -> np.ndarray:
+    """Returns the threshold as a float array broadcastable to ``[N, C]``.
+
+    Raises:
+        ValueError: If ``threshold`` is neither a scalar nor of shape ``[C]``,
+            or contains NaN.
+    """
+    t = np.asarray(threshold, dtype=np.float64)
+    if t.ndim != 0 and t.shape != (num_classes,):
+        raise ValueError(
+            f"threshold must be a scalar or have shape ({num_classes},); got "
+            f"shape {t.shape}"
+        )
+    if np.isnan(t).any():
+        raise ValueError("threshold must not be NaN")
+    return t
+
+
+# ----------------------------------------------------------------------------
+# Average precision
+# ----------------------------------------------------------------------------
+def _ap_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Vectorised step-wise AP of every column of validated ``[N, C]`` input.
+
+    Each column is sorted once by descending score (one ``argsort`` call for
+    the whole matrix, on a contiguous ``[C, N]`` copy). Tied scores form one
+    block; every positive in a block gets the precision measured at the *end*
+    of its block (i.e. at that distinct threshold), so the order in which the
+    sort leaves tied entries is irrelevant and a non-stable sort is fine.
+    Unknown entries (label 0) add neither to the true-positive nor to the
+    annotated count, so they have no effect wherever they fall in the order.
+    """
+    n, c = scores.shape
+    out = np.full(c, np.nan)
+    if n == 0 or c == 0:
+        return out
+
+    neg_s = np.ascontiguousarray(-scores.T)              # [C, N], ascending = best first
+    y_t = np.ascontiguousarray(labels.T)
+    order = np.argsort(neg_s, axis=1)
+    s = np.take_along_axis(neg_s, order, axis=1)
+    y = np.take_along_axis(y_t, order, axis=1)
+
+    pos = y == 1
+    tp = np.cumsum(pos, axis=1, dtype=np.int32)          # TP among top i+1
+    seen = np.cumsum(y != 0, axis=1, dtype=np.int32)     # annotated among top i+1
+    precision = tp / np.maximum(seen, 1)
+
+    # Position i closes a block of tied scores if the next score differs (or
+    # i is the last one). Every position then looks up the closing position
+    # of its block: the smallest block end >= i.
+    is_end = np.ones((c, n), dtype=bool)
+    np.not_equal(s[:, :-1], s[:, 1:], out=is_end[:, :-1])
+    end_idx = np.where(is_end, np.arange(n, dtype=np.int32), np.int32(n))
+    end_idx = np.minimum.accumulate(end_idx[:, ::-1], axis=1)[:, ::-1]
+    precision_at_block_end = np.take_along_axis(precision, end_idx, axis=1)
+
+    n_pos = tp[:, -1]
+    n_neg = seen[:, -1] - n_pos
+    evaluable = (n_pos > 0) & (n_neg > 0)
+    summed = np.where(pos, precision_at_block_end, 0.0).sum(axis=1)
+    out[evaluable] = summed[evaluable] / n_pos[evaluable]
+    return out
+
+
+def average_precision(scores, labels) -> float:
+    """Average precision of one score vector, counting only annotated entries.
+
+    Entries with ``label == 0`` are dropped. The remaining entries are ranked
+    by score, descending. With distinct score thresholds
+    ``t_1 > t_2 > ... > t_K`` and, for the set ``{score >= t_k}``,
+
+        P_k = TP_k / (TP_k + FP_k)    (precision)
+        R_k = TP_k / n_pos            (recall),
+
+    the step-wise AP (same definition as scikit-learn's
+    ``average_precision_score``) is
+
+        AP = sum_k (R_k - R_{k-1}) * P_k,   R_0 = 0.
+
+    Without ties this is the mean over positives of the precision at that
+    positive's rank. Tie rule: all entries sharing a score form one block and
+    every positive in it receives the precision at the end of the block, so
+    the result does not depend on the order of tied entries. E.g. four tied
+    scores with labels ``[1, -1, 1, -1]`` give ``AP = 2/4 = 0.5``.
+
+    Args:
+        scores: 1-D array-like ``[N]`` of real scores (higher = more likely
+            positive). Scores of unknown entries are ignored and may be NaN.
+        labels: 1-D array-like ``[N]`` with values in {-1, 0, 1}.
+
+    Returns:
+        AP in ``[0, 1]`` as a Python float, or ``nan`` if there is no
+        annotated positive or no annotated negative.
+
+    Raises:
+        ValueError: If the inputs are not 1-D, their shapes differ, a label is
+            outside {-1, 0, 1}, or an annotated entry has a NaN score.
+    """
+    s, y = _validate(scores, labels, ndim=1)
+    return float(_ap_columns(s[:, None], y[:, None])[0])
+
+
+def per_class_average_precision(scores, labels) -> np.ndarray:
+    """Average precision of every class (column), annotated entries only.
+
+    Column ``c`` gets ``average_precision(scores[:, c], labels[:, c])``
+    (see that function for the formula and the tie rule), computed for all
+    columns at once with a single ``argsort``.
+
+    Args:
+        scores: Array-like ``[N, C]`` of real scores.
+        labels: Array-like ``[N, C]`` with values in {-1, 0, 1}.
+
+    Returns:
+        ``float64`` array ``[C]``; ``nan`` for classes that are not evaluable
+        (no annotated positive or no annotated negative).
+
+    Raises:
+        ValueError: If the inputs are not 2-D, their shapes differ, a label is
+            outside {-1, 0, 1}, or an annotated entry has a NaN score.
+    """
+    s, y = _validate(scores, labels, ndim=2)
+    return _ap_columns(s, y)
+
+
+def _nanmean_or_nan(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def mean_average_precision(scores, labels) -> float:
+    """Mean average precision over evaluable classes, annotated entries only.
+
+        mAP = (1 / |E|) * sum_{c in E} AP_c,
+
+    where ``E`` is the set of classes with at least one annotated positive and
+    at least one annotated negative. Other classes are excluded (not counted
+    as 0).
+
+    Args:
+        scores: Array-like ``[N, C]`` of real scores.
+        labels: Array-like ``[N, C]`` with values in {-1, 0, 1}.
+
+    Returns:
+        mAP as a fraction in ``[0, 1]`` (Python float), or ``nan`` if no
+        class is evaluable.
+
+    Raises:
+        ValueError: As for :func:`per_class_average_precision`.
+    """
+    return _nanmean_or_nan(per_class_average_precision(scores, labels))
+
+
+# ----------------------------------------------------------------------------
+# Threshold-based scores
+# ----------------------------------------------------------------------------
+def _f1(p: float, r: float) -> float:
+    if math.isnan(p) or math.isnan(r):
+        return math.nan
+    return 0.0 if p + r == 0 else 2.0 * p * r / (p + r)
+
+
+def f1_scores(probabilities, labels, threshold=0.5) -> dict:
+    """Per-class and overall precision / recall / F1, annotated entries only.
+
+    An entry is predicted positive iff ``probability >= threshold``. Only
+    entries with ``label != 0`` are counted. For class ``c``:
+
+        TP_c = #{pred 1, label +1},  FP_c = #{pred 1, label -1},
+        FN_c = #{pred 0, label +1}
+        P_c  = TP_c / (TP_c + FP_c)   (0 if the class has no predicted
+                                       positive among annotated entries)
+        R_c  = TP_c / (TP_c + FN_c)
+
+    Per-class (macro) scores average over ``A``, the classes with at least
+    one annotated positive:
+
+        CP  = mean_{c in A} P_c,   CR = mean_{c in A} R_c,
+        CF1 = 2 * CP * CR / (CP + CR)   (0 if CP = CR = 0)
+
+    Overall (micro) scores pool the counts over all classes:
+
+        OP  = sum_c TP_c / sum_c (TP_c + FP_c)   (0 if nothing predicted)
+        OR  = sum_c TP_c / sum_c (TP_c + FN_c)
+        OF1 = 2 * OP * OR / (OP + OR)            (0 if OP = OR = 0)
+
+    If no class has an annotated positive, ``cp``, ``cr``, ``cf1``, ``or`` and
+    ``of1`` are ``nan``.
+
+    Args:
+        probabilities: Array-like ``[N, C]`` of predicted probabilities (any
+            real scores work). Values at unknown entries are ignored.
+        labels: Array-like ``[N, C]`` with values in {-1, 0, 1}.
+        threshold: Scalar, or array-like ``[C]`` with one threshold per class.
+
+    Returns:
+        Dict with Python-float values for keys ``"cp"``, ``"cr"``, ``"cf1"``,
+        ``"op"``, ``"or"``, ``"of1"``.
+
+    Raises:
+        ValueError: If the inputs are not 2-D, their shapes differ, a label is
+            outside {-1, 0, 1}, an annotated entry is NaN, or ``threshold`` is
+            neither a scalar nor of shape ``[C]``.
+    """
+    p, y = _validate(probabilities, labels, ndim=2, score_name="probabilities")
+    t = _validate_threshold(threshold, p.shape[1])
+    return _f1_from_validated(p, y, t)
+
+
+def _f1_from_validated(p: np.ndarray, y: np.ndarray, t: np.ndarray) -> dict:
+    pred = p >= t
+    is_pos = y == 1
+    is_neg = y == -1
+    tp = (pred & is_pos).sum(axis=0)
+    fp = (pred & is_neg).sum(axis=0)
+    fn = (~pred & is_pos).sum(axis=0)
+
+    has_pos = (tp + fn) > 0
+    pred_cnt = tp + fp
+    prec_c = np.where(pred_cnt > 0, tp / np.maximum(pred_cnt, 1), 0.0)
+    rec_c = tp / np.maximum(tp + fn, 1)
+    if has_pos.any():
+        cp = float(prec_c[has_pos].mean())
+        cr = float(rec_c[has_pos].mean())
+    else:
+        cp = cr = math.nan
+
+    tp_all, fp_all, fn_all = int(tp.sum()), int(fp.sum()), int(fn.sum())
+    op = tp_all / (tp_all + fp_all) if tp_all + fp_all > 0 else 0.0
+    orc = tp_all / (tp_all + fn_all) if tp_all + fn_all > 0 else math.nan
+    return {
+        "cp": cp,
+        "cr": cr,
+        "cf1": _f1(cp, cr),
+        "op": float(op),
+        "or": float(orc),
+        "of1": _f1(float(op), float(orc)),
+    }
+
+
+def evaluate(probabilities, labels, threshold=0.5) -> dict:
+    """Computes all metrics at once, annotated entries only.
+
+    Args:
+        probabilities: Array-like ``[N, C]`` of predicted probabilities.
+        labels: Array-like ``[N, C]`` with values in {-1, 0, 1}.
+        threshold: Scalar or array-like ``[C]``, see :func:`f1_scores`.
+
+    Returns:
+        Dict of plain Python numbers (JSON-serialisable; undefined values are
+        ``float('nan')``):
+
+        - ``"map"``: :func:`mean_average_precision` as a fraction in [0, 1].
+        - ``"cf1"``, ``"of1"``, ``"cp"``, ``"cr"``, ``"op"``, ``"or"``: see
+          :func:`f1_scores`.
+        - ``"evaluated_classes"``: number of classes in the mAP (at least one
+          annotated positive and one annotated negative).
+        - ``"annotated_entries"``: number of entries with ``label != 0``.
+
+    Raises:
+        ValueError: As for :func:`f1_scores`.
+    """
+    p, y = _validate(probabilities, labels, ndim=2, score_name="probabilities")
+    t = _validate_threshold(threshold, p.shape[1])
+    ap = _ap_columns(p, y)
+    f1 = _f1_from_validated(p, y, t)
+    return {
+        "map": _nanmean_or_nan(ap),
+        "cf1": f1["cf1"],
+        "of1": f1["of1"],
+        "cp": f1["cp"],
+        "cr": f1["cr"],
+        "op": f1["op"],
+        "or": f1["or"],
+        "evaluated_classes": int(np.count_nonzero(~np.isnan(ap))),
+        "annotated_entries": int(np.count_nonzero(y)),
+    }

@@ -1,0 +1,390 @@
+"""Tests for kpartial.metrics (reference values computed by hand)."""
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from kpartial.metrics import (
+    average_precision,
+    evaluate,
+    f1_scores,
+    mean_average_precision,
+    per_class_average_precision,
+)
+
+
+def _reference_ap(scores, labels):
+    """Slow, literal implementation of AP = sum_k (R_k - R_{k-1}) P_k."""
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels)
+    keep = labels != 0
+    s, y = scores[keep], labels[keep]
+    n_pos = int((y == 1).sum())
+    if n_pos == 0 or (y == -1).sum() == 0:
+        return math.nan
+    ap, prev_recall = 0.0, 0.0
+    for t in sorted(set(s.tolist()), reverse=True):
+        sel = s >= t
+        tp = int((y[sel] == 1).sum())
+        precision = tp / int(sel.sum())
+        recall = tp / n_pos
+        ap += (recall - prev_recall) * precision
+        prev_recall = recall
+    return ap
+
+
+# ---------------------------------------------------------------------------
+# average_precision
+# ---------------------------------------------------------------------------
+def test_ap_hand_computed_no_ties():
+    # ranking: +  -  +  -  +
+    # precision at the positives: 1/1, 2/3, 3/5
+    # AP = (1 + 2/3 + 3/5) / 3 = (15 + 10 + 9) / 45 = 34/45
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5]
+    labels = [1, -1, 1, -1, 1]
+    assert average_precision(scores, labels) == pytest.approx(34 / 45)
+    assert isinstance(average_precision(scores, labels), float)
+
+
+def test_ap_unsorted_input():
+    # same as above, shuffled: order of the input must not matter
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    labels = np.array([1, -1, 1, -1, 1])
+    perm = np.array([3, 0, 4, 2, 1])
+    assert average_precision(scores[perm], labels[perm]) == pytest.approx(34 / 45)
+
+
+def test_ap_perfect_ranking_is_one():
+    assert average_precision([0.9, 0.8, 0.3, 0.1], [1, 1, -1, -1]) == 1.0
+    # worst ranking: positives at ranks 3 and 4 -> (1/3 + 2/4) / 2 = 5/12
+    assert average_precision([0.1, 0.2, 0.8, 0.9], [1, 1, -1, -1]) == pytest.approx(
+        5 / 12
+    )
+
+
+def test_ap_all_tied_block():
+    # one block of 4 tied scores with 2 positives: precision at block end 2/4,
+    # recall jumps 0 -> 1, so AP = 1 * 2/4 = 0.5.
+    # (optimistic tie-breaking would give 1.0, pessimistic (1/3 + 2/4)/2 = 5/12)
+    assert average_precision([0.5, 0.5, 0.5, 0.5], [1, -1, 1, -1]) == 0.5
+    assert average_precision([0.5, 0.5, 0.5, 0.5], [-1, -1, 1, 1]) == 0.5
+
+
+def test_ap_partial_ties():
+    # scores 0.9 | 0.5 0.5 | 0.1, labels - | + - | +
+    # thresholds: 0.9 -> TP=0, n=1, R=0
+    #             0.5 -> TP=1, n=3, P=1/3, R=1/2
+    #             0.1 -> TP=2, n=4, P=1/2, R=1
+    # AP = (1/2)(1/3) + (1/2)(1/2) = 1/6 + 1/4 = 5/12
+    assert average_precision([0.9, 0.5, 0.5, 0.1], [-1, 1, -1, 1]) == pytest.approx(
+        5 / 12
+    )
+    # order of tied entries does not matter
+    assert average_precision([0.9, 0.5, 0.5, 0.1], [-1, -1, 1, 1]) == pytest.approx(
+        5 / 12
+    )
+    # scores 0.9 | 0.5 0.5 | 0.1, labels + | + - | -
+    # 0.9 -> P=1, R=1/2; 0.5 -> P=2/3, R=1; AP = 1/2 + 1/3 = 5/6
+    assert average_precision([0.9, 0.5, 0.5, 0.1], [1, 1, -1, -1]) == pytest.approx(
+        5 / 6
+    )
+
+
+def test_ap_integer_scores_and_inf():
+    # integer and infinite scores are fine; uint must not overflow on negation
+    assert average_precision(np.array([3, 2, 1], dtype=np.uint8), [1, -1, 1]) == (
+        pytest.approx((1 + 2 / 3) / 2)
+    )
+    assert average_precision([np.inf, -np.inf, 0.0], [1, -1, -1]) == 1.0
+
+
+def test_ap_unknown_entries_ignored():
+    # annotated part: ranking + - + -> (1 + 2/3)/2 = 5/6
+    scores = np.array([0.9, 0.95, 0.8, 0.1, 0.7, 0.75])
+    labels = np.array([1, 0, -1, 0, 1, 0])
+    assert average_precision(scores, labels) == pytest.approx(5 / 6)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        s2 = scores.copy()
+        s2[labels == 0] = rng.choice([0.9, 0.8, 0.7, 0.5, rng.normal()], size=3)
+        assert average_precision(s2, labels) == pytest.approx(5 / 6)
+    # even NaN is allowed at unknown entries
+    s3 = scores.copy()
+    s3[labels == 0] = np.nan
+    assert average_precision(s3, labels) == pytest.approx(5 / 6)
+
+
+def test_ap_nan_when_not_evaluable():
+    assert math.isnan(average_precision([0.1, 0.2], [-1, -1]))
+    assert math.isnan(average_precision([0.1, 0.2], [1, 1]))
+    assert math.isnan(average_precision([0.1, 0.2], [1, 0]))
+    assert math.isnan(average_precision([0.1, 0.2], [0, 0]))
+    assert math.isnan(average_precision([], []))
+
+
+def test_ap_matches_reference_on_random_data_with_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(2, 40))
+        scores = np.round(rng.random(n), 1)  # coarse -> many ties
+        labels = rng.choice([-1, 0, 1], size=n)
+        got = average_precision(scores, labels)
+        want = _reference_ap(scores, labels)
+        if math.isnan(want):
+            assert math.isnan(got)
+        else:
+            assert got == pytest.approx(want, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# per-class AP / mAP
+# ---------------------------------------------------------------------------
+def test_per_class_ap_and_map_exclude_non_evaluable_classes():
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.3, 0.5],
+            [0.8, 0.9, 0.2, 0.6],
+            [0.7, 0.8, 0.1, 0.7],
+            [0.6, 0.2, 0.4, 0.8],
+        ]
+    )
+    labels = np.array(
+        [
+            [1, -1, -1, 1],
+            [-1, 1, 0, 1],
+            [1, 0, -1, 0],
+            [0, -1, -1, 1],
+        ]
+    )
+    # class 0: annotated ranking 0.9(+) 0.8(-) 0.7(+) -> (1 + 2/3)/2 = 5/6
+    # class 1: annotated ranking 0.9(+) 0.2(-) 0.1(-) -> 1
+    # class 2: no positive -> nan (excluded)
+    # class 3: no negative -> nan (excluded)
+    ap = per_class_average_precision(scores, labels)
+    assert ap.shape == (4,)
+    assert ap[0] == pytest.approx(5 / 6)
+    assert ap[1] == pytest.approx(1.0)
+    assert math.isnan(ap[2]) and math.isnan(ap[3])
+    # mAP = (5/6 + 1) / 2 = 11/12 (not (5/6 + 1 + 0 + 0)/4)
+    assert mean_average_precision(scores, labels) == pytest.approx(11 / 12)
+    # columns agree with the 1-D function
+    for c in range(4):
+        np.testing.assert_equal(ap[c], average_precision(scores[:, c], labels[:, c]))
+
+
+def test_map_perfect_ranking_is_one():
+    labels = np.array([[1, -1], [1, 1], [-1, 1], [-1, -1]])
+    scores = (labels == 1).astype(float) * 0.5 + np.array([[0.1], [0.2], [0.3], [0.4]])
+    assert mean_average_precision(scores, labels) == 1.0
+
+
+def test_map_nan_when_no_class_evaluable():
+    assert math.isnan(mean_average_precision(np.zeros((3, 2)), np.zeros((3, 2), int)))
+    assert math.isnan(mean_average_precision(np.zeros((0, 3)), np.zeros((0, 3), int)))
+    assert math.isnan(mean_average_precision(np.zeros((3, 0)), np.zeros((3, 0), int)))
+
+
+def test_map_unknown_entries_ignored():
+    rng = np.random.default_rng(2)
+    scores = rng.random((50, 6))
+    labels = rng.choice([-1, 0, 1], size=(50, 6))
+    base = per_class_average_precision(scores, labels)
+    scores2 = scores.copy()
+    unknown = labels == 0
+    scores2[unknown] = rng.random(unknown.sum()) * 10 - 5
+    np.testing.assert_allclose(per_class_average_precision(scores2, labels), base)
+    for c in range(6):
+        assert base[c] == pytest.approx(_reference_ap(scores[:, c], labels[:, c]))
+
+
+# ---------------------------------------------------------------------------
+# f1_scores
+# ---------------------------------------------------------------------------
+PROBS = np.array(
+    [
+        [0.9, 0.2, 0.6],
+        [0.4, 0.7, 0.1],
+        [0.8, 0.3, 0.5],
+        [0.1, 0.6, 0.9],
+    ]
+)
+LABELS = np.array(
+    [
+        [1, -1, 0],
+        [1, 1, -1],
+        [-1, 0, -1],
+        [0, -1, -1],
+    ]
+)
+
+
+def test_f1_hand_computed_scalar_threshold():
+    # threshold 0.5 (>=), unknown entries skipped:
+    # class 0: 0.9(+) TP, 0.4(+) FN, 0.8(-) FP        -> TP1 FP1 FN1, P=1/2 R=1/2
+    # class 1: 0.2(-) TN, 0.7(+) TP, 0.6(-) FP        -> TP1 FP1 FN0, P=1/2 R=1
+    # class 2: 0.1(-) TN, 0.5(-) FP, 0.9(-) FP        -> TP0 FP2 FN0, no positive
+    # CP = (1/2 + 1/2)/2 = 1/2, CR = (1/2 + 1)/2 = 3/4 (class 2 excluded)
+    # CF1 = 2 (1/2)(3/4) / (5/4) = 3/5
+    # OP = 2 / (2 + 4) = 1/3, OR = 2 / (2 + 1) = 2/3, OF1 = 2(1/3)(2/3)/1 = 4/9
+    got = f1_scores(PROBS, LABELS)
+    assert set(got) == {"cp", "cr", "cf1", "op", "or", "of1"}
+    assert got["cp"] == pytest.approx(1 / 2)
+    assert got["cr"] == pytest.approx(3 / 4)
+    assert got["cf1"] == pytest.approx(3 / 5)
+    assert got["op"] == pytest.approx(1 / 3)
+    assert got["or"] == pytest.approx(2 / 3)
+    assert got["of1"] == pytest.approx(4 / 9)
+
+
+def test_f1_per_class_threshold():
+    # thresholds [0.85, 0.5, 0.95]:
+    # class 0: 0.9 TP, 0.4 FN, 0.8 < 0.85 TN  -> TP1 FP0 FN1, P=1 R=1/2
+    # class 1: as before                      -> TP1 FP1 FN0, P=1/2 R=1
+    # class 2: nothing >= 0.95                -> TP0 FP0 FN0 (excluded)
+    # CP = 3/4, CR = 3/4, CF1 = 3/4; OP = 2/3, OR = 2/3, OF1 = 2/3
+    got = f1_scores(PROBS, LABELS, threshold=np.array([0.85, 0.5, 0.95]))
+    assert got["cp"] == pytest.approx(3 / 4)
+    assert got["cr"] == pytest.approx(3 / 4)
+    assert got["cf1"] == pytest.approx(3 / 4)
+    assert got["op"] == pytest.approx(2 / 3)
+    assert got["or"] == pytest.approx(2 / 3)
+    assert got["of1"] == pytest.approx(2 / 3)
+    # a list works too
+    assert f1_scores(PROBS, LABELS, threshold=[0.85, 0.5, 0.95]) == got
+
+
+def test_f1_class_without_predictions_has_zero_precision():
+    # thresholds [0.95, 0.5, 0.5]: class 0 predicts nothing -> P0 = 0, R0 = 0/2 = 0
+    # class 1: P=1/2 R=1. CP = 1/4, CR = 1/2, CF1 = 2(1/4)(1/2)/(3/4) = 1/3
+    # OP = 1 / (1 + 1 + 2) = 1/4 (class 1 FP1, class 2 FP2), OR = 1/3
+    # OF1 = 2(1/4)(1/3)/(7/12) = (1/6)/(7/12) = 2/7
+    got = f1_scores(PROBS, LABELS, threshold=[0.95, 0.5, 0.5])
+    assert got["cp"] == pytest.approx(1 / 4)
+    assert got["cr"] == pytest.approx(1 / 2)
+    assert got["cf1"] == pytest.approx(1 / 3)
+    assert got["op"] == pytest.approx(1 / 4)
+    assert got["or"] == pytest.approx(1 / 3)
+    assert got["of1"] == pytest.approx(2 / 7)
+    # nothing predicted anywhere -> all zero
+    zero = f1_scores(PROBS, LABELS, threshold=2.0)
+    assert zero == {"cp": 0.0, "cr": 0.0, "cf1": 0.0, "op": 0.0, "or": 0.0, "of1": 0.0}
+
+
+def test_f1_unknown_entries_ignored():
+    probs = PROBS.copy()
+    probs[LABELS == 0] = 1 - probs[LABELS == 0]
+    assert f1_scores(probs, LABELS) == f1_scores(PROBS, LABELS)
+
+
+def test_f1_perfect_predictions():
+    got = f1_scores((LABELS == 1).astype(float), LABELS)
+    assert all(got[k] == 1.0 for k in ("cp", "cr", "cf1", "op", "or", "of1"))
+
+
+def test_f1_no_annotated_positive_is_nan():
+    got = f1_scores(PROBS, -np.ones_like(LABELS))
+    assert math.isnan(got["cp"]) and math.isnan(got["cr"]) and math.isnan(got["cf1"])
+    assert math.isnan(got["or"]) and math.isnan(got["of1"])
+    assert got["op"] == 0.0  # 0 TP out of predicted positives
+
+
+# ---------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------
+def test_evaluate_hand_computed_and_json():
+    # mAP: class 0 annotated ranking 0.9(+) 0.8(-) 0.4(+) -> (1 + 2/3)/2 = 5/6
+    #      class 1 annotated ranking 0.7(+) 0.6(-) 0.2(-) -> 1
+    #      class 2 has no positive -> excluded; mAP = (5/6 + 1)/2 = 11/12
+    # annotated entries: 2 + 3 + 2 + 2 = 9
+    got = evaluate(PROBS, LABELS)
+    assert set(got) == {
+        "map", "cf1", "of1", "cp", "cr", "op", "or",
+        "evaluated_classes", "annotated_entries",
+    }
+    assert got["map"] == pytest.approx(11 / 12)
+    assert got["evaluated_classes"] == 2
+    assert got["annotated_entries"] == 9
+    assert got["cf1"] == pytest.approx(3 / 5)
+    assert got["of1"] == pytest.approx(4 / 9)
+    for key, value in got.items():
+        if key in ("evaluated_classes", "annotated_entries"):
+            assert type(value) is int
+        else:
+            assert type(value) is float
+    json.loads(json.dumps(got, allow_nan=False))
+    per_class = evaluate(PROBS, LABELS, threshold=[0.85, 0.5, 0.95])
+    assert per_class["cf1"] == pytest.approx(3 / 4)
+    assert per_class["map"] == got["map"]
+
+
+def test_evaluate_is_fast_on_5000_by_400():
+    rng = np.random.default_rng(3)
+    probs = rng.random((5000, 400))
+    labels = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(5000, 400))
+    evaluate(probs, labels)  # warm-up
+    start = time.perf_counter()
+    result = evaluate(probs, labels)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, f"evaluate took {elapsed:.3f}s"
+    assert result["evaluated_classes"] == 400
+    # random scores -> AP about the positive rate among annotated (~0.5)
+    assert 0.45 < result["map"] < 0.55
+
+
+# ---------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------
+def test_shape_mismatch_raises_with_shapes():
+    with pytest.raises(ValueError, match=r"\(3,\).*\(4,\)"):
+        average_precision([0.1, 0.2, 0.3], [1, -1, 1, 1])
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 2\)"):
+        mean_average_precision(np.zeros((2, 3)), np.zeros((3, 2), int))
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
+        f1_scores(np.zeros((2, 3)), np.zeros((2, 4), int))
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
+        evaluate(np.zeros((2, 3)), np.zeros((2, 4), int))
+
+
+def test_wrong_ndim_raises():
+    with pytest.raises(ValueError, match=r"1-D.*\(2, 2\)"):
+        average_precision(np.zeros((2, 2)), np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match=r"2-D.*\(4,\)"):
+        per_class_average_precision(np.zeros(4), np.zeros(4, int))
+    with pytest.raises(ValueError, match="2-D"):
+        f1_scores(np.zeros(4), np.zeros(4, int))
+    with pytest.raises(ValueError, match="2-D"):
+        evaluate(np.zeros((1, 2, 2)), np.zeros((1, 2, 2), int))
+
+
+@pytest.mark.parametrize("bad", [2, -2, 0.5, np.nan])
+def test_invalid_labels_raise(bad):
+    labels = np.array([[1.0, -1.0], [0.0, bad]])
+    with pytest.raises(ValueError, match="labels"):
+        mean_average_precision(np.zeros((2, 2)), labels)
+    with pytest.raises(ValueError, match="labels"):
+        evaluate(np.zeros((2, 2)), labels)
+    with pytest.raises(ValueError, match="labels"):
+        average_precision([0.1, 0.2], labels[1])
+
+
+def test_float_labels_with_valid_values_accepted():
+    assert average_precision([0.9, 0.1], [1.0, -1.0]) == 1.0
+
+
+def test_bad_threshold_shape_raises():
+    with pytest.raises(ValueError, match=r"threshold.*\(3,\).*\(2,\)"):
+        f1_scores(PROBS, LABELS, threshold=[0.5, 0.5])
+    with pytest.raises(ValueError, match="threshold"):
+        evaluate(PROBS, LABELS, threshold=np.full((1, 3), 0.5))
+
+
+def test_nan_score_at_annotated_entry_raises():
+    with pytest.raises(ValueError, match="NaN"):
+        average_precision([np.nan, 0.2], [1, -1])
+    probs = PROBS.copy()
+    probs[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        f1_scores(probs, LABELS)
