@@ -26,3 +26,29 @@ class EvaluationCallback(keras.callbacks.Callback):
     self.last = {"test_map": result["map"], "test_cf1": result["cf1"], "test_of1": result["of1"]}
     if logs is not None:
       logs.update(self.last)
+
+
+def evaluate_saved_model(model_path, test_data, batch_size=256, image_size=224, out_dir=None):
+  """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json."""
+  import json
+  import os
+
+  from kpartial import data, export, pipeline
+
+  serve, label_names, thresholds = export.load_serving(model_path)
+  test = data.load(*data.parse_data_spec(test_data))
+  if tuple(label_names) != test.label_names:
+    raise data.DataError(f"{test_data}: classes differ from those of {model_path}")
+  dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))
+  probabilities = np.concatenate([serve(x=batch["x"])["probabilities"].numpy()
+                                  for batch in dataset])
+  result = metrics.evaluate(probabilities, test.labels)
+  at_exported = metrics.f1_scores(probabilities, test.labels, threshold=thresholds)
+  result.update({"cf1_exported_thresholds": at_exported["cf1"],
+                 "of1_exported_thresholds": at_exported["of1"],"model": model_path, "test_data": test_data,
+                 "note": "metrics count only annotated test entries"})
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result

@@ -48,6 +48,22 @@ def export_saved_model(network, label_names, thresholds, path):
   return path
 
 
+def export_workdir(workdir, path):
+  """Exports the network a training run left in `workdir` (see `kpartial.training`)."""
+  import keras
+
+  from kpartial import models  # noqa: F401 (registers custom layers for loading)
+
+  network_path = os.path.join(workdir, "network.keras")
+  if not os.path.isfile(network_path):
+    raise ValueError(f"{network_path} not found: is {workdir} the workdir of a finished run?")
+  network = keras.models.load_model(network_path, compile=False)
+  with open(os.path.join(workdir, "label_names.txt")) as f:
+    label_names = [line.rstrip("\n") for line in f]
+  thresholds = np.load(os.path.join(workdir, "thresholds.npy"))
+  return export_saved_model(network, label_names, thresholds, path)
+
+
 def load_serving(path):
   """Loads an exported model: returns (serve function, label names, thresholds)."""
   loaded = tf.saved_model.load(path)

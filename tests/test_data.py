@@ -13,19 +13,19 @@ SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 XML = """<?xml version="1.0" encoding="utf-8"?>
 <labels xmlns="http://mulan.sourceforge.net/labels">
 <label name="sun"></label>
-<label name="animal"><label name="cat"></label></label>
+<label name="animal"><label name="big 'cat'"></label></label>
 </labels>
 """
 
-# Labels interleaved with features; a quoted name with a space and an escaped
-# quote; a nominal feature; a '?' (unknown) label; comments and odd spacing.
+# Labels interleaved with features; quoted names with spaces and escaped quotes;
+# a nominal feature with a quoted value; a '?' (unknown) label; comments, blanks.
 DENSE_ARFF = """% leading comment
 @RELATION toy
 
 @attribute 'my feat\\'s' NUMERIC
 @attribute sun {0,1}
 @attribute colour {red, 'dark blue', green}
-@Attribute "cat" {0,1}
+@Attribute 'big \\'cat\\'' {0,1}
 @attribute height real
 @attribute animal {0,1}
 @DATA
@@ -41,7 +41,7 @@ SPARSE_ARFF = """@relation sparse
 @attribute f1 {0,1}
 @attribute sun {0,1}
 @attribute f2 numeric
-@attribute cat {0,1}
+@attribute "big 'cat'" {0,1}
 @attribute animal {0,1}
 @data
 {0 2.5,2 1,5 1}
@@ -66,7 +66,7 @@ def mulan_dir(tmp_path):
 
 def test_read_mulan_dense(mulan_dir):
     d = data.read_mulan(mulan_dir / "toy-train.arff")
-    assert d.label_names == ("sun", "cat", "animal")  # ARFF order, not XML order.
+    assert d.label_names == ("sun", "big 'cat'", "animal")  # ARFF order, not XML order.
     np.testing.assert_array_equal(d.labels, [[1, -1, 1], [-1, 1, -1], [0, 1, 1]])
     assert d.labels.dtype == np.int8
     np.testing.assert_array_equal(d.features, np.array([[1.5, 0, 3], [-2, 1, 40], [0.25, 2, 0]], np.float32))
@@ -77,7 +77,7 @@ def test_read_mulan_dense(mulan_dir):
 
 def test_read_mulan_sparse(mulan_dir):
     d = data.load("mulan", str(mulan_dir / "toy-test-sparse.arff"))  # Finds toy.xml.
-    assert d.label_names == ("sun", "cat", "animal")
+    assert d.label_names == ("sun", "big 'cat'", "animal")
     np.testing.assert_array_equal(d.labels, [[1, -1, 1], [-1, -1, -1], [-1, 1, 0]])
     np.testing.assert_array_equal(d.features, [[2.5, 0, 0], [0, 0, 0], [0, 1, -1]])
 
@@ -103,7 +103,7 @@ def test_read_mulan_bad_feature(mulan_dir, bad_value):
 
 
 @pytest.mark.parametrize("edits, message", [
-    ({"dark blue',1": "dark blue',2"}, r":13: bad value '2' for attribute 'cat'"),
+    ({"dark blue',1": "dark blue',2"}, r":13: bad value '2' for attribute \"big 'cat'\""),
     ({"sun {0,1}": "sun {0,1,maybe}", "?, green": "maybe, green"}, r":15: label 'sun' has value 'maybe'"),
     ({"green, 1": "purple, 1"}, r":15: bad value 'purple' for attribute 'colour'"),
     ({"-2,0,": "-2,"}, r":13: expected 6 values, got 5"),
