@@ -41,7 +41,7 @@ def summary_table(results, metric="map"):
   grouped = results.groupby(["variant", "known_fraction"], sort=False)[metric]
   cells = grouped.agg(lambda v: f"{100 * np.mean(v):.2f} ± {100 * np.std(v):.2f}").unstack()
   order = list(dict.fromkeys(results["variant"]))
-  cells = cells.loc[order]
+  cells = cells.loc[order].fillna("")  # a variant run at only some fractions
   header = "| variant | " + " | ".join(f"known {c}" for c in cells.columns) + " |"
   lines = [header, "|" + "---|" * (len(cells.columns) + 1)]
   lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in cells.iterrows()]

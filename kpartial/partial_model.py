@@ -8,6 +8,9 @@ every update, and checkpoints (`save_weights`) carry them:
   looked up by the example id the pipeline yields. Known labels always win.
 - `active_classes` float32 [C]: 1 for classes still trained, 0 for pruned ones; passed to the loss
   as per-class weights, so pruned classes add neither loss nor gradient.
+
+The loss's entry weight is `active_c * (pseudo_weight if the entry's label is a pseudo label else 1)`,
+so pseudo labels can count less than annotations.
 - `positive_thresholds` float32 [C]: decision thresholds exported with the model.
 """
 
@@ -26,12 +29,15 @@ class PartialLabelModel(keras.Model):
     num_examples: N, the training-set size (rows of `pseudo_labels`).
     num_classes: C.
     partial_loss: a `kpartial.losses.PartialLabelLoss`.
+    pseudo_weight: loss weight of a pseudo-labelled entry relative to an annotated one.
   """
 
-  def __init__(self, network, num_examples, num_classes, partial_loss, **kwargs):
+  def __init__(self, network, num_examples, num_classes, partial_loss, pseudo_weight=1.0,
+               **kwargs):
     super().__init__(**kwargs)
     self.network = network
     self.partial_loss = partial_loss
+    self.pseudo_weight = float(pseudo_weight)
     self.pseudo_labels = self.add_weight(
         shape=(num_examples, num_classes), dtype="int8", initializer="zeros", trainable=False,
         name="pseudo_labels")
@@ -41,6 +47,7 @@ class PartialLabelModel(keras.Model):
         shape=(num_classes,), initializer=keras.initializers.Constant(0.5), trainable=False,
         name="positive_thresholds")
     self.loss_tracker = keras.metrics.Mean(name="loss")
+    self.built = True  # the network is built and every own variable exists: checkpoints can load
 
   def call(self, inputs, training=False):
     if isinstance(inputs, dict):
@@ -53,11 +60,15 @@ class PartialLabelModel(keras.Model):
     pseudo = ops.take(self.pseudo_labels, ops.cast(example_ids, "int32"), axis=0)
     return ops.where(ops.not_equal(labels, 0), labels, pseudo)
 
+  def entry_weights(self, labels, targets):
+    """[B, C] loss weights: the active-class mask, times `pseudo_weight` on pseudo labels."""
+    is_pseudo = ops.logical_and(ops.equal(ops.cast(labels, "int8"), 0), ops.not_equal(targets, 0))
+    return ops.expand_dims(self.active_classes, 0) * ops.where(is_pseudo, self.pseudo_weight, 1.0)
+
   def compute_partial_loss(self, inputs, labels, training):
     logits = self.network(inputs["x"], training=training)
     targets = self.resolve_labels(labels, inputs["id"])
-    class_weight = ops.expand_dims(self.active_classes, 0)
-    loss = self.partial_loss(targets, logits, sample_weight=class_weight)
+    loss = self.partial_loss(targets, logits, sample_weight=self.entry_weights(labels, targets))
     if self.network.losses:
       loss = loss + ops.sum(self.network.losses)
     return loss

@@ -137,7 +137,9 @@ class PseudoLabelCallback(keras.callbacks.Callback):
       negative = np.full(num_classes, self.negative_threshold, np.float32)
     pseudo = assign_pseudo_labels(probabilities, self.known_labels, positive, negative)
     self.model.pseudo_labels.assign(pseudo)
-    self.model.positive_thresholds.assign(np.clip(positive, 0.0, 1.0))
+    # A class without unknown entries (t+ = inf) keeps the floor as its decision threshold.
+    self.model.positive_thresholds.assign(
+        np.where(np.isfinite(positive), np.clip(positive, 0.0, 1.0), self.positive_threshold))
     self.quality = pseudo_label_quality(pseudo, self.known_labels, self.true_labels)
     self.log(f"epoch {epoch}: pseudo labels refreshed: " + ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.quality.items()))

@@ -42,7 +42,8 @@ class TrainConfig:
   pseudo_mode: str = "prior"
   pseudo_positive_threshold: float = 0.5
   pseudo_negative_threshold: float = 0.05
-  pseudo_negative_coverage: float = 0.5
+  pseudo_negative_coverage: float = 0.1
+  pseudo_weight: float = 0.5
   prune_schedule: tuple = ()
   prune_criterion: str = "fit_well"
   backbone: str = "mobilenet_v3_small"
@@ -113,7 +114,7 @@ def run(config, log=print):
                     "max_positive_weight": config.max_positive_weight}
   partial_loss = losses.get(config.method, stats, **loss_options)
   model = PartialLabelModel(build_network(config, train), train.num_examples, train.num_classes,
-                            partial_loss)
+                            partial_loss, config.pseudo_weight)
   jit = resolve_jit_compile(config.jit_compile)
   model.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, config.weight_decay),
                 jit_compile=jit)

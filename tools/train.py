@@ -25,7 +25,7 @@ flags.DEFINE_string("test_data", "synthetic:test", "FMT:PATH of the fully or par
 flags.DEFINE_enum("method", "kpartial", ["kpartial", "ignore", "assume_negative"],
                   "kpartial, or a baseline loss: ignore (masked BCE), assume_negative.")
 flags.DEFINE_float("known_fraction", 0.1, "Fraction of training labels kept (per entry, seeded).",
-                   lower_bound=0.0, upper_bound=1.0)
+                   upper_bound=1.0)
 flags.DEFINE_integer("seed", 1, "Seed of weights, shuffling and the partial-label simulation.")
 flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
@@ -45,7 +45,8 @@ flags.DEFINE_integer("pseudo_every", 5, "Pseudo-label refresh period in epochs."
 flags.DEFINE_enum("pseudo_mode", "prior", ["prior", "fixed"], "Per-class thresholds from the prior, or fixed.")
 flags.DEFINE_float("pseudo_positive_threshold", 0.5, "fixed: t+; prior: the floor of t+.")
 flags.DEFINE_float("pseudo_negative_threshold", 0.05, "fixed: t-.")
-flags.DEFINE_float("pseudo_negative_coverage", 0.5, "prior: share of expected negatives labelled.")
+flags.DEFINE_float("pseudo_negative_coverage", 0.1, "prior: share of expected negatives labelled.")
+flags.DEFINE_float("pseudo_weight", 0.5, "Loss weight of a pseudo label relative to an annotation.")
 flags.DEFINE_string("prune_schedule", "", "EPOCH:FRACTION,... cumulative fraction of classes pruned "
                     "after EPOCH epochs, e.g. 10:0.25,20:0.5; empty = no pruning.")
 flags.DEFINE_enum("prune_criterion", "fit_well", list(label_pruning.CRITERIA), "Which classes go first.")
@@ -68,6 +69,7 @@ def _check_prune_schedule(value):
 
 
 flags.register_validator("prune_schedule", _check_prune_schedule)
+flags.register_validator("known_fraction", lambda f: f > 0, "must be in (0, 1]")
 flags.register_validator("backbone_weights", lambda p: not p or os.path.isfile(p),
                          "file not found")
 flags.register_validator("class_stats", lambda p: not p or os.path.isfile(p), "file not found")
@@ -89,7 +91,7 @@ def config_from_flags():
       pseudo_start_epoch=FLAGS.pseudo_start_epoch, pseudo_every=FLAGS.pseudo_every,
       pseudo_mode=FLAGS.pseudo_mode, pseudo_positive_threshold=FLAGS.pseudo_positive_threshold,
       pseudo_negative_threshold=FLAGS.pseudo_negative_threshold,
-      pseudo_negative_coverage=FLAGS.pseudo_negative_coverage,
+      pseudo_negative_coverage=FLAGS.pseudo_negative_coverage, pseudo_weight=FLAGS.pseudo_weight,
       prune_schedule=label_pruning.parse_prune_schedule(FLAGS.prune_schedule),
       prune_criterion=FLAGS.prune_criterion, backbone=FLAGS.backbone,
       backbone_weights=FLAGS.backbone_weights, image_size=FLAGS.image_size,
