@@ -3,7 +3,10 @@
 On a schedule (first refresh after `start_epoch` epochs, then every `every` epochs) the callback
 predicts on the training set without augmentation and, per class c, labels unknown entries with
 
-    pseudo_ic = +1 if p_ic >= t+_c,  -1 if p_ic <= t-_c,  0 otherwise.
+    pseudo_ic = +1 if p_ic > t+_c,  -1 if p_ic < t-_c,  0 otherwise.
+
+The inequalities are strict so that ties at a threshold stay unknown: a network that cannot yet
+tell entries apart (e.g. constant outputs early in training) labels nothing.
 
 Thresholds are either fixed (`mode="fixed"`: t+ and t- the same for every class) or derived from
 the class prior pi_c (`mode="prior"`): among the U_c unknown entries of class c, t+_c is the score
@@ -49,11 +52,11 @@ def prior_matched_thresholds(probabilities, known_labels, priors, min_positive_p
 
 
 def assign_pseudo_labels(probabilities, known_labels, positive_thresholds, negative_thresholds):
-  """Pseudo labels int8 [N, C]: 0 wherever the entry is known, else by the thresholds."""
+  """Pseudo labels int8 [N, C]: 0 wherever the entry is known, else by strict thresholds."""
   unknown = known_labels == 0
   pseudo = np.zeros(known_labels.shape, dtype=np.int8)
-  pseudo[unknown & (probabilities >= positive_thresholds)] = 1
-  pseudo[unknown & (probabilities <= negative_thresholds) & (pseudo == 0)] = -1
+  pseudo[unknown & (probabilities > positive_thresholds)] = 1
+  pseudo[unknown & (probabilities < negative_thresholds) & (pseudo == 0)] = -1
   return pseudo
 
 

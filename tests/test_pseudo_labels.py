@@ -105,8 +105,8 @@ def test_negative_threshold_never_exceeds_positive():
                                                 negative_coverage=1.0)
   assert negative[0] <= positive[0]
   pseudo = assign_pseudo_labels(probabilities, known, positive, negative)
-  # All scores equal t+ = 0.6: positive wins, nothing is both.
-  np.testing.assert_array_equal(pseudo, np.ones((4, 1), np.int8))
+  # All scores tie at t+ = t- = 0.6: strict thresholds leave every tied entry unknown.
+  np.testing.assert_array_equal(pseudo, np.zeros((4, 1), np.int8))
 
 
 # ----------------------------------------------------------------------------
