@@ -21,8 +21,11 @@ flags.DEFINE_list("datasets", ["yeast", "enron", "bibtex", "corel5k"], "Mulan da
 flags.DEFINE_list("seeds", ["1", "2", "3"], "Seeds.")
 flags.DEFINE_list("known_fractions", ["0.1", "0.3"], "Known fractions for the main comparison.")
 flags.DEFINE_integer("epochs", 40, "Epochs per run.")
-flags.DEFINE_string("mulan_root", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                                               "data", "mulan"), "Folder of the Mulan sets.")
+flags.DEFINE_string(
+    "mulan_root",
+    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mulan"),
+    "Folder of the Mulan sets.",
+)
 flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(__file__), "results"), "Output folder.")
 
 FILES = {
@@ -31,45 +34,64 @@ FILES = {
     "bibtex": ("bibtex/bibtex-train.arff", "bibtex/bibtex-test.arff"),
     "corel5k": ("corel5k/Corel5k-train-sparse.arff", "corel5k/Corel5k-test-sparse.arff"),
 }
-MAIN = {"kpartial": {}, "ignore": {"method": "ignore"},
-        "assume_negative": {"method": "assume_negative"}}
-ABLATIONS = {"kpartial w/o pseudo labels": {"pseudo_start_epoch": -1},
-             "kpartial w/o statistics weighting": {"loss_balance": 0.0, "unknown_weight": 0.0},
-             "kpartial w/o pruning": {"prune_schedule": ()}}
+MAIN = {
+    "kpartial": {},
+    "ignore": {"method": "ignore"},
+    "assume_negative": {"method": "assume_negative"},
+}
+ABLATIONS = {
+    "kpartial w/o pseudo labels": {"pseudo_start_epoch": -1},
+    "kpartial w/o statistics weighting": {"loss_balance": 0.0, "unknown_weight": 0.0},
+    "kpartial w/o pruning": {"prune_schedule": ()},
+}
 
 
 def main(argv):
-  del argv
-  import pandas as pd
+    del argv
+    import pandas as pd
 
-  from kpartial import comparison, training
+    from kpartial import comparison, training
 
-  seeds = [int(s) for s in FLAGS.seeds]
-  fractions = [float(f) for f in FLAGS.known_fractions]
-  os.makedirs(FLAGS.out_dir, exist_ok=True)
-  sections = []
-  for name in FLAGS.datasets:
-    train_file, test_file = (os.path.join(FLAGS.mulan_root, f) for f in FILES[name])
-    base = training.TrainConfig(
-        train_data=f"mulan:{train_file}", test_data=f"mulan:{test_file}", epochs=FLAGS.epochs,
-        prune_schedule=((int(FLAGS.epochs * 0.75), 0.25),), eval_every=FLAGS.epochs)
-    log = lambda line: print(f"[{name}] {line}", flush=True)  # noqa: E731
-    results = pd.concat([
-        comparison.compare(base, MAIN, fractions, seeds, log=log),
-        comparison.compare(base, {"BCE, full labels": {"method": "ignore"}}, [1.0], seeds,
-                           log=log),
-        comparison.compare(base, ABLATIONS, [fractions[0]], seeds, log=log),
-    ], ignore_index=True)
-    results.insert(0, "dataset", name)
-    results.to_csv(os.path.join(FLAGS.out_dir, f"mulan_{name}.csv"), index=False)
-    seconds = results["train_seconds"].sum()
-    sections.append(f"### {name}\n\n{comparison.summary_table(results)}\n\n"
-                    f"({len(results)} runs, {FLAGS.epochs} epochs each, {seconds:.0f} s of training)\n")
-    with open(os.path.join(FLAGS.out_dir, "mulan.md"), "w") as f:
-      f.write("Test mAP (%), mean ± std over seeds " + ",".join(FLAGS.seeds)
-              + "; annotated test entries only.\n\n" + "\n".join(sections))
-    print(sections[-1], flush=True)
+    seeds = [int(s) for s in FLAGS.seeds]
+    fractions = [float(f) for f in FLAGS.known_fractions]
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    sections = []
+    for name in FLAGS.datasets:
+        train_file, test_file = (os.path.join(FLAGS.mulan_root, f) for f in FILES[name])
+        base = training.TrainConfig(
+            train_data=f"mulan:{train_file}",
+            test_data=f"mulan:{test_file}",
+            epochs=FLAGS.epochs,
+            prune_schedule=((int(FLAGS.epochs * 0.75), 0.25),),
+            eval_every=FLAGS.epochs,
+        )
+        log = lambda line: print(f"[{name}] {line}", flush=True)  # noqa: E731
+        results = pd.concat(
+            [
+                comparison.compare(base, MAIN, fractions, seeds, log=log),
+                comparison.compare(
+                    base, {"BCE, full labels": {"method": "ignore"}}, [1.0], seeds, log=log
+                ),
+                comparison.compare(base, ABLATIONS, [fractions[0]], seeds, log=log),
+            ],
+            ignore_index=True,
+        )
+        results.insert(0, "dataset", name)
+        results.to_csv(os.path.join(FLAGS.out_dir, f"mulan_{name}.csv"), index=False)
+        seconds = results["train_seconds"].sum()
+        sections.append(
+            f"### {name}\n\n{comparison.summary_table(results)}\n\n"
+            f"({len(results)} runs, {FLAGS.epochs} epochs each, {seconds:.0f} s of training)\n"
+        )
+        with open(os.path.join(FLAGS.out_dir, "mulan.md"), "w") as f:
+            f.write(
+                "Test mAP (%), mean ± std over seeds "
+                + ",".join(FLAGS.seeds)
+                + "; annotated test entries only.\n\n"
+                + "\n".join(sections)
+            )
+        print(sections[-1], flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

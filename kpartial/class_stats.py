@@ -19,54 +19,70 @@ CSV_COLUMNS = ("label", "positives", "negatives", "prior")
 
 @dataclasses.dataclass(frozen=True)
 class ClassStatistics:
-  """Label statistics for C classes.
+    """Label statistics for C classes.
 
-  Attributes:
-    label_names: tuple of C class names.
-    positives: int64 [C], annotated positives per class.
-    negatives: int64 [C], annotated negatives per class.
-    priors: float64 [C], estimated probability that an entry of the class is positive.
-  """
-
-  label_names: tuple
-  positives: np.ndarray
-  negatives: np.ndarray
-  priors: np.ndarray
-
-  @classmethod
-  def from_labels(cls, labels, label_names):
-    """Counts annotated entries of an int [N, C] label matrix in {+1, -1, 0}."""
-    labels = np.asarray(labels)
-    positives = (labels > 0).sum(axis=0).astype(np.int64)
-    negatives = (labels < 0).sum(axis=0).astype(np.int64)
-    priors = (positives + 1.0) / (positives + negatives + 2.0)
-    return cls(tuple(label_names), positives, negatives, priors)
-
-  @classmethod
-  def from_csv(cls, path, label_names):
-    """Reads a statistics CSV and orders it by `label_names`.
-
-    Raises:
-      ValueError: naming the file when a column or one of `label_names` is missing, or a prior is
-        outside (0, 1).
+    Attributes:
+      label_names: tuple of C class names.
+      positives: int64 [C], annotated positives per class.
+      negatives: int64 [C], annotated negatives per class.
+      priors: float64 [C], estimated probability that an entry of the class is positive.
     """
-    table = pd.read_csv(path)
-    missing_columns = [c for c in CSV_COLUMNS if c not in table.columns]
-    if missing_columns:
-      raise ValueError(f"{path}: missing columns {missing_columns}; expected {list(CSV_COLUMNS)}")
-    table["label"] = table["label"].astype(str)
-    table = table.set_index("label")
-    missing = [name for name in label_names if name not in table.index]
-    if missing:
-      raise ValueError(f"{path}: no statistics for {len(missing)} classes, e.g. {missing[:5]}")
-    table = table.loc[list(label_names)]
-    priors = table["prior"].to_numpy(np.float64)
-    bad = np.flatnonzero(~((priors > 0) & (priors < 1)))
-    if bad.size:
-      raise ValueError(f"{path}: prior of {label_names[bad[0]]!r} must be in (0, 1), got {priors[bad[0]]}")
-    return cls(tuple(label_names), table["positives"].to_numpy(np.int64),
-               table["negatives"].to_numpy(np.int64), priors)
 
-  def to_csv(self, path):
-    pd.DataFrame({"label": self.label_names, "positives": self.positives,
-                  "negatives": self.negatives, "prior": self.priors}).to_csv(path, index=False)
+    label_names: tuple
+    positives: np.ndarray
+    negatives: np.ndarray
+    priors: np.ndarray
+
+    @classmethod
+    def from_labels(cls, labels, label_names):
+        """Counts annotated entries of an int [N, C] label matrix in {+1, -1, 0}."""
+        labels = np.asarray(labels)
+        positives = (labels > 0).sum(axis=0).astype(np.int64)
+        negatives = (labels < 0).sum(axis=0).astype(np.int64)
+        priors = (positives + 1.0) / (positives + negatives + 2.0)
+        return cls(tuple(label_names), positives, negatives, priors)
+
+    @classmethod
+    def from_csv(cls, path, label_names):
+        """Reads a statistics CSV and orders it by `label_names`.
+
+        Raises:
+          ValueError: naming the file when a column or one of `label_names` is missing, or a prior is
+            outside (0, 1).
+        """
+        table = pd.read_csv(path)
+        missing_columns = [c for c in CSV_COLUMNS if c not in table.columns]
+        if missing_columns:
+            raise ValueError(
+                f"{path}: missing columns {missing_columns}; expected {list(CSV_COLUMNS)}"
+            )
+        table["label"] = table["label"].astype(str)
+        table = table.set_index("label")
+        missing = [name for name in label_names if name not in table.index]
+        if missing:
+            raise ValueError(
+                f"{path}: no statistics for {len(missing)} classes, e.g. {missing[:5]}"
+            )
+        table = table.loc[list(label_names)]
+        priors = table["prior"].to_numpy(np.float64)
+        bad = np.flatnonzero(~((priors > 0) & (priors < 1)))
+        if bad.size:
+            raise ValueError(
+                f"{path}: prior of {label_names[bad[0]]!r} must be in (0, 1), got {priors[bad[0]]}"
+            )
+        return cls(
+            tuple(label_names),
+            table["positives"].to_numpy(np.int64),
+            table["negatives"].to_numpy(np.int64),
+            priors,
+        )
+
+    def to_csv(self, path):
+        pd.DataFrame(
+            {
+                "label": self.label_names,
+                "positives": self.positives,
+                "negatives": self.negatives,
+                "prior": self.priors,
+            }
+        ).to_csv(path, index=False)

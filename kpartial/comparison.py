@@ -10,39 +10,52 @@ from kpartial import training
 
 
 def compare(base_config, variants, known_fractions, seeds, workdir_root="", log=print):
-  """Trains every variant x known fraction x seed; returns a DataFrame of results.
+    """Trains every variant x known fraction x seed; returns a DataFrame of results.
 
-  Args:
-    base_config: `training.TrainConfig` shared by all runs.
-    variants: dict name -> dict of `TrainConfig` overrides (e.g. {"ignore": {"method": "ignore"}}).
-    known_fractions: fractions of training labels kept; the simulation depends only on the
-      fraction and seed, so every variant sees identical labels.
-    seeds: seeds to repeat each setting with.
-    workdir_root: if set, each run writes into `workdir_root/<variant>/kf<fraction>_s<seed>`.
-    log: function printing a line.
-  """
-  rows = []
-  for fraction in known_fractions:
-    for name, overrides in variants.items():
-      for seed in seeds:
-        workdir = (os.path.join(workdir_root, name, f"kf{fraction}_s{seed}") if workdir_root
-                   else "")
-        config = dataclasses.replace(base_config, known_fraction=fraction, seed=seed,
-                                     workdir=workdir, **overrides)
-        result = training.run(config, log=log)
-        rows.append({"variant": name, "method": config.method, "known_fraction": fraction,
-                     "seed": seed, "map": result["map"], "cf1": result["cf1"],
-                     "of1": result["of1"], "train_seconds": result["train_seconds"]})
-  return pd.DataFrame(rows)
+    Args:
+      base_config: `training.TrainConfig` shared by all runs.
+      variants: dict name -> dict of `TrainConfig` overrides (e.g. {"ignore": {"method": "ignore"}}).
+      known_fractions: fractions of training labels kept; the simulation depends only on the
+        fraction and seed, so every variant sees identical labels.
+      seeds: seeds to repeat each setting with.
+      workdir_root: if set, each run writes into `workdir_root/<variant>/kf<fraction>_s<seed>`.
+      log: function printing a line.
+    """
+    rows = []
+    for fraction in known_fractions:
+        for name, overrides in variants.items():
+            for seed in seeds:
+                workdir = (
+                    os.path.join(workdir_root, name, f"kf{fraction}_s{seed}")
+                    if workdir_root
+                    else ""
+                )
+                config = dataclasses.replace(
+                    base_config, known_fraction=fraction, seed=seed, workdir=workdir, **overrides
+                )
+                result = training.run(config, log=log)
+                rows.append(
+                    {
+                        "variant": name,
+                        "method": config.method,
+                        "known_fraction": fraction,
+                        "seed": seed,
+                        "map": result["map"],
+                        "cf1": result["cf1"],
+                        "of1": result["of1"],
+                        "train_seconds": result["train_seconds"],
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
 def summary_table(results, metric="map"):
-  """Markdown table: variants as rows, known fractions as columns, `mean ± std` in percent."""
-  grouped = results.groupby(["variant", "known_fraction"], sort=False)[metric]
-  cells = grouped.agg(lambda v: f"{100 * np.mean(v):.2f} ± {100 * np.std(v):.2f}").unstack()
-  order = list(dict.fromkeys(results["variant"]))
-  cells = cells.loc[order].fillna("")  # a variant run at only some fractions
-  header = "| variant | " + " | ".join(f"known {c}" for c in cells.columns) + " |"
-  lines = [header, "|" + "---|" * (len(cells.columns) + 1)]
-  lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in cells.iterrows()]
-  return "\n".join(lines)
+    """Markdown table: variants as rows, known fractions as columns, `mean ± std` in percent."""
+    grouped = results.groupby(["variant", "known_fraction"], sort=False)[metric]
+    cells = grouped.agg(lambda v: f"{100 * np.mean(v):.2f} ± {100 * np.std(v):.2f}").unstack()
+    order = list(dict.fromkeys(results["variant"]))
+    cells = cells.loc[order].fillna("")  # a variant run at only some fractions
+    header = "| variant | " + " | ".join(f"known {c}" for c in cells.columns) + " |"
+    lines = [header, "|" + "---|" * (len(cells.columns) + 1)]
+    lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in cells.iterrows()]
+    return "\n".join(lines)

@@ -57,14 +57,18 @@ class MultiLabelData:
         if self.features is not None:
             features = np.asarray(self.features)
             if features.ndim != 2 or features.shape[0] != n:
-                raise DataError(f"{self.source}: features shape {features.shape} does not match {n} examples")
+                raise DataError(
+                    f"{self.source}: features shape {features.shape} does not match {n} examples"
+                )
             if features.dtype.kind not in "biuf":
                 raise DataError(f"{self.source}: features must be numeric, got {features.dtype}")
             set_("features", features.astype(np.float32, copy=False))
         if self.image_paths is not None:
             set_("image_paths", tuple(str(p) for p in self.image_paths))
             if len(self.image_paths) != n:
-                raise DataError(f"{self.source}: {len(self.image_paths)} image paths for {n} examples")
+                raise DataError(
+                    f"{self.source}: {len(self.image_paths)} image paths for {n} examples"
+                )
 
     @property
     def num_examples(self) -> int:
@@ -87,7 +91,9 @@ class MultiLabelData:
         """
         labels = np.asarray(labels)
         if labels.shape != self.labels.shape:
-            raise DataError(f"{self.source}: new labels have shape {labels.shape}, expected {self.labels.shape}")
+            raise DataError(
+                f"{self.source}: new labels have shape {labels.shape}, expected {self.labels.shape}"
+            )
         return dataclasses.replace(self, labels=labels)
 
 
@@ -100,8 +106,10 @@ def _check_labels(labels, source: str) -> np.ndarray:
     bad = ~np.isin(labels, _LABEL_VALUES)
     if bad.any():
         row = int(np.argwhere(bad)[0, 0])
-        raise DataError(f"{source}: label values must be in {{1, -1, 0}}; "
-                        f"row {row} (0-based) has {labels[row][bad[row]][0]}")
+        raise DataError(
+            f"{source}: label values must be in {{1, -1, 0}}; "
+            f"row {row} (0-based) has {labels[row][bad[row]][0]}"
+        )
     return labels.astype(np.int8, copy=False)
 
 
@@ -121,9 +129,13 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
     fmt, sep, path = spec.partition(":")
     fmt = fmt.strip().lower()
     if not sep or not path:
-        raise DataError(f"data spec {spec!r} must look like FMT:PATH with FMT one of {_known_formats()}")
+        raise DataError(
+            f"data spec {spec!r} must look like FMT:PATH with FMT one of {_known_formats()}"
+        )
     if fmt not in READERS:
-        raise DataError(f"data spec {spec!r}: unknown format {fmt!r}; known formats: {_known_formats()}")
+        raise DataError(
+            f"data spec {spec!r}: unknown format {fmt!r}; known formats: {_known_formats()}"
+        )
     return fmt, path
 
 
@@ -142,7 +154,9 @@ def load(fmt: str, path: str, **options) -> MultiLabelData:
     """
     reader = READERS.get(fmt)
     if reader is None:
-        raise DataError(f"unknown data format {fmt!r} for {path}; known formats: {_known_formats()}")
+        raise DataError(
+            f"unknown data format {fmt!r} for {path}; known formats: {_known_formats()}"
+        )
     try:
         inspect.signature(reader).bind(path, **options)
     except TypeError as e:  # Checked up front so TypeErrors inside readers are not masked.
@@ -160,7 +174,9 @@ def _known_formats() -> str:
 _SPLIT_SUFFIX = re.compile(r"-(?:train|test).*$", re.IGNORECASE)
 # One comma-separated token: quoted ('...' or "..." with backslash escapes) or bare.
 _TOKEN = re.compile(r"""\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,'"]*?)\s*(,|$)""", re.DOTALL)
-_SPARSE_ENTRY = re.compile(r"""\s*(\d+)\s+('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,'"\s]+)\s*(,|$)""", re.DOTALL)
+_SPARSE_ENTRY = re.compile(
+    r"""\s*(\d+)\s+('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,'"\s]+)\s*(,|$)""", re.DOTALL
+)
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 _NUMERIC_TYPES = ("numeric", "real", "integer")
@@ -180,7 +196,7 @@ def _split_tokens(text: str) -> list[str]:
     while True:
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise ValueError(f"malformed quoting near {text[pos:pos + 40]!r}")
+            raise ValueError(f"malformed quoting near {text[pos : pos + 40]!r}")
         out.append(_unquote(m.group(1)))
         if not m.group(2):
             return out
@@ -193,7 +209,7 @@ def _split_sparse_quoted(body: str) -> tuple[list[int], list[str]]:
     while body[pos:].strip():
         m = _SPARSE_ENTRY.match(body, pos)
         if m is None:
-            raise ValueError(f"malformed sparse entry near {body[pos:pos + 40]!r}")
+            raise ValueError(f"malformed sparse entry near {body[pos : pos + 40]!r}")
         idx.append(int(m.group(1)))
         toks.append(_unquote(m.group(2)))
         pos = m.end()
@@ -208,7 +224,7 @@ def _parse_name(text: str) -> tuple[str, str]:
         m = re.match(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", text)
         if m is None:
             raise ValueError("unterminated quoted name")
-        return _unquote(m.group(0)), text[m.end():].strip()
+        return _unquote(m.group(0)), text[m.end() :].strip()
     if not text:
         raise ValueError("missing attribute name")
     name, *rest = text.split(None, 1)
@@ -245,7 +261,9 @@ def _parse_arff_header(lines: Sequence[str], path: str) -> tuple[list[_Attribute
             elif type_.lower() in _NUMERIC_TYPES:
                 nominal = None
             else:
-                raise ValueError(f"unsupported attribute type {type_!r} (need numeric/real/integer or {{...}})")
+                raise ValueError(
+                    f"unsupported attribute type {type_!r} (need numeric/real/integer or {{...}})"
+                )
         except ValueError as e:
             raise DataError(f"{path}:{i + 1}: bad @attribute line: {e}") from None
         if not name:
@@ -316,7 +334,9 @@ def read_mulan(path, xml_path=None) -> MultiLabelData:
         index[attr.name] = j
     missing = [n for n in label_names if n not in index]
     if missing:
-        raise DataError(f"{path}: {len(missing)} labels from {xml_path} are not ARFF attributes: {missing[:10]}")
+        raise DataError(
+            f"{path}: {len(missing)} labels from {xml_path} are not ARFF attributes: {missing[:10]}"
+        )
     label_set = set(label_names)
     label_cols = [j for j, a in enumerate(attrs) if a.name in label_set]
     feature_cols = [j for j, a in enumerate(attrs) if a.name not in label_set]
@@ -327,21 +347,31 @@ def read_mulan(path, xml_path=None) -> MultiLabelData:
     bad = ~np.isfinite(features)
     if bad.any():
         row, col = (int(k) for k in np.argwhere(bad)[0])
-        raise DataError(f"{path}:{line_numbers[row]}: missing or non-finite value for feature "
-                        f"{attrs[feature_cols[col]].name!r}")
+        raise DataError(
+            f"{path}:{line_numbers[row]}: missing or non-finite value for feature "
+            f"{attrs[feature_cols[col]].name!r}"
+        )
     labels = np.empty((len(values), len(label_cols)), np.int8)
     for k, j in enumerate(label_cols):
         labels[:, k] = _decode_label_column(values[:, j], attrs[j], path, line_numbers)
-    return MultiLabelData(labels=labels, label_names=tuple(attrs[j].name for j in label_cols),
-                          features=features, source=f"mulan:{path}")
+    return MultiLabelData(
+        labels=labels,
+        label_names=tuple(attrs[j].name for j in label_cols),
+        features=features,
+        source=f"mulan:{path}",
+    )
 
 
-def _decode_label_column(column: np.ndarray, attr: _Attribute, path: str, line_numbers) -> np.ndarray:
+def _decode_label_column(
+    column: np.ndarray, attr: _Attribute, path: str, line_numbers
+) -> np.ndarray:
     """Maps internal values (numeric value or nominal index; NaN = '?') to +1/-1/0."""
     invalid = 2
     known = ~np.isnan(column)
     if attr.nominal is None:
-        mapped = np.select([column == 1, column == 0, ~known], [POSITIVE, NEGATIVE, UNKNOWN], invalid)
+        mapped = np.select(
+            [column == 1, column == 0, ~known], [POSITIVE, NEGATIVE, UNKNOWN], invalid
+        )
     else:
         codes = {"1": POSITIVE, "0": NEGATIVE}
         table = np.array([codes.get(v, invalid) for v in attr.nominal] + [UNKNOWN], np.int8)
@@ -350,8 +380,10 @@ def _decode_label_column(column: np.ndarray, attr: _Attribute, path: str, line_n
     if bad.size:
         row = int(bad[0])
         value = column[row] if attr.nominal is None else attr.nominal[int(column[row])]
-        raise DataError(f"{path}:{line_numbers[row]}: label {attr.name!r} has value {value!r}; "
-                        "expected 1, 0 or ?")
+        raise DataError(
+            f"{path}:{line_numbers[row]}: label {attr.name!r} has value {value!r}; "
+            "expected 1, 0 or ?"
+        )
     return mapped.astype(np.int8)
 
 
@@ -366,8 +398,11 @@ def _converter(attr: _Attribute) -> Callable[[str], float]:
 
 def _parse_arff_rows(lines, start, attrs, path) -> tuple[np.ndarray, list[int]]:
     """Parses data lines into a float32 [N, A] array of internal values."""
-    data_lines = [(i + 1, line) for i, raw in enumerate(lines[start:], start)
-                  if (line := raw.strip()) and not line.startswith("%")]
+    data_lines = [
+        (i + 1, line)
+        for i, raw in enumerate(lines[start:], start)
+        if (line := raw.strip()) and not line.startswith("%")
+    ]
     num_attrs = len(attrs)
     convs = [_converter(a) for a in attrs]
     # float32 holds nominal indices exactly and makes float32 overflow show up as inf.
@@ -401,7 +436,9 @@ def _parse_arff_rows(lines, start, attrs, path) -> tuple[np.ndarray, list[int]]:
                     values[r] = [conv(t) for conv, t in zip(convs, toks)]
                 except (KeyError, ValueError):
                     j = next(j for j, t in enumerate(toks) if not _converts(convs[j], t))
-                    raise ValueError(f"bad value {toks[j]!r} for attribute {attrs[j].name!r}") from None
+                    raise ValueError(
+                        f"bad value {toks[j]!r} for attribute {attrs[j].name!r}"
+                    ) from None
         except ValueError as e:
             raise DataError(f"{path}:{lineno}: {e}") from None
     return values, [n for n, _ in data_lines]
@@ -450,21 +487,29 @@ def read_npz(path) -> MultiLabelData:
     bad = ~np.isin(y, _LABEL_VALUES)  # NaN is never in the set.
     if bad.any():
         row = int(np.argwhere(bad)[0, 0])
-        raise DataError(f"{path}: y values must be 1, 0 or -1; row {row} (0-based) has {y[row][bad[row]][0]}")
+        raise DataError(
+            f"{path}: y values must be 1, 0 or -1; row {row} (0-based) has {y[row][bad[row]][0]}"
+        )
     with np.errstate(over="ignore"):  # Overflow becomes inf, reported just below.
         x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
-        raise DataError(f"{path}: x has NaN/inf (or float32 overflow) in row {int(np.argwhere(bad)[0, 0])} (0-based)")
+        raise DataError(
+            f"{path}: x has NaN/inf (or float32 overflow) in row {int(np.argwhere(bad)[0, 0])} (0-based)"
+        )
     num_classes = y.shape[1]
     if "label_names" in arrays:
         names = arrays["label_names"]
         if names.ndim != 1 or len(names) != num_classes or names.dtype.kind not in "US":
-            raise DataError(f"{path}: label_names must be {num_classes} strings, got {names.dtype} {names.shape}")
+            raise DataError(
+                f"{path}: label_names must be {num_classes} strings, got {names.dtype} {names.shape}"
+            )
         names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
     else:
         names = tuple(f"class_{k}" for k in range(num_classes))
-    return MultiLabelData(labels=y.astype(np.int8), label_names=names, features=x, source=f"npz:{path}")
+    return MultiLabelData(
+        labels=y.astype(np.int8), label_names=names, features=x, source=f"npz:{path}"
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -492,8 +537,10 @@ def read_coco(path, image_dir=None) -> MultiLabelData:
     if image_dir is None:
         m = _COCO_NAME.match(os.path.basename(path))
         if m is None:
-            raise DataError(f"{path}: cannot derive the split from a name not like instances_<split>.json; "
-                            "pass image_dir")
+            raise DataError(
+                f"{path}: cannot derive the split from a name not like instances_<split>.json; "
+                "pass image_dir"
+            )
         image_dir = os.path.join(os.path.dirname(path), os.pardir, m.group(1))
     image_dir = os.path.abspath(os.path.expanduser(os.fspath(image_dir)))
     try:
@@ -519,13 +566,17 @@ def read_coco(path, image_dir=None) -> MultiLabelData:
         col = cat_col.get(ann.get("category_id"))
         if row is None or col is None:
             what = "image_id" if row is None else "category_id"
-            raise DataError(f"{path}: annotation {ann.get('id')} refers to unknown {what} {ann.get(what)!r}")
+            raise DataError(
+                f"{path}: annotation {ann.get('id')} refers to unknown {what} {ann.get(what)!r}"
+            )
         labels[row, col] = POSITIVE
     image_paths = tuple(os.path.join(image_dir, f) for f in files)
     for p in image_paths:
         if not os.path.isfile(p):
             raise DataError(f"image file {p} listed in {path} does not exist")
-    return MultiLabelData(labels=labels, label_names=names, image_paths=image_paths, source=f"coco:{path}")
+    return MultiLabelData(
+        labels=labels, label_names=names, image_paths=image_paths, source=f"coco:{path}"
+    )
 
 
 READERS: dict[str, Callable[..., MultiLabelData]] = {

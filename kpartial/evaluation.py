@@ -8,47 +8,58 @@ from kpartial.partial_model import predict_probabilities
 
 
 class EvaluationCallback(keras.callbacks.Callback):
-  """Adds `test_map`, `test_cf1`, `test_of1` to the epoch logs every `every` epochs and at the end.
+    """Adds `test_map`, `test_cf1`, `test_of1` to the epoch logs every `every` epochs and at the end.
 
-  Metrics count only annotated test entries (label != 0).
-  """
+    Metrics count only annotated test entries (label != 0).
+    """
 
-  def __init__(self, dataset, labels, every=1, total_epochs=None):
-    super().__init__()
-    self.dataset, self.labels = dataset, np.asarray(labels)
-    self.every, self.total_epochs = max(1, every), total_epochs
-    self.last = {}
+    def __init__(self, dataset, labels, every=1, total_epochs=None):
+        super().__init__()
+        self.dataset, self.labels = dataset, np.asarray(labels)
+        self.every, self.total_epochs = max(1, every), total_epochs
+        self.last = {}
 
-  def on_epoch_end(self, epoch, logs=None):
-    if (epoch + 1) % self.every and epoch + 1 != self.total_epochs:
-      return
-    result = metrics.evaluate(predict_probabilities(self.model, self.dataset), self.labels)
-    self.last = {"test_map": result["map"], "test_cf1": result["cf1"], "test_of1": result["of1"]}
-    if logs is not None:
-      logs.update(self.last)
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every and epoch + 1 != self.total_epochs:
+            return
+        result = metrics.evaluate(predict_probabilities(self.model, self.dataset), self.labels)
+        self.last = {
+            "test_map": result["map"],
+            "test_cf1": result["cf1"],
+            "test_of1": result["of1"],
+        }
+        if logs is not None:
+            logs.update(self.last)
 
 
 def evaluate_saved_model(model_path, test_data, batch_size=256, image_size=224, out_dir=None):
-  """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json."""
-  import json
-  import os
+    """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json."""
+    import json
+    import os
 
-  from kpartial import data, export, pipeline
+    from kpartial import data, export, pipeline
 
-  serve, label_names, thresholds = export.load_serving(model_path)
-  test = data.load(*data.parse_data_spec(test_data))
-  if tuple(label_names) != test.label_names:
-    raise data.DataError(f"{test_data}: classes differ from those of {model_path}")
-  dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))
-  probabilities = np.concatenate([serve(x=batch["x"])["probabilities"].numpy()
-                                  for batch in dataset])
-  result = metrics.evaluate(probabilities, test.labels)
-  at_exported = metrics.f1_scores(probabilities, test.labels, threshold=thresholds)
-  result.update({"cf1_exported_thresholds": at_exported["cf1"],
-                 "of1_exported_thresholds": at_exported["of1"],"model": model_path, "test_data": test_data,
-                 "note": "metrics count only annotated test entries"})
-  if out_dir:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-      json.dump(result, f, indent=2)
-  return result
+    serve, label_names, thresholds = export.load_serving(model_path)
+    test = data.load(*data.parse_data_spec(test_data))
+    if tuple(label_names) != test.label_names:
+        raise data.DataError(f"{test_data}: classes differ from those of {model_path}")
+    dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))
+    probabilities = np.concatenate(
+        [serve(x=batch["x"])["probabilities"].numpy() for batch in dataset]
+    )
+    result = metrics.evaluate(probabilities, test.labels)
+    at_exported = metrics.f1_scores(probabilities, test.labels, threshold=thresholds)
+    result.update(
+        {
+            "cf1_exported_thresholds": at_exported["cf1"],
+            "of1_exported_thresholds": at_exported["of1"],
+            "model": model_path,
+            "test_data": test_data,
+            "note": "metrics count only annotated test entries",
+        }
+    )
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+            json.dump(result, f, indent=2)
+    return result

@@ -23,92 +23,96 @@ CRITERIA = ("fit_well", "random")
 
 
 def parse_prune_schedule(text):
-  """Parses `"10:0.25,20:0.5"` into `((10, 0.25), (20, 0.5))`; "" means no pruning.
+    """Parses `"10:0.25,20:0.5"` into `((10, 0.25), (20, 0.5))`; "" means no pruning.
 
-  Raises:
-    ValueError: describing what is wrong with the schedule.
-  """
-  schedule = []
-  for item in filter(None, (part.strip() for part in text.split(","))):
-    epoch_text, sep, fraction_text = item.partition(":")
-    try:
-      if not sep:
-        raise ValueError
-      epoch, fraction = int(epoch_text), float(fraction_text)
-    except ValueError:
-      raise ValueError(f"entry {item!r} is not EPOCH:FRACTION (e.g. 10:0.25)") from None
-    if epoch < 1:
-      raise ValueError(f"entry {item!r}: epoch must be >= 1")
-    if not 0.0 <= fraction < 1.0:
-      raise ValueError(f"entry {item!r}: fraction must be in [0, 1)")
-    if schedule and epoch <= schedule[-1][0]:
-      raise ValueError(f"entry {item!r}: epochs must increase")
-    if schedule and fraction < schedule[-1][1]:
-      raise ValueError(f"entry {item!r}: fractions are cumulative and must not decrease")
-    schedule.append((epoch, fraction))
-  return tuple(schedule)
+    Raises:
+      ValueError: describing what is wrong with the schedule.
+    """
+    schedule = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        epoch_text, sep, fraction_text = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            epoch, fraction = int(epoch_text), float(fraction_text)
+        except ValueError:
+            raise ValueError(f"entry {item!r} is not EPOCH:FRACTION (e.g. 10:0.25)") from None
+        if epoch < 1:
+            raise ValueError(f"entry {item!r}: epoch must be >= 1")
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"entry {item!r}: fraction must be in [0, 1)")
+        if schedule and epoch <= schedule[-1][0]:
+            raise ValueError(f"entry {item!r}: epochs must increase")
+        if schedule and fraction < schedule[-1][1]:
+            raise ValueError(f"entry {item!r}: fractions are cumulative and must not decrease")
+        schedule.append((epoch, fraction))
+    return tuple(schedule)
 
 
 def known_label_loss(probabilities, known_labels, epsilon=1e-7):
-  """Mean BCE per class over known entries, float [C]; 0 for a class with no known entry."""
-  p = np.clip(probabilities.astype(np.float64), epsilon, 1 - epsilon)
-  entry_loss = np.where(known_labels > 0, -np.log(p), 0.0) + np.where(
-      known_labels < 0, -np.log(1 - p), 0.0)
-  return entry_loss.sum(axis=0) / np.maximum((known_labels != 0).sum(axis=0), 1)
+    """Mean BCE per class over known entries, float [C]; 0 for a class with no known entry."""
+    p = np.clip(probabilities.astype(np.float64), epsilon, 1 - epsilon)
+    entry_loss = np.where(known_labels > 0, -np.log(p), 0.0) + np.where(
+        known_labels < 0, -np.log(1 - p), 0.0
+    )
+    return entry_loss.sum(axis=0) / np.maximum((known_labels != 0).sum(axis=0), 1)
 
 
 def choose_classes_to_prune(active, count, criterion, class_loss=None, rng=None):
-  """Indices of `count` active classes to prune by `criterion` (see module docstring)."""
-  candidates = np.flatnonzero(active)
-  count = min(count, candidates.size)
-  if count <= 0:
-    return np.zeros(0, dtype=np.int64)
-  if criterion == "fit_well":
-    return candidates[np.argsort(class_loss[candidates], kind="stable")[:count]]
-  if criterion == "random":
-    return rng.choice(candidates, size=count, replace=False)
-  raise ValueError(f"unknown prune criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+    """Indices of `count` active classes to prune by `criterion` (see module docstring)."""
+    candidates = np.flatnonzero(active)
+    count = min(count, candidates.size)
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if criterion == "fit_well":
+        return candidates[np.argsort(class_loss[candidates], kind="stable")[:count]]
+    if criterion == "random":
+        return rng.choice(candidates, size=count, replace=False)
+    raise ValueError(f"unknown prune criterion {criterion!r}; known: {', '.join(CRITERIA)}")
 
 
 class LabelPruningCallback(keras.callbacks.Callback):
-  """Prunes classes from `model.active_classes` following `schedule`.
+    """Prunes classes from `model.active_classes` following `schedule`.
 
-  Args:
-    dataset: the training inputs, unshuffled and unaugmented, in example-id order.
-    known_labels: int [N, C] training annotations.
-    schedule: output of `parse_prune_schedule`.
-    criterion: one of `CRITERIA`.
-    seed: seed of the `random` criterion.
-    log: a function that prints one line.
-  """
+    Args:
+      dataset: the training inputs, unshuffled and unaugmented, in example-id order.
+      known_labels: int [N, C] training annotations.
+      schedule: output of `parse_prune_schedule`.
+      criterion: one of `CRITERIA`.
+      seed: seed of the `random` criterion.
+      log: a function that prints one line.
+    """
 
-  def __init__(self, dataset, known_labels, schedule, criterion="fit_well", seed=0, log=print):
-    super().__init__()
-    if criterion not in CRITERIA:
-      raise ValueError(f"unknown prune criterion {criterion!r}; known: {', '.join(CRITERIA)}")
-    self.dataset = dataset
-    self.known_labels = np.asarray(known_labels)
-    self.schedule = dict(schedule)
-    self.criterion = criterion
-    self.rng = np.random.default_rng(seed)
-    self.log = log
+    def __init__(self, dataset, known_labels, schedule, criterion="fit_well", seed=0, log=print):
+        super().__init__()
+        if criterion not in CRITERIA:
+            raise ValueError(f"unknown prune criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+        self.dataset = dataset
+        self.known_labels = np.asarray(known_labels)
+        self.schedule = dict(schedule)
+        self.criterion = criterion
+        self.rng = np.random.default_rng(seed)
+        self.log = log
 
-  def on_epoch_begin(self, epoch, logs=None):
-    if epoch not in self.schedule:
-      return
-    active = self.model.active_classes.numpy() > 0
-    num_classes = active.size
-    count = int(round(self.schedule[epoch] * num_classes)) - int((~active).sum())
-    class_loss = None
-    if self.criterion == "fit_well":
-      class_loss = known_label_loss(predict_probabilities(self.model, self.dataset),
-                                    self.known_labels)
-    pruned = choose_classes_to_prune(active, count, self.criterion, class_loss, self.rng)
-    active[pruned] = False
-    self.model.active_classes.assign(active.astype(np.float32))
-    self.log(f"epoch {epoch}: pruned {pruned.size} classes by {self.criterion}; "
-             f"{int(active.sum())}/{num_classes} remain active")
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch not in self.schedule:
+            return
+        active = self.model.active_classes.numpy() > 0
+        num_classes = active.size
+        count = int(round(self.schedule[epoch] * num_classes)) - int((~active).sum())
+        class_loss = None
+        if self.criterion == "fit_well":
+            class_loss = known_label_loss(
+                predict_probabilities(self.model, self.dataset), self.known_labels
+            )
+        pruned = choose_classes_to_prune(active, count, self.criterion, class_loss, self.rng)
+        active[pruned] = False
+        self.model.active_classes.assign(active.astype(np.float32))
+        self.log(
+            f"epoch {epoch}: pruned {pruned.size} classes by {self.criterion}; "
+            f"{int(active.sum())}/{num_classes} remain active"
+        )
 
-  def on_epoch_end(self, epoch, logs=None):
-    if logs is not None:
-      logs["active_classes"] = float(self.model.active_classes.numpy().sum())
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["active_classes"] = float(self.model.active_classes.numpy().sum())

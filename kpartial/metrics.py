@@ -68,20 +68,13 @@ def _validate(scores, labels, ndim: int, score_name: str = "scores"):
             f"{score_name} shape {s.shape} and labels shape {y.shape}"
         )
     if s.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{score_name} must be real numbers; got dtype {s.dtype}"
-        )
+        raise ValueError(f"{score_name} must be real numbers; got dtype {s.dtype}")
     if y.dtype.kind not in "biuf":
-        raise ValueError(
-            f"labels must be numeric with values in {{-1, 0, 1}}; got dtype "
-            f"{y.dtype}"
-        )
+        raise ValueError(f"labels must be numeric with values in {{-1, 0, 1}}; got dtype {y.dtype}")
     valid = (y == 0) | (y == 1) | (y == -1)
     if not valid.all():
         bad = np.unique(y[~valid])[:5]
-        raise ValueError(
-            f"labels must contain only -1, 0 or 1; found {bad.tolist()}"
-        )
+        raise ValueError(f"labels must contain only -1, 0 or 1; found {bad.tolist()}")
     s = s.astype(np.float64, copy=False)
     y = y.astype(np.int8)
     if np.isnan(s[y != 0]).any():
@@ -99,8 +92,7 @@ def _validate_threshold(threshold, num_classes: int) -> np.ndarray:
     t = np.asarray(threshold, dtype=np.float64)
     if t.ndim != 0 and t.shape != (num_classes,):
         raise ValueError(
-            f"threshold must be a scalar or have shape ({num_classes},); got "
-            f"shape {t.shape}"
+            f"threshold must be a scalar or have shape ({num_classes},); got shape {t.shape}"
         )
     if np.isnan(t).any():
         raise ValueError("threshold must not be NaN")
@@ -126,15 +118,15 @@ def _ap_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if n == 0 or c == 0:
         return out
 
-    neg_s = np.ascontiguousarray(-scores.T)              # [C, N], ascending = best first
+    neg_s = np.ascontiguousarray(-scores.T)  # [C, N], ascending = best first
     y_t = np.ascontiguousarray(labels.T)
     order = np.argsort(neg_s, axis=1)
     s = np.take_along_axis(neg_s, order, axis=1)
     y = np.take_along_axis(y_t, order, axis=1)
 
     pos = y == 1
-    tp = np.cumsum(pos, axis=1, dtype=np.int32)          # TP among top i+1
-    seen = np.cumsum(y != 0, axis=1, dtype=np.int32)     # annotated among top i+1
+    tp = np.cumsum(pos, axis=1, dtype=np.int32)  # TP among top i+1
+    seen = np.cumsum(y != 0, axis=1, dtype=np.int32)  # annotated among top i+1
     precision = tp / np.maximum(seen, 1)
 
     # Position i closes a block of tied scores if the next score differs (or

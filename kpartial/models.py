@@ -18,53 +18,63 @@ BACKBONES = {
 
 
 def build_mlp(num_features, num_classes, hidden_units=(512,), dropout=0.2, seed=0):
-  """Dense-ReLU-Dropout blocks followed by a linear layer of `num_classes` logits."""
-  inputs = keras.Input((num_features,), name="x")
-  hidden = inputs
-  for units in hidden_units:
-    hidden = layers.Dense(units, activation="relu",
-                          kernel_initializer=keras.initializers.HeUniform(seed))(hidden)
-    if dropout:
-      hidden = layers.Dropout(dropout, seed=seed)(hidden)
-  logits = layers.Dense(num_classes, name="logits",
-                        kernel_initializer=keras.initializers.GlorotUniform(seed))(hidden)
-  return keras.Model(inputs, logits, name="mlp")
+    """Dense-ReLU-Dropout blocks followed by a linear layer of `num_classes` logits."""
+    inputs = keras.Input((num_features,), name="x")
+    hidden = inputs
+    for units in hidden_units:
+        hidden = layers.Dense(
+            units, activation="relu", kernel_initializer=keras.initializers.HeUniform(seed)
+        )(hidden)
+        if dropout:
+            hidden = layers.Dropout(dropout, seed=seed)(hidden)
+    logits = layers.Dense(
+        num_classes, name="logits", kernel_initializer=keras.initializers.GlorotUniform(seed)
+    )(hidden)
+    return keras.Model(inputs, logits, name="mlp")
 
 
 @keras.saving.register_keras_serializable(package="kpartial")
 class ResNetPreprocess(layers.Layer):
-  """ResNet50's 'caffe' preprocessing of [0, 255] RGB pixels: RGB -> BGR, minus ImageNet means."""
+    """ResNet50's 'caffe' preprocessing of [0, 255] RGB pixels: RGB -> BGR, minus ImageNet means."""
 
-  def call(self, images):
-    return keras.ops.flip(images, axis=-1) - keras.ops.convert_to_tensor([103.939, 116.779, 123.68])
+    def call(self, images):
+        return keras.ops.flip(images, axis=-1) - keras.ops.convert_to_tensor(
+            [103.939, 116.779, 123.68]
+        )
 
 
 def build_image_model(backbone, num_classes, image_size=(224, 224), weights_path=None):
-  """A backbone with global average pooling and a linear head of `num_classes` logits.
+    """A backbone with global average pooling and a linear head of `num_classes` logits.
 
-  Args:
-    backbone: a key of `BACKBONES`.
-    num_classes: C.
-    image_size: (height, width) of input images.
-    weights_path: optional local weights file for the backbone (no top); None = random init.
+    Args:
+      backbone: a key of `BACKBONES`.
+      num_classes: C.
+      image_size: (height, width) of input images.
+      weights_path: optional local weights file for the backbone (no top); None = random init.
 
-  Raises:
-    ValueError: for an unknown backbone or a missing weights file.
-  """
-  if backbone not in BACKBONES:
-    raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
-  if weights_path is not None and not os.path.isfile(weights_path):
-    raise ValueError(f"backbone weights file not found: {weights_path}")
-  inputs = keras.Input((*image_size, 3), name="x")
-  if backbone == "resnet50":
-    features_in = ResNetPreprocess(name="preprocess")(inputs)
-    base = BACKBONES[backbone](include_top=False, weights=None, input_shape=(*image_size, 3),
-                               pooling="avg")
-  else:  # MobileNetV3 rescales [0, 255] inputs itself.
-    features_in = inputs
-    base = BACKBONES[backbone](include_top=False, weights=None, input_shape=(*image_size, 3),
-                               pooling="avg", include_preprocessing=True)
-  if weights_path is not None:
-    base.load_weights(weights_path)
-  logits = layers.Dense(num_classes, name="logits")(base(features_in))
-  return keras.Model(inputs, logits, name=f"{backbone}_classifier")
+    Raises:
+      ValueError: for an unknown backbone or a missing weights file.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
+    if weights_path is not None and not os.path.isfile(weights_path):
+        raise ValueError(f"backbone weights file not found: {weights_path}")
+    inputs = keras.Input((*image_size, 3), name="x")
+    if backbone == "resnet50":
+        features_in = ResNetPreprocess(name="preprocess")(inputs)
+        base = BACKBONES[backbone](
+            include_top=False, weights=None, input_shape=(*image_size, 3), pooling="avg"
+        )
+    else:  # MobileNetV3 rescales [0, 255] inputs itself.
+        features_in = inputs
+        base = BACKBONES[backbone](
+            include_top=False,
+            weights=None,
+            input_shape=(*image_size, 3),
+            pooling="avg",
+            include_preprocessing=True,
+        )
+    if weights_path is not None:
+        base.load_weights(weights_path)
+    logits = layers.Dense(num_classes, name="logits")(base(features_in))
+    return keras.Model(inputs, logits, name=f"{backbone}_classifier")

@@ -19,163 +19,218 @@ METHODS = ("kpartial", "ignore", "assume_negative")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Everything a run depends on. Pseudo labels and pruning apply to `method="kpartial"` only."""
+    """Everything a run depends on. Pseudo labels and pruning apply to `method="kpartial"` only."""
 
-  train_data: str = "synthetic:train"
-  test_data: str = "synthetic:test"
-  method: str = "kpartial"
-  known_fraction: float = 0.1
-  seed: int = 1
-  epochs: int = 30
-  batch_size: int = 256
-  learning_rate: float = 1e-3
-  weight_decay: float = 1e-4
-  hidden_units: tuple = (512,)
-  dropout: float = 0.2
-  jit_compile: str = "auto"
-  class_stats: str = ""
-  loss_balance: float = 0.5
-  unknown_weight: float = 0.1
-  max_positive_weight: float = 50.0
-  pseudo_start_epoch: int = 10
-  pseudo_every: int = 5
-  pseudo_mode: str = "prior"
-  pseudo_positive_threshold: float = 0.5
-  pseudo_negative_threshold: float = 0.05
-  pseudo_negative_coverage: float = 0.1
-  pseudo_weight: float = 0.5
-  prune_schedule: tuple = ()
-  prune_criterion: str = "fit_well"
-  backbone: str = "mobilenet_v3_small"
-  backbone_weights: str = ""
-  image_size: int = 224
-  eval_every: int = 5
-  workdir: str = ""
-  verbose: int = 0
+    train_data: str = "synthetic:train"
+    test_data: str = "synthetic:test"
+    method: str = "kpartial"
+    known_fraction: float = 0.1
+    seed: int = 1
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    hidden_units: tuple = (512,)
+    dropout: float = 0.2
+    jit_compile: str = "auto"
+    steps_per_execution: int = 1
+    class_stats: str = ""
+    loss_balance: float = 0.5
+    unknown_weight: float = 0.1
+    max_positive_weight: float = 50.0
+    pseudo_start_epoch: int = 10
+    pseudo_every: int = 5
+    pseudo_mode: str = "prior"
+    pseudo_positive_threshold: float = 0.5
+    pseudo_negative_threshold: float = 0.05
+    pseudo_negative_coverage: float = 0.1
+    pseudo_weight: float = 0.5
+    prune_schedule: tuple = ()
+    prune_criterion: str = "fit_well"
+    backbone: str = "mobilenet_v3_small"
+    backbone_weights: str = ""
+    image_size: int = 224
+    eval_every: int = 5
+    workdir: str = ""
+    verbose: int = 0
 
-  def __post_init__(self):
-    if self.method not in METHODS:
-      raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-    if self.jit_compile not in ("auto", "true", "false"):
-      raise ValueError(f"jit_compile must be auto, true or false, got {self.jit_compile!r}")
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.jit_compile not in ("auto", "true", "false"):
+            raise ValueError(f"jit_compile must be auto, true or false, got {self.jit_compile!r}")
 
-  @property
-  def uses_pseudo_labels(self):
-    return self.method == "kpartial" and self.pseudo_start_epoch >= 0
+    @property
+    def uses_pseudo_labels(self):
+        return self.method == "kpartial" and self.pseudo_start_epoch >= 0
 
-  @property
-  def uses_pruning(self):
-    return self.method == "kpartial" and bool(self.prune_schedule)
+    @property
+    def uses_pruning(self):
+        return self.method == "kpartial" and bool(self.prune_schedule)
 
 
 def resolve_jit_compile(setting):
-  """auto = XLA on GPU/TPU only: on CPU it measured 8x slower for the MLP (see README)."""
-  if setting == "auto":
-    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
-  return setting == "true"
+    """auto = XLA on GPU/TPU only: on CPU it measured 8x slower for the MLP (see README)."""
+    if setting == "auto":
+        return bool(
+            tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+        )
+    return setting == "true"
 
 
 def load_data(config):
-  train = data.load(*data.parse_data_spec(config.train_data))
-  test = data.load(*data.parse_data_spec(config.test_data))
-  if train.label_names != test.label_names:
-    raise data.DataError(f"{config.train_data} and {config.test_data} have different classes "
-                         f"({train.num_classes} vs {test.num_classes})")
-  return train, test
+    train = data.load(*data.parse_data_spec(config.train_data))
+    test = data.load(*data.parse_data_spec(config.test_data))
+    if train.label_names != test.label_names:
+        raise data.DataError(
+            f"{config.train_data} and {config.test_data} have different classes "
+            f"({train.num_classes} vs {test.num_classes})"
+        )
+    return train, test
 
 
 def build_network(config, train):
-  if train.features is not None:
-    return models.build_mlp(train.features.shape[1], train.num_classes, config.hidden_units,
-                            config.dropout, seed=config.seed)
-  return models.build_image_model(config.backbone, train.num_classes,
-                                  (config.image_size, config.image_size),
-                                  config.backbone_weights or None)
+    if train.features is not None:
+        return models.build_mlp(
+            train.features.shape[1],
+            train.num_classes,
+            config.hidden_units,
+            config.dropout,
+            seed=config.seed,
+        )
+    return models.build_image_model(
+        config.backbone,
+        train.num_classes,
+        (config.image_size, config.image_size),
+        config.backbone_weights or None,
+    )
 
 
 def run(config, log=print):
-  """Trains, evaluates and writes artifacts into `config.workdir`; returns the metrics dict."""
-  keras.utils.set_random_seed(config.seed)
-  if config.workdir:
-    os.makedirs(config.workdir, exist_ok=True)
-  train, test = load_data(config)
-  known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
-  if config.class_stats:
-    stats = class_stats.ClassStatistics.from_csv(config.class_stats, train.label_names)
-  else:
-    stats = class_stats.ClassStatistics.from_labels(known, train.label_names)
-  log(f"train {train.source}: {train.num_examples} examples, {train.num_classes} classes, "
-      f"{int((known != 0).sum())} known labels ({(known != 0).mean():.1%}); "
-      f"test {test.source}: {test.num_examples} examples")
+    """Trains, evaluates and writes artifacts into `config.workdir`; returns the metrics dict."""
+    keras.utils.set_random_seed(config.seed)
+    if config.workdir:
+        os.makedirs(config.workdir, exist_ok=True)
+    train, test = load_data(config)
+    known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
+    if config.class_stats:
+        stats = class_stats.ClassStatistics.from_csv(config.class_stats, train.label_names)
+    else:
+        stats = class_stats.ClassStatistics.from_labels(known, train.label_names)
+    log(
+        f"train {train.source}: {train.num_examples} examples, {train.num_classes} classes, "
+        f"{int((known != 0).sum())} known labels ({(known != 0).mean():.1%}); "
+        f"test {test.source}: {test.num_examples} examples"
+    )
 
-  loss_options = {}
-  if config.method == "kpartial":
-    loss_options = {"balance": config.loss_balance, "unknown_weight": config.unknown_weight,
-                    "max_positive_weight": config.max_positive_weight}
-  partial_loss = losses.get(config.method, stats, **loss_options)
-  model = PartialLabelModel(build_network(config, train), train.num_examples, train.num_classes,
-                            partial_loss, config.pseudo_weight)
-  jit = resolve_jit_compile(config.jit_compile)
-  model.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, config.weight_decay),
-                jit_compile=jit)
+    loss_options = {}
+    if config.method == "kpartial":
+        loss_options = {
+            "balance": config.loss_balance,
+            "unknown_weight": config.unknown_weight,
+            "max_positive_weight": config.max_positive_weight,
+        }
+    partial_loss = losses.get(config.method, stats, **loss_options)
+    model = PartialLabelModel(
+        build_network(config, train),
+        train.num_examples,
+        train.num_classes,
+        partial_loss,
+        config.pseudo_weight,
+    )
+    jit = resolve_jit_compile(config.jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(config.learning_rate, config.weight_decay),
+        jit_compile=jit,
+        steps_per_execution=config.steps_per_execution,
+    )
 
-  image_size = (config.image_size, config.image_size)
-  train_ds = pipeline.training_dataset(train, known, config.batch_size, config.seed, image_size)
-  train_eval_ds = pipeline.evaluation_dataset(train, 1024, image_size)
-  test_ds = pipeline.evaluation_dataset(test, 1024, image_size)
-  callbacks = []
-  simulated = config.known_fraction < 1.0
-  if config.uses_pseudo_labels:
-    callbacks.append(pseudo_labels.PseudoLabelCallback(
-        train_eval_ds, known, config.pseudo_start_epoch, config.pseudo_every,
-        config.pseudo_mode, stats.priors, config.pseudo_positive_threshold,
-        config.pseudo_negative_threshold, config.pseudo_negative_coverage,
-        true_labels=train.labels if simulated else None, log=log))
-  if config.uses_pruning:
-    callbacks.append(label_pruning.LabelPruningCallback(
-        train_eval_ds, known, config.prune_schedule, config.prune_criterion, config.seed, log))
-  callbacks.append(evaluation.EvaluationCallback(test_ds, test.labels, config.eval_every,
-                                                 config.epochs))
-  if config.workdir:
-    stats.to_csv(os.path.join(config.workdir, "class_stats.csv"))
-    callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.workdir, "tensorboard")))
+    image_size = (config.image_size, config.image_size)
+    train_ds = pipeline.training_dataset(train, known, config.batch_size, config.seed, image_size)
+    train_eval_ds = pipeline.evaluation_dataset(train, 1024, image_size)
+    test_ds = pipeline.evaluation_dataset(test, 1024, image_size)
+    callbacks = []
+    simulated = config.known_fraction < 1.0
+    if config.uses_pseudo_labels:
+        callbacks.append(
+            pseudo_labels.PseudoLabelCallback(
+                train_eval_ds,
+                known,
+                config.pseudo_start_epoch,
+                config.pseudo_every,
+                config.pseudo_mode,
+                stats.priors,
+                config.pseudo_positive_threshold,
+                config.pseudo_negative_threshold,
+                config.pseudo_negative_coverage,
+                true_labels=train.labels if simulated else None,
+                log=log,
+            )
+        )
+    if config.uses_pruning:
+        callbacks.append(
+            label_pruning.LabelPruningCallback(
+                train_eval_ds,
+                known,
+                config.prune_schedule,
+                config.prune_criterion,
+                config.seed,
+                log,
+            )
+        )
+    callbacks.append(
+        evaluation.EvaluationCallback(test_ds, test.labels, config.eval_every, config.epochs)
+    )
+    if config.workdir:
+        stats.to_csv(os.path.join(config.workdir, "class_stats.csv"))
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.workdir, "tensorboard")))
 
-  started = time.perf_counter()
-  history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
-                      verbose=config.verbose)
-  train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    history = model.fit(
+        train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose=config.verbose
+    )
+    train_seconds = time.perf_counter() - started
 
-  probabilities = predict_probabilities(model, test_ds)
-  thresholds = model.positive_thresholds.numpy()
-  result = metrics.evaluate(probabilities, test.labels)
-  result.update({
-      "method": config.method, "known_fraction": config.known_fraction, "seed": config.seed,
-      "train_data": config.train_data, "test_data": config.test_data,
-      "epochs": config.epochs, "train_seconds": round(train_seconds, 3), "jit_compile": jit,
-      "active_classes": int(model.active_classes.numpy().sum()),
-      "note": "metrics count only annotated test entries; mAP over classes with >=1 positive "
-              "and >=1 negative",
-      "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-  })
-  log(f"{config.method} known={config.known_fraction} seed={config.seed}: "
-      f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} "
-      f"({result['evaluated_classes']} classes, annotated test entries only) in "
-      f"{train_seconds:.1f}s")
-  if config.workdir:
-    write_artifacts(config, model, train.label_names, thresholds, result)
-  return result
+    probabilities = predict_probabilities(model, test_ds)
+    thresholds = model.positive_thresholds.numpy()
+    result = metrics.evaluate(probabilities, test.labels)
+    result.update(
+        {
+            "method": config.method,
+            "known_fraction": config.known_fraction,
+            "seed": config.seed,
+            "train_data": config.train_data,
+            "test_data": config.test_data,
+            "epochs": config.epochs,
+            "train_seconds": round(train_seconds, 3),
+            "jit_compile": jit,
+            "active_classes": int(model.active_classes.numpy().sum()),
+            "note": "metrics count only annotated test entries; mAP over classes with >=1 positive "
+            "and >=1 negative",
+            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        }
+    )
+    log(
+        f"{config.method} known={config.known_fraction} seed={config.seed}: "
+        f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} "
+        f"({result['evaluated_classes']} classes, annotated test entries only) in "
+        f"{train_seconds:.1f}s"
+    )
+    if config.workdir:
+        write_artifacts(config, model, train.label_names, thresholds, result)
+    return result
 
 
 def write_artifacts(config, model, label_names, thresholds, result):
-  """config.json, metrics.json, the network (network.keras), the full training state
-  (checkpoint.weights.h5: weights, pseudo labels, active classes) and label assets."""
-  workdir = config.workdir
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(dataclasses.asdict(config), f, indent=2)
-  with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  model.network.save(os.path.join(workdir, "network.keras"))
-  model.save_weights(os.path.join(workdir, "checkpoint.weights.h5"))
-  with open(os.path.join(workdir, "label_names.txt"), "w") as f:
-    f.write("".join(f"{name}\n" for name in label_names))
-  np.save(os.path.join(workdir, "thresholds.npy"), thresholds)
+    """config.json, metrics.json, the network (network.keras), the full training state
+    (checkpoint.weights.h5: weights, pseudo labels, active classes) and label assets."""
+    workdir = config.workdir
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    model.network.save(os.path.join(workdir, "network.keras"))
+    model.save_weights(os.path.join(workdir, "checkpoint.weights.h5"))
+    with open(os.path.join(workdir, "label_names.txt"), "w") as f:
+        f.write("".join(f"{name}\n" for name in label_names))
+    np.save(os.path.join(workdir, "thresholds.npy"), thresholds)

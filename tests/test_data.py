@@ -69,7 +69,9 @@ def test_read_mulan_dense(mulan_dir):
     assert d.label_names == ("sun", "big 'cat'", "animal")  # ARFF order, not XML order.
     np.testing.assert_array_equal(d.labels, [[1, -1, 1], [-1, 1, -1], [0, 1, 1]])
     assert d.labels.dtype == np.int8
-    np.testing.assert_array_equal(d.features, np.array([[1.5, 0, 3], [-2, 1, 40], [0.25, 2, 0]], np.float32))
+    np.testing.assert_array_equal(
+        d.features, np.array([[1.5, 0, 3], [-2, 1, 40], [0.25, 2, 0]], np.float32)
+    )
     assert d.features.dtype == np.float32
     assert d.image_paths is None and (d.num_examples, d.num_classes) == (3, 3)
     assert d.source == f"mulan:{mulan_dir / 'toy-train.arff'}"
@@ -102,14 +104,20 @@ def test_read_mulan_bad_feature(mulan_dir, bad_value):
         data.read_mulan(arff)
 
 
-@pytest.mark.parametrize("edits, message", [
-    ({"dark blue',1": "dark blue',2"}, r":13: bad value '2' for attribute \"big 'cat'\""),
-    ({"sun {0,1}": "sun {0,1,maybe}", "?, green": "maybe, green"}, r":15: label 'sun' has value 'maybe'"),
-    ({"green, 1": "purple, 1"}, r":15: bad value 'purple' for attribute 'colour'"),
-    ({"-2,0,": "-2,"}, r":13: expected 6 values, got 5"),
-    ({"animal {0,1}": "animals {0,1}"}, r"not ARFF attributes: \['animal'\]"),
-    ({"height real": "height string"}, r":8: bad @attribute line: unsupported"),
-])
+@pytest.mark.parametrize(
+    "edits, message",
+    [
+        ({"dark blue',1": "dark blue',2"}, r":13: bad value '2' for attribute \"big 'cat'\""),
+        (
+            {"sun {0,1}": "sun {0,1,maybe}", "?, green": "maybe, green"},
+            r":15: label 'sun' has value 'maybe'",
+        ),
+        ({"green, 1": "purple, 1"}, r":15: bad value 'purple' for attribute 'colour'"),
+        ({"-2,0,": "-2,"}, r":13: expected 6 values, got 5"),
+        ({"animal {0,1}": "animals {0,1}"}, r"not ARFF attributes: \['animal'\]"),
+        ({"height real": "height string"}, r":8: bad @attribute line: unsupported"),
+    ],
+)
 def test_read_mulan_errors(mulan_dir, edits, message):
     text = DENSE_ARFF
     for old, new in edits.items():
@@ -121,7 +129,9 @@ def test_read_mulan_errors(mulan_dir, edits, message):
 
 def test_read_mulan_bad_sparse_index(mulan_dir):
     arff = _write(mulan_dir, "toy-test-sparse.arff", SPARSE_ARFF.replace("{}", "{6 1}"))
-    with pytest.raises(data.DataError, match=r"toy-test-sparse\.arff:10: sparse index out of range"):
+    with pytest.raises(
+        data.DataError, match=r"toy-test-sparse\.arff:10: sparse index out of range"
+    ):
         data.read_mulan(arff)
 
 
@@ -133,20 +143,31 @@ def _save_npz(path, **arrays):
 def test_read_npz(tmp_path):
     x = np.arange(6, dtype=np.float64).reshape(3, 2)
     y = np.array([[1, 0], [-1, 1], [0, -1]])
-    d = data.load("npz", str(_save_npz(tmp_path / "a.npz", x=x, y=y, label_names=np.array(["p", "q"]))))
+    d = data.load(
+        "npz", str(_save_npz(tmp_path / "a.npz", x=x, y=y, label_names=np.array(["p", "q"])))
+    )
     np.testing.assert_array_equal(d.features, x.astype(np.float32))
     np.testing.assert_array_equal(d.labels, y)
     assert d.labels.dtype == np.int8 and d.label_names == ("p", "q")
-    assert data.read_npz(_save_npz(tmp_path / "b.npz", x=x, y=y)).label_names == ("class_0", "class_1")
+    assert data.read_npz(_save_npz(tmp_path / "b.npz", x=x, y=y)).label_names == (
+        "class_0",
+        "class_1",
+    )
 
 
-@pytest.mark.parametrize("arrays, message", [
-    (dict(x=np.zeros((2, 1))), r"missing key 'y'"),
-    (dict(x=np.zeros((2, 1)), y=np.zeros((3, 1))), r"got x \(2, 1\), y \(3, 1\)"),
-    (dict(x=np.zeros((3, 1)), y=np.array([[1], [0], [2]])), r"row 2 \(0-based\) has 2"),
-    (dict(x=np.array([[0.0], [np.inf]]), y=np.zeros((2, 1), int)), r"NaN/inf .* row 1"),
-    (dict(x=np.zeros((1, 1)), y=np.zeros((1, 2), int), label_names=np.array(["a"])), r"label_names"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (dict(x=np.zeros((2, 1))), r"missing key 'y'"),
+        (dict(x=np.zeros((2, 1)), y=np.zeros((3, 1))), r"got x \(2, 1\), y \(3, 1\)"),
+        (dict(x=np.zeros((3, 1)), y=np.array([[1], [0], [2]])), r"row 2 \(0-based\) has 2"),
+        (dict(x=np.array([[0.0], [np.inf]]), y=np.zeros((2, 1), int)), r"NaN/inf .* row 1"),
+        (
+            dict(x=np.zeros((1, 1)), y=np.zeros((1, 2), int), label_names=np.array(["a"])),
+            r"label_names",
+        ),
+    ],
+)
 def test_read_npz_errors(tmp_path, arrays, message):
     path = _save_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(data.DataError, match=str(path) + ".*" + message):
@@ -164,11 +185,17 @@ def coco_json(tmp_path):
         (tmp_path / "val" / name).write_bytes(jpeg)
     coco = {
         "images": [{"id": 9, "file_name": "b.jpg"}, {"id": 3, "file_name": "a.jpg"}],
-        "categories": [{"id": 7, "name": "dog"}, {"id": 2, "name": "cat"}, {"id": 5, "name": "cow"}],
-        "annotations": [{"id": 1, "image_id": 9, "category_id": 7},
-                        {"id": 2, "image_id": 9, "category_id": 7},
-                        {"id": 3, "image_id": 3, "category_id": 2},
-                        {"id": 4, "image_id": 9, "category_id": 5}],
+        "categories": [
+            {"id": 7, "name": "dog"},
+            {"id": 2, "name": "cat"},
+            {"id": 5, "name": "cow"},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 9, "category_id": 7},
+            {"id": 2, "image_id": 9, "category_id": 7},
+            {"id": 3, "image_id": 3, "category_id": 2},
+            {"id": 4, "image_id": 9, "category_id": 5},
+        ],
     }
     path = tmp_path / "annotations" / "instances_val.json"
     path.write_text(json.dumps(coco))
@@ -191,8 +218,10 @@ def test_read_coco_missing_image(coco_json):
     assert "a.jpg" in str(e.value) and str(coco_json) in str(e.value)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("category_id", 99, "unknown category_id 99"), ("image_id", 42, "unknown image_id 42")])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("category_id", 99, "unknown category_id 99"), ("image_id", 42, "unknown image_id 42")],
+)
 def test_read_coco_unknown_ids(coco_json, field, value, message):
     coco = json.loads(coco_json.read_text())
     coco["annotations"][0][field] = value
@@ -221,13 +250,19 @@ def test_load_sees_late_registration(monkeypatch):
 
 
 def test_with_labels():
-    d = data.MultiLabelData(labels=np.array([[1, -1]], np.int8), label_names=("a", "b"),
-                            features=np.zeros((1, 3)))
+    d = data.MultiLabelData(
+        labels=np.array([[1, -1]], np.int8), label_names=("a", "b"), features=np.zeros((1, 3))
+    )
     assert d.features.dtype == np.float32
     e = d.with_labels(np.array([[0, -1]]))
     np.testing.assert_array_equal(e.labels, [[0, -1]])
     assert e.labels.dtype == np.int8 and e.features is d.features
-    for bad in (np.zeros((2, 2), np.int8), np.array([[2, 0]]), np.array([[0.0, 1.0]]), np.array([[True, False]])):
+    for bad in (
+        np.zeros((2, 2), np.int8),
+        np.array([[2, 0]]),
+        np.array([[0.0, 1.0]]),
+        np.array([[True, False]]),
+    ):
         with pytest.raises(data.DataError):
             d.with_labels(bad)
 
@@ -242,11 +277,14 @@ def _shared(relative):
     return path
 
 
-@pytest.mark.parametrize("relative, n, d, c", [
-    ("mulan/bibtex/bibtex-train.arff", 4880, 1836, 159),
-    ("mulan/corel5k/Corel5k-train-sparse.arff", 4500, 499, 374),
-    ("mulan/yeast/yeast-train.arff", 1500, 103, 14),
-])
+@pytest.mark.parametrize(
+    "relative, n, d, c",
+    [
+        ("mulan/bibtex/bibtex-train.arff", 4880, 1836, 159),
+        ("mulan/corel5k/Corel5k-train-sparse.arff", 4500, 499, 374),
+        ("mulan/yeast/yeast-train.arff", 1500, 103, 14),
+    ],
+)
 def test_real_mulan(relative, n, d, c):
     data_ = data.read_mulan(_shared(relative))
     assert data_.features.shape == (n, d) and data_.labels.shape == (n, c)

@@ -29,40 +29,48 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # parse_prune_schedule
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", ()),
-    ("10:0.25,20:0.5", ((10, 0.25), (20, 0.5))),
-    (" 3:0 , 4:0.5 ,", ((3, 0.0), (4, 0.5))),
-    ("1:0.5,2:0.5", ((1, 0.5), (2, 0.5))),  # equal fractions are allowed (non-decreasing)
-    ("7:0.999", ((7, 0.999),)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", ()),
+        ("10:0.25,20:0.5", ((10, 0.25), (20, 0.5))),
+        (" 3:0 , 4:0.5 ,", ((3, 0.0), (4, 0.5))),
+        ("1:0.5,2:0.5", ((1, 0.5), (2, 0.5))),  # equal fractions are allowed (non-decreasing)
+        ("7:0.999", ((7, 0.999),)),
+    ],
+)
 def test_parse_prune_schedule_valid(text, expected):
-  schedule = parse_prune_schedule(text)
-  assert schedule == expected
-  assert isinstance(schedule, tuple)
-  assert all(isinstance(epoch, int) and isinstance(fraction, float) for epoch, fraction in schedule)
+    schedule = parse_prune_schedule(text)
+    assert schedule == expected
+    assert isinstance(schedule, tuple)
+    assert all(
+        isinstance(epoch, int) and isinstance(fraction, float) for epoch, fraction in schedule
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    ("10", "EPOCH:FRACTION"),  # no colon
-    ("10-0.25", "EPOCH:FRACTION"),
-    ("ten:0.25", "EPOCH:FRACTION"),  # non-int epoch
-    ("1.5:0.25", "EPOCH:FRACTION"),
-    ("10:half", "EPOCH:FRACTION"),
-    ("0:0.25", "epoch must be >= 1"),
-    ("-2:0.25", "epoch must be >= 1"),
-    ("10:1.0", "fraction must be in [0, 1)"),
-    ("10:1", "fraction must be in [0, 1)"),
-    ("10:-0.1", "fraction must be in [0, 1)"),
-    ("10:nan", "fraction must be in [0, 1)"),
-    ("10:0.5,5:0.6", "epochs must increase"),
-    ("10:0.5,10:0.6", "epochs must increase"),
-    ("10:0.5,20:0.25", "must not decrease"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("10", "EPOCH:FRACTION"),  # no colon
+        ("10-0.25", "EPOCH:FRACTION"),
+        ("ten:0.25", "EPOCH:FRACTION"),  # non-int epoch
+        ("1.5:0.25", "EPOCH:FRACTION"),
+        ("10:half", "EPOCH:FRACTION"),
+        ("0:0.25", "epoch must be >= 1"),
+        ("-2:0.25", "epoch must be >= 1"),
+        ("10:1.0", "fraction must be in [0, 1)"),
+        ("10:1", "fraction must be in [0, 1)"),
+        ("10:-0.1", "fraction must be in [0, 1)"),
+        ("10:nan", "fraction must be in [0, 1)"),
+        ("10:0.5,5:0.6", "epochs must increase"),
+        ("10:0.5,10:0.6", "epochs must increase"),
+        ("10:0.5,20:0.25", "must not decrease"),
+    ],
+)
 def test_parse_prune_schedule_malformed(text, message):
-  with pytest.raises(ValueError) as raised:
-    parse_prune_schedule(text)
-  assert message in str(raised.value)
+    with pytest.raises(ValueError) as raised:
+        parse_prune_schedule(text)
+    assert message in str(raised.value)
 
 
 # ----------------------------------------------------------------------------
@@ -70,21 +78,19 @@ def test_parse_prune_schedule_malformed(text, message):
 
 
 def test_known_label_loss_matches_hand_computation():
-  probabilities = np.array([[0.9, 0.2, 0.5],
-                            [0.6, 0.7, 0.1],
-                            [0.3, 1.0, 0.8]], np.float32)
-  known = np.array([[1, -1, 0],
-                    [-1, 0, 0],
-                    [1, -1, 0]], np.int8)
-  loss = known_label_loss(probabilities, known)
-  eps = 1e-7
-  expected = np.array([
-      (-np.log(0.9) - np.log(1 - 0.6) - np.log(0.3)) / 3,
-      (-np.log(1 - 0.2) - np.log(eps)) / 2,  # p = 1 for a negative is clipped to 1 - eps
-      0.0,  # no known entry
-  ])
-  assert loss.shape == (3,)
-  np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    probabilities = np.array([[0.9, 0.2, 0.5], [0.6, 0.7, 0.1], [0.3, 1.0, 0.8]], np.float32)
+    known = np.array([[1, -1, 0], [-1, 0, 0], [1, -1, 0]], np.int8)
+    loss = known_label_loss(probabilities, known)
+    eps = 1e-7
+    expected = np.array(
+        [
+            (-np.log(0.9) - np.log(1 - 0.6) - np.log(0.3)) / 3,
+            (-np.log(1 - 0.2) - np.log(eps)) / 2,  # p = 1 for a negative is clipped to 1 - eps
+            0.0,  # no known entry
+        ]
+    )
+    assert loss.shape == (3,)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------
@@ -92,38 +98,48 @@ def test_known_label_loss_matches_hand_computation():
 
 
 def test_choose_fit_well_picks_lowest_loss_active_classes():
-  active = np.array([True, False, True, True, True, True])
-  class_loss = np.array([0.3, 0.0, 0.1, 0.5, 0.2, 0.1])
-  chosen = choose_classes_to_prune(active, 2, "fit_well", class_loss)
-  assert sorted(chosen.tolist()) == [2, 5]  # class 1 has the lowest loss but is already pruned
-  assert sorted(choose_classes_to_prune(active, 3, "fit_well", class_loss).tolist()) == [2, 4, 5]
-  assert sorted(choose_classes_to_prune(active, 99, "fit_well", class_loss).tolist()) == [
-      0, 2, 3, 4, 5]
-  assert choose_classes_to_prune(active, 0, "fit_well", class_loss).size == 0
-  assert choose_classes_to_prune(active, -1, "fit_well", class_loss).size == 0
+    active = np.array([True, False, True, True, True, True])
+    class_loss = np.array([0.3, 0.0, 0.1, 0.5, 0.2, 0.1])
+    chosen = choose_classes_to_prune(active, 2, "fit_well", class_loss)
+    assert sorted(chosen.tolist()) == [2, 5]  # class 1 has the lowest loss but is already pruned
+    assert sorted(choose_classes_to_prune(active, 3, "fit_well", class_loss).tolist()) == [2, 4, 5]
+    assert sorted(choose_classes_to_prune(active, 99, "fit_well", class_loss).tolist()) == [
+        0,
+        2,
+        3,
+        4,
+        5,
+    ]
+    assert choose_classes_to_prune(active, 0, "fit_well", class_loss).size == 0
+    assert choose_classes_to_prune(active, -1, "fit_well", class_loss).size == 0
 
 
 def test_choose_random_is_seeded_and_active_only():
-  active = np.zeros(20, bool)
-  active[[1, 4, 5, 8, 11, 12, 17, 19]] = True
-  first = choose_classes_to_prune(active, 5, "random", rng=np.random.default_rng(7))
-  second = choose_classes_to_prune(active, 5, "random", rng=np.random.default_rng(7))
-  np.testing.assert_array_equal(first, second)
-  assert len(set(first.tolist())) == 5
-  assert active[first].all()
-  picks = {tuple(sorted(choose_classes_to_prune(active, 5, "random",
-                                                rng=np.random.default_rng(s)).tolist()))
-           for s in range(10)}
-  assert len(picks) > 1  # the seed matters
-  everything = choose_classes_to_prune(active, 50, "random", rng=np.random.default_rng(0))
-  assert sorted(everything.tolist()) == [1, 4, 5, 8, 11, 12, 17, 19]
+    active = np.zeros(20, bool)
+    active[[1, 4, 5, 8, 11, 12, 17, 19]] = True
+    first = choose_classes_to_prune(active, 5, "random", rng=np.random.default_rng(7))
+    second = choose_classes_to_prune(active, 5, "random", rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(first, second)
+    assert len(set(first.tolist())) == 5
+    assert active[first].all()
+    picks = {
+        tuple(
+            sorted(
+                choose_classes_to_prune(active, 5, "random", rng=np.random.default_rng(s)).tolist()
+            )
+        )
+        for s in range(10)
+    }
+    assert len(picks) > 1  # the seed matters
+    everything = choose_classes_to_prune(active, 50, "random", rng=np.random.default_rng(0))
+    assert sorted(everything.tolist()) == [1, 4, 5, 8, 11, 12, 17, 19]
 
 
 def test_choose_unknown_criterion():
-  with pytest.raises(ValueError, match="unknown prune criterion"):
-    choose_classes_to_prune(np.ones(3, bool), 1, "biggest")
-  with pytest.raises(ValueError, match="unknown prune criterion"):
-    LabelPruningCallback(None, np.zeros((1, 1)), (), criterion="biggest")
+    with pytest.raises(ValueError, match="unknown prune criterion"):
+        choose_classes_to_prune(np.ones(3, bool), 1, "biggest")
+    with pytest.raises(ValueError, match="unknown prune criterion"):
+        LabelPruningCallback(None, np.zeros((1, 1)), (), criterion="biggest")
 
 
 # ----------------------------------------------------------------------------
@@ -134,76 +150,82 @@ NUM_EXAMPLES, NUM_FEATURES, NUM_CLASSES = 48, 5, 8
 
 
 def _tiny_data(seed=0):
-  rng = np.random.default_rng(seed)
-  features = (rng.normal(size=(NUM_EXAMPLES, NUM_FEATURES)) * 2).astype(np.float32)
-  true = np.where(rng.random((NUM_EXAMPLES, NUM_CLASSES)) < 0.3, 1, -1).astype(np.int8)
-  known = np.where(rng.random(true.shape) < 0.5, true, 0).astype(np.int8)
-  train = data.MultiLabelData(labels=true, label_names=tuple(f"c{c}" for c in range(NUM_CLASSES)),
-                              features=features)
-  return train, known
+    rng = np.random.default_rng(seed)
+    features = (rng.normal(size=(NUM_EXAMPLES, NUM_FEATURES)) * 2).astype(np.float32)
+    true = np.where(rng.random((NUM_EXAMPLES, NUM_CLASSES)) < 0.3, 1, -1).astype(np.int8)
+    known = np.where(rng.random(true.shape) < 0.5, true, 0).astype(np.int8)
+    train = data.MultiLabelData(
+        labels=true, label_names=tuple(f"c{c}" for c in range(NUM_CLASSES)), features=features
+    )
+    return train, known
 
 
 def _tiny_model(loss=None, seed=0):
-  network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=seed)
-  model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, loss or losses.IgnoreUnknownBCE())
-  model.compile(optimizer=keras.optimizers.AdamW(1e-2))
-  return model
+    network = models.build_mlp(
+        NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=seed
+    )
+    model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, loss or losses.IgnoreUnknownBCE())
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2))
+    return model
 
 
 def test_callback_cumulative_schedule_fit_well():
-  train, known = _tiny_data()
-  model = _tiny_model()
-  eval_ds = pipeline.evaluation_dataset(train, batch_size=64)
-  logged = []
-  callback = LabelPruningCallback(eval_ds, known, ((1, 0.25), (2, 0.5)), "fit_well",
-                                  log=logged.append)
-  callback.set_model(model)
+    train, known = _tiny_data()
+    model = _tiny_model()
+    eval_ds = pipeline.evaluation_dataset(train, batch_size=64)
+    logged = []
+    callback = LabelPruningCallback(
+        eval_ds, known, ((1, 0.25), (2, 0.5)), "fit_well", log=logged.append
+    )
+    callback.set_model(model)
 
-  callback.on_epoch_begin(0)
-  np.testing.assert_array_equal(model.active_classes.numpy(), np.ones(NUM_CLASSES))
+    callback.on_epoch_begin(0)
+    np.testing.assert_array_equal(model.active_classes.numpy(), np.ones(NUM_CLASSES))
 
-  class_loss = known_label_loss(predict_probabilities(model, eval_ds), known)
-  callback.on_epoch_begin(1)
-  active = model.active_classes.numpy()
-  assert active.dtype == np.float32
-  assert set(np.unique(active).tolist()) <= {0.0, 1.0}
-  pruned_first = np.flatnonzero(active == 0)
-  np.testing.assert_array_equal(pruned_first, np.sort(np.argsort(class_loss, kind="stable")[:2]))
+    class_loss = known_label_loss(predict_probabilities(model, eval_ds), known)
+    callback.on_epoch_begin(1)
+    active = model.active_classes.numpy()
+    assert active.dtype == np.float32
+    assert set(np.unique(active).tolist()) <= {0.0, 1.0}
+    pruned_first = np.flatnonzero(active == 0)
+    np.testing.assert_array_equal(pruned_first, np.sort(np.argsort(class_loss, kind="stable")[:2]))
 
-  # Change the predictions, so the second round's ranking is different from the first.
-  kernel = model.network.get_layer("logits").kernel
-  kernel.assign(kernel.numpy() * np.linspace(-2, 2, NUM_CLASSES, dtype=np.float32))
-  class_loss = known_label_loss(predict_probabilities(model, eval_ds), known)
-  callback.on_epoch_begin(2)
-  active = model.active_classes.numpy()
-  pruned = np.flatnonzero(active == 0)
-  assert pruned.size == 4
-  assert set(pruned_first) <= set(pruned)  # pruned classes stay pruned
-  still_active = np.setdiff1d(np.arange(NUM_CLASSES), pruned_first)
-  newly = still_active[np.argsort(class_loss[still_active], kind="stable")[:2]]
-  np.testing.assert_array_equal(pruned, np.sort(np.concatenate([pruned_first, newly])))
+    # Change the predictions, so the second round's ranking is different from the first.
+    kernel = model.network.get_layer("logits").kernel
+    kernel.assign(kernel.numpy() * np.linspace(-2, 2, NUM_CLASSES, dtype=np.float32))
+    class_loss = known_label_loss(predict_probabilities(model, eval_ds), known)
+    callback.on_epoch_begin(2)
+    active = model.active_classes.numpy()
+    pruned = np.flatnonzero(active == 0)
+    assert pruned.size == 4
+    assert set(pruned_first) <= set(pruned)  # pruned classes stay pruned
+    still_active = np.setdiff1d(np.arange(NUM_CLASSES), pruned_first)
+    newly = still_active[np.argsort(class_loss[still_active], kind="stable")[:2]]
+    np.testing.assert_array_equal(pruned, np.sort(np.concatenate([pruned_first, newly])))
 
-  callback.on_epoch_begin(3)  # not in the schedule
-  np.testing.assert_array_equal(np.flatnonzero(model.active_classes.numpy() == 0), pruned)
-  assert len(logged) == 2 and "4/8 remain active" in logged[1]
-  logs = {}
-  callback.on_epoch_end(3, logs)
-  assert logs["active_classes"] == 4.0
+    callback.on_epoch_begin(3)  # not in the schedule
+    np.testing.assert_array_equal(np.flatnonzero(model.active_classes.numpy() == 0), pruned)
+    assert len(logged) == 2 and "4/8 remain active" in logged[1]
+    logs = {}
+    callback.on_epoch_end(3, logs)
+    assert logs["active_classes"] == 4.0
 
 
 def test_callback_during_fit_random():
-  train, known = _tiny_data()
-  model = _tiny_model()
-  eval_ds = pipeline.evaluation_dataset(train, batch_size=64)
-  train_ds = pipeline.training_dataset(train, known, batch_size=16, seed=0)
-  callback = LabelPruningCallback(eval_ds, known, parse_prune_schedule("1:0.25,2:0.5"), "random",
-                                  seed=3, log=lambda _: None)
-  history = model.fit(train_ds, epochs=3, callbacks=[callback], shuffle=False, verbose=0)
-  assert history.history["active_classes"] == [8.0, 6.0, 4.0]
-  # Same seed, same choice.
-  again = choose_classes_to_prune(np.ones(NUM_CLASSES, bool), 2, "random",
-                                  rng=np.random.default_rng(3))
-  assert not model.active_classes.numpy()[again].any()
+    train, known = _tiny_data()
+    model = _tiny_model()
+    eval_ds = pipeline.evaluation_dataset(train, batch_size=64)
+    train_ds = pipeline.training_dataset(train, known, batch_size=16, seed=0)
+    callback = LabelPruningCallback(
+        eval_ds, known, parse_prune_schedule("1:0.25,2:0.5"), "random", seed=3, log=lambda _: None
+    )
+    history = model.fit(train_ds, epochs=3, callbacks=[callback], shuffle=False, verbose=0)
+    assert history.history["active_classes"] == [8.0, 6.0, 4.0]
+    # Same seed, same choice.
+    again = choose_classes_to_prune(
+        np.ones(NUM_CLASSES, bool), 2, "random", rng=np.random.default_rng(3)
+    )
+    assert not model.active_classes.numpy()[again].any()
 
 
 # ----------------------------------------------------------------------------
@@ -211,78 +233,80 @@ def test_callback_during_fit_random():
 
 
 def _bce_by_hand(targets, logits):
-  softplus = lambda z: np.logaddexp(0.0, z)
-  entry = np.where(targets > 0, softplus(-logits), 0.0) + np.where(targets < 0, softplus(logits),
-                                                                    0.0)
-  return entry.sum() / max((targets != 0).sum(), 1)
+    softplus = lambda z: np.logaddexp(0.0, z)
+    entry = np.where(targets > 0, softplus(-logits), 0.0) + np.where(
+        targets < 0, softplus(logits), 0.0
+    )
+    return entry.sum() / max((targets != 0).sum(), 1)
 
 
 def test_pruned_class_gets_zero_gradient_and_no_loss():
-  train, known = _tiny_data(seed=2)
-  model = _tiny_model()
-  rng = np.random.default_rng(5)
-  pseudo = np.where(known == 0, rng.choice(np.array([1, -1, 0], np.int8), size=known.shape), 0)
-  model.pseudo_labels.assign(pseudo.astype(np.int8))
-  pruned = [1, 6]
-  active = np.ones(NUM_CLASSES, np.float32)
-  active[pruned] = 0.0
-  model.active_classes.assign(active)
+    train, known = _tiny_data(seed=2)
+    model = _tiny_model()
+    rng = np.random.default_rng(5)
+    pseudo = np.where(known == 0, rng.choice(np.array([1, -1, 0], np.int8), size=known.shape), 0)
+    model.pseudo_labels.assign(pseudo.astype(np.int8))
+    pruned = [1, 6]
+    active = np.ones(NUM_CLASSES, np.float32)
+    active[pruned] = 0.0
+    model.active_classes.assign(active)
 
-  (inputs, labels), = pipeline.training_dataset(train, known, batch_size=16, seed=0).take(1)
-  layer = model.network.get_layer("logits")
-  with tf.GradientTape() as tape:
-    loss = model.compute_partial_loss(inputs, labels, training=True)
-  kernel_grad, bias_grad = (g.numpy() for g in tape.gradient(loss, [layer.kernel, layer.bias]))
+    ((inputs, labels),) = pipeline.training_dataset(train, known, batch_size=16, seed=0).take(1)
+    layer = model.network.get_layer("logits")
+    with tf.GradientTape() as tape:
+        loss = model.compute_partial_loss(inputs, labels, training=True)
+    kernel_grad, bias_grad = (g.numpy() for g in tape.gradient(loss, [layer.kernel, layer.bias]))
 
-  for c in pruned:
-    assert (kernel_grad[:, c] == 0).all()
-    assert bias_grad[c] == 0
-  for c in np.flatnonzero(active):
-    assert np.abs(kernel_grad[:, c]).max() > 0
-    assert bias_grad[c] != 0
-  hidden_grads = _hidden_grads(model, inputs, labels)
-  assert all(np.abs(g).max() > 0 for g in hidden_grads)
+    for c in pruned:
+        assert (kernel_grad[:, c] == 0).all()
+        assert bias_grad[c] == 0
+    for c in np.flatnonzero(active):
+        assert np.abs(kernel_grad[:, c]).max() > 0
+        assert bias_grad[c] != 0
+    hidden_grads = _hidden_grads(model, inputs, labels)
+    assert all(np.abs(g).max() > 0 for g in hidden_grads)
 
-  # The loss equals IgnoreUnknownBCE with the pruned classes' labels removed.
-  ids = inputs["id"].numpy()
-  resolved = np.where(labels.numpy() != 0, labels.numpy(), pseudo[ids])
-  removed = resolved.copy()
-  removed[:, pruned] = 0
-  assert (resolved[:, pruned] != 0).any()  # there was something to remove
-  logits = model.network(inputs["x"], training=False)
-  expected = losses.IgnoreUnknownBCE()(removed, logits)
-  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-6)
-  np.testing.assert_allclose(float(loss), _bce_by_hand(removed, logits.numpy().astype(np.float64)),
-                             rtol=1e-5)
-  # ... and differs from the loss with every class active.
-  assert abs(float(loss) - float(losses.IgnoreUnknownBCE()(resolved, logits))) > 1e-4
+    # The loss equals IgnoreUnknownBCE with the pruned classes' labels removed.
+    ids = inputs["id"].numpy()
+    resolved = np.where(labels.numpy() != 0, labels.numpy(), pseudo[ids])
+    removed = resolved.copy()
+    removed[:, pruned] = 0
+    assert (resolved[:, pruned] != 0).any()  # there was something to remove
+    logits = model.network(inputs["x"], training=False)
+    expected = losses.IgnoreUnknownBCE()(removed, logits)
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(loss), _bce_by_hand(removed, logits.numpy().astype(np.float64)), rtol=1e-5
+    )
+    # ... and differs from the loss with every class active.
+    assert abs(float(loss) - float(losses.IgnoreUnknownBCE()(resolved, logits))) > 1e-4
 
 
 def _hidden_grads(model, inputs, labels):
-  """Gradients of the hidden layer: active classes still train the shared layers."""
-  hidden = model.network.layers[1]
-  with tf.GradientTape() as tape:
-    loss = model.compute_partial_loss(inputs, labels, training=True)
-  return [g.numpy() for g in tape.gradient(loss, [hidden.kernel, hidden.bias])]
+    """Gradients of the hidden layer: active classes still train the shared layers."""
+    hidden = model.network.layers[1]
+    with tf.GradientTape() as tape:
+        loss = model.compute_partial_loss(inputs, labels, training=True)
+    return [g.numpy() for g in tape.gradient(loss, [hidden.kernel, hidden.bias])]
 
 
 def test_pruned_class_output_unchanged_by_train_step():
-  """With plain SGD (no weight decay) the pruned column of the output layer does not move."""
-  train, known = _tiny_data(seed=4)
-  network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
-  model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
-  model.compile(optimizer=keras.optimizers.SGD(0.5))
-  active = np.ones(NUM_CLASSES, np.float32)
-  active[3] = 0.0
-  model.active_classes.assign(active)
-  layer = network.get_layer("logits")
-  kernel_before, bias_before = layer.kernel.numpy().copy(), layer.bias.numpy().copy()
-  batch = next(iter(pipeline.training_dataset(train, known, batch_size=16, seed=1)))
-  model.train_step(batch)
-  kernel_after, bias_after = layer.kernel.numpy(), layer.bias.numpy()
-  np.testing.assert_array_equal(kernel_after[:, 3], kernel_before[:, 3])
-  assert bias_after[3] == bias_before[3]
-  assert (np.abs(kernel_after - kernel_before).max(axis=0)[active > 0] > 0).all()
+    """With plain SGD (no weight decay) the pruned column of the output layer does not move."""
+    train, known = _tiny_data(seed=4)
+    network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
+    model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    active = np.ones(NUM_CLASSES, np.float32)
+    active[3] = 0.0
+    model.active_classes.assign(active)
+    layer = network.get_layer("logits")
+    kernel_before, bias_before = layer.kernel.numpy().copy(), layer.bias.numpy().copy()
+    batch = next(iter(pipeline.training_dataset(train, known, batch_size=16, seed=1)))
+    model.train_step(batch)
+    kernel_after, bias_after = layer.kernel.numpy(), layer.bias.numpy()
+    np.testing.assert_array_equal(kernel_after[:, 3], kernel_before[:, 3])
+    assert bias_after[3] == bias_before[3]
+    assert (np.abs(kernel_after - kernel_before).max(axis=0)[active > 0] > 0).all()
 
 
 # ----------------------------------------------------------------------------
@@ -290,41 +314,52 @@ def test_pruned_class_output_unchanged_by_train_step():
 
 
 def test_train_cli_rejects_bad_prune_schedule(tmp_path):
-  workdir = tmp_path / "workdir"
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-  started = time.perf_counter()
-  result = subprocess.run(
-      [sys.executable, str(REPO / "tools" / "train.py"), f"--workdir={workdir}",
-       "--prune_schedule=10:0.5,5:0.6"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-  elapsed = time.perf_counter() - started
-  assert result.returncode != 0
-  assert "--prune_schedule" in result.stderr
-  assert "epochs must increase" in result.stderr
-  assert not workdir.exists()  # failed before main() created anything
-  assert elapsed < 60
+    workdir = tmp_path / "workdir"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "train.py"),
+            f"--workdir={workdir}",
+            "--prune_schedule=10:0.5,5:0.6",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    elapsed = time.perf_counter() - started
+    assert result.returncode != 0
+    assert "--prune_schedule" in result.stderr
+    assert "epochs must increase" in result.stderr
+    assert not workdir.exists()  # failed before main() created anything
+    assert elapsed < 60
 
 
 def test_pruned_class_gets_zero_gradient_under_statistics_weighted_loss():
-  """The kpartial loss also has a term on unknown entries; pruning must silence it too."""
-  train, known = _tiny_data(seed=3)
-  model = _tiny_model(losses.StatisticsWeightedLoss(np.linspace(0.05, 0.4, NUM_CLASSES),
-                                                    unknown_weight=1.0))
-  active = np.ones(NUM_CLASSES, np.float32)
-  active[[0, 5]] = 0.0
-  model.active_classes.assign(active)
-  (inputs, labels), = pipeline.training_dataset(train, known, batch_size=16, seed=0).take(1)
-  layer = model.network.get_layer("logits")
-  with tf.GradientTape() as tape:
-    loss = model.compute_partial_loss(inputs, labels, training=True)
-  kernel_grad, bias_grad = (g.numpy() for g in tape.gradient(loss, [layer.kernel, layer.bias]))
-  assert (kernel_grad[:, [0, 5]] == 0).all() and (bias_grad[[0, 5]] == 0).all()
-  assert (np.abs(kernel_grad[:, active > 0]).max(axis=0) > 0).all()
-  assert (bias_grad[active > 0] != 0).all()
-  # Same loss as the kpartial loss on the active classes alone.
-  logits = model.network(inputs["x"], training=False)
-  keep = np.flatnonzero(active)
-  sub_loss = losses.StatisticsWeightedLoss(np.linspace(0.05, 0.4, NUM_CLASSES)[keep],
-                                           unknown_weight=1.0)
-  expected = sub_loss(labels.numpy()[:, keep], tf.gather(logits, keep, axis=1))
-  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-6)
+    """The kpartial loss also has a term on unknown entries; pruning must silence it too."""
+    train, known = _tiny_data(seed=3)
+    model = _tiny_model(
+        losses.StatisticsWeightedLoss(np.linspace(0.05, 0.4, NUM_CLASSES), unknown_weight=1.0)
+    )
+    active = np.ones(NUM_CLASSES, np.float32)
+    active[[0, 5]] = 0.0
+    model.active_classes.assign(active)
+    ((inputs, labels),) = pipeline.training_dataset(train, known, batch_size=16, seed=0).take(1)
+    layer = model.network.get_layer("logits")
+    with tf.GradientTape() as tape:
+        loss = model.compute_partial_loss(inputs, labels, training=True)
+    kernel_grad, bias_grad = (g.numpy() for g in tape.gradient(loss, [layer.kernel, layer.bias]))
+    assert (kernel_grad[:, [0, 5]] == 0).all() and (bias_grad[[0, 5]] == 0).all()
+    assert (np.abs(kernel_grad[:, active > 0]).max(axis=0) > 0).all()
+    assert (bias_grad[active > 0] != 0).all()
+    # Same loss as the kpartial loss on the active classes alone.
+    logits = model.network(inputs["x"], training=False)
+    keep = np.flatnonzero(active)
+    sub_loss = losses.StatisticsWeightedLoss(
+        np.linspace(0.05, 0.4, NUM_CLASSES)[keep], unknown_weight=1.0
+    )
+    expected = sub_loss(labels.numpy()[:, keep], tf.gather(logits, keep, axis=1))
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-6)

@@ -14,38 +14,41 @@ PRIORS = np.array([0.1, 0.5, 0.02])
 
 
 def softplus(x):
-  return np.logaddexp(0.0, np.asarray(x, np.float64))
+    return np.logaddexp(0.0, np.asarray(x, np.float64))
 
 
 def sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
 def reference(name, y, z, weight=None, **kw):
-  """Returns (loss, dL/dz) from the formulas, in float64."""
-  y = y.astype(np.float64)
-  pos, neg, unk = (y > 0) * 1.0, (y < 0) * 1.0, (y == 0) * 1.0
-  p = sigmoid(z)
-  if name == "ignore":
-    entry = pos * softplus(-z) + neg * softplus(z)
-    grad = pos * (p - 1) + neg * p
-    counted = pos + neg
-  elif name == "assume_negative":
-    entry = pos * softplus(-z) + (1 - pos) * softplus(z)
-    grad = pos * (p - 1) + (1 - pos) * p
-    counted = np.ones_like(y)
-  else:
-    pi = kw["priors"][None, :]
-    w = np.minimum(((1 - pi) / pi) ** kw["balance"], kw["max_positive_weight"])
-    lam = kw["unknown_weight"]
-    entry = (w * pos * softplus(-z) + neg * softplus(z)
-             + lam * unk * (pi * softplus(-z) + (1 - pi) * softplus(z)))
-    grad = w * pos * (p - 1) + neg * p + lam * unk * (p - pi)
-    counted = pos + neg
-  if weight is not None:
-    entry, grad, counted = entry * weight, grad * weight, counted * weight
-  norm = max(counted.sum(), 1.0)
-  return entry.sum() / norm, grad / norm
+    """Returns (loss, dL/dz) from the formulas, in float64."""
+    y = y.astype(np.float64)
+    pos, neg, unk = (y > 0) * 1.0, (y < 0) * 1.0, (y == 0) * 1.0
+    p = sigmoid(z)
+    if name == "ignore":
+        entry = pos * softplus(-z) + neg * softplus(z)
+        grad = pos * (p - 1) + neg * p
+        counted = pos + neg
+    elif name == "assume_negative":
+        entry = pos * softplus(-z) + (1 - pos) * softplus(z)
+        grad = pos * (p - 1) + (1 - pos) * p
+        counted = np.ones_like(y)
+    else:
+        pi = kw["priors"][None, :]
+        w = np.minimum(((1 - pi) / pi) ** kw["balance"], kw["max_positive_weight"])
+        lam = kw["unknown_weight"]
+        entry = (
+            w * pos * softplus(-z)
+            + neg * softplus(z)
+            + lam * unk * (pi * softplus(-z) + (1 - pi) * softplus(z))
+        )
+        grad = w * pos * (p - 1) + neg * p + lam * unk * (p - pi)
+        counted = pos + neg
+    if weight is not None:
+        entry, grad, counted = entry * weight, grad * weight, counted * weight
+    norm = max(counted.sum(), 1.0)
+    return entry.sum() / norm, grad / norm
 
 
 KPARTIAL_KW = dict(priors=PRIORS, balance=0.5, unknown_weight=0.3, max_positive_weight=5.0)
@@ -57,121 +60,131 @@ CASES = [
 
 
 def value_and_grad(loss, y, z, sample_weight=None):
-  z = tf.constant(z)
-  with tf.GradientTape() as tape:
-    tape.watch(z)
-    value = loss(y, z, sample_weight=sample_weight)
-  return float(value), tape.gradient(value, z).numpy()
+    z = tf.constant(z)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        value = loss(y, z, sample_weight=sample_weight)
+    return float(value), tape.gradient(value, z).numpy()
 
 
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
 def test_value_and_gradient_match_numpy(name, loss, kw):
-  value, grad = value_and_grad(loss, Y, Z)
-  ref_value, ref_grad = reference(name, Y, Z, **kw)
-  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
-  np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
+    value, grad = value_and_grad(loss, Y, Z)
+    ref_value, ref_grad = reference(name, Y, Z, **kw)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
 def test_per_class_weight_removes_a_class(name, loss, kw):
-  weight = np.array([[1.0, 0.0, 1.0]], dtype=np.float32)
-  value, grad = value_and_grad(loss, Y, Z, sample_weight=weight)
-  ref_value, ref_grad = reference(name, Y, Z, weight=weight, **kw)
-  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
-  np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
-  assert np.all(grad[:, 1] == 0.0)
+    weight = np.array([[1.0, 0.0, 1.0]], dtype=np.float32)
+    value, grad = value_and_grad(loss, Y, Z, sample_weight=weight)
+    ref_value, ref_grad = reference(name, Y, Z, weight=weight, **kw)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
+    assert np.all(grad[:, 1] == 0.0)
 
 
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
 def test_per_example_weight(name, loss, kw):
-  weight = np.array([1.0, 0.0, 2.0], dtype=np.float32)
-  value, _ = value_and_grad(loss, Y, Z, sample_weight=weight)
-  ref_value, _ = reference(name, Y, Z, weight=weight[:, None], **kw)
-  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    weight = np.array([1.0, 0.0, 2.0], dtype=np.float32)
+    value, _ = value_and_grad(loss, Y, Z, sample_weight=weight)
+    ref_value, _ = reference(name, Y, Z, weight=weight[:, None], **kw)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
 
 
 def test_masked_losses_are_zero_without_known_labels():
-  y = np.zeros((4, 3), np.int8)
-  z = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
-  for loss in (losses.IgnoreUnknownBCE(), losses.StatisticsWeightedLoss(PRIORS, unknown_weight=0)):
-    value, grad = value_and_grad(loss, y, z)
-    assert value == 0.0 and np.all(grad == 0.0)
-  # With the prior term, an all-unknown batch is a finite, prior-pulling loss (normaliser 1).
-  value, _ = value_and_grad(losses.StatisticsWeightedLoss(**KPARTIAL_KW), y, z)
-  np.testing.assert_allclose(value, reference("kpartial", y, z, **KPARTIAL_KW)[0], rtol=1e-5)
+    y = np.zeros((4, 3), np.int8)
+    z = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    for loss in (
+        losses.IgnoreUnknownBCE(),
+        losses.StatisticsWeightedLoss(PRIORS, unknown_weight=0),
+    ):
+        value, grad = value_and_grad(loss, y, z)
+        assert value == 0.0 and np.all(grad == 0.0)
+    # With the prior term, an all-unknown batch is a finite, prior-pulling loss (normaliser 1).
+    value, _ = value_and_grad(losses.StatisticsWeightedLoss(**KPARTIAL_KW), y, z)
+    np.testing.assert_allclose(value, reference("kpartial", y, z, **KPARTIAL_KW)[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
 def test_low_precision_extreme_logits_stay_finite(name, loss, kw, dtype):
-  z = tf.constant([[1e4, -1e4, 6e4], [-6e4, 0.0, 3e4]], dtype=dtype)
-  y = np.array([[1, 1, 0], [-1, 0, -1]], np.int8)
-  with tf.GradientTape() as tape:
-    tape.watch(z)
-    value = loss(y, z)
-  grad = tape.gradient(value, z)
-  assert np.isfinite(float(value))
-  assert np.all(np.isfinite(tf.cast(grad, tf.float32).numpy()))
+    z = tf.constant([[1e4, -1e4, 6e4], [-6e4, 0.0, 3e4]], dtype=dtype)
+    y = np.array([[1, 1, 0], [-1, 0, -1]], np.int8)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        value = loss(y, z)
+    grad = tape.gradient(value, z)
+    assert np.isfinite(float(value))
+    assert np.all(np.isfinite(tf.cast(grad, tf.float32).numpy()))
 
 
 def test_kpartial_without_weighting_or_prior_term_is_masked_bce():
-  plain = losses.StatisticsWeightedLoss(PRIORS, balance=0.0, unknown_weight=0.0)
-  np.testing.assert_allclose(float(plain(Y, Z)), float(losses.IgnoreUnknownBCE()(Y, Z)), rtol=1e-6)
+    plain = losses.StatisticsWeightedLoss(PRIORS, balance=0.0, unknown_weight=0.0)
+    np.testing.assert_allclose(
+        float(plain(Y, Z)), float(losses.IgnoreUnknownBCE()(Y, Z)), rtol=1e-6
+    )
 
 
 def test_call_gives_per_example_values_whose_mean_is_the_loss():
-  loss = losses.StatisticsWeightedLoss(**KPARTIAL_KW)
-  per_example = loss.call(tf.constant(Y), tf.constant(Z)).numpy()
-  assert per_example.shape == (3,)
-  np.testing.assert_allclose(per_example.mean(), float(loss(Y, Z)), rtol=1e-5)
+    loss = losses.StatisticsWeightedLoss(**KPARTIAL_KW)
+    per_example = loss.call(tf.constant(Y), tf.constant(Z)).numpy()
+    assert per_example.shape == (3,)
+    np.testing.assert_allclose(per_example.mean(), float(loss(Y, Z)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
 def test_xla_matches_eager(name, loss, kw):
-  compiled = tf.function(lambda y, z: loss(y, z), jit_compile=True)
-  np.testing.assert_allclose(float(compiled(tf.constant(Y), tf.constant(Z))), float(loss(Y, Z)),
-                             rtol=1e-6)
-  hlo = compiled.experimental_get_compiler_ir(tf.constant(Y), tf.constant(Z))(stage="hlo")
-  assert "ENTRY" in hlo
+    compiled = tf.function(lambda y, z: loss(y, z), jit_compile=True)
+    np.testing.assert_allclose(
+        float(compiled(tf.constant(Y), tf.constant(Z))), float(loss(Y, Z)), rtol=1e-6
+    )
+    hlo = compiled.experimental_get_compiler_ir(tf.constant(Y), tf.constant(Z))(stage="hlo")
+    assert "ENTRY" in hlo
 
 
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
 def test_serialization_round_trip(name, loss, kw):
-  restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
-  assert type(restored) is type(loss)
-  assert restored.get_config() == loss.get_config()
-  np.testing.assert_allclose(float(restored(Y, Z)), float(loss(Y, Z)), rtol=1e-6)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert type(restored) is type(loss)
+    assert restored.get_config() == loss.get_config()
+    np.testing.assert_allclose(float(restored(Y, Z)), float(loss(Y, Z)), rtol=1e-6)
 
 
 def test_get_config_names_every_argument():
-  config = losses.StatisticsWeightedLoss(**KPARTIAL_KW).get_config()
-  assert set(config) == {"name", "priors", "balance", "unknown_weight", "max_positive_weight"}
-  assert config["priors"] == PRIORS.tolist()
+    config = losses.StatisticsWeightedLoss(**KPARTIAL_KW).get_config()
+    assert set(config) == {"name", "priors", "balance", "unknown_weight", "max_positive_weight"}
+    assert config["priors"] == PRIORS.tolist()
 
 
 def test_functions_match_classes():
-  np.testing.assert_allclose(float(losses.ignore_unknown_bce(Y, Z)),
-                             float(losses.IgnoreUnknownBCE()(Y, Z)))
-  np.testing.assert_allclose(float(losses.assume_negative_bce(Y, Z)),
-                             float(losses.AssumeNegativeBCE()(Y, Z)))
-  np.testing.assert_allclose(float(losses.statistics_weighted_loss(Y, Z, **KPARTIAL_KW)),
-                             float(losses.StatisticsWeightedLoss(**KPARTIAL_KW)(Y, Z)))
+    np.testing.assert_allclose(
+        float(losses.ignore_unknown_bce(Y, Z)), float(losses.IgnoreUnknownBCE()(Y, Z))
+    )
+    np.testing.assert_allclose(
+        float(losses.assume_negative_bce(Y, Z)), float(losses.AssumeNegativeBCE()(Y, Z))
+    )
+    np.testing.assert_allclose(
+        float(losses.statistics_weighted_loss(Y, Z, **KPARTIAL_KW)),
+        float(losses.StatisticsWeightedLoss(**KPARTIAL_KW)(Y, Z)),
+    )
 
 
 def test_get_by_method_name():
-  stats = class_stats.ClassStatistics.from_labels(Y, ["a", "b", "c"])
-  assert isinstance(losses.get("ignore"), losses.IgnoreUnknownBCE)
-  assert isinstance(losses.get("assume_negative"), losses.AssumeNegativeBCE)
-  kp = losses.get("kpartial", stats, balance=0.25)
-  assert isinstance(kp, losses.StatisticsWeightedLoss) and kp.balance == 0.25
-  np.testing.assert_allclose(kp.priors, stats.priors)
-  with pytest.raises(ValueError, match="class statistics"):
-    losses.get("kpartial")
-  with pytest.raises(ValueError, match="unknown method"):
-    losses.get("nope")
+    stats = class_stats.ClassStatistics.from_labels(Y, ["a", "b", "c"])
+    assert isinstance(losses.get("ignore"), losses.IgnoreUnknownBCE)
+    assert isinstance(losses.get("assume_negative"), losses.AssumeNegativeBCE)
+    kp = losses.get("kpartial", stats, balance=0.25)
+    assert isinstance(kp, losses.StatisticsWeightedLoss) and kp.balance == 0.25
+    np.testing.assert_allclose(kp.priors, stats.priors)
+    with pytest.raises(ValueError, match="class statistics"):
+        losses.get("kpartial")
+    with pytest.raises(ValueError, match="unknown method"):
+        losses.get("nope")
 
 
 @pytest.mark.parametrize("priors", [[], [0.0, 0.5], [1.0], [0.5, float("nan")]])
 def test_bad_priors_are_rejected(priors):
-  with pytest.raises(ValueError, match="priors"):
-    losses.StatisticsWeightedLoss(priors)
+    with pytest.raises(ValueError, match="priors"):
+        losses.StatisticsWeightedLoss(priors)

@@ -60,9 +60,7 @@ def test_ap_unsorted_input():
 def test_ap_perfect_ranking_is_one():
     assert average_precision([0.9, 0.8, 0.3, 0.1], [1, 1, -1, -1]) == 1.0
     # worst ranking: positives at ranks 3 and 4 -> (1/3 + 2/4) / 2 = 5/12
-    assert average_precision([0.1, 0.2, 0.8, 0.9], [1, 1, -1, -1]) == pytest.approx(
-        5 / 12
-    )
+    assert average_precision([0.1, 0.2, 0.8, 0.9], [1, 1, -1, -1]) == pytest.approx(5 / 12)
 
 
 def test_ap_all_tied_block():
@@ -79,18 +77,12 @@ def test_ap_partial_ties():
     #             0.5 -> TP=1, n=3, P=1/3, R=1/2
     #             0.1 -> TP=2, n=4, P=1/2, R=1
     # AP = (1/2)(1/3) + (1/2)(1/2) = 1/6 + 1/4 = 5/12
-    assert average_precision([0.9, 0.5, 0.5, 0.1], [-1, 1, -1, 1]) == pytest.approx(
-        5 / 12
-    )
+    assert average_precision([0.9, 0.5, 0.5, 0.1], [-1, 1, -1, 1]) == pytest.approx(5 / 12)
     # order of tied entries does not matter
-    assert average_precision([0.9, 0.5, 0.5, 0.1], [-1, -1, 1, 1]) == pytest.approx(
-        5 / 12
-    )
+    assert average_precision([0.9, 0.5, 0.5, 0.1], [-1, -1, 1, 1]) == pytest.approx(5 / 12)
     # scores 0.9 | 0.5 0.5 | 0.1, labels + | + - | -
     # 0.9 -> P=1, R=1/2; 0.5 -> P=2/3, R=1; AP = 1/2 + 1/3 = 5/6
-    assert average_precision([0.9, 0.5, 0.5, 0.1], [1, 1, -1, -1]) == pytest.approx(
-        5 / 6
-    )
+    assert average_precision([0.9, 0.5, 0.5, 0.1], [1, 1, -1, -1]) == pytest.approx(5 / 6)
 
 
 def test_ap_integer_scores_and_inf():
@@ -301,8 +293,15 @@ def test_evaluate_hand_computed_and_json():
     # annotated entries: 2 + 3 + 2 + 2 = 9
     got = evaluate(PROBS, LABELS)
     assert set(got) == {
-        "map", "cf1", "of1", "cp", "cr", "op", "or",
-        "evaluated_classes", "annotated_entries",
+        "map",
+        "cf1",
+        "of1",
+        "cp",
+        "cr",
+        "op",
+        "or",
+        "evaluated_classes",
+        "annotated_entries",
     }
     assert got["map"] == pytest.approx(11 / 12)
     assert got["evaluated_classes"] == 2

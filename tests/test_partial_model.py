@@ -17,184 +17,203 @@ NUM_EXAMPLES, NUM_FEATURES, NUM_CLASSES = 64, 6, 5
 
 
 def _tiny_data(seed=0):
-  rng = np.random.default_rng(seed)
-  features = rng.normal(size=(NUM_EXAMPLES, NUM_FEATURES)).astype(np.float32)
-  true = np.where(rng.random((NUM_EXAMPLES, NUM_CLASSES)) < 0.3, 1, -1).astype(np.int8)
-  known = np.where(rng.random(true.shape) < 0.5, true, 0).astype(np.int8)
-  train = data.MultiLabelData(labels=true, label_names=tuple(f"c{c}" for c in range(NUM_CLASSES)),
-                              features=features)
-  return train, known
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(NUM_EXAMPLES, NUM_FEATURES)).astype(np.float32)
+    true = np.where(rng.random((NUM_EXAMPLES, NUM_CLASSES)) < 0.3, 1, -1).astype(np.int8)
+    known = np.where(rng.random(true.shape) < 0.5, true, 0).astype(np.int8)
+    train = data.MultiLabelData(
+        labels=true, label_names=tuple(f"c{c}" for c in range(NUM_CLASSES)), features=features
+    )
+    return train, known
 
 
 def _priors():
-  return np.linspace(0.1, 0.4, NUM_CLASSES)
+    return np.linspace(0.1, 0.4, NUM_CLASSES)
 
 
 def _clone(network):
-  clone = keras.models.clone_model(network)
-  clone.set_weights(network.get_weights())
-  return clone
+    clone = keras.models.clone_model(network)
+    clone.set_weights(network.get_weights())
+    return clone
 
 
 def _compiled(network, loss):
-  model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, loss)
-  model.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-2, weight_decay=1e-2))
-  model.optimizer.build(model.network.trainable_variables)
-  return model
+    model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, loss)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-2, weight_decay=1e-2))
+    model.optimizer.build(model.network.trainable_variables)
+    return model
 
 
 @pytest.mark.parametrize("loss_name", ["ignore", "kpartial"])
 def test_xla_train_step_matches_non_xla(loss_name):
-  train, known = _tiny_data()
-  make_loss = {"ignore": losses.IgnoreUnknownBCE,
-               "kpartial": lambda: losses.StatisticsWeightedLoss(_priors())}[loss_name]
-  network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
-  initial = [w.copy() for w in network.get_weights()]
-  xla_model = _compiled(network, make_loss())
-  plain_model = _compiled(_clone(network), make_loss())
-  rng = np.random.default_rng(1)
-  pseudo = rng.choice(np.array([1, -1, 0], np.int8), size=(NUM_EXAMPLES, NUM_CLASSES))
-  active = np.array([1, 0, 1, 1, 1], np.float32)
-  for model in (xla_model, plain_model):
-    model.pseudo_labels.assign(pseudo)
-    model.active_classes.assign(active)
+    train, known = _tiny_data()
+    make_loss = {
+        "ignore": losses.IgnoreUnknownBCE,
+        "kpartial": lambda: losses.StatisticsWeightedLoss(_priors()),
+    }[loss_name]
+    network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
+    initial = [w.copy() for w in network.get_weights()]
+    xla_model = _compiled(network, make_loss())
+    plain_model = _compiled(_clone(network), make_loss())
+    rng = np.random.default_rng(1)
+    pseudo = rng.choice(np.array([1, -1, 0], np.int8), size=(NUM_EXAMPLES, NUM_CLASSES))
+    active = np.array([1, 0, 1, 1, 1], np.float32)
+    for model in (xla_model, plain_model):
+        model.pseudo_labels.assign(pseudo)
+        model.active_classes.assign(active)
 
-  batch = next(iter(pipeline.training_dataset(train, known, batch_size=32, seed=0)))
-  xla_step = tf.function(xla_model.train_step, jit_compile=True)
-  plain_step = tf.function(plain_model.train_step, jit_compile=False)
+    batch = next(iter(pipeline.training_dataset(train, known, batch_size=32, seed=0)))
+    xla_step = tf.function(xla_model.train_step, jit_compile=True)
+    plain_step = tf.function(plain_model.train_step, jit_compile=False)
 
-  hlo = xla_step.experimental_get_compiler_ir(batch)(stage="hlo")
-  assert "ENTRY" in hlo
+    hlo = xla_step.experimental_get_compiler_ir(batch)(stage="hlo")
+    assert "ENTRY" in hlo
 
-  xla_loss = float(xla_step(batch)["loss"])
-  plain_loss = float(plain_step(batch)["loss"])
-  assert np.isfinite(xla_loss)
-  np.testing.assert_allclose(xla_loss, plain_loss, atol=1e-5, rtol=0)
+    xla_loss = float(xla_step(batch)["loss"])
+    plain_loss = float(plain_step(batch)["loss"])
+    assert np.isfinite(xla_loss)
+    np.testing.assert_allclose(xla_loss, plain_loss, atol=1e-5, rtol=0)
 
-  # The loss is that of the step's starting weights.
-  reference = _compiled(_clone(network), make_loss())
-  reference.network.set_weights(initial)
-  reference.pseudo_labels.assign(pseudo)
-  reference.active_classes.assign(active)
-  expected_loss = float(reference.compute_partial_loss(batch[0], batch[1], training=True))
-  np.testing.assert_allclose(xla_loss, expected_loss, atol=1e-5, rtol=0)
+    # The loss is that of the step's starting weights.
+    reference = _compiled(_clone(network), make_loss())
+    reference.network.set_weights(initial)
+    reference.pseudo_labels.assign(pseudo)
+    reference.active_classes.assign(active)
+    expected_loss = float(reference.compute_partial_loss(batch[0], batch[1], training=True))
+    np.testing.assert_allclose(xla_loss, expected_loss, atol=1e-5, rtol=0)
 
-  moved = 0
-  for xla_w, plain_w, start in zip(xla_model.network.get_weights(),
-                                   plain_model.network.get_weights(), initial):
-    np.testing.assert_allclose(xla_w, plain_w, atol=1e-5, rtol=0)
-    moved += int(np.abs(xla_w - start).max() > 1e-4)
-  assert moved == len(initial)  # every variable took a step
-  # Label variables are not touched by a train step.
-  np.testing.assert_array_equal(xla_model.pseudo_labels.numpy(), pseudo)
-  np.testing.assert_array_equal(xla_model.active_classes.numpy(), active)
+    moved = 0
+    for xla_w, plain_w, start in zip(
+        xla_model.network.get_weights(), plain_model.network.get_weights(), initial
+    ):
+        np.testing.assert_allclose(xla_w, plain_w, atol=1e-5, rtol=0)
+        moved += int(np.abs(xla_w - start).max() > 1e-4)
+    assert moved == len(initial)  # every variable took a step
+    # Label variables are not touched by a train step.
+    np.testing.assert_array_equal(xla_model.pseudo_labels.numpy(), pseudo)
+    np.testing.assert_array_equal(xla_model.active_classes.numpy(), active)
 
 
 def test_compile_jit_fit_matches_eager_free_fit():
-  """`model.compile(jit_compile=True)` (what training.run does on GPUs) gives the same weights."""
-  train, known = _tiny_data(seed=3)
-  network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
-  results = []
-  for jit in (True, False):
-    model = PartialLabelModel(_clone(network), NUM_EXAMPLES, NUM_CLASSES,
-                              losses.IgnoreUnknownBCE())
-    model.compile(optimizer=keras.optimizers.AdamW(1e-2), jit_compile=jit)
-    history = model.fit(pipeline.training_dataset(train, known, batch_size=16, seed=0), epochs=2,
-                        shuffle=False, verbose=0)
-    results.append((history.history["loss"], model.network.get_weights()))
-  np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-5)
-  for a, b in zip(results[0][1], results[1][1]):
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    """`model.compile(jit_compile=True)` (what training.run does on GPUs) gives the same weights."""
+    train, known = _tiny_data(seed=3)
+    network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
+    results = []
+    for jit in (True, False):
+        model = PartialLabelModel(
+            _clone(network), NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE()
+        )
+        model.compile(optimizer=keras.optimizers.AdamW(1e-2), jit_compile=jit)
+        history = model.fit(
+            pipeline.training_dataset(train, known, batch_size=16, seed=0),
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+        )
+        results.append((history.history["loss"], model.network.get_weights()))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def _checkpoint_state(num_examples=NUM_EXAMPLES):
-  rng = np.random.default_rng(2)
-  pseudo = rng.choice(np.array([1, -1, 0], np.int8), size=(num_examples, NUM_CLASSES))
-  active = np.array([1, 0, 1, 0, 1], np.float32)
-  thresholds = np.array([0.5, 0.25, 0.75, 0.9, 0.125], np.float32)
-  return pseudo, active, thresholds
+    rng = np.random.default_rng(2)
+    pseudo = rng.choice(np.array([1, -1, 0], np.int8), size=(num_examples, NUM_CLASSES))
+    active = np.array([1, 0, 1, 0, 1], np.float32)
+    thresholds = np.array([0.5, 0.25, 0.75, 0.9, 0.125], np.float32)
+    return pseudo, active, thresholds
 
 
 def _new_model(seed):
-  network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=seed)
-  return PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
+    network = models.build_mlp(
+        NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=seed
+    )
+    return PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
 
 
 def _assert_restored(fresh, model, pseudo, active, thresholds):
-  assert fresh.pseudo_labels.numpy().dtype == np.int8
-  np.testing.assert_array_equal(fresh.pseudo_labels.numpy(), pseudo)
-  np.testing.assert_array_equal(fresh.active_classes.numpy(), active)
-  np.testing.assert_array_equal(fresh.positive_thresholds.numpy(), thresholds)
-  for got, want in zip(fresh.network.get_weights(), model.network.get_weights(), strict=True):
-    np.testing.assert_array_equal(got, want)
+    assert fresh.pseudo_labels.numpy().dtype == np.int8
+    np.testing.assert_array_equal(fresh.pseudo_labels.numpy(), pseudo)
+    np.testing.assert_array_equal(fresh.active_classes.numpy(), active)
+    np.testing.assert_array_equal(fresh.positive_thresholds.numpy(), thresholds)
+    for got, want in zip(fresh.network.get_weights(), model.network.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_checkpoint_round_trip(tmp_path):
-  train, known = _tiny_data()
-  batch_inputs, batch_labels = next(iter(pipeline.training_dataset(train, known, batch_size=8, seed=0)))
-  model = _new_model(seed=0)
-  model(batch_inputs)
-  pseudo, active, thresholds = _checkpoint_state()
-  model.pseudo_labels.assign(pseudo)
-  model.active_classes.assign(active)
-  model.positive_thresholds.assign(thresholds)
-  path = tmp_path / "ckpt.weights.h5"
-  model.save_weights(str(path))
+    train, known = _tiny_data()
+    batch_inputs, batch_labels = next(
+        iter(pipeline.training_dataset(train, known, batch_size=8, seed=0))
+    )
+    model = _new_model(seed=0)
+    model(batch_inputs)
+    pseudo, active, thresholds = _checkpoint_state()
+    model.pseudo_labels.assign(pseudo)
+    model.active_classes.assign(active)
+    model.positive_thresholds.assign(thresholds)
+    path = tmp_path / "ckpt.weights.h5"
+    model.save_weights(str(path))
 
-  fresh = _new_model(seed=1)
-  fresh(batch_inputs)
-  assert not np.array_equal(fresh.network.get_weights()[0], model.network.get_weights()[0])
-  assert not fresh.pseudo_labels.numpy().any()
-  fresh.load_weights(str(path))
-  _assert_restored(fresh, model, pseudo, active, thresholds)
-  # The restored variables are the ones the loss reads.
-  np.testing.assert_allclose(
-      float(fresh.compute_partial_loss(batch_inputs, batch_labels, training=False)),
-      float(model.compute_partial_loss(batch_inputs, batch_labels, training=False)), rtol=1e-6)
+    fresh = _new_model(seed=1)
+    fresh(batch_inputs)
+    assert not np.array_equal(fresh.network.get_weights()[0], model.network.get_weights()[0])
+    assert not fresh.pseudo_labels.numpy().any()
+    fresh.load_weights(str(path))
+    _assert_restored(fresh, model, pseudo, active, thresholds)
+    # The restored variables are the ones the loss reads.
+    np.testing.assert_allclose(
+        float(fresh.compute_partial_loss(batch_inputs, batch_labels, training=False)),
+        float(model.compute_partial_loss(batch_inputs, batch_labels, training=False)),
+        rtol=1e-6,
+    )
 
 
 def test_checkpoint_round_trip_without_forward_pass(tmp_path):
-  model = _new_model(seed=0)
-  pseudo, active, thresholds = _checkpoint_state()
-  model.pseudo_labels.assign(pseudo)
-  model.active_classes.assign(active)
-  model.positive_thresholds.assign(thresholds)
-  path = tmp_path / "ckpt.weights.h5"
-  model.save_weights(str(path))
-  fresh = _new_model(seed=1)
-  fresh.load_weights(str(path))
-  _assert_restored(fresh, model, pseudo, active, thresholds)
+    model = _new_model(seed=0)
+    pseudo, active, thresholds = _checkpoint_state()
+    model.pseudo_labels.assign(pseudo)
+    model.active_classes.assign(active)
+    model.positive_thresholds.assign(thresholds)
+    path = tmp_path / "ckpt.weights.h5"
+    model.save_weights(str(path))
+    fresh = _new_model(seed=1)
+    fresh.load_weights(str(path))
+    _assert_restored(fresh, model, pseudo, active, thresholds)
 
 
 def test_resolve_labels_known_win():
-  model = PartialLabelModel(
-      models.build_mlp(NUM_FEATURES, 3, hidden_units=(4,), dropout=0.0), 4, 3,
-      losses.IgnoreUnknownBCE())
-  model.pseudo_labels.assign(np.array([[1, 1, 1], [-1, -1, -1], [0, 0, 0], [1, -1, 0]], np.int8))
-  labels = np.array([[0, -1, 1], [0, 0, 0], [0, 1, 0]], np.int8)
-  ids = np.array([3, 1, 2], np.int32)
-  resolved = np.asarray(model.resolve_labels(labels, ids))
-  np.testing.assert_array_equal(resolved, [[1, -1, 1], [-1, -1, -1], [0, 1, 0]])
+    model = PartialLabelModel(
+        models.build_mlp(NUM_FEATURES, 3, hidden_units=(4,), dropout=0.0),
+        4,
+        3,
+        losses.IgnoreUnknownBCE(),
+    )
+    model.pseudo_labels.assign(np.array([[1, 1, 1], [-1, -1, -1], [0, 0, 0], [1, -1, 0]], np.int8))
+    labels = np.array([[0, -1, 1], [0, 0, 0], [0, 1, 0]], np.int8)
+    ids = np.array([3, 1, 2], np.int32)
+    resolved = np.asarray(model.resolve_labels(labels, ids))
+    np.testing.assert_array_equal(resolved, [[1, -1, 1], [-1, -1, -1], [0, 1, 0]])
 
 
 def test_fit_two_epochs_on_synthetic_data():
-  keras.utils.set_random_seed(0)
-  train = synthetic.make_imbalanced_features(num_examples=300, num_classes=6, num_features=8)
-  known = simulate.keep_fraction(train.labels, 0.5, seed=0)
-  network = models.build_mlp(8, 6, hidden_units=(32,), dropout=0.0, seed=0)
-  model = PartialLabelModel(network, train.num_examples, train.num_classes,
-                            losses.IgnoreUnknownBCE())
-  model.compile(optimizer=keras.optimizers.AdamW(1e-2))
-  dataset = pipeline.training_dataset(train, known, batch_size=64, seed=0)
-  eval_ds = pipeline.training_dataset(train, known, batch_size=300, seed=0)  # one full batch
-  loss_before = model.evaluate(eval_ds, verbose=0)
-  history = model.fit(dataset, epochs=2, shuffle=False, verbose=0)
-  loss_after = model.evaluate(eval_ds, verbose=0)
-  assert loss_after < loss_before - 0.01
-  loss = history.history["loss"]
-  assert len(loss) == 2
-  assert np.all(np.isfinite(loss))
-  assert loss[1] < loss[0]
-  probabilities = predict_probabilities(model, pipeline.evaluation_dataset(train, 128))
-  assert probabilities.shape == (300, 6) and probabilities.dtype == np.float32
-  assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    keras.utils.set_random_seed(0)
+    train = synthetic.make_imbalanced_features(num_examples=300, num_classes=6, num_features=8)
+    known = simulate.keep_fraction(train.labels, 0.5, seed=0)
+    network = models.build_mlp(8, 6, hidden_units=(32,), dropout=0.0, seed=0)
+    model = PartialLabelModel(
+        network, train.num_examples, train.num_classes, losses.IgnoreUnknownBCE()
+    )
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2))
+    dataset = pipeline.training_dataset(train, known, batch_size=64, seed=0)
+    eval_ds = pipeline.training_dataset(train, known, batch_size=300, seed=0)  # one full batch
+    loss_before = model.evaluate(eval_ds, verbose=0)
+    history = model.fit(dataset, epochs=2, shuffle=False, verbose=0)
+    loss_after = model.evaluate(eval_ds, verbose=0)
+    assert loss_after < loss_before - 0.01
+    loss = history.history["loss"]
+    assert len(loss) == 2
+    assert np.all(np.isfinite(loss))
+    assert loss[1] < loss[0]
+    probabilities = predict_probabilities(model, pipeline.evaluation_dataset(train, 128))
+    assert probabilities.shape == (300, 6) and probabilities.dtype == np.float32
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()

@@ -22,91 +22,92 @@ N, D, C, B = 22, 3, 4, 4
 
 
 def _feature_data(seed=0):
-  rng = np.random.default_rng(seed)
-  features = rng.normal(size=(N, D)).astype(np.float32)
-  labels = rng.choice(np.array([1, -1, 0], np.int8), size=(N, C))
-  return data.MultiLabelData(labels=labels, label_names=tuple("abcd"), features=features), labels
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(N, D)).astype(np.float32)
+    labels = rng.choice(np.array([1, -1, 0], np.int8), size=(N, C))
+    return data.MultiLabelData(labels=labels, label_names=tuple("abcd"), features=features), labels
 
 
 def _epoch(dataset):
-  return [(inputs["x"].numpy(), inputs["id"].numpy(), labels.numpy())
-          for inputs, labels in dataset]
+    return [
+        (inputs["x"].numpy(), inputs["id"].numpy(), labels.numpy()) for inputs, labels in dataset
+    ]
 
 
 def test_feature_batches_types_and_static_shapes():
-  train, labels = _feature_data()
-  dataset = pipeline.training_dataset(train, labels, batch_size=B, seed=0)
-  inputs_spec, labels_spec = dataset.element_spec
-  assert set(inputs_spec) == {"x", "id"}
-  assert inputs_spec["x"] == tf.TensorSpec([B, D], tf.float32)
-  assert inputs_spec["id"] == tf.TensorSpec([B], tf.int32)
-  assert labels_spec == tf.TensorSpec([B, C], tf.int8)
-  batches = _epoch(dataset)
-  assert len(batches) == N // B  # the incomplete last batch is dropped
-  for x, ids, y in batches:
-    assert x.dtype == np.float32 and x.shape == (B, D)
-    assert ids.dtype == np.int32 and ids.shape == (B,)
-    assert y.dtype == np.int8 and y.shape == (B, C)
+    train, labels = _feature_data()
+    dataset = pipeline.training_dataset(train, labels, batch_size=B, seed=0)
+    inputs_spec, labels_spec = dataset.element_spec
+    assert set(inputs_spec) == {"x", "id"}
+    assert inputs_spec["x"] == tf.TensorSpec([B, D], tf.float32)
+    assert inputs_spec["id"] == tf.TensorSpec([B], tf.int32)
+    assert labels_spec == tf.TensorSpec([B, C], tf.int8)
+    batches = _epoch(dataset)
+    assert len(batches) == N // B  # the incomplete last batch is dropped
+    for x, ids, y in batches:
+        assert x.dtype == np.float32 and x.shape == (B, D)
+        assert ids.dtype == np.int32 and ids.shape == (B,)
+        assert y.dtype == np.int8 and y.shape == (B, C)
 
 
 def test_feature_batches_map_ids_to_rows():
-  train, labels = _feature_data()
-  batches = _epoch(pipeline.training_dataset(train, labels, batch_size=B, seed=0))
-  ids = np.concatenate([b[1] for b in batches])
-  assert len(set(ids.tolist())) == ids.size == (N // B) * B  # no example twice in an epoch
-  assert ids.min() >= 0 and ids.max() < N
-  for x, batch_ids, y in batches:
-    np.testing.assert_array_equal(x, train.features[batch_ids])
-    np.testing.assert_array_equal(y, labels[batch_ids])
+    train, labels = _feature_data()
+    batches = _epoch(pipeline.training_dataset(train, labels, batch_size=B, seed=0))
+    ids = np.concatenate([b[1] for b in batches])
+    assert len(set(ids.tolist())) == ids.size == (N // B) * B  # no example twice in an epoch
+    assert ids.min() >= 0 and ids.max() < N
+    for x, batch_ids, y in batches:
+        np.testing.assert_array_equal(x, train.features[batch_ids])
+        np.testing.assert_array_equal(y, labels[batch_ids])
 
 
 def test_feature_batches_use_the_given_labels_not_data_labels():
-  train, _ = _feature_data()
-  partial = np.zeros_like(train.labels)
-  partial[::3, 1] = 1
-  for _, ids, y in _epoch(pipeline.training_dataset(train, partial, batch_size=B, seed=0)):
-    np.testing.assert_array_equal(y, partial[ids])
+    train, _ = _feature_data()
+    partial = np.zeros_like(train.labels)
+    partial[::3, 1] = 1
+    for _, ids, y in _epoch(pipeline.training_dataset(train, partial, batch_size=B, seed=0)):
+        np.testing.assert_array_equal(y, partial[ids])
 
 
 def test_feature_epochs_reshuffle_reproducibly():
-  train, labels = _feature_data()
-  first = pipeline.training_dataset(train, labels, batch_size=B, seed=5)
-  second = pipeline.training_dataset(train, labels, batch_size=B, seed=5)
-  orders_first = [np.concatenate([b[1] for b in _epoch(first)]) for _ in range(3)]
-  orders_second = [np.concatenate([b[1] for b in _epoch(second)]) for _ in range(3)]
-  for a, b in zip(orders_first, orders_second):
-    np.testing.assert_array_equal(a, b)  # same seed, same sequence of epochs
-  assert not np.array_equal(orders_first[0], orders_first[1])
-  assert not np.array_equal(orders_first[1], orders_first[2])
-  assert not np.array_equal(orders_first[0], np.arange(orders_first[0].size))  # shuffled at all
-  other = pipeline.training_dataset(train, labels, batch_size=B, seed=6)
-  assert not np.array_equal(np.concatenate([b[1] for b in _epoch(other)]), orders_first[0])
+    train, labels = _feature_data()
+    first = pipeline.training_dataset(train, labels, batch_size=B, seed=5)
+    second = pipeline.training_dataset(train, labels, batch_size=B, seed=5)
+    orders_first = [np.concatenate([b[1] for b in _epoch(first)]) for _ in range(3)]
+    orders_second = [np.concatenate([b[1] for b in _epoch(second)]) for _ in range(3)]
+    for a, b in zip(orders_first, orders_second):
+        np.testing.assert_array_equal(a, b)  # same seed, same sequence of epochs
+    assert not np.array_equal(orders_first[0], orders_first[1])
+    assert not np.array_equal(orders_first[1], orders_first[2])
+    assert not np.array_equal(orders_first[0], np.arange(orders_first[0].size))  # shuffled at all
+    other = pipeline.training_dataset(train, labels, batch_size=B, seed=6)
+    assert not np.array_equal(np.concatenate([b[1] for b in _epoch(other)]), orders_first[0])
 
 
 def test_feature_batch_size_larger_than_data():
-  train, labels = _feature_data()
-  dataset = pipeline.training_dataset(train, labels, batch_size=1000, seed=0)
-  assert dataset.element_spec[1].shape == (N, C)
-  (x, ids, y), = _epoch(dataset)
-  assert sorted(ids.tolist()) == list(range(N))
+    train, labels = _feature_data()
+    dataset = pipeline.training_dataset(train, labels, batch_size=1000, seed=0)
+    assert dataset.element_spec[1].shape == (N, C)
+    ((x, ids, y),) = _epoch(dataset)
+    assert sorted(ids.tolist()) == list(range(N))
 
 
 def test_training_dataset_rejects_wrong_label_rows():
-  train, labels = _feature_data()
-  with pytest.raises(ValueError, match="label rows"):
-    pipeline.training_dataset(train, labels[:-1], batch_size=B, seed=0)
+    train, labels = _feature_data()
+    with pytest.raises(ValueError, match="label rows"):
+        pipeline.training_dataset(train, labels[:-1], batch_size=B, seed=0)
 
 
 def test_feature_evaluation_dataset_in_order():
-  train, _ = _feature_data()
-  dataset = pipeline.evaluation_dataset(train, batch_size=5)
-  assert isinstance(dataset.element_spec, dict) and set(dataset.element_spec) == {"x", "id"}
-  batches = list(dataset)
-  assert [int(b["id"].shape[0]) for b in batches] == [5, 5, 5, 5, 2]  # nothing dropped
-  ids = np.concatenate([b["id"].numpy() for b in batches])
-  np.testing.assert_array_equal(ids, np.arange(N))
-  assert ids.dtype == np.int32
-  np.testing.assert_array_equal(np.concatenate([b["x"].numpy() for b in batches]), train.features)
+    train, _ = _feature_data()
+    dataset = pipeline.evaluation_dataset(train, batch_size=5)
+    assert isinstance(dataset.element_spec, dict) and set(dataset.element_spec) == {"x", "id"}
+    batches = list(dataset)
+    assert [int(b["id"].shape[0]) for b in batches] == [5, 5, 5, 5, 2]  # nothing dropped
+    ids = np.concatenate([b["id"].numpy() for b in batches])
+    np.testing.assert_array_equal(ids, np.arange(N))
+    assert ids.dtype == np.int32
+    np.testing.assert_array_equal(np.concatenate([b["x"].numpy() for b in batches]), train.features)
 
 
 # ----------------------------------------------------------------------------
@@ -118,102 +119,109 @@ SIZE = (32, 32)
 
 @pytest.fixture(scope="module")
 def image_data(tmp_path_factory):
-  folder = tmp_path_factory.mktemp("images")
-  rng = np.random.default_rng(0)
-  paths = []
-  for k, (height, width) in enumerate(IMAGE_SIZES):
-    # Smooth gradients plus a per-image colour, so images differ and survive JPEG well.
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = rng.integers(0, 200, 3)
-    pixels = np.stack([(base[0] + 2 * yy) % 256, (base[1] + 3 * xx) % 256,
-                       np.full_like(yy, 40 * k)], -1).astype(np.uint8)
-    path = folder / f"image_{k}.jpg"
-    tf.io.write_file(str(path), tf.io.encode_jpeg(pixels, quality=95))
-    paths.append(str(path))
-  labels = np.array([[1, -1, 0], [0, 1, -1], [-1, 0, 1], [1, 1, 0], [0, 0, -1]], np.int8)
-  return data.MultiLabelData(labels=labels, label_names=("p", "q", "r"), image_paths=paths)
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, (height, width) in enumerate(IMAGE_SIZES):
+        # Smooth gradients plus a per-image colour, so images differ and survive JPEG well.
+        yy, xx = np.mgrid[0:height, 0:width]
+        base = rng.integers(0, 200, 3)
+        pixels = np.stack(
+            [(base[0] + 2 * yy) % 256, (base[1] + 3 * xx) % 256, np.full_like(yy, 40 * k)], -1
+        ).astype(np.uint8)
+        path = folder / f"image_{k}.jpg"
+        tf.io.write_file(str(path), tf.io.encode_jpeg(pixels, quality=95))
+        paths.append(str(path))
+    labels = np.array([[1, -1, 0], [0, 1, -1], [-1, 0, 1], [1, 1, 0], [0, 0, -1]], np.int8)
+    return data.MultiLabelData(labels=labels, label_names=("p", "q", "r"), image_paths=paths)
 
 
 def _reference_image(path, size=SIZE):
-  image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-  return tf.image.resize(tf.cast(image, tf.float32), size).numpy()
+    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    return tf.image.resize(tf.cast(image, tf.float32), size).numpy()
 
 
 @pytest.mark.parametrize("augment", [True, False])
 def test_image_training_batches(image_data, augment):
-  dataset = pipeline.training_dataset(image_data, image_data.labels, batch_size=2, seed=0,
-                                      image_size=SIZE, augment=augment)
-  inputs_spec, labels_spec = dataset.element_spec
-  assert inputs_spec["x"] == tf.TensorSpec([2, *SIZE, 3], tf.float32)
-  assert inputs_spec["id"] == tf.TensorSpec([2], tf.int32)
-  assert labels_spec == tf.TensorSpec([2, 3], tf.int8)
-  batches = _epoch(dataset)
-  assert len(batches) == 2
-  ids = np.concatenate([b[1] for b in batches])
-  assert len(set(ids.tolist())) == 4
-  for x, batch_ids, y in batches:
-    assert x.dtype == np.float32 and x.shape == (2, *SIZE, 3)
-    assert x.min() >= 0.0 and x.max() <= 255.0
-    np.testing.assert_array_equal(y, image_data.labels[batch_ids])
-    for image, i in zip(x, batch_ids):
-      reference = _reference_image(image_data.image_paths[i])
-      if augment:
-        # A crop of the same picture: its mean colour stays close, unlike other images'.
-        distances = [np.abs(image.mean((0, 1)) - _reference_image(p).mean((0, 1))).sum()
-                     for p in image_data.image_paths]
-        assert int(np.argmin(distances)) == i
-      else:
-        np.testing.assert_allclose(image, reference, atol=1e-3)
+    dataset = pipeline.training_dataset(
+        image_data, image_data.labels, batch_size=2, seed=0, image_size=SIZE, augment=augment
+    )
+    inputs_spec, labels_spec = dataset.element_spec
+    assert inputs_spec["x"] == tf.TensorSpec([2, *SIZE, 3], tf.float32)
+    assert inputs_spec["id"] == tf.TensorSpec([2], tf.int32)
+    assert labels_spec == tf.TensorSpec([2, 3], tf.int8)
+    batches = _epoch(dataset)
+    assert len(batches) == 2
+    ids = np.concatenate([b[1] for b in batches])
+    assert len(set(ids.tolist())) == 4
+    for x, batch_ids, y in batches:
+        assert x.dtype == np.float32 and x.shape == (2, *SIZE, 3)
+        assert x.min() >= 0.0 and x.max() <= 255.0
+        np.testing.assert_array_equal(y, image_data.labels[batch_ids])
+        for image, i in zip(x, batch_ids):
+            reference = _reference_image(image_data.image_paths[i])
+            if augment:
+                # A crop of the same picture: its mean colour stays close, unlike other images'.
+                distances = [
+                    np.abs(image.mean((0, 1)) - _reference_image(p).mean((0, 1))).sum()
+                    for p in image_data.image_paths
+                ]
+                assert int(np.argmin(distances)) == i
+            else:
+                np.testing.assert_allclose(image, reference, atol=1e-3)
 
 
 def test_image_augmentation_reproducible_and_varies_by_epoch(image_data):
-  def run():
-    dataset = pipeline.training_dataset(image_data, image_data.labels, batch_size=5, seed=3,
-                                        image_size=SIZE, augment=True)
-    return [_epoch(dataset)[0] for _ in range(2)]
+    def run():
+        dataset = pipeline.training_dataset(
+            image_data, image_data.labels, batch_size=5, seed=3, image_size=SIZE, augment=True
+        )
+        return [_epoch(dataset)[0] for _ in range(2)]
 
-  first, second = run(), run()
-  for (x1, ids1, _), (x2, ids2, _) in zip(first, second):
-    np.testing.assert_array_equal(ids1, ids2)
-    np.testing.assert_array_equal(x1, x2)
-  (x_a, ids_a, _), (x_b, ids_b, _) = first
-  by_id_a = {int(i): x for i, x in zip(ids_a, x_a)}
-  by_id_b = {int(i): x for i, x in zip(ids_b, x_b)}
-  assert any(not np.array_equal(by_id_a[i], by_id_b[i]) for i in range(5))
+    first, second = run(), run()
+    for (x1, ids1, _), (x2, ids2, _) in zip(first, second):
+        np.testing.assert_array_equal(ids1, ids2)
+        np.testing.assert_array_equal(x1, x2)
+    (x_a, ids_a, _), (x_b, ids_b, _) = first
+    by_id_a = {int(i): x for i, x in zip(ids_a, x_a)}
+    by_id_b = {int(i): x for i, x in zip(ids_b, x_b)}
+    assert any(not np.array_equal(by_id_a[i], by_id_b[i]) for i in range(5))
 
 
 def test_image_evaluation_dataset(image_data):
-  dataset = pipeline.evaluation_dataset(image_data, batch_size=2, image_size=SIZE)
-  assert set(dataset.element_spec) == {"x", "id"}
-  runs = []
-  for _ in range(2):
-    batches = list(dataset)
-    ids = np.concatenate([b["id"].numpy() for b in batches])
-    images = np.concatenate([b["x"].numpy() for b in batches])
-    runs.append(images)
-    np.testing.assert_array_equal(ids, np.arange(5))
-    assert images.shape == (5, *SIZE, 3) and images.dtype == np.float32
-    for i, path in enumerate(image_data.image_paths):
-      np.testing.assert_allclose(images[i], _reference_image(path), atol=1e-3)
-  np.testing.assert_array_equal(runs[0], runs[1])
+    dataset = pipeline.evaluation_dataset(image_data, batch_size=2, image_size=SIZE)
+    assert set(dataset.element_spec) == {"x", "id"}
+    runs = []
+    for _ in range(2):
+        batches = list(dataset)
+        ids = np.concatenate([b["id"].numpy() for b in batches])
+        images = np.concatenate([b["x"].numpy() for b in batches])
+        runs.append(images)
+        np.testing.assert_array_equal(ids, np.arange(5))
+        assert images.shape == (5, *SIZE, 3) and images.dtype == np.float32
+        for i, path in enumerate(image_data.image_paths):
+            np.testing.assert_allclose(images[i], _reference_image(path), atol=1e-3)
+    np.testing.assert_array_equal(runs[0], runs[1])
 
 
 def test_image_data_needs_an_image_size(image_data):
-  with pytest.raises(ValueError, match="image_size"):
-    pipeline.training_dataset(image_data, image_data.labels, batch_size=2, seed=0)
-  with pytest.raises(ValueError, match="image_size"):
-    pipeline.evaluation_dataset(image_data, batch_size=2)
+    with pytest.raises(ValueError, match="image_size"):
+        pipeline.training_dataset(image_data, image_data.labels, batch_size=2, seed=0)
+    with pytest.raises(ValueError, match="image_size"):
+        pipeline.evaluation_dataset(image_data, batch_size=2)
 
 
 @pytest.mark.skipif(not COCO_VAL.is_file(), reason=f"{COCO_VAL} not available")
 def test_coco_tiny_training_batch():
-  coco = data.load("coco", str(COCO_VAL))
-  assert coco.image_paths is not None and coco.num_examples >= 16
-  dataset = pipeline.training_dataset(coco, coco.labels, batch_size=16, seed=0, image_size=(64, 64))
-  (inputs, labels), = dataset.take(1)
-  x, ids = inputs["x"].numpy(), inputs["id"].numpy()
-  assert x.shape == (16, 64, 64, 3) and x.dtype == np.float32
-  assert np.isfinite(x).all()
-  assert x.min() >= 0.0 and x.max() <= 255.0 and x.std() > 1.0
-  assert len(set(ids.tolist())) == 16
-  np.testing.assert_array_equal(labels.numpy(), coco.labels[ids])
+    coco = data.load("coco", str(COCO_VAL))
+    assert coco.image_paths is not None and coco.num_examples >= 16
+    dataset = pipeline.training_dataset(
+        coco, coco.labels, batch_size=16, seed=0, image_size=(64, 64)
+    )
+    ((inputs, labels),) = dataset.take(1)
+    x, ids = inputs["x"].numpy(), inputs["id"].numpy()
+    assert x.shape == (16, 64, 64, 3) and x.dtype == np.float32
+    assert np.isfinite(x).all()
+    assert x.min() >= 0.0 and x.max() <= 255.0 and x.std() > 1.0
+    assert len(set(ids.tolist())) == 16
+    np.testing.assert_array_equal(labels.numpy(), coco.labels[ids])

@@ -6,49 +6,51 @@ from kpartial import class_stats, simulate
 
 
 def test_keep_fraction_is_seeded_and_keeps_about_the_fraction():
-  labels = np.where(np.random.default_rng(0).random((400, 50)) < 0.1, 1, -1).astype(np.int8)
-  kept = simulate.keep_fraction(labels, 0.3, seed=7)
-  assert kept.dtype == np.int8
-  np.testing.assert_array_equal(kept, simulate.keep_fraction(labels, 0.3, seed=7))
-  assert not np.array_equal(kept, simulate.keep_fraction(labels, 0.3, seed=8))
-  known = kept != 0
-  assert abs(known.mean() - 0.3) < 0.01
-  np.testing.assert_array_equal(kept[known], labels[known])  # kept entries are untouched
+    labels = np.where(np.random.default_rng(0).random((400, 50)) < 0.1, 1, -1).astype(np.int8)
+    kept = simulate.keep_fraction(labels, 0.3, seed=7)
+    assert kept.dtype == np.int8
+    np.testing.assert_array_equal(kept, simulate.keep_fraction(labels, 0.3, seed=7))
+    assert not np.array_equal(kept, simulate.keep_fraction(labels, 0.3, seed=8))
+    known = kept != 0
+    assert abs(known.mean() - 0.3) < 0.01
+    np.testing.assert_array_equal(kept[known], labels[known])  # kept entries are untouched
 
 
 def test_keep_fraction_leaves_unknown_entries_unknown_and_one_keeps_all():
-  labels = np.array([[1, 0, -1], [0, 1, 0]], np.int8)
-  np.testing.assert_array_equal(simulate.keep_fraction(labels, 1.0, 0), labels)
-  assert np.all(simulate.keep_fraction(labels, 0.5, 0)[labels == 0] == 0)
-  for bad in (0.0, -0.1, 1.5):
-    with pytest.raises(ValueError, match="known_fraction"):
-      simulate.keep_fraction(labels, bad, 0)
+    labels = np.array([[1, 0, -1], [0, 1, 0]], np.int8)
+    np.testing.assert_array_equal(simulate.keep_fraction(labels, 1.0, 0), labels)
+    assert np.all(simulate.keep_fraction(labels, 0.5, 0)[labels == 0] == 0)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="known_fraction"):
+            simulate.keep_fraction(labels, bad, 0)
 
 
 def test_statistics_from_labels_and_csv_round_trip(tmp_path):
-  labels = np.array([[1, -1, 0], [1, 0, 0], [-1, -1, 0]], np.int8)
-  stats = class_stats.ClassStatistics.from_labels(labels, ["a", "b", "c"])
-  np.testing.assert_array_equal(stats.positives, [2, 0, 0])
-  np.testing.assert_array_equal(stats.negatives, [1, 2, 0])
-  np.testing.assert_allclose(stats.priors, [3 / 5, 1 / 4, 1 / 2])
-  path = tmp_path / "stats.csv"
-  stats.to_csv(path)
-  # Reading orders the rows by the requested label names.
-  restored = class_stats.ClassStatistics.from_csv(path, ("c", "a", "b"))
-  np.testing.assert_allclose(restored.priors, [1 / 2, 3 / 5, 1 / 4])
-  np.testing.assert_array_equal(restored.positives, [0, 2, 0])
+    labels = np.array([[1, -1, 0], [1, 0, 0], [-1, -1, 0]], np.int8)
+    stats = class_stats.ClassStatistics.from_labels(labels, ["a", "b", "c"])
+    np.testing.assert_array_equal(stats.positives, [2, 0, 0])
+    np.testing.assert_array_equal(stats.negatives, [1, 2, 0])
+    np.testing.assert_allclose(stats.priors, [3 / 5, 1 / 4, 1 / 2])
+    path = tmp_path / "stats.csv"
+    stats.to_csv(path)
+    # Reading orders the rows by the requested label names.
+    restored = class_stats.ClassStatistics.from_csv(path, ("c", "a", "b"))
+    np.testing.assert_allclose(restored.priors, [1 / 2, 3 / 5, 1 / 4])
+    np.testing.assert_array_equal(restored.positives, [0, 2, 0])
 
 
 def test_statistics_csv_errors_name_the_file(tmp_path):
-  path = tmp_path / "bad.csv"
-  pd.DataFrame({"label": ["a"], "positives": [1], "negatives": [1]}).to_csv(path, index=False)
-  with pytest.raises(ValueError, match="bad.csv.*prior"):
-    class_stats.ClassStatistics.from_csv(path, ["a"])
-  pd.DataFrame({"label": ["a"], "positives": [1], "negatives": [1], "prior": [0.5]}).to_csv(
-      path, index=False)
-  with pytest.raises(ValueError, match="bad.csv.*'b'"):
-    class_stats.ClassStatistics.from_csv(path, ["a", "b"])
-  pd.DataFrame({"label": ["a"], "positives": [1], "negatives": [1], "prior": [1.0]}).to_csv(
-      path, index=False)
-  with pytest.raises(ValueError, match="bad.csv.*prior of 'a'"):
-    class_stats.ClassStatistics.from_csv(path, ["a"])
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"label": ["a"], "positives": [1], "negatives": [1]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="bad.csv.*prior"):
+        class_stats.ClassStatistics.from_csv(path, ["a"])
+    pd.DataFrame({"label": ["a"], "positives": [1], "negatives": [1], "prior": [0.5]}).to_csv(
+        path, index=False
+    )
+    with pytest.raises(ValueError, match="bad.csv.*'b'"):
+        class_stats.ClassStatistics.from_csv(path, ["a", "b"])
+    pd.DataFrame({"label": ["a"], "positives": [1], "negatives": [1], "prior": [1.0]}).to_csv(
+        path, index=False
+    )
+    with pytest.raises(ValueError, match="bad.csv.*prior of 'a'"):
+        class_stats.ClassStatistics.from_csv(path, ["a"])

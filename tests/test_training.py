@@ -18,228 +18,257 @@ NUM_EXAMPLES, NUM_CLASSES, NUM_FEATURES = 600, 8, 16
 
 
 def _write_tiny_npz(path, split):
-  d = synthetic.make_imbalanced_features(num_examples=NUM_EXAMPLES, num_classes=NUM_CLASSES,
-                                         num_features=NUM_FEATURES, split=split)
-  np.savez(path, x=d.features, y=d.labels, label_names=np.array(d.label_names))
-  return f"npz:{path}"
+    d = synthetic.make_imbalanced_features(
+        num_examples=NUM_EXAMPLES, num_classes=NUM_CLASSES, num_features=NUM_FEATURES, split=split
+    )
+    np.savez(path, x=d.features, y=d.labels, label_names=np.array(d.label_names))
+    return f"npz:{path}"
 
 
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory):
-  root = tmp_path_factory.mktemp("tiny_data")
-  return _write_tiny_npz(root / "train.npz", "train"), _write_tiny_npz(root / "test.npz", "test")
+    root = tmp_path_factory.mktemp("tiny_data")
+    return _write_tiny_npz(root / "train.npz", "train"), _write_tiny_npz(root / "test.npz", "test")
 
 
 @pytest.fixture(scope="module")
 def base_config(specs):
-  train_spec, test_spec = specs
-  return training.TrainConfig(
-      train_data=train_spec, test_data=test_spec, epochs=4, pseudo_start_epoch=2,
-      pseudo_every=1, prune_schedule=((3, 0.25),), eval_every=1, hidden_units=(32,),
-      jit_compile="false")
+    train_spec, test_spec = specs
+    return training.TrainConfig(
+        train_data=train_spec,
+        test_data=test_spec,
+        epochs=4,
+        pseudo_start_epoch=2,
+        pseudo_every=1,
+        prune_schedule=((3, 0.25),),
+        eval_every=1,
+        hidden_units=(32,),
+        jit_compile="false",
+    )
 
 
 @pytest.fixture(scope="module")
 def kpartial_run(base_config, tmp_path_factory):
-  """(config, returned metrics, log lines) of one kpartial run with pseudo labels and pruning."""
-  workdir = str(tmp_path_factory.mktemp("kpartial_run"))
-  config = dataclasses.replace(base_config, workdir=workdir)
-  lines = []
-  result = training.run(config, log=lines.append)
-  return config, result, lines
+    """(config, returned metrics, log lines) of one kpartial run with pseudo labels and pruning."""
+    workdir = str(tmp_path_factory.mktemp("kpartial_run"))
+    config = dataclasses.replace(base_config, workdir=workdir)
+    lines = []
+    result = training.run(config, log=lines.append)
+    return config, result, lines
 
 
 def _read_scalars(logdir):
-  """{tag: [(step, value), ...]} of every scalar in the event files under `logdir`."""
-  scalars = {}
-  files = sorted(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True))
-  assert files, f"no event files under {logdir}"
-  for path in files:
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        number = (float(tf.make_ndarray(value.tensor)) if value.HasField("tensor")
-                  else float(value.simple_value))
-        scalars.setdefault(value.tag, []).append((event.step, number))
-  return scalars
+    """{tag: [(step, value), ...]} of every scalar in the event files under `logdir`."""
+    scalars = {}
+    files = sorted(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True))
+    assert files, f"no event files under {logdir}"
+    for path in files:
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                number = (
+                    float(tf.make_ndarray(value.tensor))
+                    if value.HasField("tensor")
+                    else float(value.simple_value)
+                )
+                scalars.setdefault(value.tag, []).append((event.step, number))
+    return scalars
 
 
 def test_metrics_json(kpartial_run):
-  config, result, _ = kpartial_run
-  with open(os.path.join(config.workdir, "metrics.json")) as f:
-    written = json.load(f)
-  for key in ("map", "cf1", "of1", "method", "known_fraction", "seed"):
-    assert key in written, key
-  assert written["method"] == "kpartial"
-  assert written["known_fraction"] == 0.1
-  assert written["seed"] == 1
-  assert written["epochs"] == 4
-  assert written["jit_compile"] is False
-  assert written["train_data"] == config.train_data
-  assert written["test_data"] == config.test_data
-  assert 0.0 <= written["map"] <= 1.0
-  assert 0.0 <= written["cf1"] <= 1.0 and 0.0 <= written["of1"] <= 1.0
-  # The test set is fully annotated: every entry counts, every class has both labels.
-  assert written["annotated_entries"] == NUM_EXAMPLES * NUM_CLASSES
-  assert written["evaluated_classes"] == NUM_CLASSES
-  # round(0.25 * 8) = 2 classes pruned after 3 epochs.
-  assert written["active_classes"] == 6
-  # The returned dict is what was written (JSON round trip of plain numbers).
-  assert written == json.loads(json.dumps(result))
-  # The last epoch's logged test mAP is the final model's mAP.
-  assert written["history"]["test_map"][-1] == pytest.approx(written["map"], abs=1e-12)
+    config, result, _ = kpartial_run
+    with open(os.path.join(config.workdir, "metrics.json")) as f:
+        written = json.load(f)
+    for key in ("map", "cf1", "of1", "method", "known_fraction", "seed"):
+        assert key in written, key
+    assert written["method"] == "kpartial"
+    assert written["known_fraction"] == 0.1
+    assert written["seed"] == 1
+    assert written["epochs"] == 4
+    assert written["jit_compile"] is False
+    assert written["train_data"] == config.train_data
+    assert written["test_data"] == config.test_data
+    assert 0.0 <= written["map"] <= 1.0
+    assert 0.0 <= written["cf1"] <= 1.0 and 0.0 <= written["of1"] <= 1.0
+    # The test set is fully annotated: every entry counts, every class has both labels.
+    assert written["annotated_entries"] == NUM_EXAMPLES * NUM_CLASSES
+    assert written["evaluated_classes"] == NUM_CLASSES
+    # round(0.25 * 8) = 2 classes pruned after 3 epochs.
+    assert written["active_classes"] == 6
+    # The returned dict is what was written (JSON round trip of plain numbers).
+    assert written == json.loads(json.dumps(result))
+    # The last epoch's logged test mAP is the final model's mAP.
+    assert written["history"]["test_map"][-1] == pytest.approx(written["map"], abs=1e-12)
 
 
 def test_history_schedule(kpartial_run):
-  _, result, lines = kpartial_run
-  history = result["history"]
-  assert len(history["loss"]) == 4
-  assert len(history["test_map"]) == 4  # eval_every=1
-  # Refreshes at the start of epochs 2 and 3 (0-based), logged at their ends.
-  assert len(history["pseudo_coverage"]) == 2
-  assert len(history["pseudo_pos_precision"]) == 2
-  assert all(0.0 < v <= 1.0 for v in history["pseudo_coverage"])
-  assert history["active_classes"] == [8.0, 8.0, 8.0, 6.0]
-  assert sum("pseudo labels refreshed" in line for line in lines) == 2
-  assert any("pruned 2 classes by fit_well; 6/8 remain active" in line for line in lines)
+    _, result, lines = kpartial_run
+    history = result["history"]
+    assert len(history["loss"]) == 4
+    assert len(history["test_map"]) == 4  # eval_every=1
+    # Refreshes at the start of epochs 2 and 3 (0-based), logged at their ends.
+    assert len(history["pseudo_coverage"]) == 2
+    assert len(history["pseudo_pos_precision"]) == 2
+    assert all(0.0 < v <= 1.0 for v in history["pseudo_coverage"])
+    assert history["active_classes"] == [8.0, 8.0, 8.0, 6.0]
+    assert sum("pseudo labels refreshed" in line for line in lines) == 2
+    assert any("pruned 2 classes by fit_well; 6/8 remain active" in line for line in lines)
 
 
 def test_config_json_round_trips(kpartial_run):
-  config, _, _ = kpartial_run
-  with open(os.path.join(config.workdir, "config.json")) as f:
-    loaded = json.load(f)
-  assert set(loaded) == {field.name for field in dataclasses.fields(training.TrainConfig)}
-  assert loaded["prune_schedule"] == [[3, 0.25]]
-  assert loaded["hidden_units"] == [32]
-  # JSON has no tuples: convert the two tuple fields back, then the config is identical.
-  loaded["hidden_units"] = tuple(loaded["hidden_units"])
-  loaded["prune_schedule"] = tuple(tuple(item) for item in loaded["prune_schedule"])
-  assert training.TrainConfig(**loaded) == config
+    config, _, _ = kpartial_run
+    with open(os.path.join(config.workdir, "config.json")) as f:
+        loaded = json.load(f)
+    assert set(loaded) == {field.name for field in dataclasses.fields(training.TrainConfig)}
+    assert loaded["prune_schedule"] == [[3, 0.25]]
+    assert loaded["hidden_units"] == [32]
+    # JSON has no tuples: convert the two tuple fields back, then the config is identical.
+    loaded["hidden_units"] = tuple(loaded["hidden_units"])
+    loaded["prune_schedule"] = tuple(tuple(item) for item in loaded["prune_schedule"])
+    assert training.TrainConfig(**loaded) == config
 
 
 def test_class_stats_csv(kpartial_run):
-  config, _, _ = kpartial_run
-  path = os.path.join(config.workdir, "class_stats.csv")
-  assert os.path.isfile(path)
-  table = pd.read_csv(path)
-  assert list(table.columns) == ["label", "positives", "negatives", "prior"]
-  train = data.load(*data.parse_data_spec(config.train_data))
-  known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
-  expected = class_stats.ClassStatistics.from_labels(known, train.label_names)
-  assert tuple(table["label"]) == train.label_names
-  np.testing.assert_array_equal(table["positives"].to_numpy(), expected.positives)
-  np.testing.assert_array_equal(table["negatives"].to_numpy(), expected.negatives)
-  np.testing.assert_allclose(table["prior"].to_numpy(), expected.priors, rtol=1e-12)
-  # And from_csv reads it back to the same statistics.
-  reread = class_stats.ClassStatistics.from_csv(path, train.label_names)
-  np.testing.assert_allclose(reread.priors, expected.priors, rtol=1e-12)
+    config, _, _ = kpartial_run
+    path = os.path.join(config.workdir, "class_stats.csv")
+    assert os.path.isfile(path)
+    table = pd.read_csv(path)
+    assert list(table.columns) == ["label", "positives", "negatives", "prior"]
+    train = data.load(*data.parse_data_spec(config.train_data))
+    known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
+    expected = class_stats.ClassStatistics.from_labels(known, train.label_names)
+    assert tuple(table["label"]) == train.label_names
+    np.testing.assert_array_equal(table["positives"].to_numpy(), expected.positives)
+    np.testing.assert_array_equal(table["negatives"].to_numpy(), expected.negatives)
+    np.testing.assert_allclose(table["prior"].to_numpy(), expected.priors, rtol=1e-12)
+    # And from_csv reads it back to the same statistics.
+    reread = class_stats.ClassStatistics.from_csv(path, train.label_names)
+    np.testing.assert_allclose(reread.priors, expected.priors, rtol=1e-12)
 
 
 def test_other_artifacts(kpartial_run):
-  config, _, _ = kpartial_run
-  for name in ("network.keras", "checkpoint.weights.h5", "thresholds.npy"):
-    assert os.path.isfile(os.path.join(config.workdir, name)), name
-  with open(os.path.join(config.workdir, "label_names.txt")) as f:
-    assert f.read() == "".join(f"class_{c:02d}\n" for c in range(NUM_CLASSES))
-  thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
-  assert thresholds.shape == (NUM_CLASSES,)
-  assert np.all((thresholds >= 0.5) & (thresholds <= 1.0))  # prior mode floors t+ at 0.5
+    config, _, _ = kpartial_run
+    for name in ("network.keras", "checkpoint.weights.h5", "thresholds.npy"):
+        assert os.path.isfile(os.path.join(config.workdir, name)), name
+    with open(os.path.join(config.workdir, "label_names.txt")) as f:
+        assert f.read() == "".join(f"class_{c:02d}\n" for c in range(NUM_CLASSES))
+    thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
+    assert thresholds.shape == (NUM_CLASSES,)
+    assert np.all((thresholds >= 0.5) & (thresholds <= 1.0))  # prior mode floors t+ at 0.5
 
 
 def test_checkpoint_restores_training_state(kpartial_run):
-  config, _, _ = kpartial_run
-  network = keras.models.load_model(os.path.join(config.workdir, "network.keras"), compile=False)
-  fresh = models.build_mlp(NUM_FEATURES, NUM_CLASSES, config.hidden_units, config.dropout,
-                           seed=config.seed + 1)
-  model = PartialLabelModel(fresh, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
-  model(np.zeros((1, NUM_FEATURES), np.float32))  # build before loading
-  model.load_weights(os.path.join(config.workdir, "checkpoint.weights.h5"))
-  for a, b in zip(fresh.get_weights(), network.get_weights()):
-    np.testing.assert_array_equal(a, b)
-  assert sorted(model.active_classes.numpy().tolist()) == [0.0] * 2 + [1.0] * 6
-  np.testing.assert_array_equal(model.positive_thresholds.numpy(),
-                                np.load(os.path.join(config.workdir, "thresholds.npy")))
-  train = data.load(*data.parse_data_spec(config.train_data))
-  known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
-  pseudo = model.pseudo_labels.numpy()
-  assert np.isin(pseudo, [-1, 0, 1]).all()
-  assert not (pseudo[known != 0] != 0).any()  # pseudo labels only where the label is unknown
-  coverage = (pseudo != 0).sum() / (known == 0).sum()
-  with open(os.path.join(config.workdir, "metrics.json")) as f:
-    assert coverage == pytest.approx(json.load(f)["history"]["pseudo_coverage"][-1], abs=1e-12)
+    config, _, _ = kpartial_run
+    network = keras.models.load_model(os.path.join(config.workdir, "network.keras"), compile=False)
+    fresh = models.build_mlp(
+        NUM_FEATURES, NUM_CLASSES, config.hidden_units, config.dropout, seed=config.seed + 1
+    )
+    model = PartialLabelModel(fresh, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
+    model(np.zeros((1, NUM_FEATURES), np.float32))  # build before loading
+    model.load_weights(os.path.join(config.workdir, "checkpoint.weights.h5"))
+    for a, b in zip(fresh.get_weights(), network.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(model.active_classes.numpy().tolist()) == [0.0] * 2 + [1.0] * 6
+    np.testing.assert_array_equal(
+        model.positive_thresholds.numpy(), np.load(os.path.join(config.workdir, "thresholds.npy"))
+    )
+    train = data.load(*data.parse_data_spec(config.train_data))
+    known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
+    pseudo = model.pseudo_labels.numpy()
+    assert np.isin(pseudo, [-1, 0, 1]).all()
+    assert not (pseudo[known != 0] != 0).any()  # pseudo labels only where the label is unknown
+    coverage = (pseudo != 0).sum() / (known == 0).sum()
+    with open(os.path.join(config.workdir, "metrics.json")) as f:
+        assert coverage == pytest.approx(json.load(f)["history"]["pseudo_coverage"][-1], abs=1e-12)
 
 
 def test_tensorboard_scalars(kpartial_run):
-  config, result, _ = kpartial_run
-  scalars = _read_scalars(os.path.join(config.workdir, "tensorboard"))
-  for tag in ("epoch_loss", "epoch_test_map", "epoch_pseudo_coverage",
-              "epoch_pseudo_pos_precision", "epoch_active_classes"):
-    assert tag in scalars, f"{tag} not in {sorted(scalars)}"
-  assert [step for step, _ in scalars["epoch_loss"]] == [0, 1, 2, 3]
-  assert [step for step, _ in scalars["epoch_test_map"]] == [0, 1, 2, 3]
-  assert [step for step, _ in scalars["epoch_pseudo_coverage"]] == [2, 3]
-  assert [value for _, value in scalars["epoch_active_classes"]] == [8.0, 8.0, 8.0, 6.0]
-  history = result["history"]
-  np.testing.assert_allclose([v for _, v in scalars["epoch_loss"]], history["loss"], rtol=1e-6)
-  np.testing.assert_allclose([v for _, v in scalars["epoch_test_map"]], history["test_map"],
-                             rtol=1e-6)
-  np.testing.assert_allclose([v for _, v in scalars["epoch_pseudo_pos_precision"]],
-                             history["pseudo_pos_precision"], rtol=1e-6)
+    config, result, _ = kpartial_run
+    scalars = _read_scalars(os.path.join(config.workdir, "tensorboard"))
+    for tag in (
+        "epoch_loss",
+        "epoch_test_map",
+        "epoch_pseudo_coverage",
+        "epoch_pseudo_pos_precision",
+        "epoch_active_classes",
+    ):
+        assert tag in scalars, f"{tag} not in {sorted(scalars)}"
+    assert [step for step, _ in scalars["epoch_loss"]] == [0, 1, 2, 3]
+    assert [step for step, _ in scalars["epoch_test_map"]] == [0, 1, 2, 3]
+    assert [step for step, _ in scalars["epoch_pseudo_coverage"]] == [2, 3]
+    assert [value for _, value in scalars["epoch_active_classes"]] == [8.0, 8.0, 8.0, 6.0]
+    history = result["history"]
+    np.testing.assert_allclose([v for _, v in scalars["epoch_loss"]], history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        [v for _, v in scalars["epoch_test_map"]], history["test_map"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        [v for _, v in scalars["epoch_pseudo_pos_precision"]],
+        history["pseudo_pos_precision"],
+        rtol=1e-6,
+    )
 
 
 def test_same_config_and_seed_is_deterministic(kpartial_run, tmp_path):
-  config, result, _ = kpartial_run
-  again = training.run(dataclasses.replace(config, workdir=str(tmp_path / "again")),
-                       log=lambda line: None)
-  assert again["map"] == result["map"]
-  assert again["history"]["loss"] == result["history"]["loss"]
+    config, result, _ = kpartial_run
+    again = training.run(
+        dataclasses.replace(config, workdir=str(tmp_path / "again")), log=lambda line: None
+    )
+    assert again["map"] == result["map"]
+    assert again["history"]["loss"] == result["history"]["loss"]
 
 
 def test_ignore_uses_no_pseudo_labels_or_pruning(base_config):
-  assert not dataclasses.replace(base_config, method="ignore").uses_pseudo_labels
-  lines = []
-  result = training.run(dataclasses.replace(base_config, method="ignore"), log=lines.append)
-  history = result["history"]
-  assert "pseudo_coverage" not in history
-  assert "active_classes" not in history
-  assert not any("pseudo labels" in line or "pruned" in line for line in lines)
-  assert result["active_classes"] == NUM_CLASSES
-  assert result["method"] == "ignore"
-  assert 0.0 <= result["map"] <= 1.0
+    assert not dataclasses.replace(base_config, method="ignore").uses_pseudo_labels
+    lines = []
+    result = training.run(dataclasses.replace(base_config, method="ignore"), log=lines.append)
+    history = result["history"]
+    assert "pseudo_coverage" not in history
+    assert "active_classes" not in history
+    assert not any("pseudo labels" in line or "pruned" in line for line in lines)
+    assert result["active_classes"] == NUM_CLASSES
+    assert result["method"] == "ignore"
+    assert 0.0 <= result["map"] <= 1.0
 
 
 def test_config_validation():
-  with pytest.raises(ValueError, match="method"):
-    training.TrainConfig(method="nope")
-  with pytest.raises(ValueError, match="jit_compile"):
-    training.TrainConfig(jit_compile="yes")
-  assert training.TrainConfig(pseudo_start_epoch=-1).uses_pseudo_labels is False
-  assert training.TrainConfig(prune_schedule=((1, 0.5),)).uses_pruning is True
-  assert training.TrainConfig(method="ignore", prune_schedule=((1, 0.5),)).uses_pruning is False
+    with pytest.raises(ValueError, match="method"):
+        training.TrainConfig(method="nope")
+    with pytest.raises(ValueError, match="jit_compile"):
+        training.TrainConfig(jit_compile="yes")
+    assert training.TrainConfig(pseudo_start_epoch=-1).uses_pseudo_labels is False
+    assert training.TrainConfig(prune_schedule=((1, 0.5),)).uses_pruning is True
+    assert training.TrainConfig(method="ignore", prune_schedule=((1, 0.5),)).uses_pruning is False
 
 
 def test_different_classes_are_rejected(specs, tmp_path):
-  train_spec, _ = specs
-  other = synthetic.make_imbalanced_features(num_examples=50, num_classes=5, num_features=16)
-  np.savez(tmp_path / "other.npz", x=other.features, y=other.labels)
-  config = training.TrainConfig(train_data=train_spec, test_data=f"npz:{tmp_path}/other.npz")
-  with pytest.raises(data.DataError, match="different classes"):
-    training.load_data(config)
+    train_spec, _ = specs
+    other = synthetic.make_imbalanced_features(num_examples=50, num_classes=5, num_features=16)
+    np.savez(tmp_path / "other.npz", x=other.features, y=other.labels)
+    config = training.TrainConfig(train_data=train_spec, test_data=f"npz:{tmp_path}/other.npz")
+    with pytest.raises(data.DataError, match="different classes"):
+        training.load_data(config)
 
 
 def test_resolve_jit_compile():
-  if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"):
-    pytest.skip("'auto' means XLA on accelerators")
-  assert training.resolve_jit_compile("auto") is False
-  assert training.resolve_jit_compile("true") is True
-  assert training.resolve_jit_compile("false") is False
+    if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"):
+        pytest.skip("'auto' means XLA on accelerators")
+    assert training.resolve_jit_compile("auto") is False
+    assert training.resolve_jit_compile("true") is True
+    assert training.resolve_jit_compile("false") is False
 
 
 def test_fully_known_classes_keep_a_usable_threshold(base_config, tmp_path):
-  # Regression: classes without unknown entries get t+ = inf from prior_matched_thresholds; the
-  # exported decision threshold used to become clip(inf) = 1.0, i.e. nothing predicted positive.
-  # known_fraction=1.0: no unknown entries at all, so pseudo labelling has nothing to set.
-  config = dataclasses.replace(base_config, known_fraction=1.0, epochs=2, pseudo_start_epoch=1,
-                               prune_schedule=(), workdir=str(tmp_path))
-  training.run(config, log=lambda line: None)
-  thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
-  np.testing.assert_array_equal(thresholds, np.full(NUM_CLASSES, 0.5, np.float32))
+    # Regression: classes without unknown entries get t+ = inf from prior_matched_thresholds; the
+    # exported decision threshold used to become clip(inf) = 1.0, i.e. nothing predicted positive.
+    # known_fraction=1.0: no unknown entries at all, so pseudo labelling has nothing to set.
+    config = dataclasses.replace(
+        base_config,
+        known_fraction=1.0,
+        epochs=2,
+        pseudo_start_epoch=1,
+        prune_schedule=(),
+        workdir=str(tmp_path),
+    )
+    training.run(config, log=lambda line: None)
+    thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
+    np.testing.assert_array_equal(thresholds, np.full(NUM_CLASSES, 0.5, np.float32))

@@ -21,21 +21,26 @@ flags.DEFINE_list("seeds", ["1"], "Seeds.")
 
 
 def main(argv):
-  del argv
-  from kpartial import comparison, export, training
+    del argv
+    from kpartial import comparison, export, training
 
-  base = training.TrainConfig(epochs=FLAGS.epochs, prune_schedule=((20, 0.25),))
-  variants = {"kpartial": {}, "ignore": {"method": "ignore"},
-              "assume_negative": {"method": "assume_negative"}}
-  seeds = [int(s) for s in FLAGS.seeds]
-  results = comparison.compare(base, variants, [FLAGS.known_fraction], seeds, FLAGS.workdir)
-  os.makedirs(FLAGS.workdir, exist_ok=True)
-  results.to_csv(os.path.join(FLAGS.workdir, "results.csv"), index=False)
-  print("\nTest mAP (%), annotated test entries only:\n" + comparison.summary_table(results))
-  kpartial_run = os.path.join(FLAGS.workdir, "kpartial", f"kf{FLAGS.known_fraction}_s{seeds[0]}")
-  print(f"\nexported {export.export_workdir(kpartial_run, FLAGS.export_dir)}; "
-        f"TensorBoard: tensorboard --logdir {FLAGS.workdir}")
+    base = training.TrainConfig(epochs=FLAGS.epochs, prune_schedule=((20, 0.25),))
+    variants = {
+        "kpartial": {},
+        "ignore": {"method": "ignore"},
+        "assume_negative": {"method": "assume_negative"},
+    }
+    seeds = [int(s) for s in FLAGS.seeds]
+    results = comparison.compare(base, variants, [FLAGS.known_fraction], seeds, FLAGS.workdir)
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    results.to_csv(os.path.join(FLAGS.workdir, "results.csv"), index=False)
+    print("\nTest mAP (%), annotated test entries only:\n" + comparison.summary_table(results))
+    kpartial_run = os.path.join(FLAGS.workdir, "kpartial", f"kf{FLAGS.known_fraction}_s{seeds[0]}")
+    print(
+        f"\nexported {export.export_workdir(kpartial_run, FLAGS.export_dir)}; "
+        f"TensorBoard: tensorboard --logdir {FLAGS.workdir}"
+    )
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

@@ -21,18 +21,21 @@ flags.mark_flags_as_required(["model", "test_data"])
 
 
 def main(argv):
-  del argv
-  from kpartial import data, evaluation, synthetic  # noqa: F401 (registers reader)
+    del argv
+    from kpartial import data, evaluation, synthetic  # noqa: F401 (registers reader)
 
-  try:
-    result = evaluation.evaluate_saved_model(FLAGS.model, FLAGS.test_data, FLAGS.batch_size,
-                                             FLAGS.image_size, FLAGS.out or None)
-  except (data.DataError, OSError) as e:
-    raise app.UsageError(str(e)) from None
-  print(f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} over "
+    try:
+        result = evaluation.evaluate_saved_model(
+            FLAGS.model, FLAGS.test_data, FLAGS.batch_size, FLAGS.image_size, FLAGS.out or None
+        )
+    except (data.DataError, OSError) as e:
+        raise app.UsageError(str(e)) from None
+    print(
+        f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} over "
         f"{result['evaluated_classes']} classes and {result['annotated_entries']} annotated test "
-        "entries (unannotated entries are not counted)")
+        "entries (unannotated entries are not counted)"
+    )
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

@@ -1,6 +1,6 @@
 """Exports a finished training run as a SavedModel with a `serve` signature.
 
-  python tools/export.py --workdir=workdirs/yeast --name=yeast   # -> savedmodels/yeast/
+python tools/export.py --workdir=workdirs/yeast --name=yeast   # -> savedmodels/yeast/
 """
 
 import os
@@ -18,15 +18,15 @@ flags.mark_flags_as_required(["workdir", "name"])
 
 
 def main(argv):
-  del argv
-  from kpartial import export
+    del argv
+    from kpartial import export
 
-  try:
-    path = export.export_workdir(FLAGS.workdir, os.path.join(FLAGS.export_root, FLAGS.name))
-  except ValueError as e:
-    raise app.UsageError(f"--workdir: {e}") from None
-  print(f"exported SavedModel to {path} (signature 'serve': x -> probabilities)")
+    try:
+        path = export.export_workdir(FLAGS.workdir, os.path.join(FLAGS.export_root, FLAGS.name))
+    except ValueError as e:
+        raise app.UsageError(f"--workdir: {e}") from None
+    print(f"exported SavedModel to {path} (signature 'serve': x -> probabilities)")
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)
