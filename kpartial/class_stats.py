@@ -14,6 +14,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from kpartial.data import DataError
+
 CSV_COLUMNS = ("label", "positives", "negatives", "prior")
 
 
@@ -47,35 +49,37 @@ class ClassStatistics:
         """Reads a statistics CSV and orders it by `label_names`.
 
         Raises:
-          ValueError: naming the file when a column or one of `label_names` is missing, or a prior is
-            outside (0, 1).
+          DataError: naming the file when a column or one of `label_names` is missing, a label is
+            listed twice, a value is not a number, or a prior is outside (0, 1).
         """
-        table = pd.read_csv(path)
+        # Labels stay strings as written: "NA", "None" or "01" are class names, not NaN or 1.
+        table = pd.read_csv(path, dtype={"label": str}, keep_default_na=False)
         missing_columns = [c for c in CSV_COLUMNS if c not in table.columns]
         if missing_columns:
-            raise ValueError(
+            raise DataError(
                 f"{path}: missing columns {missing_columns}; expected {list(CSV_COLUMNS)}"
             )
-        table["label"] = table["label"].astype(str)
+        duplicated = table["label"][table["label"].duplicated()]
+        if len(duplicated):
+            row = int(duplicated.index[0]) + 2  # 1-based, after the header line
+            raise DataError(f"{path}: line {row}: duplicate label {duplicated.iloc[0]!r}")
         table = table.set_index("label")
         missing = [name for name in label_names if name not in table.index]
         if missing:
-            raise ValueError(
-                f"{path}: no statistics for {len(missing)} classes, e.g. {missing[:5]}"
-            )
+            raise DataError(f"{path}: no statistics for {len(missing)} classes, e.g. {missing[:5]}")
         table = table.loc[list(label_names)]
-        priors = table["prior"].to_numpy(np.float64)
+        try:
+            priors = table["prior"].to_numpy(np.float64)
+            positives = table["positives"].to_numpy(np.int64)
+            negatives = table["negatives"].to_numpy(np.int64)
+        except ValueError as e:
+            raise DataError(f"{path}: a count or prior is not a number ({e})") from None
         bad = np.flatnonzero(~((priors > 0) & (priors < 1)))
         if bad.size:
-            raise ValueError(
+            raise DataError(
                 f"{path}: prior of {label_names[bad[0]]!r} must be in (0, 1), got {priors[bad[0]]}"
             )
-        return cls(
-            tuple(label_names),
-            table["positives"].to_numpy(np.int64),
-            table["negatives"].to_numpy(np.int64),
-            priors,
-        )
+        return cls(tuple(label_names), positives, negatives, priors)
 
     def to_csv(self, path):
         pd.DataFrame(

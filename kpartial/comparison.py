@@ -8,6 +8,13 @@ import pandas as pd
 
 from kpartial import training
 
+# kpartial and the two baselines it is compared with, as TrainConfig overrides.
+METHODS = {
+    "kpartial": {},
+    "ignore": {"method": "ignore"},
+    "assume_negative": {"method": "assume_negative"},
+}
+
 
 def compare(base_config, variants, known_fractions, seeds, workdir_root="", log=print):
     """Trains every variant x known fraction x seed; returns a DataFrame of results.

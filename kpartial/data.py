@@ -579,8 +579,18 @@ def read_coco(path, image_dir=None) -> MultiLabelData:
     )
 
 
+def read_synthetic(path="train", **options) -> MultiLabelData:
+    """The embedded demo dataset: ``synthetic:train`` or ``synthetic:test`` (see kpartial.synthetic)."""
+    from kpartial import synthetic  # imported here: synthetic builds on this module
+
+    if path not in ("train", "test"):
+        raise DataError(f"synthetic:{path}: the split must be 'train' or 'test'")
+    return synthetic.make_imbalanced_features(split=path, **options)
+
+
 READERS: dict[str, Callable[..., MultiLabelData]] = {
     "mulan": read_mulan,
     "npz": read_npz,
     "coco": read_coco,
+    "synthetic": read_synthetic,
 }

@@ -32,6 +32,18 @@ class EvaluationCallback(keras.callbacks.Callback):
             logs.update(self.last)
 
 
+class EpochLog(keras.callbacks.Callback):
+    """Collects each epoch's logs as `{"epoch": 1-based, **logs}`; goes after the callbacks that
+    add to the logs, so every record carries what that epoch measured."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+
+
 def evaluate_saved_model(model_path, test_data, batch_size=256, image_size=224, out_dir=None):
     """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json."""
     import json

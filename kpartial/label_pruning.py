@@ -4,9 +4,12 @@ A schedule `E1:F1,E2:F2,...` means: after E1 epochs, a cumulative fraction F1 of
 pruned; after E2, F2; and so on (epochs strictly increasing, fractions non-decreasing, in [0, 1)).
 Criteria for which active classes go first:
 
-- `fit_well`: lowest mean binary cross-entropy on the class's *known* training labels, computed on
-  predictions without augmentation: the classes the network already fits, whose gradients mostly
-  add imbalance (their many easy negatives) and compute.
+- `fit_well`: lowest class-balanced cross-entropy on the class's *known* training labels,
+  0.5 * (mean BCE over known positives + mean BCE over known negatives), computed on predictions
+  without augmentation: the classes the network already fits, whose gradients mostly add imbalance
+  (their many easy negatives) and compute. Balancing matters: a plain mean would call a rare class
+  fit whenever it predicts its prior, and prune exactly the classes kpartial is meant to help.
+  A class without a known positive or negative scores inf: it is never "fit well".
 - `random`: a seeded random choice (a control for ablations).
 
 Pruned classes get weight 0 in `PartialLabelModel.active_classes`, so they contribute neither loss
@@ -50,12 +53,17 @@ def parse_prune_schedule(text):
 
 
 def known_label_loss(probabilities, known_labels, epsilon=1e-7):
-    """Mean BCE per class over known entries, float [C]; 0 for a class with no known entry."""
+    """Class-balanced BCE on known entries, float [C]: the mean of the positives' mean loss and the
+    negatives' mean loss; inf for a class without a known positive or without a known negative."""
     p = np.clip(probabilities.astype(np.float64), epsilon, 1 - epsilon)
-    entry_loss = np.where(known_labels > 0, -np.log(p), 0.0) + np.where(
-        known_labels < 0, -np.log(1 - p), 0.0
+    positive, negative = known_labels > 0, known_labels < 0
+    num_positive, num_negative = positive.sum(axis=0), negative.sum(axis=0)
+    positive_loss = np.where(positive, -np.log(p), 0.0).sum(axis=0) / np.maximum(num_positive, 1)
+    negative_loss = np.where(negative, -np.log(1 - p), 0.0).sum(axis=0) / np.maximum(
+        num_negative, 1
     )
-    return entry_loss.sum(axis=0) / np.maximum((known_labels != 0).sum(axis=0), 1)
+    balanced = 0.5 * (positive_loss + negative_loss)
+    return np.where((num_positive > 0) & (num_negative > 0), balanced, np.inf)
 
 
 def choose_classes_to_prune(active, count, criterion, class_loss=None, rng=None):
@@ -91,7 +99,7 @@ class LabelPruningCallback(keras.callbacks.Callback):
         self.known_labels = np.asarray(known_labels)
         self.schedule = dict(schedule)
         self.criterion = criterion
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.log = log
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -105,7 +113,9 @@ class LabelPruningCallback(keras.callbacks.Callback):
             class_loss = known_label_loss(
                 predict_probabilities(self.model, self.dataset), self.known_labels
             )
-        pruned = choose_classes_to_prune(active, count, self.criterion, class_loss, self.rng)
+        # Seeded per event, so a resumed run prunes the same classes.
+        rng = np.random.default_rng([self.seed, epoch])
+        pruned = choose_classes_to_prune(active, count, self.criterion, class_loss, rng)
         active[pruned] = False
         self.model.active_classes.assign(active.astype(np.float32))
         self.log(

@@ -27,8 +27,9 @@ def _split(y_true):
 class PartialLabelLoss(keras.losses.Loss):
     """Base class: subclasses return entry losses `l` [B, C] and counted entries `k` [B, C]."""
 
-    def __init__(self, name=None, dtype=None):
-        super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
+    def __init__(self, name=None):
+        # Always float32 arithmetic (see the module docstring), so there is no dtype argument.
+        super().__init__(name=name, reduction="sum_over_batch_size")
 
     def entry_losses(self, y_true, logits):
         raise NotImplementedError
@@ -69,11 +70,10 @@ class IgnoreUnknownBCE(PartialLabelLoss):
 
     Args:
       name: loss name.
-      dtype: Keras dtype policy of the loss (computation is always float32).
     """
 
-    def __init__(self, name="ignore_unknown_bce", dtype=None):
-        super().__init__(name=name, dtype=dtype)
+    def __init__(self, name="ignore_unknown_bce"):
+        super().__init__(name=name)
 
     def entry_losses(self, y_true, logits):
         positive, negative = _split(y_true)
@@ -89,11 +89,10 @@ class AssumeNegativeBCE(PartialLabelLoss):
 
     Args:
       name: loss name.
-      dtype: Keras dtype policy of the loss (computation is always float32).
     """
 
-    def __init__(self, name="assume_negative_bce", dtype=None):
-        super().__init__(name=name, dtype=dtype)
+    def __init__(self, name="assume_negative_bce"):
+        super().__init__(name=name)
 
     def entry_losses(self, y_true, logits):
         positive, _ = _split(y_true)
@@ -124,7 +123,6 @@ class StatisticsWeightedLoss(PartialLabelLoss):
       unknown_weight: lambda >= 0, weight of the prior-target term on unknown entries.
       max_positive_weight: cap on w_c, so classes with a prior near 0 cannot dominate.
       name: loss name.
-      dtype: Keras dtype policy of the loss (computation is always float32).
     """
 
     def __init__(
@@ -134,9 +132,8 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         unknown_weight=0.1,
         max_positive_weight=50.0,
         name="statistics_weighted_loss",
-        dtype=None,
     ):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name)
         priors = np.asarray(priors, dtype=np.float64).reshape(-1)
         if priors.size == 0 or not np.all((priors > 0) & (priors < 1)):
             raise ValueError("priors must be a non-empty list of values in (0, 1)")

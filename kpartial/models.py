@@ -18,17 +18,23 @@ BACKBONES = {
 
 
 def build_mlp(num_features, num_classes, hidden_units=(512,), dropout=0.2, seed=0):
-    """Dense-ReLU-Dropout blocks followed by a linear layer of `num_classes` logits."""
+    """Dense-ReLU-Dropout blocks followed by a linear layer of `num_classes` logits.
+
+    Layer i is seeded with `seed + i`: Keras' seeded initialisers are stateless, so one shared seed
+    would start equally shaped layers identical.
+    """
     inputs = keras.Input((num_features,), name="x")
     hidden = inputs
-    for units in hidden_units:
+    for i, units in enumerate(hidden_units):
         hidden = layers.Dense(
-            units, activation="relu", kernel_initializer=keras.initializers.HeUniform(seed)
+            units, activation="relu", kernel_initializer=keras.initializers.HeUniform(seed + i)
         )(hidden)
         if dropout:
-            hidden = layers.Dropout(dropout, seed=seed)(hidden)
+            hidden = layers.Dropout(dropout, seed=seed + i)(hidden)
     logits = layers.Dense(
-        num_classes, name="logits", kernel_initializer=keras.initializers.GlorotUniform(seed)
+        num_classes,
+        name="logits",
+        kernel_initializer=keras.initializers.GlorotUniform(seed + len(hidden_units)),
     )(hidden)
     return keras.Model(inputs, logits, name="mlp")
 

@@ -6,12 +6,14 @@ every update, and checkpoints (`save_weights`) carry them:
 
 - `pseudo_labels` int8 [N, C]: labels the pseudo-label callback assigned to unknown entries,
   looked up by the example id the pipeline yields. Known labels always win.
-- `active_classes` float32 [C]: 1 for classes still trained, 0 for pruned ones; passed to the loss
-  as per-class weights, so pruned classes add neither loss nor gradient.
+- `active_classes` float32 [C]: 1 for classes still trained, 0 for pruned ones.
+- `pseudo_thresholds` float32 [C]: the per-class t+ of the last pseudo-label refresh.
 
-The loss's entry weight is `active_c * (pseudo_weight if the entry's label is a pseudo label else 1)`,
-so pseudo labels can count less than annotations.
-- `positive_thresholds` float32 [C]: decision thresholds exported with the model.
+The loss's entry weight is `active_c * (pseudo_weight if the entry holds a pseudo label else 1)`:
+a pruned class adds neither loss nor gradient, and pseudo labels can count less than annotations.
+Because AdamW's momentum and decoupled weight decay would still move a pruned class's output unit,
+the train step also restores the pruned columns of the network's `logits` layer after each update:
+a pruned class's output weights stay exactly where pruning left them.
 """
 
 import keras
@@ -25,7 +27,8 @@ class PartialLabelModel(keras.Model):
     Batches are `({"x": inputs, "id": example_ids}, labels)` with labels int {+1, -1, 0}.
 
     Args:
-      network: a Keras model mapping inputs to [B, C] logits.
+      network: a Keras model mapping inputs to [B, C] logits. If it has a Dense layer named
+        `logits` (as `kpartial.models` builds), pruned classes' output weights are frozen.
       num_examples: N, the training-set size (rows of `pseudo_labels`).
       num_classes: C.
       partial_loss: a `kpartial.losses.PartialLabelLoss`.
@@ -49,16 +52,18 @@ class PartialLabelModel(keras.Model):
         self.active_classes = self.add_weight(
             shape=(num_classes,), initializer="ones", trainable=False, name="active_classes"
         )
-        self.positive_thresholds = self.add_weight(
+        self.pseudo_thresholds = self.add_weight(
             shape=(num_classes,),
             initializer=keras.initializers.Constant(0.5),
             trainable=False,
-            name="positive_thresholds",
+            name="pseudo_thresholds",
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.built = (
-            True  # the network is built and every own variable exists: checkpoints can load
-        )
+        names = [layer.name for layer in network.layers]
+        self.output_layer = network.get_layer("logits") if "logits" in names else None
+        # The network is built and every variable of this model exists, so checkpoints can load
+        # into a freshly constructed model.
+        self.built = True
 
     def call(self, inputs, training=False):
         if isinstance(inputs, dict):
@@ -80,9 +85,9 @@ class PartialLabelModel(keras.Model):
             is_pseudo, self.pseudo_weight, 1.0
         )
 
-    def compute_partial_loss(self, inputs, labels, training):
+    def compute_partial_loss(self, inputs, labels, training, use_pseudo_labels=True):
         logits = self.network(inputs["x"], training=training)
-        targets = self.resolve_labels(labels, inputs["id"])
+        targets = self.resolve_labels(labels, inputs["id"]) if use_pseudo_labels else labels
         loss = self.partial_loss(targets, logits, sample_weight=self.entry_weights(labels, targets))
         if self.network.losses:
             loss = loss + ops.sum(self.network.losses)
@@ -95,13 +100,25 @@ class PartialLabelModel(keras.Model):
         with tf.GradientTape() as tape:
             loss = self.compute_partial_loss(inputs, labels, training=True)
         variables = self.network.trainable_variables
+        frozen = self._output_weights()
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        active = ops.greater(self.active_classes, 0)
+        for variable, before in frozen:
+            variable.assign(ops.where(active, variable, before))
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
+    def _output_weights(self):
+        """(variable, value before the update) for the output layer's kernel and bias."""
+        if self.output_layer is None:
+            return []
+        return [(v, ops.copy(v.value)) for v in self.output_layer.trainable_variables]
+
     def test_step(self, data):
+        # Evaluation data has its own example ids, which index no training pseudo labels.
         inputs, labels = data
-        self.loss_tracker.update_state(self.compute_partial_loss(inputs, labels, training=False))
+        loss = self.compute_partial_loss(inputs, labels, training=False, use_pseudo_labels=False)
+        self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
     @property

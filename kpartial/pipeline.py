@@ -13,7 +13,16 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _decode_image(path, image_size):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    contents = tf.io.read_file(path)
+    # Fail with the file's name for something that is not an image at all; decoding errors of a
+    # damaged JPEG/PNG come from TensorFlow itself.
+    header = tf.strings.substr(contents, 0, 4)
+    is_image = tf.reduce_any(
+        [tf.io.is_jpeg(contents), tf.equal(header, b"\x89PNG"), tf.equal(header, b"GIF8")]
+    )
+    with tf.control_dependencies([tf.debugging.Assert(is_image, ["not an image:", path])]):
+        contents = tf.identity(contents)
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return tf.image.resize(tf.cast(image, tf.float32), image_size)
 

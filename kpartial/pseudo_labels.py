@@ -16,7 +16,7 @@ below `min_positive_probability`; t-_c is the score below which a fraction
 is labelled. Known labels always win: pseudo labels are only read where the annotation is 0.
 
 The labels are written into `PartialLabelModel.pseudo_labels`, a variable the compiled train step
-gathers by example id; t+ goes into `positive_thresholds`, which export ships with the model.
+gathers by example id; t+ goes into `pseudo_thresholds` (checkpointed with the model).
 """
 
 import keras
@@ -159,8 +159,8 @@ class PseudoLabelCallback(keras.callbacks.Callback):
             negative = np.full(num_classes, self.negative_threshold, np.float32)
         pseudo = assign_pseudo_labels(probabilities, self.known_labels, positive, negative)
         self.model.pseudo_labels.assign(pseudo)
-        # A class without unknown entries (t+ = inf) keeps the floor as its decision threshold.
-        self.model.positive_thresholds.assign(
+        # A class without unknown entries (t+ = inf) records the floor.
+        self.model.pseudo_thresholds.assign(
             np.where(np.isfinite(positive), np.clip(positive, 0.0, 1.0), self.positive_threshold)
         )
         self.quality = pseudo_label_quality(pseudo, self.known_labels, self.true_labels)

@@ -39,11 +39,3 @@ def make_imbalanced_features(
         features=features.astype(np.float32),
         source=f"synthetic:{split}",
     )
-
-
-def read_synthetic(path="train", **options):
-    """Reader for `--train_data=synthetic:train` / `--test_data=synthetic:test`."""
-    return make_imbalanced_features(split=path or "train", **options)
-
-
-data.READERS["synthetic"] = read_synthetic

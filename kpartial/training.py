@@ -11,10 +11,12 @@ import numpy as np
 import tensorflow as tf
 
 from kpartial import class_stats, data, evaluation, label_pruning, losses, metrics, models
-from kpartial import pipeline, pseudo_labels, simulate, synthetic  # noqa: F401 (registers reader)
+from kpartial import pipeline, pseudo_labels, simulate
 from kpartial.partial_model import PartialLabelModel, predict_probabilities
 
 METHODS = ("kpartial", "ignore", "assume_negative")
+# Exported per-class decision thresholds; the CF1/OF1 that runs report use the same value.
+DECISION_THRESHOLD = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +52,7 @@ class TrainConfig:
     backbone: str = "mobilenet_v3_small"
     backbone_weights: str = ""
     image_size: int = 224
-    eval_every: int = 5
+    eval_every: int = 1
     workdir: str = ""
     verbose: int = 0
 
@@ -70,7 +72,7 @@ class TrainConfig:
 
 
 def resolve_jit_compile(setting):
-    """auto = XLA on GPU/TPU only: on CPU it measured 8x slower for the MLP (see README)."""
+    """auto = XLA on GPU/TPU only; on CPU it does not pay (benchmarks/results/cpu_speed.md)."""
     if setting == "auto":
         return bool(
             tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
@@ -147,8 +149,9 @@ def run(config, log=print):
 
     image_size = (config.image_size, config.image_size)
     train_ds = pipeline.training_dataset(train, known, config.batch_size, config.seed, image_size)
-    train_eval_ds = pipeline.evaluation_dataset(train, 1024, image_size)
-    test_ds = pipeline.evaluation_dataset(test, 1024, image_size)
+    eval_batch_size = 1024 if train.features is not None else config.batch_size
+    train_eval_ds = pipeline.evaluation_dataset(train, eval_batch_size, image_size)
+    test_ds = pipeline.evaluation_dataset(test, eval_batch_size, image_size)
     callbacks = []
     simulated = config.known_fraction < 1.0
     if config.uses_pseudo_labels:
@@ -184,15 +187,23 @@ def run(config, log=print):
     if config.workdir:
         stats.to_csv(os.path.join(config.workdir, "class_stats.csv"))
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.workdir, "tensorboard")))
+        # Weights, pseudo labels, active classes and pseudo thresholds, after every epoch.
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(config.workdir, "checkpoint.weights.h5"), save_weights_only=True
+            )
+        )
+    epoch_log = evaluation.EpochLog()
+    callbacks.append(epoch_log)
 
     started = time.perf_counter()
-    history = model.fit(
+    model.fit(
         train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose=config.verbose
     )
     train_seconds = time.perf_counter() - started
 
     probabilities = predict_probabilities(model, test_ds)
-    thresholds = model.positive_thresholds.numpy()
+    thresholds = np.full(train.num_classes, DECISION_THRESHOLD, np.float32)
     result = metrics.evaluate(probabilities, test.labels)
     result.update(
         {
@@ -207,7 +218,7 @@ def run(config, log=print):
             "active_classes": int(model.active_classes.numpy().sum()),
             "note": "metrics count only annotated test entries; mAP over classes with >=1 positive "
             "and >=1 negative",
-            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+            "history": epoch_log.epochs,
         }
     )
     log(
@@ -221,16 +232,25 @@ def run(config, log=print):
     return result
 
 
+def json_safe(value):
+    """Replaces NaN/inf floats (e.g. mAP with no evaluable class) by None, recursively."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def write_artifacts(config, model, label_names, thresholds, result):
-    """config.json, metrics.json, the network (network.keras), the full training state
-    (checkpoint.weights.h5: weights, pseudo labels, active classes) and label assets."""
+    """config.json, metrics.json, the network (network.keras) and label assets."""
     workdir = config.workdir
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=2)
+        json.dump(json_safe(result), f, indent=2, allow_nan=False)
     model.network.save(os.path.join(workdir, "network.keras"))
-    model.save_weights(os.path.join(workdir, "checkpoint.weights.h5"))
     with open(os.path.join(workdir, "label_names.txt"), "w") as f:
         f.write("".join(f"{name}\n" for name in label_names))
     np.save(os.path.join(workdir, "thresholds.npy"), thresholds)

@@ -84,13 +84,26 @@ def test_known_label_loss_matches_hand_computation():
     eps = 1e-7
     expected = np.array(
         [
-            (-np.log(0.9) - np.log(1 - 0.6) - np.log(0.3)) / 3,
-            (-np.log(1 - 0.2) - np.log(eps)) / 2,  # p = 1 for a negative is clipped to 1 - eps
-            0.0,  # no known entry
+            # positives (0.9, 0.3), negative 0.6: mean of the two class-balanced halves
+            0.5 * ((-np.log(0.9) - np.log(0.3)) / 2 - np.log(1 - 0.6)),
+            np.inf,  # negatives only (p = 1 for a negative would clip to 1 - eps)
+            np.inf,  # no known entry
         ]
     )
     assert loss.shape == (3,)
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    del eps
+
+
+def test_known_label_loss_does_not_call_a_rare_class_at_its_prior_fit():
+    # A rare class predicted at its prior (AP = chance) vs a common class ranked well.
+    known = np.zeros((100, 2), np.int8)
+    known[:, 0] = -1
+    known[0, 0] = 1
+    known[:, 1] = np.where(np.arange(100) < 30, 1, -1)
+    probabilities = np.stack([np.full(100, 0.01), np.where(known[:, 1] > 0, 0.8, 0.2)], 1)
+    loss = known_label_loss(probabilities, known)
+    assert loss[1] < loss[0]  # a plain mean BCE would say the opposite (0.056 vs 0.22)
 
 
 # ----------------------------------------------------------------------------
@@ -290,19 +303,30 @@ def _hidden_grads(model, inputs, labels):
     return [g.numpy() for g in tape.gradient(loss, [hidden.kernel, hidden.bias])]
 
 
-def test_pruned_class_output_unchanged_by_train_step():
-    """With plain SGD (no weight decay) the pruned column of the output layer does not move."""
+@pytest.mark.parametrize(
+    "optimizer",
+    [lambda: keras.optimizers.SGD(0.5), lambda: keras.optimizers.AdamW(0.1, weight_decay=0.5)],
+    ids=["sgd", "adamw"],
+)
+@pytest.mark.parametrize("jit_compile", [None, True], ids=["eager", "xla"])
+def test_pruned_class_output_unchanged_by_train_step(optimizer, jit_compile):
+    """The pruned column of the output layer does not move, even under AdamW's weight decay."""
     train, known = _tiny_data(seed=4)
     network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
     model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
-    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.compile(optimizer=optimizer())
     active = np.ones(NUM_CLASSES, np.float32)
     active[3] = 0.0
     model.active_classes.assign(active)
     layer = network.get_layer("logits")
     kernel_before, bias_before = layer.kernel.numpy().copy(), layer.bias.numpy().copy()
     batch = next(iter(pipeline.training_dataset(train, known, batch_size=16, seed=1)))
-    model.train_step(batch)
+    step = model.train_step
+    if jit_compile:
+        model.optimizer.build(network.trainable_variables)
+        step = tf.function(model.train_step, jit_compile=True)
+    step(batch)
+    step(batch)  # a second step, when Adam's momentum alone would move the column
     kernel_after, bias_after = layer.kernel.numpy(), layer.bias.numpy()
     np.testing.assert_array_equal(kernel_after[:, 3], kernel_before[:, 3])
     assert bias_after[3] == bias_before[3]

@@ -121,3 +121,11 @@ def test_resnet_preprocess_serialization_round_trip(tmp_path):
     reloaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
     assert isinstance(reloaded.get_layer("pre"), models.ResNetPreprocess)
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_mlp_layers_of_equal_shape_start_different():
+    network = models.build_mlp(16, 3, hidden_units=(16, 16, 16), dropout=0.0, seed=0)
+    kernels = [layer.kernel.numpy() for layer in network.layers if hasattr(layer, "kernel")]
+    assert not np.array_equal(kernels[1], kernels[2])
+    again = models.build_mlp(16, 3, hidden_units=(16, 16, 16), dropout=0.0, seed=0)
+    np.testing.assert_array_equal(again.layers[2].kernel.numpy(), kernels[1])  # still seeded

@@ -110,6 +110,7 @@ def test_compile_jit_fit_matches_eager_free_fit():
             shuffle=False,
             verbose=0,
         )
+        assert model.jit_compile is jit  # Keras may turn XLA off silently; it must not have here
         results.append((history.history["loss"], model.network.get_weights()))
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-5)
     for a, b in zip(results[0][1], results[1][1]):
@@ -135,7 +136,7 @@ def _assert_restored(fresh, model, pseudo, active, thresholds):
     assert fresh.pseudo_labels.numpy().dtype == np.int8
     np.testing.assert_array_equal(fresh.pseudo_labels.numpy(), pseudo)
     np.testing.assert_array_equal(fresh.active_classes.numpy(), active)
-    np.testing.assert_array_equal(fresh.positive_thresholds.numpy(), thresholds)
+    np.testing.assert_array_equal(fresh.pseudo_thresholds.numpy(), thresholds)
     for got, want in zip(fresh.network.get_weights(), model.network.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
 
@@ -150,7 +151,7 @@ def test_checkpoint_round_trip(tmp_path):
     pseudo, active, thresholds = _checkpoint_state()
     model.pseudo_labels.assign(pseudo)
     model.active_classes.assign(active)
-    model.positive_thresholds.assign(thresholds)
+    model.pseudo_thresholds.assign(thresholds)
     path = tmp_path / "ckpt.weights.h5"
     model.save_weights(str(path))
 
@@ -173,7 +174,7 @@ def test_checkpoint_round_trip_without_forward_pass(tmp_path):
     pseudo, active, thresholds = _checkpoint_state()
     model.pseudo_labels.assign(pseudo)
     model.active_classes.assign(active)
-    model.positive_thresholds.assign(thresholds)
+    model.pseudo_thresholds.assign(thresholds)
     path = tmp_path / "ckpt.weights.h5"
     model.save_weights(str(path))
     fresh = _new_model(seed=1)

@@ -225,3 +225,13 @@ def test_coco_tiny_training_batch():
     assert x.min() >= 0.0 and x.max() <= 255.0 and x.std() > 1.0
     assert len(set(ids.tolist())) == 16
     np.testing.assert_array_equal(labels.numpy(), coco.labels[ids])
+
+
+def test_a_file_that_is_not_an_image_fails_naming_the_file(tmp_path):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"this is not a JPEG")
+    broken = data.MultiLabelData(
+        labels=np.ones((1, 2), np.int8), label_names=("a", "b"), image_paths=(str(path),)
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="broken.jpg"):
+        next(iter(pipeline.evaluation_dataset(broken, 1, image_size=(32, 32))))

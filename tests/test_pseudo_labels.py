@@ -257,9 +257,7 @@ def test_callback_writes_assigned_pseudo_labels(mode):
     got = model.pseudo_labels.numpy()
     assert got.dtype == np.int8
     np.testing.assert_array_equal(got, expected)
-    np.testing.assert_allclose(
-        model.positive_thresholds.numpy(), np.clip(positive, 0, 1), atol=1e-7
-    )
+    np.testing.assert_allclose(model.pseudo_thresholds.numpy(), np.clip(positive, 0, 1), atol=1e-7)
     assert callback.quality == pseudo_label_quality(expected, known, train.labels)
     assert len(logged) == 1 and logged[0].startswith("epoch 2: pseudo labels refreshed")
 
@@ -351,5 +349,5 @@ def test_fully_known_class_keeps_a_usable_decision_threshold():
     callback.set_model(model)
     callback.on_epoch_begin(0)
     assert not model.pseudo_labels.numpy()[:, 1].any()  # nothing to pseudo-label there (passes)
-    thresholds = model.positive_thresholds.numpy()
+    thresholds = model.pseudo_thresholds.numpy()
     assert thresholds[1] == pytest.approx(0.5)  # the floor / default, not 1.0

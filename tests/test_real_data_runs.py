@@ -29,7 +29,7 @@ def test_coco_jpegs_train_through_the_image_pipeline_and_serve(tmp_path):
     )
     result = training.run(config, log=lambda line: None)
     assert result["evaluated_classes"] > 0 and 0.0 <= result["map"] <= 1.0
-    assert len(result["history"]["test_map"]) == 2
+    assert sum("test_map" in record for record in result["history"]) == 2
     serve, names, _ = export.load_serving(
         export.export_workdir(config.workdir, str(tmp_path / "saved"))
     )

@@ -54,3 +54,13 @@ def test_statistics_csv_errors_name_the_file(tmp_path):
     )
     with pytest.raises(ValueError, match="bad.csv.*prior of 'a'"):
         class_stats.ClassStatistics.from_csv(path, ["a"])
+
+
+def test_statistics_csv_keeps_label_names_as_written_and_rejects_duplicates(tmp_path):
+    path = tmp_path / "names.csv"
+    path.write_text("label,positives,negatives,prior\nNA,1,3,0.25\n01,2,2,0.5\n")
+    stats = class_stats.ClassStatistics.from_csv(path, ("01", "NA"))
+    np.testing.assert_allclose(stats.priors, [0.5, 0.25])
+    path.write_text("label,positives,negatives,prior\na,1,3,0.25\nb,1,1,0.5\na,2,2,0.5\n")
+    with pytest.raises(ValueError, match="names.csv: line 4: duplicate label 'a'"):
+        class_stats.ClassStatistics.from_csv(path, ("a", "b"))

@@ -17,6 +17,11 @@ from kpartial.partial_model import PartialLabelModel
 NUM_EXAMPLES, NUM_CLASSES, NUM_FEATURES = 600, 8, 16
 
 
+def series(history, key):
+    """The values of `key` over the epochs that logged it (metrics.json keeps one record per epoch)."""
+    return [record[key] for record in history if key in record]
+
+
 def _write_tiny_npz(path, split):
     d = synthetic.make_imbalanced_features(
         num_examples=NUM_EXAMPLES, num_classes=NUM_CLASSES, num_features=NUM_FEATURES, split=split
@@ -97,19 +102,20 @@ def test_metrics_json(kpartial_run):
     # The returned dict is what was written (JSON round trip of plain numbers).
     assert written == json.loads(json.dumps(result))
     # The last epoch's logged test mAP is the final model's mAP.
-    assert written["history"]["test_map"][-1] == pytest.approx(written["map"], abs=1e-12)
+    assert series(written["history"], "test_map")[-1] == pytest.approx(written["map"], abs=1e-12)
 
 
 def test_history_schedule(kpartial_run):
     _, result, lines = kpartial_run
     history = result["history"]
-    assert len(history["loss"]) == 4
-    assert len(history["test_map"]) == 4  # eval_every=1
+    assert [record["epoch"] for record in history] == [1, 2, 3, 4]
+    assert len(series(history, "loss")) == 4
+    assert len(series(history, "test_map")) == 4  # eval_every=1
     # Refreshes at the start of epochs 2 and 3 (0-based), logged at their ends.
-    assert len(history["pseudo_coverage"]) == 2
-    assert len(history["pseudo_pos_precision"]) == 2
-    assert all(0.0 < v <= 1.0 for v in history["pseudo_coverage"])
-    assert history["active_classes"] == [8.0, 8.0, 8.0, 6.0]
+    assert [r["epoch"] for r in history if "pseudo_coverage" in r] == [3, 4]
+    assert len(series(history, "pseudo_pos_precision")) == 2
+    assert all(0.0 < v <= 1.0 for v in series(history, "pseudo_coverage"))
+    assert series(history, "active_classes") == [8.0, 8.0, 8.0, 6.0]
     assert sum("pseudo labels refreshed" in line for line in lines) == 2
     assert any("pruned 2 classes by fit_well; 6/8 remain active" in line for line in lines)
 
@@ -153,7 +159,7 @@ def test_other_artifacts(kpartial_run):
         assert f.read() == "".join(f"class_{c:02d}\n" for c in range(NUM_CLASSES))
     thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
     assert thresholds.shape == (NUM_CLASSES,)
-    assert np.all((thresholds >= 0.5) & (thresholds <= 1.0))  # prior mode floors t+ at 0.5
+    np.testing.assert_array_equal(thresholds, np.full(NUM_CLASSES, 0.5, np.float32))
 
 
 def test_checkpoint_restores_training_state(kpartial_run):
@@ -168,9 +174,10 @@ def test_checkpoint_restores_training_state(kpartial_run):
     for a, b in zip(fresh.get_weights(), network.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert sorted(model.active_classes.numpy().tolist()) == [0.0] * 2 + [1.0] * 6
-    np.testing.assert_array_equal(
-        model.positive_thresholds.numpy(), np.load(os.path.join(config.workdir, "thresholds.npy"))
-    )
+    # The checkpoint holds the last refresh's t+ (prior mode floors it at 0.5), not the init.
+    restored_thresholds = model.pseudo_thresholds.numpy()
+    assert np.all((restored_thresholds >= 0.5) & (restored_thresholds <= 1.0))
+    assert np.any(restored_thresholds > 0.5)
     train = data.load(*data.parse_data_spec(config.train_data))
     known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
     pseudo = model.pseudo_labels.numpy()
@@ -178,7 +185,8 @@ def test_checkpoint_restores_training_state(kpartial_run):
     assert not (pseudo[known != 0] != 0).any()  # pseudo labels only where the label is unknown
     coverage = (pseudo != 0).sum() / (known == 0).sum()
     with open(os.path.join(config.workdir, "metrics.json")) as f:
-        assert coverage == pytest.approx(json.load(f)["history"]["pseudo_coverage"][-1], abs=1e-12)
+        logged = series(json.load(f)["history"], "pseudo_coverage")[-1]
+    assert coverage == pytest.approx(logged, abs=1e-12)
 
 
 def test_tensorboard_scalars(kpartial_run):
@@ -197,13 +205,15 @@ def test_tensorboard_scalars(kpartial_run):
     assert [step for step, _ in scalars["epoch_pseudo_coverage"]] == [2, 3]
     assert [value for _, value in scalars["epoch_active_classes"]] == [8.0, 8.0, 8.0, 6.0]
     history = result["history"]
-    np.testing.assert_allclose([v for _, v in scalars["epoch_loss"]], history["loss"], rtol=1e-6)
     np.testing.assert_allclose(
-        [v for _, v in scalars["epoch_test_map"]], history["test_map"], rtol=1e-6
+        [v for _, v in scalars["epoch_loss"]], series(history, "loss"), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        [v for _, v in scalars["epoch_test_map"]], series(history, "test_map"), rtol=1e-6
     )
     np.testing.assert_allclose(
         [v for _, v in scalars["epoch_pseudo_pos_precision"]],
-        history["pseudo_pos_precision"],
+        series(history, "pseudo_pos_precision"),
         rtol=1e-6,
     )
 
@@ -214,7 +224,7 @@ def test_same_config_and_seed_is_deterministic(kpartial_run, tmp_path):
         dataclasses.replace(config, workdir=str(tmp_path / "again")), log=lambda line: None
     )
     assert again["map"] == result["map"]
-    assert again["history"]["loss"] == result["history"]["loss"]
+    assert series(again["history"], "loss") == series(result["history"], "loss")
 
 
 def test_ignore_uses_no_pseudo_labels_or_pruning(base_config):
@@ -222,8 +232,8 @@ def test_ignore_uses_no_pseudo_labels_or_pruning(base_config):
     lines = []
     result = training.run(dataclasses.replace(base_config, method="ignore"), log=lines.append)
     history = result["history"]
-    assert "pseudo_coverage" not in history
-    assert "active_classes" not in history
+    assert not series(history, "pseudo_coverage")
+    assert not series(history, "active_classes")
     assert not any("pseudo labels" in line or "pruned" in line for line in lines)
     assert result["active_classes"] == NUM_CLASSES
     assert result["method"] == "ignore"
@@ -258,9 +268,9 @@ def test_resolve_jit_compile():
 
 
 def test_fully_known_classes_keep_a_usable_threshold(base_config, tmp_path):
-    # Regression: classes without unknown entries get t+ = inf from prior_matched_thresholds; the
-    # exported decision threshold used to become clip(inf) = 1.0, i.e. nothing predicted positive.
-    # known_fraction=1.0: no unknown entries at all, so pseudo labelling has nothing to set.
+    # Regression: classes without unknown entries get t+ = inf from prior_matched_thresholds, which
+    # once reached the exported thresholds as clip(inf) = 1.0. Now t+ stays in pseudo_thresholds
+    # (floored) and export ships the 0.5 decision threshold the reported F1 uses.
     config = dataclasses.replace(
         base_config,
         known_fraction=1.0,
@@ -269,6 +279,8 @@ def test_fully_known_classes_keep_a_usable_threshold(base_config, tmp_path):
         prune_schedule=(),
         workdir=str(tmp_path),
     )
-    training.run(config, log=lambda line: None)
+    lines = []
+    training.run(config, log=lines.append)
+    assert any("pseudo labels refreshed" in line for line in lines)  # the callback did run
     thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
     np.testing.assert_array_equal(thresholds, np.full(NUM_CLASSES, 0.5, np.float32))

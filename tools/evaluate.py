@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["model", "test_data"])
 
 def main(argv):
     del argv
-    from kpartial import data, evaluation, synthetic  # noqa: F401 (registers reader)
+    from kpartial import data, evaluation
 
     try:
         result = evaluation.evaluate_saved_model(

@@ -5,11 +5,13 @@
       --test_data=mulan:../shared/data/mulan/yeast/yeast-test.arff \
       --method=kpartial --known_fraction=0.1 --seed=1 --epochs=40 --workdir=workdirs/yeast
 
-Writes into --workdir: flags.txt (resolved flags), config.json, metrics.json, class_stats.csv,
-network.keras, checkpoint.weights.h5, tensorboard/; with --export_name also a SavedModel under
-savedmodels/<name>/.
+Writes into --workdir: flags.txt (resolved flags, usable as a flagfile), config.json,
+metrics.json, class_stats.csv, network.keras, checkpoint.weights.h5, tensorboard/; with
+--export_name also a SavedModel under savedmodels/<name>/. Flag defaults are those of
+`kpartial.training.TrainConfig`; presets live in flags/*.cfg.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -17,96 +19,121 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from kpartial import label_pruning  # noqa: E402
+from kpartial import data, export, label_pruning, models, training  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "train_data", "synthetic:train", "FMT:PATH, FMT in mulan, npz, coco, synthetic."
-)
-flags.DEFINE_string(
-    "test_data", "synthetic:test", "FMT:PATH of the fully or partially annotated test set."
-)
+D = training.TrainConfig()  # the defaults
+
+flags.DEFINE_string("train_data", D.train_data, f"FMT:PATH, FMT in {', '.join(data.READERS)}.")
+flags.DEFINE_string("test_data", D.test_data, "FMT:PATH of the test set.")
 flags.DEFINE_enum(
     "method",
-    "kpartial",
-    ["kpartial", "ignore", "assume_negative"],
-    "kpartial, or a baseline loss: ignore (masked BCE), assume_negative.",
+    D.method,
+    list(training.METHODS),
+    "kpartial, or a baseline loss: ignore (masked BCE), assume_negative (unknown = negative).",
 )
 flags.DEFINE_float(
-    "known_fraction", 0.1, "Fraction of training labels kept (per entry, seeded).", upper_bound=1.0
+    "known_fraction", D.known_fraction, "Training labels kept per entry (seeded), in (0, 1]."
 )
-flags.DEFINE_integer("seed", 1, "Seed of weights, shuffling and the partial-label simulation.")
-flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 1e-3, "AdamW learning rate.")
-flags.DEFINE_float("weight_decay", 1e-4, "AdamW weight decay.")
-flags.DEFINE_list("hidden_units", ["512"], "MLP hidden layer widths.")
-flags.DEFINE_float("dropout", 0.2, "MLP dropout.")
+flags.DEFINE_integer("seed", D.seed, "Seed of weights, shuffling and the label simulation.")
+flags.DEFINE_integer("epochs", D.epochs, "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", D.batch_size, "Batch size.", lower_bound=1)
+flags.DEFINE_float("learning_rate", D.learning_rate, "AdamW learning rate.", lower_bound=0)
+flags.DEFINE_float("weight_decay", D.weight_decay, "AdamW weight decay.", lower_bound=0)
+flags.DEFINE_list("hidden_units", [str(u) for u in D.hidden_units], "MLP hidden layer widths.")
+flags.DEFINE_float("dropout", D.dropout, "MLP dropout.", lower_bound=0, upper_bound=0.99)
 flags.DEFINE_enum(
-    "jit_compile",
-    "auto",
-    ["auto", "true", "false"],
-    "XLA: auto = on for GPU/TPU, off on CPU (measured slower there).",
+    "jit_compile", D.jit_compile, ["auto", "true", "false"], "XLA; auto = on for GPU/TPU only."
 )
 flags.DEFINE_integer(
-    "steps_per_execution",
-    1,
-    "Train steps per compiled call (fewer Python round trips on CPU).",
-    lower_bound=1,
+    "steps_per_execution", D.steps_per_execution, "Train steps per compiled call.", lower_bound=1
 )
 flags.DEFINE_string(
     "class_stats",
-    "",
-    "CSV label,positives,negatives,prior of an existing dataset; "
-    "default: statistics of the training annotations.",
+    D.class_stats,
+    "CSV label,positives,negatives,prior of an existing dataset; default: statistics of the "
+    "training annotations.",
 )
-flags.DEFINE_float("loss_balance", 0.5, "kpartial loss: exponent beta of the positive odds weight.")
 flags.DEFINE_float(
-    "unknown_weight", 0.1, "kpartial loss: weight lambda of the prior term on unknowns."
+    "loss_balance", D.loss_balance, "Loss: beta of the positive weight.", lower_bound=0
 )
-flags.DEFINE_float("max_positive_weight", 50.0, "kpartial loss: cap of the positive weight.")
+flags.DEFINE_float(
+    "unknown_weight", D.unknown_weight, "Loss: lambda of the prior term on unknowns.", lower_bound=0
+)
+flags.DEFINE_float(
+    "max_positive_weight", D.max_positive_weight, "Loss: cap of the positive weight.", lower_bound=1
+)
 flags.DEFINE_integer(
-    "pseudo_start_epoch", 10, "Epochs before the first pseudo-label refresh; -1 = off."
+    "pseudo_start_epoch",
+    D.pseudo_start_epoch,
+    "Epochs before the first pseudo-label refresh; -1 = off.",
 )
-flags.DEFINE_integer("pseudo_every", 5, "Pseudo-label refresh period in epochs.", lower_bound=1)
+flags.DEFINE_integer("pseudo_every", D.pseudo_every, "Refresh period in epochs.", lower_bound=1)
 flags.DEFINE_enum(
-    "pseudo_mode", "prior", ["prior", "fixed"], "Per-class thresholds from the prior, or fixed."
+    "pseudo_mode", D.pseudo_mode, ["prior", "fixed"], "Per-class t+ from the prior, or fixed."
 )
-flags.DEFINE_float("pseudo_positive_threshold", 0.5, "fixed: t+; prior: the floor of t+.")
-flags.DEFINE_float("pseudo_negative_threshold", 0.05, "fixed: t-.")
-flags.DEFINE_float("pseudo_negative_coverage", 0.1, "prior: share of expected negatives labelled.")
-flags.DEFINE_float("pseudo_weight", 0.5, "Loss weight of a pseudo label relative to an annotation.")
+flags.DEFINE_float(
+    "pseudo_positive_threshold",
+    D.pseudo_positive_threshold,
+    "fixed: t+; prior: the floor of t+.",
+    lower_bound=0,
+    upper_bound=1,
+)
+flags.DEFINE_float(
+    "pseudo_negative_threshold",
+    D.pseudo_negative_threshold,
+    "fixed: t-.",
+    lower_bound=0,
+    upper_bound=1,
+)
+flags.DEFINE_float(
+    "pseudo_negative_coverage",
+    D.pseudo_negative_coverage,
+    "prior: share of the expected negatives labelled.",
+    lower_bound=0,
+    upper_bound=1,
+)
+flags.DEFINE_float(
+    "pseudo_weight",
+    D.pseudo_weight,
+    "Loss weight of a pseudo label (annotation = 1).",
+    lower_bound=0,
+)
 flags.DEFINE_string(
     "prune_schedule",
     "",
-    "EPOCH:FRACTION,... cumulative fraction of classes pruned "
-    "after EPOCH epochs, e.g. 10:0.25,20:0.5; empty = no pruning.",
+    "EPOCH:FRACTION,...: cumulative fraction of classes pruned after EPOCH epochs, e.g. "
+    "10:0.25,20:0.5; empty = no pruning.",
 )
 flags.DEFINE_enum(
-    "prune_criterion", "fit_well", list(label_pruning.CRITERIA), "Which classes go first."
+    "prune_criterion", D.prune_criterion, list(label_pruning.CRITERIA), "Which go first."
 )
-flags.DEFINE_string(
-    "backbone", "mobilenet_v3_small", "Image backbone: resnet50 or mobilenet_v3_small."
-)
-flags.DEFINE_string("backbone_weights", "", "Local weights file for the image backbone (no top).")
-flags.DEFINE_integer("image_size", 224, "Image side in pixels.", lower_bound=32)
-flags.DEFINE_integer("eval_every", 5, "Test-set evaluation period in epochs (for TensorBoard).")
+flags.DEFINE_enum("backbone", D.backbone, list(models.BACKBONES), "Image backbone.")
+flags.DEFINE_string("backbone_weights", D.backbone_weights, "Local weights file of the backbone.")
+flags.DEFINE_integer("image_size", D.image_size, "Image side in pixels.", lower_bound=32)
+flags.DEFINE_integer("eval_every", D.eval_every, "Test evaluation period in epochs.", lower_bound=1)
 flags.DEFINE_string("workdir", None, "Output folder.")
 flags.DEFINE_string("export_name", "", "If set, export a SavedModel to savedmodels/<name>/.")
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")
+flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (0, 1, 2).")
 flags.mark_flag_as_required("workdir")
 
 
-def _check_prune_schedule(value):
+def _check_prune_schedule(values):
     try:
-        label_pruning.parse_prune_schedule(value)
+        schedule = label_pruning.parse_prune_schedule(values["prune_schedule"])
     except ValueError as e:
-        raise flags.ValidationError(str(e)) from None
+        raise flags.ValidationError(f"--prune_schedule: {e}") from None
+    late = [epoch for epoch, _ in schedule if epoch >= values["epochs"]]
+    if late:
+        raise flags.ValidationError(
+            f"--prune_schedule: epoch {late[0]} is not before --epochs={values['epochs']}, so it "
+            "would never prune"
+        )
     return True
 
 
-flags.register_validator("prune_schedule", _check_prune_schedule)
-flags.register_validator("known_fraction", lambda f: f > 0, "must be in (0, 1]")
+flags.register_multi_flags_validator(["prune_schedule", "epochs"], _check_prune_schedule)
+flags.register_validator("known_fraction", lambda f: 0 < f <= 1, "must be in (0, 1]")
 flags.register_validator("backbone_weights", lambda p: not p or os.path.isfile(p), "file not found")
 flags.register_validator("class_stats", lambda p: not p or os.path.isfile(p), "file not found")
 flags.register_validator(
@@ -117,57 +144,23 @@ flags.register_validator(
 
 
 def config_from_flags():
-    from kpartial import training
-
-    return training.TrainConfig(
-        train_data=FLAGS.train_data,
-        test_data=FLAGS.test_data,
-        method=FLAGS.method,
-        known_fraction=FLAGS.known_fraction,
-        seed=FLAGS.seed,
-        epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate,
-        weight_decay=FLAGS.weight_decay,
-        hidden_units=tuple(int(u) for u in FLAGS.hidden_units),
-        dropout=FLAGS.dropout,
-        jit_compile=FLAGS.jit_compile,
-        steps_per_execution=FLAGS.steps_per_execution,
-        class_stats=FLAGS.class_stats,
-        loss_balance=FLAGS.loss_balance,
-        unknown_weight=FLAGS.unknown_weight,
-        max_positive_weight=FLAGS.max_positive_weight,
-        pseudo_start_epoch=FLAGS.pseudo_start_epoch,
-        pseudo_every=FLAGS.pseudo_every,
-        pseudo_mode=FLAGS.pseudo_mode,
-        pseudo_positive_threshold=FLAGS.pseudo_positive_threshold,
-        pseudo_negative_threshold=FLAGS.pseudo_negative_threshold,
-        pseudo_negative_coverage=FLAGS.pseudo_negative_coverage,
-        pseudo_weight=FLAGS.pseudo_weight,
-        prune_schedule=label_pruning.parse_prune_schedule(FLAGS.prune_schedule),
-        prune_criterion=FLAGS.prune_criterion,
-        backbone=FLAGS.backbone,
-        backbone_weights=FLAGS.backbone_weights,
-        image_size=FLAGS.image_size,
-        eval_every=FLAGS.eval_every,
-        workdir=FLAGS.workdir,
-        verbose=FLAGS.verbose,
-    )
+    """TrainConfig from the flags of the same names."""
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(training.TrainConfig)}
+    values["hidden_units"] = tuple(int(u) for u in values["hidden_units"])
+    values["prune_schedule"] = label_pruning.parse_prune_schedule(values["prune_schedule"])
+    return training.TrainConfig(**values)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from kpartial import data, export, training
-
     os.makedirs(FLAGS.workdir, exist_ok=True)
     with open(os.path.join(FLAGS.workdir, "flags.txt"), "w") as f:
         f.write(
             "".join(f"{flag.serialize()}\n" for flag in FLAGS.get_flags_for_module(sys.argv[0]))
         )
-    config = config_from_flags()
     try:
-        training.run(config)
+        training.run(config_from_flags())
     except data.DataError as e:
         raise app.UsageError(str(e)) from None
     if FLAGS.export_name:
