@@ -35,7 +35,7 @@ class TrainConfig:
     hidden_units: tuple = (512,)
     dropout: float = 0.2
     jit_compile: str = "auto"
-    steps_per_execution: int = 1
+    steps_per_execution: int = 16
     class_stats: str = ""
     loss_balance: float = 0.5
     unknown_weight: float = 0.1
