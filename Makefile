@@ -1,5 +1,5 @@
 # The two set-up commands: `make demo` and `make test`. Each creates .venv and installs kpartial.
-PYTHON ?= python3
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -18,6 +18,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Long measurements (not part of the tests): speed vs PyTorch, then the Mulan comparison.
+bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/cpu_speed.py
+	$(PY) benchmarks/mulan_benchmark.py
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -284,3 +284,35 @@ def test_fully_known_classes_keep_a_usable_threshold(base_config, tmp_path):
     assert any("pseudo labels refreshed" in line for line in lines)  # the callback did run
     thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
     np.testing.assert_array_equal(thresholds, np.full(NUM_CLASSES, 0.5, np.float32))
+
+
+def test_class_stats_from_another_dataset_set_the_priors(base_config, tmp_path):
+    """--class_stats: the loss and the prior-matched thresholds use the file's priors."""
+    path = tmp_path / "other.csv"
+    names = [f"class_{c:02d}" for c in range(NUM_CLASSES)]
+    priors = np.linspace(0.05, 0.4, NUM_CLASSES)
+    pd.DataFrame(
+        {"label": names[::-1], "positives": 1, "negatives": 1, "prior": priors[::-1]}
+    ).to_csv(path, index=False)
+    config = dataclasses.replace(
+        base_config, class_stats=str(path), epochs=1, prune_schedule=(), workdir=str(tmp_path / "w")
+    )
+    training.run(config, log=lambda line: None)
+    used = pd.read_csv(tmp_path / "w" / "class_stats.csv")
+    np.testing.assert_allclose(used["prior"], priors)  # reordered to the data's classes
+    pd.DataFrame({"label": names[:-1], "positives": 1, "negatives": 1, "prior": 0.5}).to_csv(
+        path, index=False
+    )
+    with pytest.raises(data.DataError, match="other.csv: no statistics for 1 classes"):
+        training.run(config, log=lambda line: None)
+
+
+def test_fixed_pseudo_thresholds_and_random_pruning_run_end_to_end(base_config):
+    lines = []
+    config = dataclasses.replace(
+        base_config, pseudo_mode="fixed", pseudo_positive_threshold=0.9, prune_criterion="random"
+    )
+    result = training.run(config, log=lines.append)
+    assert result["active_classes"] == 6
+    assert any("pruned 2 classes by random" in line for line in lines)
+    assert sum("pseudo labels refreshed" in line for line in lines) == 2
