@@ -24,6 +24,13 @@ def _split(y_true):
     return positive, negative
 
 
+def _check_priors(priors):
+    priors = np.asarray(priors, dtype=np.float64).reshape(-1)
+    if priors.size == 0 or not np.all((priors > 0) & (priors < 1)):
+        raise ValueError("priors must be a non-empty list of values in (0, 1)")
+    return priors
+
+
 class PartialLabelLoss(keras.losses.Loss):
     """Base class: subclasses return entry losses `l` [B, C] and counted entries `k` [B, C]."""
 
@@ -34,32 +41,39 @@ class PartialLabelLoss(keras.losses.Loss):
     def entry_losses(self, y_true, logits):
         raise NotImplementedError
 
+    def regulariser(self, y_true, logits, weight):
+        """An optional per-example term [B] added after normalisation (EPR uses it)."""
+        return None
+
     def get_config(self):
         config = super().get_config()
         config.pop("reduction", None)  # fixed: always normalised by counted entries
         return config
 
     def _weighted_terms(self, y_true, y_pred, sample_weight):
+        """(entry losses, counted entries, per-example regulariser or None), all weighted."""
         logits = ops.cast(ops.convert_to_tensor(y_pred), "float32")
         y_true = ops.cast(ops.convert_to_tensor(y_true), "float32")
         losses, counted = self.entry_losses(y_true, logits)
+        weight = ops.ones_like(losses)
         if sample_weight is not None:
             weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
             if len(weight.shape) == 1:
                 weight = ops.expand_dims(weight, -1)
-            losses = losses * weight
-            counted = counted * weight
-        return losses, counted
+            weight = ops.broadcast_to(weight, ops.shape(losses))
+        return losses * weight, counted * weight, self.regulariser(y_true, logits, weight)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        losses, counted = self._weighted_terms(y_true, y_pred, sample_weight)
-        return ops.sum(losses) / ops.maximum(ops.sum(counted), 1.0)
+        losses, counted, regulariser = self._weighted_terms(y_true, y_pred, sample_weight)
+        loss = ops.sum(losses) / ops.maximum(ops.sum(counted), 1.0)
+        return loss if regulariser is None else loss + ops.mean(regulariser)
 
     def call(self, y_true, y_pred):
         """Per-example values whose batch mean is the loss (for Keras utilities that call `call`)."""
-        losses, counted = self._weighted_terms(y_true, y_pred, None)
+        losses, counted, regulariser = self._weighted_terms(y_true, y_pred, None)
         batch_size = ops.cast(ops.shape(losses)[0], "float32")
-        return ops.sum(losses, axis=-1) * batch_size / ops.maximum(ops.sum(counted), 1.0)
+        per_example = ops.sum(losses, axis=-1) * batch_size / ops.maximum(ops.sum(counted), 1.0)
+        return per_example if regulariser is None else per_example + regulariser
 
 
 @keras.saving.register_keras_serializable(package="kpartial")
@@ -134,9 +148,7 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         name="statistics_weighted_loss",
     ):
         super().__init__(name=name)
-        priors = np.asarray(priors, dtype=np.float64).reshape(-1)
-        if priors.size == 0 or not np.all((priors > 0) & (priors < 1)):
-            raise ValueError("priors must be a non-empty list of values in (0, 1)")
+        priors = _check_priors(priors)
         if balance < 0 or unknown_weight < 0 or max_positive_weight < 1:
             raise ValueError("need balance >= 0, unknown_weight >= 0 and max_positive_weight >= 1")
         self.priors = priors.tolist()
@@ -173,6 +185,339 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         }
 
 
+def _unknown_as_negative(y_true, unknown):
+    """Negatives, plus unknown entries when `unknown == "negative"`; validates `unknown`."""
+    if unknown not in ("negative", "ignore"):
+        raise ValueError(f"unknown must be 'negative' or 'ignore', got {unknown!r}")
+    positive, negative = _split(y_true)
+    if unknown == "negative":
+        negative = 1.0 - positive
+    return positive, negative
+
+
+def _focus(x, gamma):
+    """x ** gamma with finite gradients at x = 0 (x ** 0 would give 0 * inf there)."""
+    if gamma == 0:
+        return ops.ones_like(x)
+    return ops.power(ops.maximum(x, 1e-12), gamma)
+
+
+def _log_sigmoid_pair(logits):
+    """(-log p, -log(1 - p)) with p = sigmoid(logits), stable for any logit."""
+    return ops.softplus(-logits), ops.softplus(logits)
+
+
+@keras.saving.register_keras_serializable(package="kpartial")
+class WeakAssumeNegativeBCE(PartialLabelLoss):
+    """Weak assume-negative BCE (WAN; Cole et al., CVPR 2021, "Multi-label learning from single
+    positive labels"): unknown entries are negatives with a small weight gamma.
+
+        l_ic = [y=+1] softplus(-z) + [y=-1] softplus(z) + gamma [y=0] softplus(z)
+        k_ic = [y != 0] + gamma [y = 0]
+
+    Args:
+      unknown_weight: gamma; None = 1 / (C - 1), the paper's choice.
+      name: loss name.
+    """
+
+    def __init__(self, unknown_weight=None, name="weak_assume_negative_bce"):
+        super().__init__(name=name)
+        if unknown_weight is not None and unknown_weight < 0:
+            raise ValueError(f"unknown_weight must be >= 0, got {unknown_weight}")
+        self.unknown_weight = None if unknown_weight is None else float(unknown_weight)
+
+    def entry_losses(self, y_true, logits):
+        positive, negative = _split(y_true)
+        unknown = 1.0 - positive - negative
+        gamma = self.unknown_weight
+        if gamma is None:
+            gamma = 1.0 / max(logits.shape[-1] - 1, 1)
+        loss_pos, loss_neg = _log_sigmoid_pair(logits)
+        losses = positive * loss_pos + (negative + gamma * unknown) * loss_neg
+        return losses, positive + negative + gamma * unknown
+
+    def get_config(self):
+        return {**super().get_config(), "unknown_weight": self.unknown_weight}
+
+
+@keras.saving.register_keras_serializable(package="kpartial")
+class AssumeNegativeLabelSmoothing(PartialLabelLoss):
+    """Assume-negative BCE with label smoothing (AN-LS; Cole et al., CVPR 2021).
+
+    Unknown entries are negatives; every target is smoothed towards 1/2:
+
+        t_ic = (1 - epsilon) [y=+1] + epsilon / 2
+        l_ic = t_ic softplus(-z) + (1 - t_ic) softplus(z),   k_ic = 1
+
+    Args:
+      smoothing: epsilon in [0, 1).
+      name: loss name.
+    """
+
+    def __init__(self, smoothing=0.1, name="assume_negative_label_smoothing"):
+        super().__init__(name=name)
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.smoothing = float(smoothing)
+
+    def entry_losses(self, y_true, logits):
+        positive, _ = _split(y_true)
+        target = (1.0 - self.smoothing) * positive + self.smoothing / 2.0
+        loss_pos, loss_neg = _log_sigmoid_pair(logits)
+        losses = target * loss_pos + (1.0 - target) * loss_neg
+        return losses, ops.ones_like(losses)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+@keras.saving.register_keras_serializable(package="kpartial")
+class ExpectedPositiveRegularization(PartialLabelLoss):
+    """Expected positive regularisation (EPR; Cole et al., CVPR 2021).
+
+    BCE on known labels plus a penalty on the distance between the expected number of positives
+    of each example and k, here taken from the class statistics (k = sum_c pi_c) instead of a
+    hard-coded number:
+
+        L = sum_ic [y != 0] BCE_ic / max(1, sum_ic [y != 0])
+            + lambda mean_i ((sum_c s_ic p_ic - k) / C) ** 2
+
+    (Cole et al. use positives only; with partial labels the known negatives are used too.)
+
+    Args:
+      priors: C class priors; k is their sum.
+      regularisation_weight: lambda.
+      name: loss name.
+    """
+
+    def __init__(self, priors, regularisation_weight=1.0, name="expected_positive_regularization"):
+        super().__init__(name=name)
+        self.priors = _check_priors(priors).tolist()
+        self.regularisation_weight = float(regularisation_weight)
+
+    def entry_losses(self, y_true, logits):
+        positive, negative = _split(y_true)
+        loss_pos, loss_neg = _log_sigmoid_pair(logits)
+        return positive * loss_pos + negative * loss_neg, positive + negative
+
+    def regulariser(self, y_true, logits, weight):
+        num_classes = float(len(self.priors))
+        expected = ops.sum(ops.sigmoid(logits) * weight, axis=-1)
+        return self.regularisation_weight * ((expected - sum(self.priors)) / num_classes) ** 2
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "priors": self.priors,
+            "regularisation_weight": self.regularisation_weight,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kpartial")
+class FocalLoss(PartialLabelLoss):
+    """Binary focal loss (Lin et al., ICCV 2017) on partial labels.
+
+        l_ic = [y=+1] (1 - p)^gamma softplus(-z) + [neg] p^gamma softplus(z),   p = sigmoid(z)
+
+    "neg" is y = -1, or y != +1 when `unknown="negative"`; k counts the entries the loss uses.
+
+    Args:
+      gamma: focusing exponent >= 0.
+      unknown: "negative" (unknown entries are negatives) or "ignore" (masked).
+      name: loss name.
+    """
+
+    def __init__(self, gamma=2.0, unknown="negative", name="focal_loss"):
+        super().__init__(name=name)
+        _unknown_as_negative(ops.zeros((1, 1)), unknown)
+        self.gamma, self.unknown = float(gamma), unknown
+
+    def entry_losses(self, y_true, logits):
+        positive, negative = _unknown_as_negative(y_true, self.unknown)
+        p = ops.sigmoid(logits)
+        loss_pos, loss_neg = _log_sigmoid_pair(logits)
+        losses = (
+            positive * _focus(1.0 - p, self.gamma) * loss_pos
+            + negative * _focus(p, self.gamma) * loss_neg
+        )
+        return losses, positive + negative
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma, "unknown": self.unknown}
+
+
+def _asymmetric_terms(logits, gamma_positive, gamma_negative, margin):
+    """ASL's (positive, negative) entry losses: focal positives, shifted-probability negatives."""
+    p = ops.sigmoid(logits)
+    loss_pos, loss_neg = _log_sigmoid_pair(logits)
+    positive = _focus(1.0 - p, gamma_positive) * loss_pos
+    if margin > 0:
+        shifted = ops.relu(p - margin)  # 1 - shifted >= margin, so the log is finite
+        negative = _focus(shifted, gamma_negative) * -ops.log(1.0 - shifted)
+    else:
+        negative = _focus(p, gamma_negative) * loss_neg
+    return positive, negative
+
+
+@keras.saving.register_keras_serializable(package="kpartial")
+class AsymmetricLoss(PartialLabelLoss):
+    """Asymmetric loss (ASL; Ridnik et al., ICCV 2021).
+
+        p_m  = max(p - m, 0)
+        l_ic = [y=+1] (1 - p)^gamma+ (-log p) + [neg] p_m^gamma- (-log(1 - p_m))
+
+    "neg" is y = -1, or y != +1 when `unknown="negative"` (the paper's setting).
+
+    Args:
+      gamma_positive: gamma+ (paper: 0).
+      gamma_negative: gamma- (paper: 4).
+      margin: probability margin m of the negatives (paper: 0.05).
+      unknown: "negative" or "ignore".
+      name: loss name.
+    """
+
+    def __init__(
+        self,
+        gamma_positive=0.0,
+        gamma_negative=4.0,
+        margin=0.05,
+        unknown="negative",
+        name="asymmetric_loss",
+    ):
+        super().__init__(name=name)
+        _unknown_as_negative(ops.zeros((1, 1)), unknown)
+        if not 0.0 <= margin < 1.0:
+            raise ValueError(f"margin must be in [0, 1), got {margin}")
+        self.gamma_positive, self.gamma_negative = float(gamma_positive), float(gamma_negative)
+        self.margin, self.unknown = float(margin), unknown
+
+    def entry_losses(self, y_true, logits):
+        positive, negative = _unknown_as_negative(y_true, self.unknown)
+        loss_pos, loss_neg = _asymmetric_terms(
+            logits, self.gamma_positive, self.gamma_negative, self.margin
+        )
+        return positive * loss_pos + negative * loss_neg, positive + negative
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "gamma_positive": self.gamma_positive,
+            "gamma_negative": self.gamma_negative,
+            "margin": self.margin,
+            "unknown": self.unknown,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kpartial")
+class PartialSelectiveAsymmetricLoss(PartialLabelLoss):
+    """Partial / class-aware selective asymmetric loss (P-ASL, CSL; Ben-Baruch et al., CVPR 2022,
+    "Multi-label classification with partial annotations using class-aware selective loss").
+
+    Separate terms for positives, annotated negatives and unannotated entries. An unannotated entry
+    is ignored when its class is likely present: the class prior is at least `prior_threshold`,
+    or the entry is among the example's `likelihood_top_k` highest scores. The other unannotated
+    entries are negatives with their own, stronger focusing:
+
+        l_ic = [y=+1] (1-p)^g+ (-log p) + [y=-1] p^g- (-log(1-p))
+             + [y=0] (1 - ignore_ic) p^gu (-log(1-p))
+        k_ic = [y != 0] + [y = 0] (1 - ignore_ic)
+
+    Args:
+      priors: C class priors (from `kpartial.class_stats`).
+      gamma_positive, gamma_negative, gamma_unannotated: g+, g-, gu (paper: 0, 1, 4).
+      prior_threshold: classes with prior >= this keep their unannotated entries out of the loss.
+      likelihood_top_k: per example, unannotated entries among the k highest scores are ignored
+        (0 = off).
+      name: loss name.
+    """
+
+    def __init__(
+        self,
+        priors,
+        gamma_positive=0.0,
+        gamma_negative=1.0,
+        gamma_unannotated=4.0,
+        prior_threshold=0.05,
+        likelihood_top_k=5,
+        name="partial_selective_asymmetric_loss",
+    ):
+        super().__init__(name=name)
+        self.priors = _check_priors(priors).tolist()
+        self.gamma_positive = float(gamma_positive)
+        self.gamma_negative = float(gamma_negative)
+        self.gamma_unannotated = float(gamma_unannotated)
+        self.prior_threshold = float(prior_threshold)
+        self.likelihood_top_k = int(likelihood_top_k)
+
+    def entry_losses(self, y_true, logits):
+        positive, negative = _split(y_true)
+        unknown = 1.0 - positive - negative
+        p = ops.sigmoid(logits)
+        loss_pos, loss_neg = _log_sigmoid_pair(logits)
+        likely = np.asarray(self.priors)[None, :] >= self.prior_threshold
+        ignore = ops.cast(ops.convert_to_tensor(likely), "float32") * ops.ones_like(p)
+        k = min(self.likelihood_top_k, logits.shape[-1])
+        if k > 0:
+            kth_score = ops.top_k(ops.stop_gradient(p), k)[0][:, -1:]
+            ignore = ops.maximum(ignore, ops.cast(ops.greater_equal(p, kth_score), "float32"))
+        ignore = ops.stop_gradient(ignore)
+        losses = (
+            positive * _focus(1.0 - p, self.gamma_positive) * loss_pos
+            + negative * _focus(p, self.gamma_negative) * loss_neg
+            + unknown * (1.0 - ignore) * _focus(p, self.gamma_unannotated) * loss_neg
+        )
+        return losses, positive + negative + unknown * (1.0 - ignore)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "priors": self.priors,
+            "gamma_positive": self.gamma_positive,
+            "gamma_negative": self.gamma_negative,
+            "gamma_unannotated": self.gamma_unannotated,
+            "prior_threshold": self.prior_threshold,
+            "likelihood_top_k": self.likelihood_top_k,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kpartial")
+class HillLoss(PartialLabelLoss):
+    """Hill loss (Zhang et al., 2021, "Simple and robust loss design for multi-label learning with
+    missing labels"): focal-margin positives and a hill-shaped negative term that down-weights
+    confident negatives, which are likely missing positives. Unknown entries are negatives.
+
+        p_m  = sigmoid(z - m)
+        l_ic = [y=+1] (1 - p_m)^gamma (-log p_m) + [y != +1] (lambda - p) p^2
+
+    Args:
+      margin: m (paper: 1).
+      gamma: focusing exponent of the positives (paper: 2).
+      hill_lambda: lambda (paper: 1.5).
+      name: loss name.
+    """
+
+    def __init__(self, margin=1.0, gamma=2.0, hill_lambda=1.5, name="hill_loss"):
+        super().__init__(name=name)
+        self.margin, self.gamma, self.hill_lambda = float(margin), float(gamma), float(hill_lambda)
+
+    def entry_losses(self, y_true, logits):
+        positive, _ = _split(y_true)
+        p = ops.sigmoid(logits)
+        p_margin = ops.sigmoid(logits - self.margin)
+        loss_pos = _focus(1.0 - p_margin, self.gamma) * ops.softplus(-(logits - self.margin))
+        loss_neg = (self.hill_lambda - p) * p**2
+        losses = positive * loss_pos + (1.0 - positive) * loss_neg
+        return losses, ops.ones_like(losses)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "margin": self.margin,
+            "gamma": self.gamma,
+            "hill_lambda": self.hill_lambda,
+        }
+
+
 def ignore_unknown_bce(y_true, y_pred):
     return IgnoreUnknownBCE()(y_true, y_pred)
 
@@ -185,14 +530,31 @@ def statistics_weighted_loss(y_true, y_pred, priors, **kwargs):
     return StatisticsWeightedLoss(priors, **kwargs)(y_true, y_pred)
 
 
+# --method name -> (loss class, whether it takes the class priors as its first argument).
+METHODS = {
+    "kpartial": (StatisticsWeightedLoss, True),
+    "ignore": (IgnoreUnknownBCE, False),
+    "assume_negative": (AssumeNegativeBCE, False),
+    "wan": (WeakAssumeNegativeBCE, False),
+    "an_ls": (AssumeNegativeLabelSmoothing, False),
+    "epr": (ExpectedPositiveRegularization, True),
+    "focal": (FocalLoss, False),
+    "asl": (AsymmetricLoss, False),
+    "p_asl": (PartialSelectiveAsymmetricLoss, True),
+    "hill": (HillLoss, False),
+}
+
+
 def get(method, class_statistics=None, **kwargs):
-    """Returns the loss of a `--method` name: `kpartial`, `ignore` or `assume_negative`."""
-    if method == "ignore":
-        return IgnoreUnknownBCE(**kwargs)
-    if method == "assume_negative":
-        return AssumeNegativeBCE(**kwargs)
-    if method == "kpartial":
-        if class_statistics is None:
-            raise ValueError("method 'kpartial' needs class statistics for its priors")
-        return StatisticsWeightedLoss(class_statistics.priors, **kwargs)
-    raise ValueError(f"unknown method {method!r}; known: kpartial, ignore, assume_negative")
+    """Returns the loss of a `--method` name (a key of `METHODS`) with `kwargs` as its options.
+
+    Losses that use class priors (`kpartial`, `epr`, `p_asl`) take them from `class_statistics`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    loss_class, needs_priors = METHODS[method]
+    if not needs_priors:
+        return loss_class(**kwargs)
+    if class_statistics is None:
+        raise ValueError(f"method {method!r} needs class statistics for its priors")
+    return loss_class(class_statistics.priors, **kwargs)

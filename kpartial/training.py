@@ -14,7 +14,7 @@ from kpartial import class_stats, data, evaluation, label_pruning, losses, metri
 from kpartial import pipeline, pseudo_labels, simulate
 from kpartial.partial_model import PartialLabelModel, predict_probabilities
 
-METHODS = ("kpartial", "ignore", "assume_negative")
+METHODS = tuple(losses.METHODS)
 # Exported per-class decision thresholds; the CF1/OF1 that runs report use the same value.
 DECISION_THRESHOLD = 0.5
 

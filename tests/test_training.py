@@ -316,3 +316,11 @@ def test_fixed_pseudo_thresholds_and_random_pruning_run_end_to_end(base_config):
     assert result["active_classes"] == 6
     assert any("pruned 2 classes by random" in line for line in lines)
     assert sum("pseudo labels refreshed" in line for line in lines) == 2
+
+
+@pytest.mark.parametrize("method", [m for m in training.METHODS if m != "kpartial"])
+def test_every_method_trains(base_config, method):
+    result = training.run(
+        dataclasses.replace(base_config, method=method, epochs=1), log=lambda line: None
+    )
+    assert result["method"] == method and np.isfinite(result["map"])

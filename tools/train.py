@@ -30,7 +30,8 @@ flags.DEFINE_enum(
     "method",
     D.method,
     list(training.METHODS),
-    "kpartial, or a baseline loss: ignore (masked BCE), assume_negative (unknown = negative).",
+    "kpartial, or another loss: ignore (masked BCE), assume_negative (unknown = negative), wan, "
+    "an_ls, epr, focal, asl, p_asl, hill (see kpartial/losses.py).",
 )
 flags.DEFINE_float(
     "known_fraction", D.known_fraction, "Training labels kept per entry (seeded), in (0, 1]."
