@@ -518,6 +518,147 @@ class HillLoss(PartialLabelLoss):
         }
 
 
+class _EpochAware:
+    """Mixin for losses whose behaviour follows the training epoch.
+
+    `epoch` is a non-trainable int32 variable, set at the start of every epoch by
+    `kpartial.partial_model.EpochCallback` and tracked (so checkpointed) by `PartialLabelModel`;
+    compiled steps read the new value without retracing.
+    """
+
+    def _create_epoch(self):
+        self.epoch = keras.Variable(0, dtype="int32", trainable=False, name=f"{self.name}_epoch")
+
+    def _epoch(self):
+        return ops.cast(ops.convert_to_tensor(self.epoch), "float32")
+
+
+LARGE_LOSS_MODES = {"ll_r": "reject", "ll_ct": "temporary", "ll_cp": "permanent"}
+
+
+@keras.saving.register_keras_serializable(package="kpartial")
+class LargeLossModification(PartialLabelLoss, _EpochAware):
+    """Large-loss modification (LL-R, LL-Ct, LL-Cp; Kim et al., CVPR 2022, "Large loss matters in
+    weakly supervised multi-label classification").
+
+    Unknown entries are negatives (assume-negative BCE), except that in every batch the unknown
+    entries with the largest loss, a share rho(t) = min(t * delta_rel, max_rate) of all entries at
+    epoch t (so none in the first epoch), are treated as likely missing positives:
+
+        select_ic = [y=0] [l_ic >= the k-th largest unknown-entry loss],  k = ceil(rho(t) B C)
+        reject    (LL-R):  l_ic = 0 for selected entries
+        temporary (LL-Ct): l_ic = softplus(-z) for selected entries (read as positives)
+        permanent (LL-Cp): as LL-Ct, and `PartialLabelModel` writes +1 into its pseudo-label
+                           variable for them, so the correction persists in later epochs (and in
+                           checkpoints) instead of being recomputed.
+        k_ic = 1 (mean over all entries, as assume-negative)
+
+    Args:
+      mode: "reject", "temporary" or "permanent".
+      delta_rel: growth of the selected share per epoch (paper: 0.002 on COCO-style data).
+      max_rate: cap on the share.
+      name: loss name.
+    """
+
+    def __init__(self, mode="reject", delta_rel=0.002, max_rate=0.2, name=None):
+        if mode not in LARGE_LOSS_MODES.values():
+            raise ValueError(
+                f"mode must be one of {sorted(LARGE_LOSS_MODES.values())}, got {mode!r}"
+            )
+        super().__init__(name=name or f"large_loss_{mode}")
+        self.mode, self.delta_rel, self.max_rate = mode, float(delta_rel), float(max_rate)
+        self._create_epoch()
+
+    def selection(self, y_true, logits):
+        """[B, C] float mask of the unknown entries this batch treats as missing positives."""
+        positive, negative = _split(ops.cast(y_true, "float32"))
+        unknown = 1.0 - positive - negative
+        unknown_loss = ops.stop_gradient(ops.softplus(logits)) * unknown
+        flat = ops.reshape(unknown_loss, (-1,))
+        size = int(flat.shape[0])
+        rate = ops.minimum(self._epoch() * self.delta_rel, self.max_rate)
+        k = ops.cast(ops.ceil(rate * size), "int32")
+        ranked = ops.flip(ops.sort(flat), 0)  # descending
+        threshold = ops.where(k > 0, ops.take(ranked, ops.clip(k - 1, 0, size - 1)), float("inf"))
+        return unknown * ops.cast(ops.greater_equal(unknown_loss, threshold), "float32")
+
+    def entry_losses(self, y_true, logits):
+        positive, _ = _split(y_true)
+        loss_pos, loss_neg = _log_sigmoid_pair(logits)
+        select = self.selection(y_true, logits)
+        as_negative = (1.0 - positive) * (1.0 - select) * loss_neg
+        if self.mode == "reject":
+            losses = positive * loss_pos + as_negative
+        else:
+            losses = (positive + select) * loss_pos + as_negative
+        return losses, ops.ones_like(losses)
+
+    def permanent_corrections(self, y_true, logits):
+        """Entries to set to +1 for good (LL-Cp only), else None."""
+        return self.selection(y_true, logits) if self.mode == "permanent" else None
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "mode": self.mode,
+            "delta_rel": self.delta_rel,
+            "max_rate": self.max_rate,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kpartial")
+class SelfPacedLossCorrection(PartialLabelLoss, _EpochAware):
+    """Self-paced loss correction (SPLC; Zhang et al., 2021, "Simple and robust loss design for
+    multi-label learning with missing labels").
+
+    Focal-margin positives and focal negatives; from epoch `warmup_epochs` on, an unknown entry
+    the network scores above tau is read as a missing positive (its loss becomes the positive
+    term):
+
+        l+ = (1 - sigmoid(z - m))^gamma softplus(-(z - m)),   l- = p^gamma softplus(z)
+        l_ic = [y=+1] l+ + [y=-1] l- + [y=0] (c_ic l+ + (1 - c_ic) l-)
+        c_ic = [p_ic > tau] [epoch >= warmup_epochs],   k_ic = 1
+
+    Args:
+      tau: correction threshold on the probability (paper: 0.6).
+      margin: m (paper: 1).
+      gamma: focusing exponent (paper: 2).
+      warmup_epochs: epochs before corrections start (paper: 1).
+      name: loss name.
+    """
+
+    def __init__(self, tau=0.6, margin=1.0, gamma=2.0, warmup_epochs=1, name="splc"):
+        super().__init__(name=name)
+        self.tau, self.margin, self.gamma = float(tau), float(margin), float(gamma)
+        self.warmup_epochs = int(warmup_epochs)
+        self._create_epoch()
+
+    def entry_losses(self, y_true, logits):
+        positive, negative = _split(y_true)
+        unknown = 1.0 - positive - negative
+        p = ops.sigmoid(logits)
+        shifted = logits - self.margin
+        loss_pos = _focus(1.0 - ops.sigmoid(shifted), self.gamma) * ops.softplus(-shifted)
+        loss_neg = _focus(p, self.gamma) * ops.softplus(logits)
+        warm = ops.cast(self._epoch() >= self.warmup_epochs, "float32")
+        corrected = ops.stop_gradient(ops.cast(ops.greater(p, self.tau), "float32")) * warm
+        losses = (
+            positive * loss_pos
+            + negative * loss_neg
+            + unknown * (corrected * loss_pos + (1.0 - corrected) * loss_neg)
+        )
+        return losses, ops.ones_like(losses)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "tau": self.tau,
+            "margin": self.margin,
+            "gamma": self.gamma,
+            "warmup_epochs": self.warmup_epochs,
+        }
+
+
 def ignore_unknown_bce(y_true, y_pred):
     return IgnoreUnknownBCE()(y_true, y_pred)
 
@@ -530,7 +671,7 @@ def statistics_weighted_loss(y_true, y_pred, priors, **kwargs):
     return StatisticsWeightedLoss(priors, **kwargs)(y_true, y_pred)
 
 
-# --method name -> (loss class, whether it takes the class priors as its first argument).
+# --method name -> (loss constructor, whether it takes the class priors as its first argument).
 METHODS = {
     "kpartial": (StatisticsWeightedLoss, True),
     "ignore": (IgnoreUnknownBCE, False),
@@ -542,6 +683,10 @@ METHODS = {
     "asl": (AsymmetricLoss, False),
     "p_asl": (PartialSelectiveAsymmetricLoss, True),
     "hill": (HillLoss, False),
+    "splc": (SelfPacedLossCorrection, False),
+    "ll_r": (lambda **kw: LargeLossModification("reject", **kw), False),
+    "ll_ct": (lambda **kw: LargeLossModification("temporary", **kw), False),
+    "ll_cp": (lambda **kw: LargeLossModification("permanent", **kw), False),
 }
 
 

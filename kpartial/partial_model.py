@@ -59,6 +59,9 @@ class PartialLabelModel(keras.Model):
             name="pseudo_thresholds",
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        # An epoch-aware loss (SPLC, LL-*) keeps its epoch in a variable; tracking it here puts it
+        # in checkpoints.
+        self.loss_epoch = getattr(partial_loss, "epoch", None)
         names = [layer.name for layer in network.layers]
         self.output_layer = network.get_layer("logits") if "logits" in names else None
         # The network is built and every variable of this model exists, so checkpoints can load
@@ -86,27 +89,44 @@ class PartialLabelModel(keras.Model):
         )
 
     def compute_partial_loss(self, inputs, labels, training, use_pseudo_labels=True):
+        return self._forward(inputs, labels, training, use_pseudo_labels)[0]
+
+    def _forward(self, inputs, labels, training, use_pseudo_labels=True):
+        """(loss, resolved targets, logits) of one batch."""
         logits = self.network(inputs["x"], training=training)
         targets = self.resolve_labels(labels, inputs["id"]) if use_pseudo_labels else labels
         loss = self.partial_loss(targets, logits, sample_weight=self.entry_weights(labels, targets))
         if self.network.losses:
             loss = loss + ops.sum(self.network.losses)
-        return loss
+        return loss, targets, logits
 
     def train_step(self, data):
         import tensorflow as tf  # the TF backend's train step needs a GradientTape
 
         inputs, labels = data
         with tf.GradientTape() as tape:
-            loss = self.compute_partial_loss(inputs, labels, training=True)
+            loss, targets, logits = self._forward(inputs, labels, training=True)
         variables = self.network.trainable_variables
         frozen = self._output_weights()
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         active = ops.greater(self.active_classes, 0)
         for variable, before in frozen:
             variable.assign(ops.where(active, variable, before))
+        self._apply_permanent_corrections(inputs["id"], targets, logits)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
+
+    def _apply_permanent_corrections(self, example_ids, targets, logits):
+        """LL-Cp: entries the loss corrects for good become +1 pseudo labels of their example."""
+        corrections = getattr(self.partial_loss, "permanent_corrections", None)
+        corrected = corrections(targets, logits) if corrections else None
+        if corrected is None:
+            return
+        ids = ops.cast(example_ids, "int32")
+        current = ops.take(self.pseudo_labels, ids, axis=0)
+        rows = ops.where(ops.greater(corrected, 0), ops.ones_like(current), current)
+        # In place (the TF variable behind the Keras one): a step writes B rows, not N.
+        self.pseudo_labels.value.scatter_nd_update(ops.expand_dims(ids, -1), rows)
 
     def _output_weights(self):
         """(variable, value before the update) for the output layer's kernel and bias."""
@@ -124,6 +144,15 @@ class PartialLabelModel(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker]
+
+
+class EpochCallback(keras.callbacks.Callback):
+    """Tells an epoch-aware loss (one with an `epoch` variable) which epoch is starting."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        loss_epoch = getattr(self.model, "loss_epoch", None)
+        if loss_epoch is not None:
+            loss_epoch.assign(epoch)
 
 
 def predict_probabilities(model, dataset):

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from kpartial import class_stats, data, evaluation, label_pruning, losses, metrics, models
 from kpartial import pipeline, pseudo_labels, simulate
-from kpartial.partial_model import PartialLabelModel, predict_probabilities
+from kpartial.partial_model import EpochCallback, PartialLabelModel, predict_probabilities
 
 METHODS = tuple(losses.METHODS)
 # Exported per-class decision thresholds; the CF1/OF1 that runs report use the same value.
@@ -152,7 +152,7 @@ def run(config, log=print):
     eval_batch_size = 1024 if train.features is not None else config.batch_size
     train_eval_ds = pipeline.evaluation_dataset(train, eval_batch_size, image_size)
     test_ds = pipeline.evaluation_dataset(test, eval_batch_size, image_size)
-    callbacks = []
+    callbacks = [EpochCallback()]
     simulated = config.known_fraction < 1.0
     if config.uses_pseudo_labels:
         callbacks.append(

@@ -88,6 +88,17 @@ def hill(y, z, m=1.0, gamma=2.0, lam=1.5):
     return entry.mean()
 
 
+def an(y, z):
+    pos = (y > 0) * 1.0
+    return (pos * sp(-z) + (1 - pos) * sp(z)).mean()
+
+
+def splc_warmup(y, z, m=1.0, gamma=2.0):
+    pos = (y > 0) * 1.0
+    loss_pos = (1 - sig(z - m)) ** gamma * sp(-(z - m))
+    return (pos * loss_pos + (1 - pos) * sig(z) ** gamma * sp(z)).mean()
+
+
 CASES = {
     "wan": (lambda: losses.WeakAssumeNegativeBCE(), wan),
     "wan_gamma": (lambda: losses.WeakAssumeNegativeBCE(0.2), lambda y, z: wan(y, z, 0.2)),
@@ -105,6 +116,11 @@ CASES = {
     ),
     "p_asl": (lambda: losses.PartialSelectiveAsymmetricLoss(PRIORS, likelihood_top_k=2), p_asl),
     "hill": (lambda: losses.HillLoss(), hill),
+    "ll_r_epoch0": (lambda: losses.LargeLossModification("reject"), lambda y, z: an(y, z)),
+    "splc_epoch0": (
+        lambda: losses.SelfPacedLossCorrection(),
+        lambda y, z: splc_warmup(y, z),
+    ),
 }
 
 
@@ -168,8 +184,9 @@ def test_xla_and_serialization(name):
 
 def test_get_knows_every_method_name_and_passes_priors():
     stats = class_stats.ClassStatistics.from_labels(Y, ["a", "b", "c", "d"])
-    for name, (loss_class, _) in losses.METHODS.items():
-        assert isinstance(losses.get(name, stats), loss_class)
+    for name in losses.METHODS:
+        assert isinstance(losses.get(name, stats), losses.PartialLabelLoss)
+    assert losses.get("ll_cp").mode == "permanent" and losses.get("ll_r").mode == "reject"
     assert losses.get("epr", stats).priors == stats.priors.tolist()
     assert losses.get("focal", gamma=1.0).gamma == 1.0
     with pytest.raises(ValueError, match="needs class statistics"):
@@ -183,3 +200,62 @@ def test_bad_options_are_rejected():
         losses.AssumeNegativeLabelSmoothing(1.0)
     with pytest.raises(ValueError, match="margin"):
         losses.AsymmetricLoss(margin=1.0)
+
+
+def _reference_large_loss(y, z, epoch, mode, delta_rel=0.1, max_rate=0.2):
+    pos, _, unk = masks(y)
+    loss_neg = sp(z)
+    unknown_loss = loss_neg * unk
+    k = int(np.ceil(min(epoch * delta_rel, max_rate) * y.size))
+    threshold = np.sort(unknown_loss.ravel())[::-1][k - 1] if k > 0 else np.inf
+    select = unk * (unknown_loss >= threshold)
+    as_negative = (1 - pos) * (1 - select) * loss_neg
+    if mode == "reject":
+        entry = pos * sp(-z) + as_negative
+    else:
+        entry = (pos + select) * sp(-z) + as_negative
+    return entry.mean(), select
+
+
+@pytest.mark.parametrize("mode", ["reject", "temporary", "permanent"])
+@pytest.mark.parametrize("epoch", [0, 1, 2])
+def test_large_loss_modification_matches_numpy(mode, epoch):
+    loss = losses.LargeLossModification(mode, delta_rel=0.1)
+    loss.epoch.assign(epoch)
+    value, select = _reference_large_loss(Y, Z, epoch, mode)
+    np.testing.assert_allclose(float(loss(Y, Z.astype(np.float32))), value, rtol=1e-5)
+    np.testing.assert_array_equal(loss.selection(Y, Z.astype(np.float32)).numpy(), select)
+    assert select.sum() == min(int(np.ceil(0.1 * epoch * Y.size)), (Y == 0).sum())
+    corrections = loss.permanent_corrections(Y, Z.astype(np.float32))
+    assert (corrections is None) == (mode != "permanent")
+
+
+def test_large_loss_epoch_is_read_by_a_compiled_step_without_retracing():
+    loss = losses.LargeLossModification("reject", delta_rel=0.1)
+    compiled = tf.function(lambda y, z: loss(y, z), jit_compile=True)
+    y, z = tf.constant(Y), tf.constant(Z, tf.float32)
+    values = []
+    for epoch in (0, 2):
+        loss.epoch.assign(epoch)
+        values.append(float(compiled(y, z)))
+    np.testing.assert_allclose(
+        values, [_reference_large_loss(Y, Z, e, "reject")[0] for e in (0, 2)], rtol=1e-5
+    )
+    assert compiled.experimental_get_tracing_count() == 1
+
+
+def test_splc_corrects_confident_unknowns_after_warmup():
+    def reference(y, z, epoch, tau=0.6, m=1.0, gamma=2.0):
+        pos, neg, unk = masks(y)
+        p = sig(z)
+        loss_pos = (1 - sig(z - m)) ** gamma * sp(-(z - m))
+        loss_neg = p**gamma * sp(z)
+        c = (p > tau) * (epoch >= 1)
+        return (pos * loss_pos + neg * loss_neg + unk * (c * loss_pos + (1 - c) * loss_neg)).mean()
+
+    loss = losses.SelfPacedLossCorrection()
+    for epoch in (0, 1):
+        loss.epoch.assign(epoch)
+        np.testing.assert_allclose(
+            float(loss(Y, Z.astype(np.float32))), reference(Y, Z, epoch), rtol=1e-5
+        )

@@ -218,3 +218,47 @@ def test_fit_two_epochs_on_synthetic_data():
     probabilities = predict_probabilities(model, pipeline.evaluation_dataset(train, 128))
     assert probabilities.shape == (300, 6) and probabilities.dtype == np.float32
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_ll_cp_corrections_persist_in_the_pseudo_label_variable(tmp_path, jit_compile):
+    """LL-Cp's permanent corrections are written into pseudo_labels, survive later steps (known
+    labels still win) and are saved with the checkpoint, together with the loss's epoch."""
+    train, known = _tiny_data()
+    network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
+    loss = losses.LargeLossModification("permanent", delta_rel=0.05)
+    model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, loss)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    model.optimizer.build(network.trainable_variables)
+    step = tf.function(model.train_step, jit_compile=jit_compile)
+    batch = next(iter(pipeline.training_dataset(train, known, batch_size=32, seed=0)))
+    inputs, labels = batch
+    ids = inputs["id"].numpy()
+
+    loss.epoch.assign(0)  # rate 0: nothing is corrected
+    step(batch)
+    assert not model.pseudo_labels.numpy().any()
+
+    loss.epoch.assign(2)  # rate 0.1 of the 32 x 5 entries: ceil(16) corrections
+    targets = model.resolve_labels(labels, inputs["id"])
+    logits = network(inputs["x"])
+    expected = loss.selection(targets, logits).numpy() > 0
+    step(batch)
+    pseudo = model.pseudo_labels.numpy()
+    assert expected.sum() == 16
+    np.testing.assert_array_equal(pseudo[ids] == 1, expected)
+    assert not pseudo[ids][labels.numpy() != 0].any()  # only unknown entries are corrected
+    step(batch)  # corrections are permanent: a later step only adds to them
+    assert np.all(model.pseudo_labels.numpy()[ids][expected] == 1)
+
+    model.save_weights(tmp_path / "ckpt.weights.h5")
+    fresh_loss = losses.LargeLossModification("permanent", delta_rel=0.05)
+    fresh = PartialLabelModel(
+        models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=1),
+        NUM_EXAMPLES,
+        NUM_CLASSES,
+        fresh_loss,
+    )
+    fresh.load_weights(tmp_path / "ckpt.weights.h5")
+    np.testing.assert_array_equal(fresh.pseudo_labels.numpy(), model.pseudo_labels.numpy())
+    assert int(fresh_loss.epoch.numpy()) == 2
