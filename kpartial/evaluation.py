@@ -75,3 +75,35 @@ def evaluate_saved_model(model_path, test_data, batch_size=256, image_size=224, 
         with open(os.path.join(out_dir, "metrics.json"), "w") as f:
             json.dump(result, f, indent=2)
     return result
+
+
+def ranking_metrics(probabilities, labels, positive_counts, num_train_examples):
+    """P@1/3/5, nDCG@3/5, PSP@1/3/5 (Jain et al. propensities from training positives) and
+    top-3 CF1/OF1, all over annotated test entries."""
+    propensity = metrics.propensities(positive_counts, num_train_examples)
+    result = {f"p@{k}": metrics.precision_at_k(probabilities, labels, k) for k in (1, 3, 5)}
+    result.update({f"ndcg@{k}": metrics.ndcg_at_k(probabilities, labels, k) for k in (3, 5)})
+    result.update(
+        {f"psp@{k}": metrics.psp_at_k(probabilities, labels, propensity, k) for k in (1, 3, 5)}
+    )
+    top3 = metrics.f1_scores_at_top_k(probabilities, labels, k=3)
+    result.update({"cf1@top3": top3["cf1"], "of1@top3": top3["of1"]})
+    return result
+
+
+def write_ap_by_frequency(probabilities, labels, positive_counts, workdir, title=""):
+    """ap_by_frequency.png in `workdir`, and the same picture as a TensorBoard image."""
+    import os
+
+    import tensorflow as tf
+
+    png = metrics.plot_ap_by_frequency(
+        metrics.per_class_average_precision(probabilities, labels),
+        positive_counts,
+        os.path.join(workdir, "ap_by_frequency.png"),
+        title,
+    )
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "plots"))
+    with writer.as_default():
+        tf.summary.image("ap_by_class_frequency", tf.io.decode_png(png)[None], step=0)
+    writer.close()

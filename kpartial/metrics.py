@@ -18,6 +18,9 @@ Functions:
     f1_scores: per-class (CP, CR, CF1) and overall (OP, OR, OF1) scores at a
         threshold.
     evaluate: all of the above as a JSON-serialisable dict.
+    f1_scores_at_top_k, precision_at_k, ndcg_at_k, psp_at_k: per-example ranking metrics over
+        each example's annotated entries; propensities: Jain et al.'s propensity model.
+    plot_ap_by_frequency: per-class AP against class frequency, as a PNG.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ __all__ = [
     "mean_average_precision",
     "f1_scores",
     "evaluate",
+    "f1_scores_at_top_k",
+    "precision_at_k",
+    "ndcg_at_k",
+    "propensities",
+    "psp_at_k",
+    "plot_ap_by_frequency",
 ]
 
 
@@ -359,3 +368,116 @@ def evaluate(probabilities, labels, threshold=0.5) -> dict:
         "evaluated_classes": int(np.count_nonzero(~np.isnan(ap))),
         "annotated_entries": int(np.count_nonzero(y)),
     }
+
+
+# ----------------------------------------------------------------------------
+# Ranking metrics per example (top-k over each row's annotated entries)
+# ----------------------------------------------------------------------------
+
+
+def _top_k_mask(p: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """bool [N, C]: each row's k highest-scoring annotated entries (fewer if it has fewer)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, p.shape[1])
+    masked = np.where(y != 0, p, -np.inf)
+    top = np.argpartition(-masked, k - 1, axis=1)[:, :k]
+    mask = np.zeros(p.shape, bool)
+    np.put_along_axis(mask, top, True, axis=1)
+    return mask & (y != 0)
+
+
+def _ranked_top_k(p: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """int [N, k]: column indices of each row's top-k annotated entries, best first."""
+    k = min(k, p.shape[1])
+    masked = np.where(y != 0, p, -np.inf)
+    return np.argsort(-masked, axis=1, kind="stable")[:, :k]
+
+
+def f1_scores_at_top_k(probabilities, labels, k=3) -> dict:
+    """CP/CR/CF1 and OP/OR/OF1 with each example's top-k annotated entries predicted positive.
+
+    Same definitions as :func:`f1_scores`, with "predicted positive" meaning "among the k
+    highest-scoring annotated entries of the example" instead of a threshold.
+    """
+    p, y = _validate(probabilities, labels, ndim=2, score_name="probabilities")
+    pred = _top_k_mask(p, y, k)
+    # Reuse the thresholded definition: predicted entries get score 1, others 0, threshold 0.5.
+    return _f1_from_validated(pred.astype(np.float64), y, np.full(p.shape[1], 0.5))
+
+
+def precision_at_k(scores, labels, k=1) -> float:
+    """P@k = mean over examples with an annotated positive of (#positives in top-k) / k."""
+    p, y = _validate(scores, labels, ndim=2)
+    hits = np.take_along_axis(y == 1, _ranked_top_k(p, y, k), axis=1).sum(axis=1)
+    rows = (y == 1).any(axis=1)
+    return float(hits[rows].mean() / k) if rows.any() else math.nan
+
+
+def ndcg_at_k(scores, labels, k=5) -> float:
+    """nDCG@k = DCG@k / ideal DCG@k, DCG@k = sum_{r<=k} [positive at rank r] / log2(r + 1),
+    averaged over examples with an annotated positive."""
+    p, y = _validate(scores, labels, ndim=2)
+    ranked = _ranked_top_k(p, y, k)
+    discounts = 1.0 / np.log2(np.arange(2, ranked.shape[1] + 2))
+    dcg = (np.take_along_axis(y == 1, ranked, axis=1) * discounts).sum(axis=1)
+    num_positive = (y == 1).sum(axis=1)
+    ideal = np.cumsum(discounts)[np.clip(num_positive, 1, ranked.shape[1]) - 1]
+    rows = num_positive > 0
+    return float((dcg[rows] / ideal[rows]).mean()) if rows.any() else math.nan
+
+
+def propensities(positive_counts, num_examples, a=0.55, b=1.5) -> np.ndarray:
+    """Jain et al. (KDD 2016) propensity model of a label being observed when relevant:
+
+        p_c = 1 / (1 + C exp(-A log(N_c + B))),   C = (log N - 1) (B + 1) ** A
+
+    with N_c the positives of class c among N examples (A = 0.55, B = 1.5 by default; the paper
+    uses 0.6 / 2.6 for Amazon and 0.5 / 0.4 for Wikipedia).
+    """
+    counts = np.asarray(positive_counts, dtype=np.float64)
+    c = (np.log(num_examples) - 1.0) * (b + 1.0) ** a
+    return 1.0 / (1.0 + c * np.exp(-a * np.log(counts + b)))
+
+
+def psp_at_k(scores, labels, propensity, k=5) -> float:
+    """Propensity-scored precision PSP@k, normalised by its best achievable value:
+
+    PSP@k = sum_i sum_{l in top-k_i} [y_il = +1] / p_l
+            / sum_i (the k largest [y_il = +1] / p_l of row i)
+    """
+    p, y = _validate(scores, labels, ndim=2)
+    weights = np.where(y == 1, 1.0 / np.asarray(propensity, np.float64)[None, :], 0.0)
+    gained = np.take_along_axis(weights, _ranked_top_k(p, y, k), axis=1).sum()
+    best = -np.sort(-weights, axis=1)[:, : min(k, p.shape[1])].sum()
+    return float(gained / best) if best > 0 else math.nan
+
+
+def plot_ap_by_frequency(per_class_ap, positive_counts, path, title=""):
+    """Writes a PNG scatter of per-class AP (annotated test entries) against the class's number
+    of training positives (log scale); returns the PNG bytes (for a TensorBoard image too)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ap = np.asarray(per_class_ap, np.float64)
+    counts = np.asarray(positive_counts, np.float64)
+    keep = ~np.isnan(ap)
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    axes.scatter(np.maximum(counts[keep], 0.5), ap[keep], s=12, alpha=0.7)
+    axes.set_xscale("log")
+    axes.set_xlabel("training positives of the class (known labels)")
+    axes.set_ylabel("AP on annotated test entries")
+    axes.set_ylim(0, 1)
+    axes.set_title(title or f"per-class AP, {int(keep.sum())} evaluated classes")
+    axes.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return buffer.getvalue()

@@ -21,7 +21,11 @@ DECISION_THRESHOLD = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run depends on. Pseudo labels and pruning apply to `method="kpartial"` only."""
+    """Everything a run depends on.
+
+    `pseudo_labels` and `pruning` are "auto" (on for `method="kpartial"` only, so the other methods
+    run as published), "on" (combine kpartial's pseudo labels / pruning with any loss) or "off".
+    """
 
     train_data: str = "synthetic:train"
     test_data: str = "synthetic:test"
@@ -40,6 +44,7 @@ class TrainConfig:
     loss_balance: float = 0.5
     unknown_weight: float = 0.1
     max_positive_weight: float = 50.0
+    pseudo_labels: str = "auto"
     pseudo_start_epoch: int = 10
     pseudo_every: int = 5
     pseudo_mode: str = "prior"
@@ -47,6 +52,7 @@ class TrainConfig:
     pseudo_negative_threshold: float = 0.05
     pseudo_negative_coverage: float = 0.1
     pseudo_weight: float = 0.5
+    pruning: str = "auto"
     prune_schedule: tuple = ()
     prune_criterion: str = "fit_well"
     backbone: str = "mobilenet_v3_small"
@@ -59,16 +65,23 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("pseudo_labels", "pruning"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise ValueError(f"{name} must be auto, on or off, got {getattr(self, name)!r}")
         if self.jit_compile not in ("auto", "true", "false"):
             raise ValueError(f"jit_compile must be auto, true or false, got {self.jit_compile!r}")
 
     @property
     def uses_pseudo_labels(self):
-        return self.method == "kpartial" and self.pseudo_start_epoch >= 0
+        return _switched_on(self.pseudo_labels, self.method) and self.pseudo_start_epoch >= 0
 
     @property
     def uses_pruning(self):
-        return self.method == "kpartial" and bool(self.prune_schedule)
+        return _switched_on(self.pruning, self.method) and bool(self.prune_schedule)
+
+
+def _switched_on(setting, method):
+    return setting == "on" or (setting == "auto" and method == "kpartial")
 
 
 def resolve_jit_compile(setting):
@@ -206,6 +219,9 @@ def run(config, log=print):
     thresholds = np.full(train.num_classes, DECISION_THRESHOLD, np.float32)
     result = metrics.evaluate(probabilities, test.labels)
     result.update(
+        evaluation.ranking_metrics(probabilities, test.labels, stats.positives, train.num_examples)
+    )
+    result.update(
         {
             "method": config.method,
             "known_fraction": config.known_fraction,
@@ -229,6 +245,13 @@ def run(config, log=print):
     )
     if config.workdir:
         write_artifacts(config, model, train.label_names, thresholds, result)
+        evaluation.write_ap_by_frequency(
+            probabilities,
+            test.labels,
+            stats.positives,
+            config.workdir,
+            f"{config.method}, known fraction {config.known_fraction}",
+        )
     return result
 
 

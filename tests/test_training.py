@@ -70,6 +70,9 @@ def _read_scalars(logdir):
     for path in files:
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    scalars.setdefault(value.tag, []).append((event.step, None))
+                    continue
                 number = (
                     float(tf.make_ndarray(value.tensor))
                     if value.HasField("tensor")
@@ -192,6 +195,10 @@ def test_checkpoint_restores_training_state(kpartial_run):
 def test_tensorboard_scalars(kpartial_run):
     config, result, _ = kpartial_run
     scalars = _read_scalars(os.path.join(config.workdir, "tensorboard"))
+    assert "ap_by_class_frequency" in scalars  # the per-class AP plot, as an image
+    assert os.path.isfile(os.path.join(config.workdir, "ap_by_frequency.png"))
+    for key in ("p@1", "ndcg@5", "psp@5", "cf1@top3"):
+        assert 0.0 <= result[key] <= 1.0
     for tag in (
         "epoch_loss",
         "epoch_test_map",
@@ -324,3 +331,16 @@ def test_every_method_trains(base_config, method):
         dataclasses.replace(base_config, method=method, epochs=1), log=lambda line: None
     )
     assert result["method"] == method and np.isfinite(result["map"])
+
+
+def test_pseudo_labels_and_pruning_combine_with_any_loss(base_config):
+    lines = []
+    config = dataclasses.replace(base_config, method="asl", pseudo_labels="on", pruning="on")
+    assert config.uses_pseudo_labels and config.uses_pruning
+    result = training.run(config, log=lines.append)
+    assert sum("pseudo labels refreshed" in line for line in lines) == 2
+    assert result["active_classes"] == 6
+    off = dataclasses.replace(base_config, pseudo_labels="off", pruning="off")
+    assert not off.uses_pseudo_labels and not off.uses_pruning
+    with pytest.raises(ValueError, match="pseudo_labels must be"):
+        dataclasses.replace(base_config, pseudo_labels="yes")

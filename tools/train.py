@@ -64,6 +64,18 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "max_positive_weight", D.max_positive_weight, "Loss: cap of the positive weight.", lower_bound=1
 )
+flags.DEFINE_enum(
+    "pseudo_labels",
+    D.pseudo_labels,
+    ["auto", "on", "off"],
+    "Pseudo labels: auto = only with --method=kpartial; on = with any --method.",
+)
+flags.DEFINE_enum(
+    "pruning",
+    D.pruning,
+    ["auto", "on", "off"],
+    "Label-space reduction: auto = only with --method=kpartial; on = with any --method.",
+)
 flags.DEFINE_integer(
     "pseudo_start_epoch",
     D.pseudo_start_epoch,
