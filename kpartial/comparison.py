@@ -66,3 +66,33 @@ def summary_table(results, metric="map"):
     lines = [header, "|" + "---|" * (len(cells.columns) + 1)]
     lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in cells.iterrows()]
     return "\n".join(lines)
+
+
+def plot_metric_by_known_fraction(results, path, metric="map", title=""):
+    """PNG of mean `metric` (± std over seeds) against known fraction, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    axes.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 20 distinct colours
+    for name, rows in results.groupby("variant", sort=False):
+        stats = rows.groupby("known_fraction")[metric].agg(["mean", "std"]).fillna(0.0)
+        axes.errorbar(
+            stats.index,
+            100 * stats["mean"],
+            yerr=100 * stats["std"],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("known fraction of training labels")
+    axes.set_ylabel(f"test {metric} (%), annotated entries only")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -176,3 +176,28 @@ def test_zero_known_fraction_fails_at_flag_parsing(specs, tmp_path):
     assert "--known_fraction" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_compare_cli_writes_table_csv_and_plot(tmp_path, specs):
+    import pandas as pd
+
+    train_spec, test_spec = specs
+    out = tmp_path / "cmp"
+    proc = _run_tool(
+        "compare.py",
+        f"--train_data={train_spec}",
+        f"--test_data={test_spec}",
+        "--methods=ignore,asl",
+        "--known_fractions=0.5",
+        "--seeds=1,2",
+        "--epochs=1",
+        "--verbose=0",
+        f"--out={out}",
+    )
+    assert proc.returncode == 0, _describe(proc)
+    rows = pd.read_csv(out / "results.csv")
+    assert sorted(rows["variant"]) == ["asl", "asl", "ignore", "ignore"]
+    assert "| ignore | " in (out / "results.md").read_text()
+    assert (out / "map_by_known_fraction.png").read_bytes()[:4] == b"\x89PNG"
+    bad = _run_tool("compare.py", "--methods=nope", f"--out={out}")
+    assert bad.returncode != 0 and "--methods" in bad.stderr
