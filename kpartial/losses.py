@@ -185,10 +185,14 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         }
 
 
-def _unknown_as_negative(y_true, unknown):
-    """Negatives, plus unknown entries when `unknown == "negative"`; validates `unknown`."""
+def _check_unknown(unknown):
     if unknown not in ("negative", "ignore"):
         raise ValueError(f"unknown must be 'negative' or 'ignore', got {unknown!r}")
+    return unknown
+
+
+def _unknown_as_negative(y_true, unknown):
+    """Negatives, plus unknown entries when `unknown == "negative"`."""
     positive, negative = _split(y_true)
     if unknown == "negative":
         negative = 1.0 - positive
@@ -329,7 +333,7 @@ class FocalLoss(PartialLabelLoss):
 
     def __init__(self, gamma=2.0, unknown="negative", name="focal_loss"):
         super().__init__(name=name)
-        _unknown_as_negative(ops.zeros((1, 1)), unknown)
+        _check_unknown(unknown)
         self.gamma, self.unknown = float(gamma), unknown
 
     def entry_losses(self, y_true, logits):
@@ -385,7 +389,7 @@ class AsymmetricLoss(PartialLabelLoss):
         name="asymmetric_loss",
     ):
         super().__init__(name=name)
-        _unknown_as_negative(ops.zeros((1, 1)), unknown)
+        _check_unknown(unknown)
         if not 0.0 <= margin < 1.0:
             raise ValueError(f"margin must be in [0, 1), got {margin}")
         self.gamma_positive, self.gamma_negative = float(gamma_positive), float(gamma_negative)
