@@ -10,6 +10,7 @@ by format name in :data:`READERS`, which other modules may extend::
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import json
 import math
@@ -20,6 +21,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from kpartial.sparse_labels import SparseLabelError, SparseLabels, as_dense
+
 POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
 _LABEL_VALUES = (POSITIVE, NEGATIVE, UNKNOWN)
 
@@ -28,23 +31,50 @@ class DataError(ValueError):
     """Bad input; message names the file and (where applicable) the line/row."""
 
 
+ON_BAD_INPUT = ("error", "skip")
+
+
+class BadInput:
+    """What a reader does with a bad record: raise (policy "error") or count and drop ("skip").
+
+    Readers call `report(reason, where)` for each bad record and keep going only if it returns;
+    `counts` (reason -> number skipped) ends up in `MultiLabelData.skipped`, and runs print it.
+    """
+
+    def __init__(self, policy="error"):
+        if policy not in ON_BAD_INPUT:
+            raise DataError(f"on_bad_input must be one of {ON_BAD_INPUT}, got {policy!r}")
+        self.policy = policy
+        self.counts: dict[str, int] = {}
+
+    def report(self, reason, where, count=1):
+        """Raises DataError("<where>: <reason>") unless skipping; then counts `count` records."""
+        if self.policy == "error":
+            hint = "" if count == 1 else f" ({count} such records)"
+            raise DataError(f"{where}: {reason}{hint} (on_bad_input=skip drops and counts them)")
+        self.counts[reason] = self.counts.get(reason, 0) + int(count)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: ndarray fields make == ambiguous.
 class MultiLabelData:
     """A multi-label dataset held in memory.
 
     Attributes:
-        labels: int8 array [N, C] with values in {1, -1, 0}.
+        labels: int8 array [N, C] with values in {1, -1, 0}, or `SparseLabels` holding only the
+            known entries (readers of large datasets use it; see `dense_labels`).
         label_names: One name per class (length C).
         features: float32 array [N, D] for feature data, else None.
         image_paths: Absolute image paths (length N) for image data, else None.
         source: Where the data came from, e.g. ``"mulan:/path/file.arff"``.
+        skipped: Reason -> number of records the reader dropped under ``on_bad_input="skip"``.
     """
 
-    labels: np.ndarray
+    labels: np.ndarray | SparseLabels
     label_names: tuple[str, ...]
     features: np.ndarray | None = None
     image_paths: tuple[str, ...] | None = None
     source: str = ""
+    skipped: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         # Frozen, so normalised values are stored with object.__setattr__.
@@ -80,6 +110,35 @@ class MultiLabelData:
         """Number of classes C."""
         return int(self.labels.shape[1])
 
+    @property
+    def num_known(self) -> int:
+        """Number of known (non-zero) label entries."""
+        if isinstance(self.labels, SparseLabels):
+            return self.labels.num_known
+        return int(np.count_nonzero(self.labels))
+
+    def dense_labels(self) -> np.ndarray:
+        """Labels as an int8 [N, C] array (builds it for sparse labels)."""
+        return as_dense(self.labels)
+
+    def take(self, rows, source=None) -> MultiLabelData:
+        """The examples at `rows` (int indices), in that order."""
+        rows = np.asarray(rows, np.int64)
+        labels = (
+            self.labels.take_rows(rows)
+            if isinstance(self.labels, SparseLabels)
+            else self.labels[rows]
+        )
+        return dataclasses.replace(
+            self,
+            labels=labels,
+            features=None if self.features is None else self.features[rows],
+            image_paths=None
+            if self.image_paths is None
+            else tuple(self.image_paths[r] for r in rows),
+            source=source or self.source,
+        )
+
     def with_labels(self, labels) -> MultiLabelData:
         """Returns a copy with ``labels`` replaced.
 
@@ -89,7 +148,8 @@ class MultiLabelData:
         Raises:
             DataError: If the shape, dtype or values are wrong.
         """
-        labels = np.asarray(labels)
+        if not isinstance(labels, SparseLabels):
+            labels = np.asarray(labels)
         if labels.shape != self.labels.shape:
             raise DataError(
                 f"{self.source}: new labels have shape {labels.shape}, expected {self.labels.shape}"
@@ -97,7 +157,9 @@ class MultiLabelData:
         return dataclasses.replace(self, labels=labels)
 
 
-def _check_labels(labels, source: str) -> np.ndarray:
+def _check_labels(labels, source: str) -> np.ndarray | SparseLabels:
+    if isinstance(labels, SparseLabels):
+        return labels  # validated on construction
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise DataError(f"{source}: labels must be 2-D [N, C], got shape {labels.shape}")
@@ -139,29 +201,102 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
     return fmt, path
 
 
-def load(fmt: str, path: str, **options) -> MultiLabelData:
+def load(fmt: str, path: str, on_bad_input: str = "error", **options) -> MultiLabelData:
     """Loads a dataset with the reader registered for ``fmt``.
+
+    After reading, rows without any known label and classes without any known label are bad
+    input: an error naming the first one, or with ``on_bad_input="skip"`` dropped and counted in
+    ``MultiLabelData.skipped``.
 
     Args:
         fmt: Key of :data:`READERS` (looked up at call time, so later
             registrations are honoured).
         path: Passed to the reader.
+        on_bad_input: ``"error"`` or ``"skip"``; passed on to readers that take it.
         **options: Reader-specific keyword arguments.
 
     Raises:
         DataError: If ``fmt`` is unknown, an option is not accepted by the
             reader, or the reader rejects the data.
     """
+    reader = reader_for(fmt, path)
+    bad = BadInput(on_bad_input)
+    if "on_bad_input" in inspect.signature(reader).parameters:
+        options = {**options, "on_bad_input": on_bad_input}
+    try:
+        inspect.signature(reader).bind(path, **options)
+    except TypeError as e:  # Checked up front so TypeErrors inside readers are not masked.
+        raise DataError(f"format {fmt!r} ({path}): bad options {sorted(options)}: {e}") from None
+    return drop_unlabelled(reader(path, **options), bad)
+
+
+def reader_for(fmt: str, path: str = "") -> Callable[..., MultiLabelData]:
+    """The reader function of ``fmt`` (imports lazily registered ``"module:function"`` entries)."""
     reader = READERS.get(fmt)
     if reader is None:
         raise DataError(
             f"unknown data format {fmt!r} for {path}; known formats: {_known_formats()}"
         )
-    try:
-        inspect.signature(reader).bind(path, **options)
-    except TypeError as e:  # Checked up front so TypeErrors inside readers are not masked.
-        raise DataError(f"format {fmt!r} ({path}): bad options {sorted(options)}: {e}") from None
-    return reader(path, **options)
+    if isinstance(reader, str):
+        module, _, name = reader.partition(":")
+        reader = getattr(importlib.import_module(module), name)
+    return reader
+
+
+def drop_unlabelled(data: MultiLabelData, bad: BadInput) -> MultiLabelData:
+    """Reports rows and classes without any known label to `bad`, and drops them when skipping."""
+    labels = data.labels
+    if isinstance(labels, SparseLabels):
+        row_known = labels.row_lengths() > 0
+        class_known = (labels.positives_per_class() + labels.negatives_per_class()) > 0
+    else:
+        row_known = (labels != 0).any(axis=1)
+        class_known = (labels != 0).any(axis=0)
+    if not class_known.all():
+        empty = np.flatnonzero(~class_known)
+        bad.report(
+            f"class {data.label_names[empty[0]]!r} has no known label (empty class)",
+            data.source,
+            count=empty.size,
+        )
+        keep = np.flatnonzero(class_known)
+        data = dataclasses.replace(
+            data,
+            labels=labels.take_classes(keep)
+            if isinstance(labels, SparseLabels)
+            else labels[:, keep],
+            label_names=tuple(data.label_names[k] for k in keep),
+        )
+        return drop_unlabelled(data, bad)  # dropping classes can leave rows without labels
+    if not row_known.all():
+        empty = np.flatnonzero(~row_known)
+        bad.report(
+            f"row {empty[0]} (0-based example) has no known label", data.source, count=empty.size
+        )
+        data = data.take(np.flatnonzero(row_known))
+    if bad.counts:
+        merged = dict(data.skipped)
+        for reason, count in bad.counts.items():
+            merged[reason] = merged.get(reason, 0) + count
+        data = dataclasses.replace(data, skipped=merged)
+    return data
+
+
+def split(data: MultiLabelData, test_fraction: float, seed: int):
+    """(train, test): a seeded random split of the examples, test getting ``test_fraction``."""
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    order = np.random.default_rng(seed).permutation(data.num_examples)
+    num_test = int(round(test_fraction * data.num_examples))
+    if num_test == 0 or num_test == data.num_examples:
+        raise DataError(
+            f"{data.source}: test_fraction {test_fraction} of {data.num_examples} examples "
+            "leaves an empty split"
+        )
+    tag = f"split seed {seed}, test fraction {test_fraction}"
+    train = data.take(np.sort(order[num_test:]), f"{data.source} ({tag}: train)")
+    test = data.take(np.sort(order[:num_test]), f"{data.source} ({tag}: test)")
+    return train, test
 
 
 def _known_formats() -> str:
@@ -588,9 +723,18 @@ def read_synthetic(path="train", **options) -> MultiLabelData:
     return synthetic.make_imbalanced_features(split=path, **options)
 
 
-READERS: dict[str, Callable[..., MultiLabelData]] = {
+# Format name -> reader, or "module:function" for readers imported on first use.
+READERS: dict[str, Callable[..., MultiLabelData] | str] = {
     "mulan": read_mulan,
     "npz": read_npz,
     "coco": read_coco,
     "synthetic": read_synthetic,
+    "openimages": "kpartial.readers.openimages:read_openimages",
+    "voc": "kpartial.readers.voc:read_voc",
+    "nuswide": "kpartial.readers.nuswide:read_nuswide",
+    "cub": "kpartial.readers.cub:read_cub",
+    "meka": "kpartial.readers.meka:read_meka",
+    "moleculenet": "kpartial.readers.moleculenet:read_moleculenet",
+    "manifest": "kpartial.readers.manifest:read_manifest",
+    "tfrecord": "kpartial.tfrecords:read_tfrecords",
 }

@@ -1,0 +1,1 @@
+"""Readers of published dataset formats, registered in `kpartial.data.READERS`."""
