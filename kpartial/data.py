@@ -67,6 +67,8 @@ class MultiLabelData:
         image_paths: Absolute image paths (length N) for image data, else None.
         source: Where the data came from, e.g. ``"mulan:/path/file.arff"``.
         skipped: Reason -> number of records the reader dropped under ``on_bad_input="skip"``.
+        records: ``(folder, shard names)`` of TFRecords holding the encoded images, for image
+            data streamed from records rather than read from paths (see kpartial.tfrecords).
     """
 
     labels: np.ndarray | SparseLabels
@@ -75,6 +77,7 @@ class MultiLabelData:
     image_paths: tuple[str, ...] | None = None
     source: str = ""
     skipped: dict = dataclasses.field(default_factory=dict)
+    records: tuple | None = None
 
     def __post_init__(self):
         # Frozen, so normalised values are stored with object.__setattr__.
@@ -93,7 +96,9 @@ class MultiLabelData:
             if features.dtype.kind not in "biuf":
                 raise DataError(f"{self.source}: features must be numeric, got {features.dtype}")
             set_("features", features.astype(np.float32, copy=False))
-        if self.image_paths is not None:
+        if isinstance(self.image_paths, np.ndarray):  # large datasets: one array, not N objects
+            set_("image_paths", self.image_paths.astype(str, copy=False))
+        elif self.image_paths is not None:
             set_("image_paths", tuple(str(p) for p in self.image_paths))
             if len(self.image_paths) != n:
                 raise DataError(
@@ -135,7 +140,7 @@ class MultiLabelData:
             features=None if self.features is None else self.features[rows],
             image_paths=None
             if self.image_paths is None
-            else tuple(self.image_paths[r] for r in rows),
+            else np.asarray(self.image_paths)[rows],
             source=source or self.source,
         )
 

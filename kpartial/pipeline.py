@@ -9,6 +9,8 @@ Images are read, decoded, resized and augmented in parallel (AUTOTUNE) and prefe
 import numpy as np
 import tensorflow as tf
 
+from kpartial.sparse_labels import SparseLabels
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -61,15 +63,82 @@ def _path_examples(data, image_size):
     if image_size is None:
         raise ValueError(f"{data.source}: image data needs an image_size")
     ids = np.arange(data.num_examples, dtype=np.int32)
-    return {"path": list(data.image_paths), "id": ids}
+    return {"path": np.asarray(data.image_paths), "id": ids}
+
+
+def label_lookup(labels):
+    """A function mapping int ids [B] to their int8 [B, C] label rows.
+
+    Dense labels are gathered; `SparseLabels` stay sparse in memory (one int32 per known label:
+    class * 2 + is_positive) and only the batch is made dense.
+    """
+    if not isinstance(labels, SparseLabels):
+        labels_t = tf.constant(np.asarray(labels, np.int8))
+        return lambda ids: tf.gather(labels_t, ids)
+    num_classes = labels.num_classes
+    codes = tf.RaggedTensor.from_row_splits(
+        tf.constant(labels.classes * 2 + (labels.values > 0), tf.int32),
+        tf.constant(labels.indptr, tf.int64),
+        validate=False,
+    )
+
+    def lookup(ids):
+        rows = tf.gather(codes, ids)
+        entries = rows.flat_values
+        batch_rows = tf.cast(rows.value_rowids(), tf.int32)
+        indices = tf.stack([batch_rows, entries // 2], axis=1)
+        signs = tf.cast(entries % 2 * 2 - 1, tf.int8)
+        shape = tf.stack([tf.shape(ids, out_type=tf.int32)[0], num_classes])
+        return tf.scatter_nd(indices, signs, shape)
+
+    return lookup
+
+
+def _decode_record_image(image_bytes, key, image_size):
+    is_image = tf.reduce_any(
+        [
+            tf.io.is_jpeg(image_bytes),
+            tf.equal(tf.strings.substr(image_bytes, 0, 4), b"\x89PNG"),
+            tf.equal(tf.strings.substr(image_bytes, 0, 4), b"GIF8"),
+        ]
+    )
+    with tf.control_dependencies([tf.debugging.Assert(is_image, ["not an image:", key])]):
+        image_bytes = tf.identity(image_bytes)
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return tf.image.resize(tf.cast(image, tf.float32), image_size)
+
+
+def _record_examples(data, image_size, augment_seed, shuffle_seed):
+    """`(position, {"x", "id"})` streamed from TFRecord shards (see kpartial.tfrecords)."""
+    from kpartial import tfrecords
+
+    folder, manifest = tfrecords.read_manifest(data.records[0])
+    size = tf.constant(image_size, tf.int32)
+    records = tfrecords.record_dataset(folder, manifest, shuffle_files_seed=shuffle_seed)
+    if shuffle_seed is not None:
+        records = records.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def load(position, record):
+        image = _decode_record_image(record["image"], record["key"], size)
+        if augment_seed is not None:
+            image = _augment(image, size, tf.stack([tf.constant(augment_seed, tf.int64), position]))
+        return {"x": image, "id": tf.cast(record["id"], tf.int32)}
+
+    return records.enumerate().map(load, num_parallel_calls=AUTOTUNE)
+
+
+# Records are shuffled in a buffer (plus shard order); paths and feature rows are shuffled fully.
+SHUFFLE_BUFFER = 10_000
 
 
 def training_dataset(data, labels, batch_size, seed, image_size=None, augment=True):
     """Shuffled, repeated-per-epoch batches of `({"x", "id"}, labels)`.
 
     Args:
-      data: `kpartial.data.MultiLabelData` (features or image paths).
-      labels: int8 [N, C] partial labels for the same rows.
+      data: `kpartial.data.MultiLabelData` (features, image paths, or TFRecord shards).
+      labels: int8 [N, C] partial labels for the same rows, or `SparseLabels`; looked up by id
+        per batch, so sparse labels are never made dense beyond one batch.
       batch_size: examples per step; the last incomplete batch of an epoch is dropped so shapes are
         static (shuffling changes which examples fall in it).
       seed: shuffle and augmentation seed.
@@ -79,34 +148,35 @@ def training_dataset(data, labels, batch_size, seed, image_size=None, augment=Tr
     if labels.shape[0] != data.num_examples:
         raise ValueError(f"{labels.shape[0]} label rows for {data.num_examples} examples")
     batch_size = min(batch_size, data.num_examples)
+    lookup = label_lookup(labels)
     if data.features is not None:
         ids = tf.data.Dataset.range(data.num_examples).shuffle(
             data.num_examples, seed=seed, reshuffle_each_iteration=True
         )
-        features, labels_t = tf.constant(data.features), tf.constant(labels)
+        features = tf.constant(data.features)
         dataset = ids.batch(batch_size, drop_remainder=True).map(
             lambda i: (
                 {"x": tf.gather(features, i), "id": tf.cast(i, tf.int32)},
-                tf.gather(labels_t, i),
+                lookup(tf.cast(i, tf.int32)),
             ),
             num_parallel_calls=AUTOTUNE,
         )
         return dataset.prefetch(AUTOTUNE)
-    # Shuffle paths, not decoded images, so the shuffle buffer stays small.
-    examples = {**_path_examples(data, image_size), "labels": labels}
-    load = _image_loader(image_size, augment_seed=seed if augment else None)
-
-    def load_with_labels(position, example):
-        example = load(position, example)
-        return {"x": example["x"], "id": example["id"]}, example["labels"]
-
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(examples)
-        .shuffle(data.num_examples, seed=seed, reshuffle_each_iteration=True)
-        .enumerate()
-        .map(load_with_labels, num_parallel_calls=AUTOTUNE)
+    augment_seed = seed if augment else None
+    if data.records is not None:
+        examples = _record_examples(data, image_size, augment_seed, shuffle_seed=seed)
+    else:
+        # Shuffle paths, not decoded images, so the shuffle buffer stays small.
+        examples = (
+            tf.data.Dataset.from_tensor_slices(_path_examples(data, image_size))
+            .shuffle(data.num_examples, seed=seed, reshuffle_each_iteration=True)
+            .enumerate()
+            .map(_image_loader(image_size, augment_seed), num_parallel_calls=AUTOTUNE)
+        )
+    dataset = examples.batch(batch_size, drop_remainder=True).map(
+        lambda batch: (batch, lookup(batch["id"])), num_parallel_calls=AUTOTUNE
     )
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
 
 
 def evaluation_dataset(data, batch_size, image_size=None):
@@ -115,6 +185,8 @@ def evaluation_dataset(data, batch_size, image_size=None):
         dataset = tf.data.Dataset.from_tensor_slices(
             {"x": data.features, "id": np.arange(data.num_examples, dtype=np.int32)}
         )
+    elif data.records is not None:
+        dataset = _record_examples(data, image_size, augment_seed=None, shuffle_seed=None)
     else:
         dataset = (
             tf.data.Dataset.from_tensor_slices(_path_examples(data, image_size))

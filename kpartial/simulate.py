@@ -1,6 +1,24 @@
-"""Seeded partial-label simulation: hide labels of a fully annotated training set."""
+"""Seeded partial-label simulation: hide labels of an annotated training set.
+
+Every scheme takes labels (dense int [N, C] in {+1, -1, 0} or `SparseLabels`), returns the same
+kind, only ever turns known entries into unknown ones, and gives the same result for the same
+seed. A simulation can be saved next to the data (`save`) and reloaded (`load`) so that every
+method trains on identical labels.
+
+Schemes (`SCHEMES`, the names `tools/simulate.py --scheme` takes):
+- `keep_fraction(p)`: each known entry kept independently with probability p.
+- `per_image_fraction(p)`: each image keeps round(p * its known labels) of them (at least one).
+- `per_class_count(n)`: each class keeps n positives and n negatives (all it has if fewer).
+- `per_image_count(k, m)`: each image keeps k positives and m negatives; k=1, m=0 is the
+  single-positive setting.
+"""
+
+import json
+import os
 
 import numpy as np
+
+from kpartial.sparse_labels import SparseLabels, as_sparse
 
 
 def keep_fraction(labels, known_fraction, seed):
@@ -9,17 +27,141 @@ def keep_fraction(labels, known_fraction, seed):
     Entries that are not kept become 0 (unknown). Entries that were already unknown stay unknown.
 
     Args:
-      labels: int array [N, C] in {+1, -1, 0}.
+      labels: int array [N, C] in {+1, -1, 0}, or SparseLabels.
       known_fraction: probability in (0, 1] of keeping an annotated entry.
       seed: integer seed; the same seed and shape always hide the same entries.
 
     Returns:
-      int8 array [N, C] with the hidden entries set to 0.
+      labels of the input's kind, with the hidden entries unknown.
     """
     if not 0.0 < known_fraction <= 1.0:
         raise ValueError(f"known_fraction must be in (0, 1], got {known_fraction}")
+    rng = np.random.default_rng(seed)
+    if isinstance(labels, SparseLabels):
+        if known_fraction == 1.0:
+            return labels
+        return labels.with_entries(rng.random(labels.num_known) < known_fraction)
     labels = np.asarray(labels, dtype=np.int8)
     if known_fraction == 1.0:
         return labels.copy()
-    keep = np.random.default_rng(seed).random(labels.shape) < known_fraction
+    # Dense draws one number per entry of the matrix (unchanged since the first benchmarks).
+    keep = rng.random(labels.shape) < known_fraction
     return np.where(keep, labels, 0).astype(np.int8)
+
+
+def _keep_ranked(labels, groups, quotas, seed):
+    """Keeps, in every group of entries, the `quotas[group]` entries with the smallest random key."""
+    sparse = as_sparse(labels)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(sparse.num_known), groups))
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
+    keep = np.zeros(sparse.num_known, bool)
+    keep[order] = rank < quotas[sorted_groups]
+    return _like(labels, sparse.with_entries(keep))
+
+
+def _like(original, sparse):
+    return sparse if isinstance(original, SparseLabels) else sparse.to_dense()
+
+
+def per_image_fraction(labels, fraction, seed):
+    """Each image keeps round(fraction * its known labels), at least one, chosen at random."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    sparse = as_sparse(labels)
+    lengths = sparse.row_lengths()
+    quotas = np.maximum(np.rint(fraction * lengths), np.minimum(lengths, 1)).astype(np.int64)
+    return _keep_ranked(labels, sparse.rows(), quotas, seed)
+
+
+def per_class_count(labels, count, seed):
+    """Each class keeps `count` positives and `count` negatives (all of them if it has fewer)."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    sparse = as_sparse(labels)
+    groups = sparse.classes.astype(np.int64) * 2 + (sparse.values > 0)
+    return _keep_ranked(labels, groups, np.full(2 * sparse.num_classes, count), seed)
+
+
+def per_image_count(labels, positives, negatives, seed):
+    """Each image keeps `positives` positives and `negatives` negatives (fewer if it has fewer)."""
+    if positives < 0 or negatives < 0 or positives + negatives == 0:
+        raise ValueError(f"need positives, negatives >= 0, not both 0; got {positives}, {negatives}")
+    sparse = as_sparse(labels)
+    groups = sparse.rows() * 2 + (sparse.values > 0)
+    quotas = np.tile(np.array([negatives, positives], np.int64), sparse.shape[0])
+    return _keep_ranked(labels, groups, quotas, seed)
+
+
+SCHEMES = {
+    "keep_fraction": (keep_fraction, ("fraction",)),
+    "per_image_fraction": (per_image_fraction, ("fraction",)),
+    "per_class_count": (per_class_count, ("count",)),
+    "per_image_count": (per_image_count, ("positives", "negatives")),
+}
+
+
+def simulate(labels, scheme, seed, **params):
+    """Runs `scheme` (a key of SCHEMES) with its parameters, e.g. fraction=0.1."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; known: {sorted(SCHEMES)}")
+    function, names = SCHEMES[scheme]
+    missing = [n for n in names if n not in params]
+    extra = sorted(set(params) - set(names))
+    if missing or extra:
+        raise ValueError(f"scheme {scheme} takes {names}; missing {missing}, unexpected {extra}")
+    return function(labels, *(params[n] for n in names), seed)
+
+
+def save(path, labels, *, scheme, seed, params, source, label_names):
+    """Writes a simulation: the kept labels (sparse) and what produced them, as one .npz."""
+    meta = {
+        "scheme": scheme,
+        "seed": seed,
+        "params": params,
+        "source": source,
+        "label_names": list(label_names),
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    as_sparse(labels).save(path, meta=np.array(json.dumps(meta)))
+
+
+def load(path, full_data):
+    """The labels saved by `save`, checked against the data they were simulated from.
+
+    Args:
+      path: the .npz `save` wrote.
+      full_data: the `MultiLabelData` the simulation came from (same examples and classes).
+
+    Returns:
+      (labels of the kind full_data holds, meta dict).
+
+    Raises:
+      ValueError: naming the file when it does not fit `full_data`.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            sparse = SparseLabels.load(npz)
+            meta = json.loads(str(npz["meta"]))
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: not a kpartial simulation file: {e}") from None
+    if tuple(meta["label_names"]) != tuple(full_data.label_names):
+        raise ValueError(f"{path}: classes differ from those of {full_data.source}")
+    if sparse.shape != full_data.labels.shape:
+        raise ValueError(
+            f"{path}: shape {sparse.shape} differs from {full_data.source} {full_data.labels.shape}"
+        )
+    full = as_sparse(full_data.labels)
+    # Every kept entry must be an annotation of the same sign in the data.
+    row_full = full.rows() * full.num_classes + full.classes
+    row_kept = sparse.rows() * sparse.num_classes + sparse.classes
+    at = np.searchsorted(row_full, row_kept)
+    ok = (at < row_full.size) & (row_full[np.minimum(at, row_full.size - 1)] == row_kept)
+    ok &= full.values[np.minimum(at, max(row_full.size - 1, 0))] == sparse.values
+    if not ok.all():
+        row = int(sparse.rows()[np.argmax(~ok)])
+        raise ValueError(f"{path}: row {row} keeps a label {full_data.source} does not have")
+    return _like(full_data.labels, sparse), meta

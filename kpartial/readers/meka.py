@@ -1,0 +1,130 @@
+"""MEKA multi-label ARFF files: the label count is in the ``@relation`` line (``-C n``)."""
+
+import os
+import re
+
+import numpy as np
+
+from kpartial import data
+from kpartial.data import _decode_label_column, _parse_arff_header, _parse_arff_rows
+
+# "-C 14" / "-C -14" anywhere in the relation name, e.g. @relation 'Yeast: -C 14 -split 0.6'.
+_NUM_LABELS = re.compile(r"(?<![\w-])-C\s*(-?\d+)")
+
+
+def read_meka(path, *, on_bad_input="error") -> data.MultiLabelData:
+    """Reads one MEKA ARFF file (e.g. ``Yeast.arff``).
+
+    ``path`` is a single ``.arff`` file, not a folder. Its ``@relation`` line carries ``-C n``:
+    for ``n > 0`` the first ``n`` attributes are the labels, for ``n < 0`` the last ``|n|``.
+    All other attributes are features (numeric values as floats, nominal values as their index
+    in the nominal list). Dense and sparse (``{index value, ...}``) rows are read; in sparse rows
+    an omitted entry is 0, so an omitted label is negative, as in MEKA. Labels ``1`` -> +1,
+    ``0`` -> -1, ``?`` -> 0 (unknown). Classes keep the attribute order.
+
+    Args:
+        path: The MEKA ARFF file.
+        on_bad_input: ``"error"`` raises on the first bad row; ``"skip"`` drops rows with a
+            missing (``?``) or non-finite feature value or a label value other than 1, 0, ``?``,
+            and counts them in ``skipped``.
+
+    Raises:
+        DataError: If the file cannot be read, has malformed lines, has no ``-C n`` in its
+            ``@relation`` line (or ``n`` leaves no label or no feature), or (``"error"``) on a
+            bad row. Messages name the file and line.
+    """
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    bad = data.BadInput(on_bad_input)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise data.DataError(f"{path}: cannot read MEKA ARFF file: {e}") from None
+    attrs, start = _parse_arff_header(lines, path)
+    num_labels = _num_labels(lines[:start], path)
+    if not 0 < abs(num_labels) < len(attrs):
+        raise data.DataError(
+            f"{path}: -C {num_labels} does not leave both labels and features among "
+            f"{len(attrs)} attributes"
+        )
+    split_at = num_labels if num_labels > 0 else len(attrs) + num_labels
+    label_cols, feature_cols = list(range(split_at)), list(range(split_at, len(attrs)))
+    if num_labels < 0:
+        label_cols, feature_cols = feature_cols, label_cols
+
+    with np.errstate(over="ignore"):  # Overflow becomes inf, reported below with its line.
+        values, line_numbers = _parse_arff_rows(lines, start, attrs, path)
+    keep = np.ones(len(values), bool)
+    finite = np.isfinite(values[:, feature_cols])
+    report = row_reporter(bad, keep, lambda row: f"{path}:{line_numbers[row]}")
+    report(
+        ~finite.all(axis=1),
+        lambda row: (
+            "missing or non-finite value for feature "
+            f"{attrs[feature_cols[int(np.argmin(finite[row]))]].name!r}"
+        ),
+    )
+    for j in label_cols:
+        # _decode_label_column raises on the first invalid value; invalid rows go through `bad`
+        # first so that "skip" can drop them.
+        report(
+            ~_valid_label(values[:, j], attrs[j]),
+            lambda row, j=j: (
+                f"label {attrs[j].name!r} has value {_token(values[row, j], attrs[j])!r}; "
+                "expected 1, 0 or ?"
+            ),
+        )
+    values = values[keep]
+    line_numbers = [n for n, k in zip(line_numbers, keep) if k]
+    labels = np.empty((len(values), len(label_cols)), np.int8)
+    for k, j in enumerate(label_cols):
+        labels[:, k] = _decode_label_column(values[:, j], attrs[j], path, line_numbers)
+    return data.MultiLabelData(
+        labels=labels,
+        label_names=tuple(attrs[j].name for j in label_cols),
+        features=np.ascontiguousarray(values[:, feature_cols]),
+        source=f"meka:{path}",
+        skipped=bad.counts,
+    )
+
+
+def _num_labels(header_lines, path) -> int:
+    """The ``n`` of ``-C n`` in the ``@relation`` line."""
+    for lineno, raw in enumerate(header_lines, 1):
+        line = raw.strip()
+        if line[:9].lower() == "@relation":
+            m = _NUM_LABELS.search(line)
+            if m is None:
+                raise data.DataError(
+                    f"{path}:{lineno}: @relation line {line[:80]!r} has no '-C <number of "
+                    "labels>' (not a MEKA ARFF file? Mulan files need the mulan format)"
+                )
+            return int(m.group(1))
+    raise data.DataError(f"{path}: no @relation line with '-C <number of labels>'")
+
+
+def row_reporter(bad, keep, where):
+    """report(rows, reason): one `bad.report` for the kept rows in the bool mask `rows` (naming
+    the first; `reason` may be a function of it), which are then dropped from `keep`."""
+
+    def report(rows, reason):
+        rows = keep & rows
+        if rows.any():
+            first = int(np.argmax(rows))
+            reason = reason(first) if callable(reason) else reason
+            bad.report(reason, where(first), count=int(rows.sum()))
+            keep[rows] = False
+
+    return report
+
+
+def _token(value, attr) -> str:
+    return str(value) if attr.nominal is None else attr.nominal[int(value)]
+
+
+def _valid_label(column, attr) -> np.ndarray:
+    """Whether each internal value (number, nominal index, NaN = '?') is 1, 0 or '?'."""
+    if attr.nominal is None:
+        return np.isnan(column) | (column == 0) | (column == 1)
+    allowed = np.array([v in ("0", "1") for v in attr.nominal] + [True])
+    return allowed[np.where(np.isnan(column), len(attr.nominal), column).astype(np.int64)]
