@@ -14,6 +14,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from kpartial.sparse_labels import SparseLabels
+
 from kpartial.data import DataError
 
 CSV_COLUMNS = ("label", "positives", "negatives", "prior")
@@ -37,10 +39,14 @@ class ClassStatistics:
 
     @classmethod
     def from_labels(cls, labels, label_names):
-        """Counts annotated entries of an int [N, C] label matrix in {+1, -1, 0}."""
-        labels = np.asarray(labels)
-        positives = (labels > 0).sum(axis=0).astype(np.int64)
-        negatives = (labels < 0).sum(axis=0).astype(np.int64)
+        """Counts annotated entries of an int [N, C] label matrix in {+1, -1, 0} or SparseLabels."""
+        if isinstance(labels, SparseLabels):
+            positives = labels.positives_per_class().astype(np.int64)
+            negatives = labels.negatives_per_class().astype(np.int64)
+        else:
+            labels = np.asarray(labels)
+            positives = (labels > 0).sum(axis=0).astype(np.int64)
+            negatives = (labels < 0).sum(axis=0).astype(np.int64)
         priors = (positives + 1.0) / (positives + negatives + 2.0)
         return cls(tuple(label_names), positives, negatives, priors)
 

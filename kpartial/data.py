@@ -138,9 +138,7 @@ class MultiLabelData:
             self,
             labels=labels,
             features=None if self.features is None else self.features[rows],
-            image_paths=None
-            if self.image_paths is None
-            else np.asarray(self.image_paths)[rows],
+            image_paths=None if self.image_paths is None else np.asarray(self.image_paths)[rows],
             source=source or self.source,
         )
 

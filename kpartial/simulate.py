@@ -88,7 +88,9 @@ def per_class_count(labels, count, seed):
 def per_image_count(labels, positives, negatives, seed):
     """Each image keeps `positives` positives and `negatives` negatives (fewer if it has fewer)."""
     if positives < 0 or negatives < 0 or positives + negatives == 0:
-        raise ValueError(f"need positives, negatives >= 0, not both 0; got {positives}, {negatives}")
+        raise ValueError(
+            f"need positives, negatives >= 0, not both 0; got {positives}, {negatives}"
+        )
     sparse = as_sparse(labels)
     groups = sparse.rows() * 2 + (sparse.values > 0)
     quotas = np.tile(np.array([negatives, positives], np.int64), sparse.shape[0])

@@ -83,9 +83,17 @@ def write_tfrecords(dataset, out_dir, num_shards=8, labels=None, on_bad_input="e
                     if not image:
                         bad.report("image file is empty", key)
                         continue
-                    feature["image"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
-                feature["key"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[key.encode()]))
-                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+                    feature["image"] = tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[image])
+                    )
+                feature["key"] = tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[key.encode()])
+                )
+                writer.write(
+                    tf.train.Example(
+                        features=tf.train.Features(feature=feature)
+                    ).SerializeToString()
+                )
                 written += 1
         shards.append(name)
     manifest = {
@@ -111,7 +119,9 @@ def read_manifest(path):
         with open(os.path.join(folder, MANIFEST)) as f:
             manifest = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise data.DataError(f"{folder}: not a kpartial TFRecord folder ({MANIFEST}: {e})") from None
+        raise data.DataError(
+            f"{folder}: not a kpartial TFRecord folder ({MANIFEST}: {e})"
+        ) from None
     for shard in manifest["shards"]:
         if not os.path.isfile(os.path.join(folder, shard)):
             raise data.DataError(f"{folder}: shard {shard} listed in {MANIFEST} is missing")
@@ -151,7 +161,9 @@ def record_dataset(folder, manifest, with_inputs=True, shuffle_files_seed=None, 
         return records.batch(batch_size).map(
             lambda r: tf.io.parse_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE
         )
-    return records.map(lambda r: tf.io.parse_single_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    return records.map(
+        lambda r: tf.io.parse_single_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def read_tfrecords(path, on_bad_input="error"):
@@ -167,8 +179,9 @@ def read_tfrecords(path, on_bad_input="error"):
     folder, manifest = read_manifest(path)
     num_classes = len(manifest["label_names"])
     ids, rows, classes, values, features = [], [], [], [], []
-    for batch in record_dataset(folder, manifest, with_inputs=manifest["inputs"] == "features",
-                                batch_size=4096):
+    for batch in record_dataset(
+        folder, manifest, with_inputs=manifest["inputs"] == "features", batch_size=4096
+    ):
         batch_ids = batch["id"].numpy()
         ids.append(batch_ids)
         for name, sign in (("positives", 1), ("negatives", -1)):

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from kpartial import class_stats, data, evaluation, label_pruning, losses, metrics, models
 from kpartial import pipeline, pseudo_labels, simulate
+from kpartial.sparse_labels import SparseLabels, as_dense
 from kpartial.partial_model import EpochCallback, PartialLabelModel, predict_probabilities
 
 METHODS = tuple(losses.METHODS)
@@ -23,12 +24,22 @@ DECISION_THRESHOLD = 0.5
 class TrainConfig:
     """Everything a run depends on.
 
+    `test_data` "" means: split `test_fraction` off `train_data` when it is > 0, else the embedded
+    `synthetic:test` for `synthetic:train`. `*_data_options` are reader options "key=value,...".
+    `simulation` is a file from `tools/simulate.py`; it replaces the `known_fraction` simulation.
+
     `pseudo_labels` and `pruning` are "auto" (on for `method="kpartial"` only, so the other methods
     run as published), "on" (combine kpartial's pseudo labels / pruning with any loss) or "off".
     """
 
     train_data: str = "synthetic:train"
-    test_data: str = "synthetic:test"
+    test_data: str = ""
+    train_data_options: str = ""
+    test_data_options: str = ""
+    on_bad_input: str = "error"
+    test_fraction: float = 0.0
+    split_seed: int = 0
+    simulation: str = ""
     method: str = "kpartial"
     known_fraction: float = 0.1
     seed: int = 1
@@ -68,6 +79,13 @@ class TrainConfig:
         for name in ("pseudo_labels", "pruning"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise ValueError(f"{name} must be auto, on or off, got {getattr(self, name)!r}")
+        if self.test_fraction and self.test_data:
+            raise ValueError("give test_data or test_fraction, not both")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        data.BadInput(self.on_bad_input)  # validates the policy name
+        for options in (self.train_data_options, self.test_data_options):
+            parse_options(options)
         if self.jit_compile not in ("auto", "true", "false"):
             raise ValueError(f"jit_compile must be auto, true or false, got {self.jit_compile!r}")
 
@@ -93,15 +111,78 @@ def resolve_jit_compile(setting):
     return setting == "true"
 
 
+def parse_options(text):
+    """ "key=value,key=value" -> dict; values become int, float or bool when they read as one."""
+    options = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"reader option {item!r} must look like key=value")
+        for convert in (int, float):
+            try:
+                value = convert(value)
+                break
+            except ValueError:
+                pass
+        else:
+            value = {"true": True, "false": False}.get(value.lower(), value)
+        options[key.strip()] = value
+    return options
+
+
+def _load(spec, options, on_bad_input):
+    fmt, path = data.parse_data_spec(spec)
+    return data.load(fmt, path, on_bad_input=on_bad_input, **parse_options(options))
+
+
 def load_data(config):
-    train = data.load(*data.parse_data_spec(config.train_data))
-    test = data.load(*data.parse_data_spec(config.test_data))
-    if train.label_names != test.label_names:
+    """(train, test) as the config says; test classes are aligned to train's."""
+    train = _load(config.train_data, config.train_data_options, config.on_bad_input)
+    if config.test_fraction:
+        return data.split(train, config.test_fraction, config.split_seed)
+    test_spec = config.test_data
+    if not test_spec:
+        if config.train_data != "synthetic:train":
+            raise data.DataError(
+                f"no test set for {config.train_data}: give test_data or test_fraction"
+            )
+        test_spec = "synthetic:test"
+    test = _load(test_spec, config.test_data_options, config.on_bad_input)
+    return train, align_classes(test, train.label_names, test_spec)
+
+
+def align_classes(test, label_names, spec):
+    """`test` restricted to and ordered by `label_names` (e.g. a train split chose fewer classes).
+
+    Raises:
+      DataError: if a training class is not among the test set's classes.
+    """
+    if test.label_names == tuple(label_names):
+        return test
+    column = {name: k for k, name in enumerate(test.label_names)}
+    missing = [name for name in label_names if name not in column]
+    if missing:
         raise data.DataError(
-            f"{config.train_data} and {config.test_data} have different classes "
-            f"({train.num_classes} vs {test.num_classes})"
+            f"{spec}: {len(missing)} training classes are not classes of the test set "
+            f"(e.g. {missing[:3]}); train and test have different classes "
+            f"({len(label_names)} vs {test.num_classes})"
         )
-    return train, test
+    keep = np.array([column[name] for name in label_names], np.int64)
+    labels = test.labels
+    labels = labels.take_classes(keep) if isinstance(labels, SparseLabels) else labels[:, keep]
+    return dataclasses.replace(test, labels=labels, label_names=tuple(label_names))
+
+
+def simulated_labels(config, train):
+    """The training labels the run may see: a saved simulation or a `known_fraction` draw."""
+    if config.simulation:
+        labels, _ = simulate.load(config.simulation, train)
+        return labels
+    return simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
+
+
+# Beyond this many N x C entries, per-example state (pseudo labels) is not built densely.
+MAX_DENSE_ENTRIES = 2**31
 
 
 def build_network(config, train):
@@ -127,17 +208,32 @@ def run(config, log=print):
     if config.workdir:
         os.makedirs(config.workdir, exist_ok=True)
     train, test = load_data(config)
-    known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
+    known = simulated_labels(config, train)
     if config.class_stats:
         stats = class_stats.ClassStatistics.from_csv(config.class_stats, train.label_names)
     else:
         stats = class_stats.ClassStatistics.from_labels(known, train.label_names)
+    num_known = int(stats.positives.sum() + stats.negatives.sum())
     log(
         f"train {train.source}: {train.num_examples} examples, {train.num_classes} classes, "
-        f"{int((known != 0).sum())} known labels ({(known != 0).mean():.1%}); "
+        f"{num_known} known labels ({num_known / (train.num_examples * train.num_classes):.1%}); "
         f"test {test.source}: {test.num_examples} examples"
     )
-
+    skipped = {"train": train.skipped, "test": test.skipped}
+    for split_name, counts in skipped.items():
+        for reason, count in counts.items():
+            log(f"skipped {count} {split_name} records (on_bad_input=skip): {reason}")
+    needs_example_state = (
+        config.uses_pseudo_labels or config.uses_pruning or config.method == "ll_cp"
+    )
+    if needs_example_state and train.num_examples * train.num_classes > MAX_DENSE_ENTRIES:
+        raise data.DataError(
+            f"{config.train_data}: pseudo labels, pruning and ll_cp keep dense [N, C] state, and "
+            f"{train.num_examples} x {train.num_classes} is too large; use --pseudo_labels=off "
+            "--pruning=off with another method"
+        )
+    if needs_example_state:
+        known = as_dense(known)
     loss_options = {}
     if config.method == "kpartial":
         loss_options = {
@@ -152,6 +248,7 @@ def run(config, log=print):
         train.num_classes,
         partial_loss,
         config.pseudo_weight,
+        keep_pseudo_labels=needs_example_state,
     )
     jit = resolve_jit_compile(config.jit_compile)
     model.compile(
@@ -166,7 +263,7 @@ def run(config, log=print):
     train_eval_ds = pipeline.evaluation_dataset(train, eval_batch_size, image_size)
     test_ds = pipeline.evaluation_dataset(test, eval_batch_size, image_size)
     callbacks = [EpochCallback()]
-    simulated = config.known_fraction < 1.0
+    simulated = config.known_fraction < 1.0 or bool(config.simulation)
     if config.uses_pseudo_labels:
         callbacks.append(
             pseudo_labels.PseudoLabelCallback(
@@ -179,7 +276,7 @@ def run(config, log=print):
                 config.pseudo_positive_threshold,
                 config.pseudo_negative_threshold,
                 config.pseudo_negative_coverage,
-                true_labels=train.labels if simulated else None,
+                true_labels=train.dense_labels() if simulated else None,
                 log=log,
             )
         )
@@ -194,8 +291,9 @@ def run(config, log=print):
                 log,
             )
         )
+    test_labels = test.dense_labels()
     callbacks.append(
-        evaluation.EvaluationCallback(test_ds, test.labels, config.eval_every, config.epochs)
+        evaluation.EvaluationCallback(test_ds, test_labels, config.eval_every, config.epochs)
     )
     if config.workdir:
         stats.to_csv(os.path.join(config.workdir, "class_stats.csv"))
@@ -217,9 +315,9 @@ def run(config, log=print):
 
     probabilities = predict_probabilities(model, test_ds)
     thresholds = np.full(train.num_classes, DECISION_THRESHOLD, np.float32)
-    result = metrics.evaluate(probabilities, test.labels)
+    result = metrics.evaluate(probabilities, test_labels)
     result.update(
-        evaluation.ranking_metrics(probabilities, test.labels, stats.positives, train.num_examples)
+        evaluation.ranking_metrics(probabilities, test_labels, stats.positives, train.num_examples)
     )
     result.update(
         {
@@ -235,6 +333,7 @@ def run(config, log=print):
             "note": "metrics count only annotated test entries; mAP over classes with >=1 positive "
             "and >=1 negative",
             "history": epoch_log.epochs,
+            "skipped_input": skipped,
         }
     )
     log(
@@ -247,7 +346,7 @@ def run(config, log=print):
         write_artifacts(config, model, train.label_names, thresholds, result)
         evaluation.write_ap_by_frequency(
             probabilities,
-            test.labels,
+            test_labels,
             stats.positives,
             config.workdir,
             f"{config.method}, known fraction {config.known_fraction}",

@@ -401,10 +401,9 @@ def test_read_cub_labels(cub_root, options, expected):
     assert d.source == f"cub:{cub_root}" and d.skipped == {}
 
 
-@pytest.mark.parametrize("where", ["root", "attributes"])
-def test_read_cub_attribute_names_location(cub_root, where):
-    target = cub_root / "attributes.txt" if where == "root" else cub_root / "attributes" / "x"
-    target = target.with_name("attributes.txt")
+@pytest.mark.parametrize("folder", [".", "attributes"])
+def test_read_cub_attribute_names_location(cub_root, folder):
+    target = cub_root / folder / "attributes.txt"  # the fixture's copy sits in the parent
     os.replace(cub_root.parent / "attributes.txt", target)
     assert cub.read_cub(cub_root).label_names == CUB_NAMES
     os.remove(target)
@@ -498,7 +497,7 @@ CUB_BAD = {
     ),
     "duplicate image id": (
         lambda r: _append(r / "images.txt", "1 001.Albatross/a_2.jpg\n"),
-        lambda r: r"images\.txt:4 \(first on line 1\): duplicate row",
+        lambda r: r"images\.txt:4: duplicate row",
         "duplicate row",
         DEFAULT,
         [0, 1],
@@ -520,7 +519,7 @@ CUB_BAD = {
     "bad split flag": (
         lambda r: _write(r / "train_test_split.txt", "1 1\n2 yes\n3 0\n"),
         lambda r: r"train_test_split\.txt:2: malformed line",
-        None,  # skipping it leaves image 2 without a split entry: two reasons
+        "malformed line",  # image 2 is then dropped without a second report
         [[1, -1, 0]],
         [0],
     ),
@@ -543,10 +542,7 @@ def test_read_cub_bad_input(cub_root, case):
     d = cub.read_cub(cub_root, on_bad_input="skip")
     np.testing.assert_array_equal(d.labels, np.array(labels, np.int8))
     assert d.image_paths == _cub_paths(cub_root, rows)
-    expected = (
-        {"malformed line": 1, "no train/test split entry": 1} if reason is None else {reason: 1}
-    )
-    assert d.skipped == expected
+    assert d.skipped == {reason: 1}
 
 
 def test_read_cub_unreadable_files(cub_root):
@@ -555,3 +551,14 @@ def test_read_cub_unreadable_files(cub_root):
         cub.read_cub(cub_root, on_bad_input="skip")
     with pytest.raises(data.DataError, match="not a folder"):
         cub.read_cub(cub_root / "images.txt")
+
+
+def test_read_cub_malformed_attribute_name_line(cub_root):
+    names_file = cub_root.parent / "attributes.txt"
+    _write(names_file, f"1 {CUB_NAMES[0]}\n2\n3 {CUB_NAMES[2]}\n")
+    with pytest.raises(data.DataError, match=_esc(names_file) + ":2: malformed line"):
+        cub.read_cub(cub_root)
+    # Its annotation lines are dropped with the attribute, not reported again as unknown ids.
+    d = cub.read_cub(cub_root, on_bad_input="skip")
+    assert d.label_names == (CUB_NAMES[0], CUB_NAMES[2]) and d.skipped == {"malformed line": 1}
+    np.testing.assert_array_equal(d.labels, [[1, 0], [0, 0]])

@@ -24,8 +24,41 @@ from kpartial import data, export, label_pruning, models, training  # noqa: E402
 FLAGS = flags.FLAGS
 D = training.TrainConfig()  # the defaults
 
-flags.DEFINE_string("train_data", D.train_data, f"FMT:PATH, FMT in {', '.join(data.READERS)}.")
-flags.DEFINE_string("test_data", D.test_data, "FMT:PATH of the test set.")
+flags.DEFINE_string(
+    "train_data", D.train_data, f"FMT:PATH, FMT in {', '.join(sorted(data.READERS))}."
+)
+flags.DEFINE_string(
+    "test_data",
+    D.test_data,
+    "FMT:PATH of the test set; empty = --test_fraction of --train_data, or synthetic:test.",
+)
+flags.DEFINE_string(
+    "train_data_options",
+    D.train_data_options,
+    "Reader options key=value,... for --train_data, e.g. split=train,min_count=100 (openimages).",
+)
+flags.DEFINE_string("test_data_options", D.test_data_options, "Reader options for --test_data.")
+flags.DEFINE_enum(
+    "on_bad_input",
+    D.on_bad_input,
+    list(data.ON_BAD_INPUT),
+    "error: stop at the first bad record (named by file and line); skip: drop bad records, count "
+    "them and report the counts at the end (metrics.json skipped_input).",
+)
+flags.DEFINE_float(
+    "test_fraction",
+    D.test_fraction,
+    "Share of --train_data held out as the test set (with --split_seed); 0 = use --test_data.",
+    lower_bound=0,
+    upper_bound=0.99,
+)
+flags.DEFINE_integer("split_seed", D.split_seed, "Seed of the --test_fraction split.")
+flags.DEFINE_string(
+    "simulation",
+    D.simulation,
+    "Partial labels saved by tools/simulate.py (replaces --known_fraction), so methods compare on "
+    "identical labels.",
+)
 flags.DEFINE_enum(
     "method",
     D.method,
@@ -149,6 +182,24 @@ flags.register_multi_flags_validator(["prune_schedule", "epochs"], _check_prune_
 flags.register_validator("known_fraction", lambda f: 0 < f <= 1, "must be in (0, 1]")
 flags.register_validator("backbone_weights", lambda p: not p or os.path.isfile(p), "file not found")
 flags.register_validator("class_stats", lambda p: not p or os.path.isfile(p), "file not found")
+flags.register_validator("simulation", lambda p: not p or os.path.isfile(p), "file not found")
+flags.register_multi_flags_validator(
+    ["test_data", "test_fraction"],
+    lambda v: not (v["test_data"] and v["test_fraction"]),
+    "give --test_data or --test_fraction, not both",
+)
+
+
+def _check_options(value):
+    try:
+        training.parse_options(value)
+    except ValueError as e:
+        raise flags.ValidationError(str(e)) from None
+    return True
+
+
+flags.register_validator("train_data_options", _check_options)
+flags.register_validator("test_data_options", _check_options)
 flags.register_validator(
     "hidden_units",
     lambda v: all(u.isdigit() and int(u) > 0 for u in v),
@@ -174,7 +225,7 @@ def main(argv):
         )
     try:
         training.run(config_from_flags())
-    except data.DataError as e:
+    except (data.DataError, ValueError) as e:
         raise app.UsageError(str(e)) from None
     if FLAGS.export_name:
         path = export.export_workdir(FLAGS.workdir, os.path.join("savedmodels", FLAGS.export_name))

@@ -82,19 +82,23 @@ def read_cub(
     if attributes_file is None:
         raise data.DataError(f"{root}: attributes.txt not found; looked for {candidates}")
     names = _id_table(attributes_file, bad)
-    column = {a: k for k, a in enumerate(sorted(names, key=int))}
+    column = {a: k for k, a in enumerate(sorted((a for a in names if names[a]), key=int))}
     images_file = os.path.join(root, "images.txt")
     images = _id_table(images_file, bad)  # image id -> (line, relative path)
 
     if SPLITS[split] is None:
-        selected = list(images)
+        selected = [image_id for image_id in images if images[image_id]]
     else:
         split_file = os.path.join(root, "train_test_split.txt")
         flags = _id_table(split_file, bad, images=images)
         selected = []
-        for image_id, (lineno, _) in images.items():
+        for image_id, entry in images.items():
+            if entry is None or flags.get(image_id, ()) is None:  # bad line, already reported
+                continue
             if image_id not in flags:
-                bad.report("no train/test split entry", f"{images_file}:{lineno}: image {image_id}")
+                bad.report(
+                    "no train/test split entry", f"{images_file}:{entry[0]}: image {image_id}"
+                )
             elif flags[image_id][1] == SPLITS[split]:
                 selected.append(image_id)
     row_of, image_paths = {}, []
@@ -134,13 +138,12 @@ def read_cub(
         if image_id not in images:
             bad.report("unknown image id", f"{where}: image {image_id}")
             continue
-        if attribute_id not in column:
+        if attribute_id not in names:
             bad.report("unknown attribute id", f"{where}: attribute {attribute_id}")
             continue
-        row = row_of.get(image_id)
-        if row is None:  # another split, or an image already dropped
+        row, col = row_of.get(image_id), column.get(attribute_id)
+        if row is None or col is None:  # another split, or an image or attribute already dropped
             continue
-        col = column[attribute_id]
         if seen[row, col]:
             if labels[row, col] * label < 0:
                 bad.report(
@@ -165,6 +168,8 @@ def _id_table(path, bad, images=None) -> dict[str, tuple[int, str]]:
     """``<id> <value>`` lines as id -> (line number, value); ids are compared as written.
 
     With `images`, the file is train_test_split.txt: ids must be image ids and values 0 or 1.
+    The id of a malformed line maps to None, so that later references to it are not reported
+    again as unknown.
     """
     table = {}
     for lineno, line in enumerate(read_lines(path), 1):
@@ -176,8 +181,10 @@ def _id_table(path, bad, images=None) -> dict[str, tuple[int, str]]:
         val = fields[1].strip() if len(fields) == 2 else ""
         if not key.isdigit() or not val or (images is not None and val not in ("0", "1")):
             bad.report("malformed line", where)
+            if key.isdigit():
+                table.setdefault(key, None)
         elif key in table:
-            bad.report("duplicate row", f"{where} (first on line {table[key][0]})")
+            bad.report("duplicate row", where)
         elif images is not None and key not in images:
             bad.report("unknown image id", f"{where}: image {key}")
         else:

@@ -85,7 +85,7 @@ def read_nuswide(
             )
         labels[:, k] = np.where(values == "1", data.POSITIVE, data.NEGATIVE)
         for i in np.flatnonzero(keep & (values != "1") & (values != "0")):
-            bad.report("label not 0 or 1", f"{label_file}:{i + 1}: {values[i]!r}")
+            bad.report("label not 0 or 1", f"{label_file}:{i + 1}: {str(values[i])!r}")
             keep[i] = False
     rows = np.flatnonzero(keep)
     return data.MultiLabelData(

@@ -118,7 +118,9 @@ def read_openimages(
         )
     else:
         folder, annotations = os.path.dirname(path), path
-    mids, _ = read_class_descriptions(_find(folder, "*class-descriptions*.csv", "class description"))
+    mids, _ = read_class_descriptions(
+        _find(folder, "*class-descriptions*.csv", "class description")
+    )
     if classes == "auto":
         trainable = glob.glob(os.path.join(folder, "*classes-trainable*.txt"))
         space = _read_mid_list(trainable[0], mids) if len(trainable) == 1 else mids
@@ -260,6 +262,10 @@ def _read_annotations(annotations, mids, space, chunk_rows, bad):
     except OSError as e:
         raise data.DataError(f"{annotations}: cannot read: {e}") from None
     if not parts:
-        return (np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int8),
-                np.zeros(0, np.int32))
+        return (
+            np.zeros(0, np.uint64),
+            np.zeros(0, np.int32),
+            np.zeros(0, np.int8),
+            np.zeros(0, np.int32),
+        )
     return tuple(np.concatenate(column) for column in zip(*parts))
