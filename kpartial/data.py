@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from kpartial.sparse_labels import SparseLabelError, SparseLabels, as_dense
+from kpartial.sparse_labels import SparseLabels, as_dense
 
 POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
 _LABEL_VALUES = (POSITIVE, NEGATIVE, UNKNOWN)

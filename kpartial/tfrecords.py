@@ -149,13 +149,15 @@ def record_dataset(folder, manifest, with_inputs=True, shuffle_files_seed=None, 
     names = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files_seed is not None:
         names = names.shuffle(len(files), seed=shuffle_files_seed, reshuffle_each_iteration=True)
-    deterministic = shuffle_files_seed is None
-    records = names.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=1 if deterministic else min(len(files), 16),
-        num_parallel_calls=None if deterministic else tf.data.AUTOTUNE,
-        deterministic=deterministic,
-    )
+    if shuffle_files_seed is None:  # evaluation and label reading: records in id order
+        records = names.interleave(tf.data.TFRecordDataset, cycle_length=1)
+    else:
+        records = names.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), 16),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,  # seeded runs repeat exactly
+        )
     spec = _feature_spec(manifest, with_inputs)
     if batch_size:
         return records.batch(batch_size).map(

@@ -337,7 +337,9 @@ def run(config, log=print):
         }
     )
     log(
-        f"{config.method} known={config.known_fraction} seed={config.seed}: "
+        f"{config.method} "
+        f"{'simulation=' + config.simulation if config.simulation else f'known={config.known_fraction}'} "
+        f"seed={config.seed}: "
         f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} "
         f"({result['evaluated_classes']} classes, annotated test entries only) in "
         f"{train_seconds:.1f}s"

@@ -1,0 +1,55 @@
+"""Writes a dataset as sharded TFRecords with sparse partial labels (kpartial/tfrecords.py).
+
+  python tools/make_tfrecords.py \
+      --data=coco:../shared/data/coco-tiny/annotations/instances_train2017.json \
+      --num_shards=4 --out=records/coco_train
+  python tools/train.py --train_data=tfrecord:records/coco_train ...
+
+Image datasets store the encoded image files' bytes (no re-encoding); feature datasets store the
+features. --simulation writes a saved simulation's labels instead of the data's.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from kpartial import data, simulate, tfrecords, training  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data", None, "FMT:PATH of the data.")
+flags.DEFINE_string("data_options", "", "Reader options key=value,...")
+flags.DEFINE_enum("on_bad_input", "error", list(data.ON_BAD_INPUT), "Bad records: error or skip.")
+flags.DEFINE_integer("num_shards", 8, "Number of TFRecord files.", lower_bound=1)
+flags.DEFINE_string("simulation", "", "Write the labels of this tools/simulate.py file instead.")
+flags.DEFINE_string("out", None, "Output folder.")
+flags.mark_flags_as_required(["data", "out"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        fmt, path = data.parse_data_spec(FLAGS.data)
+        full = data.load(
+            fmt, path, FLAGS.on_bad_input, **training.parse_options(FLAGS.data_options)
+        )
+        labels = simulate.load(FLAGS.simulation, full)[0] if FLAGS.simulation else None
+        manifest = tfrecords.write_tfrecords(
+            full, FLAGS.out, FLAGS.num_shards, labels, FLAGS.on_bad_input
+        )
+    except (data.DataError, ValueError) as e:
+        raise app.UsageError(str(e)) from None
+    print(
+        f"wrote {manifest['written_examples']} of {manifest['num_examples']} examples in "
+        f"{len(manifest['shards'])} shards to {FLAGS.out}"
+    )
+    skipped = {**full.skipped, **manifest["skipped"]}
+    for reason, count in skipped.items():
+        print(f"skipped {count} records (on_bad_input=skip): {reason}")
+
+
+if __name__ == "__main__":
+    app.run(main)
