@@ -4,6 +4,7 @@ metrics -> artifacts in the workdir. `tools/train.py` is a thin flag layer over 
 import dataclasses
 import json
 import os
+import re
 import time
 
 import keras
@@ -112,9 +113,14 @@ def resolve_jit_compile(setting):
 
 
 def parse_options(text):
-    """ "key=value,key=value" -> dict; values become int, float or bool when they read as one."""
+    """ "key=value,key=value" -> dict; values become int, float or bool when they read as one.
+
+    A comma starts a new option only before `name=`, so a value may itself be a comma list:
+    "task_columns=NR-AR,SR-p53,featurizer=morgan".
+    """
     options = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    parts = re.split(r",(?=\s*[A-Za-z_]\w*=)", text)
+    for item in filter(None, (part.strip() for part in parts)):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"reader option {item!r} must look like key=value")

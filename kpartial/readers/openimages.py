@@ -71,7 +71,7 @@ def read_openimages(
     min_count=0,
     image_dir=None,
     with_images=True,
-    chunk_rows=2_000_000,
+    chunk_rows=250_000,
     on_bad_input="error",
 ):
     """Reads Open Images human-verified image-level labels.
@@ -123,7 +123,11 @@ def read_openimages(
     )
     if classes == "auto":
         trainable = glob.glob(os.path.join(folder, "*classes-trainable*.txt"))
-        space = _read_mid_list(trainable[0], mids) if len(trainable) == 1 else mids
+        if len(trainable) == 1:  # the described classes (in description order) that are listed
+            listed = set(_read_mid_list(trainable[0], mids))
+            space = [mid for mid in mids if mid in listed]
+        else:
+            space = mids
     elif classes == "all":
         space = mids
     else:
@@ -249,9 +253,9 @@ def _read_annotations(annotations, mids, space, chunk_rows, bad):
             ):
                 if mask.any():
                     first = int(np.argmax(mask))
-                    bad.report(
-                        f"{problem}: {chunk.iloc[first].tolist()}",
-                        f"{annotations}:{lines[first]}",
+                    bad.report(  # the reason is the same in every chunk, so counts add up
+                        problem,
+                        f"{annotations}:{lines[first]}: {chunk.iloc[first].tolist()}",
                         count=int(mask.sum()),
                     )
             class_ids = space_id.get_indexer(chunk["LabelName"]).astype(np.int32)

@@ -1,0 +1,371 @@
+"""SparseLabels (CSR) and the seeded partial-label simulation schemes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kpartial import data, simulate
+from kpartial.sparse_labels import SparseLabelError, SparseLabels, as_dense, as_sparse
+
+# Rows: several entries, one positive only, empty, negatives only, mixed.
+DENSE = np.array(
+    [
+        [1, -1, 0, 1],
+        [0, 0, 1, 0],
+        [0, 0, 0, 0],
+        [-1, 0, -1, 0],
+        [0, 1, -1, -1],
+    ],
+    np.int8,
+)
+# The same labels written out by hand in CSR form.
+INDPTR = [0, 3, 4, 4, 6, 9]
+CLASSES = [0, 1, 3, 2, 0, 2, 1, 2, 3]
+VALUES = [1, -1, 1, 1, -1, -1, 1, -1, -1]
+
+
+def assert_sparse(sparse, indptr, classes, values, num_classes):
+    np.testing.assert_array_equal(sparse.indptr, indptr)
+    np.testing.assert_array_equal(sparse.classes, classes)
+    np.testing.assert_array_equal(sparse.values, values)
+    assert sparse.num_classes == num_classes
+    assert sparse.indptr.dtype == np.int64
+    assert sparse.classes.dtype == np.int32
+    assert sparse.values.dtype == np.int8
+
+
+# ----------------------------------------------------------------------------
+# SparseLabels
+
+
+def test_from_dense_matches_hand_written_csr_and_round_trips():
+    sparse = SparseLabels.from_dense(DENSE)
+    assert_sparse(sparse, INDPTR, CLASSES, VALUES, 4)
+    assert sparse.shape == (5, 4)
+    assert sparse.num_known == 9
+    assert sparse.nbytes == 6 * 8 + 9 * 4 + 9 * 1
+    np.testing.assert_array_equal(sparse.row_lengths(), [3, 1, 0, 2, 3])
+    np.testing.assert_array_equal(sparse.rows(), [0, 0, 0, 1, 3, 3, 4, 4, 4])
+    dense = sparse.to_dense()
+    assert dense.dtype == np.int8
+    np.testing.assert_array_equal(dense, DENSE)
+
+
+def test_from_entries_sorts_unordered_triplets_into_rows():
+    rng = np.random.default_rng(3)
+    rows = np.array([0, 0, 0, 1, 3, 3, 4, 4, 4])
+    perm = rng.permutation(rows.size)
+    sparse = SparseLabels.from_entries(
+        rows[perm], np.array(CLASSES)[perm], np.array(VALUES)[perm], 5, 4
+    )
+    assert_sparse(sparse, INDPTR, CLASSES, VALUES, 4)
+    # Trailing empty rows come from num_rows.
+    sparse = SparseLabels.from_entries([1, 0], [2, 3], [-1, 1], num_rows=4, num_classes=5)
+    assert_sparse(sparse, [0, 1, 2, 2, 2], [3, 2], [1, -1], 5)
+
+
+def test_take_rows_in_given_order_with_repeats_and_empty_rows():
+    sparse = SparseLabels.from_dense(DENSE)
+    rows = [4, 2, 0, 4, 1]
+    taken = sparse.take_rows(rows)
+    np.testing.assert_array_equal(taken.to_dense(), DENSE[rows])
+    assert_sparse(
+        taken,
+        [0, 3, 3, 6, 9, 10],
+        [1, 2, 3, 0, 1, 3, 1, 2, 3, 2],
+        [1, -1, -1, 1, -1, 1, 1, -1, -1, 1],
+        4,
+    )
+    empty = sparse.take_rows([2, 2])
+    assert empty.shape == (2, 4) and empty.num_known == 0
+    assert sparse.take_rows(np.zeros(0, np.int64)).shape == (0, 4)
+
+
+def test_take_classes_renumbers_and_drops_other_entries():
+    sparse = SparseLabels.from_dense(DENSE)
+    taken = sparse.take_classes([1, 3])
+    np.testing.assert_array_equal(taken.to_dense(), DENSE[:, [1, 3]])
+    assert_sparse(taken, [0, 2, 2, 2, 2, 4], [0, 1, 0, 1], [-1, 1, 1, -1], 2)
+
+
+def test_with_entries_keeps_masked_entries_and_replaces_ids_and_values():
+    sparse = SparseLabels.from_dense(DENSE)
+    keep = np.array([0, 1, 0, 1, 0, 0, 0, 0, 1], bool)
+    kept = sparse.with_entries(keep)
+    # Row 0 keeps class 1, row 1 class 2, row 2 stays empty, row 3 loses everything, row 4 class 3.
+    assert_sparse(kept, [0, 1, 2, 2, 2, 3], [1, 2, 3], [-1, 1, -1], 4)
+    replaced = sparse.with_entries(keep, classes=[0, 0, 0], values=[1, 1, 1], num_classes=1)
+    assert_sparse(replaced, [0, 1, 2, 2, 2, 3], [0, 0, 0], [1, 1, 1], 1)
+    nothing = sparse.with_entries(np.zeros(9, bool))
+    assert_sparse(nothing, [0, 0, 0, 0, 0, 0], [], [], 4)
+
+
+def test_positives_and_negatives_per_class():
+    sparse = SparseLabels.from_dense(DENSE)
+    np.testing.assert_array_equal(sparse.positives_per_class(), [1, 1, 1, 1])
+    np.testing.assert_array_equal(sparse.negatives_per_class(), [1, 1, 2, 1])
+    np.testing.assert_array_equal(sparse.positives_per_class(), (DENSE == 1).sum(axis=0))
+    np.testing.assert_array_equal(sparse.negatives_per_class(), (DENSE == -1).sum(axis=0))
+
+
+def test_save_and_load_round_trip_with_extra_arrays(tmp_path):
+    sparse = SparseLabels.from_dense(DENSE)
+    path = tmp_path / "labels.npz"
+    sparse.save(path, note=np.array("hello"))
+    with np.load(path) as npz:
+        restored = SparseLabels.load(npz)
+        assert str(npz["note"]) == "hello"
+    assert_sparse(restored, INDPTR, CLASSES, VALUES, 4)
+
+
+def test_as_sparse_and_as_dense():
+    sparse = SparseLabels.from_dense(DENSE)
+    assert as_sparse(sparse) is sparse
+    assert_sparse(as_sparse(DENSE), INDPTR, CLASSES, VALUES, 4)
+    np.testing.assert_array_equal(as_dense(sparse), DENSE)
+    assert as_dense(DENSE.astype(np.int64)).dtype == np.int8
+
+
+@pytest.mark.parametrize(
+    "indptr, classes, values, num_classes, match",
+    [
+        ([0, 1, 2], [0, 4], [1, 1], 4, r"row 1: class id 4 outside 0\.\.3"),
+        ([0, 1, 2], [-1, 0], [1, 1], 4, r"row 0: class id -1 outside 0\.\.3"),
+        ([0, 2, 2, 3], [0, 1, 2], [1, -1, 0], 4, r"row 2: value 0 is not \+1 or -1"),
+        ([0, 1, 3], [0, 2, 2], [1, -1, 1], 4, r"row 1: class ids must increase.*duplicate"),
+        ([0, 0, 2], [3, 1], [1, 1], 4, r"row 1: class ids must increase.*unsorted"),
+        ([1, 2], [0, 1], [1, 1], 4, "indptr must start at 0"),
+        ([0, 1], [0, 1], [1, 1], 4, "end at the number of entries"),
+        ([0, 2, 1, 2], [0, 1], [1, 1], 4, "indptr decreases at row 1"),
+        ([0, 2], [0, 1], [1], 4, "classes and values must be 1-D and of equal length"),
+    ],
+)
+def test_invalid_sparse_labels_name_the_problem_and_row(indptr, classes, values, num_classes, match):
+    with pytest.raises(SparseLabelError, match=match):
+        SparseLabels(indptr, classes, values, num_classes)
+
+
+def test_valid_rows_starting_with_a_smaller_class_are_accepted():
+    # Class ids only need to increase within a row; a new row (also after an empty one) restarts.
+    sparse = SparseLabels([0, 2, 2, 4], [1, 3, 0, 3], [1, -1, -1, 1], 4)
+    np.testing.assert_array_equal(sparse.to_dense(), [[0, 1, 0, -1], [0, 0, 0, 0], [-1, 0, 0, 1]])
+
+
+# ----------------------------------------------------------------------------
+# Simulation schemes
+
+
+def _random_labels(n=40, c=7, seed=0, known=0.7):
+    rng = np.random.default_rng(seed)
+    signs = np.where(rng.random((n, c)) < 0.35, 1, -1)
+    return np.where(rng.random((n, c)) < known, signs, 0).astype(np.int8)
+
+
+def _assert_subset(kept, labels):
+    """kept entries equal the originals; unknown stays unknown."""
+    kept, labels = as_dense(kept), as_dense(labels)
+    assert kept.dtype == np.int8 and kept.shape == labels.shape
+    known = kept != 0
+    np.testing.assert_array_equal(kept[known], labels[known])
+    assert not np.any(kept[labels == 0])
+
+
+def test_keep_fraction_dense_and_sparse_keep_a_subset_seeded():
+    labels = _random_labels(200, 10)
+    for input_ in (labels, SparseLabels.from_dense(labels)):
+        kept = simulate.keep_fraction(input_, 0.4, seed=5)
+        assert isinstance(kept, type(input_))
+        _assert_subset(kept, labels)
+        again = simulate.keep_fraction(input_, 0.4, seed=5)
+        np.testing.assert_array_equal(as_dense(kept), as_dense(again))
+        other = simulate.keep_fraction(input_, 0.4, seed=6)
+        assert not np.array_equal(as_dense(kept), as_dense(other))
+        share = np.count_nonzero(as_dense(kept)) / np.count_nonzero(labels)
+        assert 0.3 < share < 0.5
+
+
+def test_keep_fraction_sparse_draws_one_number_per_known_entry():
+    labels = _random_labels(30, 6)
+    sparse = SparseLabels.from_dense(labels)
+    expected_keep = np.random.default_rng(11).random(sparse.num_known) < 0.5
+    kept = simulate.keep_fraction(sparse, 0.5, 11)
+    np.testing.assert_array_equal(kept.to_dense(), sparse.with_entries(expected_keep).to_dense())
+    assert simulate.keep_fraction(sparse, 1.0, 0) is sparse
+    with pytest.raises(ValueError, match=r"known_fraction must be in \(0, 1\], got 0.0"):
+        simulate.keep_fraction(sparse, 0.0, 0)
+
+
+def test_per_image_fraction_exact_quota_per_row():
+    # Known labels per row: 0, 1, 3, 4, 10. With fraction 0.25: rint(0, .25, .75, 1, 2.5) = 0, 0,
+    # 1, 1, 2 (round half to even), at least one where a row has any -> 0, 1, 1, 1, 2.
+    labels = np.zeros((5, 10), np.int8)
+    labels[1, 4] = -1
+    labels[2, [0, 5, 9]] = [1, -1, 1]
+    labels[3, [1, 2, 3, 4]] = [-1, -1, 1, -1]
+    labels[4] = [1, -1, 1, -1, 1, -1, 1, -1, 1, -1]
+    for seed in range(5):
+        kept = simulate.per_image_fraction(labels, 0.25, seed)
+        _assert_subset(kept, labels)
+        np.testing.assert_array_equal((kept != 0).sum(axis=1), [0, 1, 1, 1, 2])
+    kept = simulate.per_image_fraction(labels, 1.0, 0)
+    np.testing.assert_array_equal(kept, labels)
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\], got 1.5"):
+        simulate.per_image_fraction(labels, 1.5, 0)
+
+
+def test_per_class_count_exact_quota_per_class_and_sign():
+    labels = _random_labels(60, 6, seed=2)
+    count = 3
+    kept = simulate.per_class_count(labels, count, seed=4)
+    _assert_subset(kept, labels)
+    np.testing.assert_array_equal(
+        (kept == 1).sum(axis=0), np.minimum((labels == 1).sum(axis=0), count)
+    )
+    np.testing.assert_array_equal(
+        (kept == -1).sum(axis=0), np.minimum((labels == -1).sum(axis=0), count)
+    )
+    # A class with fewer keeps all of them.
+    few = np.array([[1, -1], [-1, -1], [0, -1], [-1, 1]], np.int8)
+    np.testing.assert_array_equal(simulate.per_class_count(few, 5, 0), few)
+    kept = simulate.per_class_count(few, 1, 0)
+    np.testing.assert_array_equal((kept == 1).sum(axis=0), [1, 1])
+    np.testing.assert_array_equal((kept == -1).sum(axis=0), [1, 1])
+    with pytest.raises(ValueError, match="count must be >= 1, got 0"):
+        simulate.per_class_count(few, 0, 0)
+
+
+def test_per_image_count_exact_quota_per_row_and_single_positive():
+    labels = _random_labels(50, 8, seed=3)
+    labels[7] = 0  # a row without labels
+    labels[8] = -1  # a row without positives
+    kept = simulate.per_image_count(labels, 2, 1, seed=9)
+    _assert_subset(kept, labels)
+    np.testing.assert_array_equal(
+        (kept == 1).sum(axis=1), np.minimum((labels == 1).sum(axis=1), 2)
+    )
+    np.testing.assert_array_equal(
+        (kept == -1).sum(axis=1), np.minimum((labels == -1).sum(axis=1), 1)
+    )
+    single = simulate.per_image_count(labels, 1, 0, seed=9)
+    _assert_subset(single, labels)
+    assert not np.any(single == -1)
+    np.testing.assert_array_equal((single == 1).sum(axis=1), ((labels == 1).sum(axis=1) > 0))
+    assert not np.any(single[7]) and not np.any(single[8])
+    for positives, negatives in ((0, 0), (-1, 1), (1, -1)):
+        with pytest.raises(ValueError, match="need positives, negatives >= 0, not both 0"):
+            simulate.per_image_count(labels, positives, negatives, 0)
+
+
+RANKED = [
+    ("per_image_fraction", {"fraction": 0.5}),
+    ("per_class_count", {"count": 2}),
+    ("per_image_count", {"positives": 1, "negatives": 0}),
+    ("per_image_count", {"positives": 1, "negatives": 2}),
+]
+
+
+@pytest.mark.parametrize("scheme, params", RANKED)
+def test_ranked_schemes_dense_and_sparse_agree_and_are_seeded(scheme, params):
+    labels = _random_labels(40, 7, seed=1)
+    sparse = SparseLabels.from_dense(labels)
+    dense_kept = simulate.simulate(labels, scheme, 3, **params)
+    sparse_kept = simulate.simulate(sparse, scheme, 3, **params)
+    assert isinstance(dense_kept, np.ndarray) and dense_kept.dtype == np.int8
+    assert isinstance(sparse_kept, SparseLabels)
+    np.testing.assert_array_equal(sparse_kept.to_dense(), dense_kept)
+    _assert_subset(dense_kept, labels)
+    np.testing.assert_array_equal(simulate.simulate(labels, scheme, 3, **params), dense_kept)
+    assert not np.array_equal(simulate.simulate(labels, scheme, 4, **params), dense_kept)
+
+
+def test_simulate_checks_scheme_and_parameters():
+    labels = _random_labels(5, 3)
+    with pytest.raises(ValueError, match="unknown scheme 'drop_all'"):
+        simulate.simulate(labels, "drop_all", 0)
+    with pytest.raises(ValueError, match=r"missing \['negatives'\], unexpected \[\]"):
+        simulate.simulate(labels, "per_image_count", 0, positives=1)
+    with pytest.raises(ValueError, match=r"missing \[\], unexpected \['count'\]"):
+        simulate.simulate(labels, "keep_fraction", 0, fraction=0.5, count=2)
+    np.testing.assert_array_equal(
+        simulate.simulate(labels, "keep_fraction", 7, fraction=0.5),
+        simulate.keep_fraction(labels, 0.5, 7),
+    )
+
+
+# ----------------------------------------------------------------------------
+# save / load
+
+
+def _full_data(labels, names=("a", "b", "c", "d")):
+    return data.MultiLabelData(
+        labels=labels,
+        label_names=names,
+        features=np.zeros((labels.shape[0], 2), np.float32),
+        source="npz:/tmp/full.npz",
+    )
+
+
+def _save(path, labels, names=("a", "b", "c", "d")):
+    simulate.save(
+        path,
+        labels,
+        scheme="per_image_count",
+        seed=3,
+        params={"positives": 1, "negatives": 0},
+        source="npz:/tmp/full.npz",
+        label_names=names,
+    )
+
+
+def test_save_load_round_trip_dense_and_sparse(tmp_path):
+    full = _full_data(DENSE)
+    kept = simulate.per_image_count(DENSE, 1, 0, seed=3)
+    path = tmp_path / "sub" / "sim.npz"  # the folder is created
+    _save(path, kept)
+    labels, meta = simulate.load(path, full)
+    assert isinstance(labels, np.ndarray)
+    np.testing.assert_array_equal(labels, kept)
+    assert meta == {
+        "scheme": "per_image_count",
+        "seed": 3,
+        "params": {"positives": 1, "negatives": 0},
+        "source": "npz:/tmp/full.npz",
+        "label_names": ["a", "b", "c", "d"],
+    }
+    sparse_full = _full_data(SparseLabels.from_dense(DENSE))
+    labels, _ = simulate.load(path, sparse_full)
+    assert isinstance(labels, SparseLabels)
+    np.testing.assert_array_equal(labels.to_dense(), kept)
+
+
+def test_load_rejects_a_simulation_of_other_data(tmp_path):
+    full = _full_data(DENSE)
+    path = tmp_path / "sim.npz"
+    _save(path, DENSE, names=("a", "b", "c", "e"))
+    with pytest.raises(ValueError, match=r"sim\.npz: classes differ from those of npz:/tmp/full"):
+        simulate.load(path, full)
+    _save(path, DENSE[:4])
+    with pytest.raises(ValueError, match=r"sim\.npz: shape \(4, 4\) differs from .* \(5, 4\)"):
+        simulate.load(path, full)
+    flipped = DENSE.copy()
+    flipped[3, 0] = 1  # the data has -1 there
+    _save(path, flipped)
+    with pytest.raises(ValueError, match=r"sim\.npz: row 3 keeps a label .* does not have"):
+        simulate.load(path, full)
+    invented = DENSE.copy()
+    invented[2, 1] = -1  # row 2 has no labels in the data
+    _save(path, invented)
+    with pytest.raises(ValueError, match=r"sim\.npz: row 2 keeps a label .* does not have"):
+        simulate.load(path, full)
+    np.savez(path, x=np.zeros(3))
+    with pytest.raises(ValueError, match=r"sim\.npz: not a kpartial simulation file"):
+        simulate.load(path, full)
+
+
+def test_saved_meta_is_json(tmp_path):
+    path = tmp_path / "sim.npz"
+    _save(path, SparseLabels.from_dense(DENSE))
+    with np.load(path) as npz:
+        assert json.loads(str(npz["meta"]))["scheme"] == "per_image_count"
+        np.testing.assert_array_equal(npz["indptr"], INDPTR)
