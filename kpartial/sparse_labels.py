@@ -126,12 +126,16 @@ class SparseLabels:
         return SparseLabels(indptr, self.classes[entry], self.values[entry], self.num_classes)
 
     def take_classes(self, classes):
-        """The labels restricted to `classes` (increasing ids), renumbered 0..len(classes)-1."""
+        """The labels restricted to `classes` (distinct ids), class k becoming column k."""
         classes = np.asarray(classes, np.int64)
         new_id = np.full(self.num_classes, -1, np.int64)
         new_id[classes] = np.arange(classes.size)
         mapped = new_id[self.classes]
         keep = mapped >= 0
+        if np.any(np.diff(classes) < 0):  # reordered: entries must be sorted again within rows
+            return SparseLabels.from_entries(
+                self.rows()[keep], mapped[keep], self.values[keep], self.shape[0], classes.size
+            )
         return self.with_entries(keep, mapped[keep].astype(np.int32), num_classes=classes.size)
 
     def with_entries(self, keep, classes=None, values=None, num_classes=None):

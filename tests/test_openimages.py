@@ -10,7 +10,13 @@ from kpartial import data
 from kpartial.readers import openimages
 from kpartial.sparse_labels import SparseLabels
 
-FLOWER, TORTOISE, PERSON, DOG, PLANT = "/m/0c9ph5", "/m/011k07", "/m/01g317", "/m/0bt9lr", "/m/05s2s"
+FLOWER, TORTOISE, PERSON, DOG, PLANT = (
+    "/m/0c9ph5",
+    "/m/011k07",
+    "/m/01g317",
+    "/m/0bt9lr",
+    "/m/05s2s",
+)
 DESCRIPTIONS = (
     "LabelName,DisplayName\n"
     f"{FLOWER},Flower\n"
@@ -246,11 +252,15 @@ def test_missing_image_names_the_image_and_line(tmp_path):
 def test_missing_files_are_named(tmp_path):
     folder = write_fixture(tmp_path / "oi")
     os.remove(folder / "oidv7-class-descriptions.csv")
-    with pytest.raises(data.DataError, match=re.escape(f"{folder}: expected one class description")):
+    with pytest.raises(
+        data.DataError, match=re.escape(f"{folder}: expected one class description")
+    ):
         load(folder)
     folder = write_fixture(tmp_path / "oi2")
     os.remove(folder / ANNOTATIONS)
-    with pytest.raises(data.DataError, match=re.escape(f"{folder}: expected one train annotations")):
+    with pytest.raises(
+        data.DataError, match=re.escape(f"{folder}: expected one train annotations")
+    ):
         load(folder)
     with pytest.raises(data.DataError, match=re.escape(f"{folder}: expected one validation")):
         load(folder, split="validation")

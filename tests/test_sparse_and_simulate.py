@@ -1,6 +1,9 @@
 """SparseLabels (CSR) and the seeded partial-label simulation schemes."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,6 +92,15 @@ def test_take_classes_renumbers_and_drops_other_entries():
     assert_sparse(taken, [0, 2, 2, 2, 2, 4], [0, 1, 0, 1], [-1, 1, 1, -1], 2)
 
 
+def test_take_classes_in_another_order_sorts_entries_within_rows():
+    sparse = SparseLabels.from_dense(DENSE)
+    taken = sparse.take_classes([3, 0, 2])
+    np.testing.assert_array_equal(taken.to_dense(), DENSE[:, [3, 0, 2]])
+    # Row 0: class 3 -> 0 (+1), class 0 -> 1 (+1); row 1: 2 -> 2; row 3: 0 -> 1, 2 -> 2; row 4:
+    # 2 -> 2 (-1), 3 -> 0 (-1).
+    assert_sparse(taken, [0, 2, 3, 3, 5, 7], [0, 1, 2, 1, 2, 0, 2], [1, 1, 1, -1, -1, -1, -1], 3)
+
+
 def test_with_entries_keeps_masked_entries_and_replaces_ids_and_values():
     sparse = SparseLabels.from_dense(DENSE)
     keep = np.array([0, 1, 0, 1, 0, 0, 0, 0, 1], bool)
@@ -141,7 +153,9 @@ def test_as_sparse_and_as_dense():
         ([0, 2], [0, 1], [1], 4, "classes and values must be 1-D and of equal length"),
     ],
 )
-def test_invalid_sparse_labels_name_the_problem_and_row(indptr, classes, values, num_classes, match):
+def test_invalid_sparse_labels_name_the_problem_and_row(
+    indptr, classes, values, num_classes, match
+):
     with pytest.raises(SparseLabelError, match=match):
         SparseLabels(indptr, classes, values, num_classes)
 
@@ -241,9 +255,7 @@ def test_per_image_count_exact_quota_per_row_and_single_positive():
     labels[8] = -1  # a row without positives
     kept = simulate.per_image_count(labels, 2, 1, seed=9)
     _assert_subset(kept, labels)
-    np.testing.assert_array_equal(
-        (kept == 1).sum(axis=1), np.minimum((labels == 1).sum(axis=1), 2)
-    )
+    np.testing.assert_array_equal((kept == 1).sum(axis=1), np.minimum((labels == 1).sum(axis=1), 2))
     np.testing.assert_array_equal(
         (kept == -1).sum(axis=1), np.minimum((labels == -1).sum(axis=1), 1)
     )
@@ -369,3 +381,63 @@ def test_saved_meta_is_json(tmp_path):
     with np.load(path) as npz:
         assert json.loads(str(npz["meta"]))["scheme"] == "per_image_count"
         np.testing.assert_array_equal(npz["indptr"], INDPTR)
+
+
+# ----------------------------------------------------------------------------
+# tools/simulate.py
+
+
+def _tiny_npz(path):
+    y = np.array([[1, -1, 1], [-1, 1, 0], [1, 1, -1], [-1, -1, 1], [0, 1, 1]], np.int8)
+    np.savez(path, x=np.arange(10, dtype=np.float32).reshape(5, 2), y=y)
+    return y
+
+
+def _cli(*args):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, *args],
+        check=False,
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_simulate_cli_writes_a_loadable_simulation(tmp_path):
+    y = _tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "sims" / "single.npz"
+    done = _cli(
+        "tools/simulate.py",
+        f"--data=npz:{tmp_path / 'tiny.npz'}",
+        "--scheme=per_image_count",
+        "--positives=1",
+        "--negatives=0",
+        "--seed=2",
+        f"--out={out}",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "kept 5 of 13 known labels" in done.stdout
+    full = data.load("npz", str(tmp_path / "tiny.npz"))
+    labels, meta = simulate.load(out, full)
+    np.testing.assert_array_equal(labels, simulate.per_image_count(y, 1, 0, seed=2))
+    assert meta["scheme"] == "per_image_count" and meta["seed"] == 2
+    assert meta["params"] == {"positives": 1, "negatives": 0}
+
+
+def test_simulate_cli_rejects_a_parameter_of_another_scheme(tmp_path):
+    _tiny_npz(tmp_path / "tiny.npz")
+    done = _cli(
+        "tools/simulate.py",
+        f"--data=npz:{tmp_path / 'tiny.npz'}",
+        "--scheme=per_image_count",
+        "--fraction=0.2",
+        f"--out={tmp_path / 'never.npz'}",
+    )
+    assert done.returncode != 0
+    assert "--scheme=per_image_count needs --positives, --negatives" in done.stderr
+    assert "does not take ['--fraction']" in done.stderr
+    assert not (tmp_path / "never.npz").exists()
