@@ -50,9 +50,9 @@ def generate(folder, num_images, num_classes, labels_per_image, seed=0):
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     mids = np.array([f"/m/{k:07x}" for k in range(num_classes)])
-    pd.DataFrame({"LabelName": mids, "DisplayName": [f"class {k}" for k in range(num_classes)]}).to_csv(
-        os.path.join(folder, "oidv7-class-descriptions.csv"), index=False
-    )
+    pd.DataFrame(
+        {"LabelName": mids, "DisplayName": [f"class {k}" for k in range(num_classes)]}
+    ).to_csv(os.path.join(folder, "oidv7-class-descriptions.csv"), index=False)
     with open(os.path.join(folder, "oidv7-classes-trainable.txt"), "w") as f:
         f.write("".join(m + "\n" for m in mids))
     keys = np.unique(rng.integers(0, 2**63 - 1, size=num_images, dtype=np.int64)).astype(np.uint64)
@@ -72,12 +72,18 @@ def generate(folder, num_images, num_classes, labels_per_image, seed=0):
             classes = rng.choice(num_classes, size=rows.size, p=weights)
             pairs = np.unique(rows.astype(np.int64) * num_classes + classes)
             rows, classes = pairs // num_classes, pairs % num_classes
-            nibbles = (keys[rows][:, None] >> np.arange(60, -4, -4, dtype=np.uint64)) & np.uint64(15)
+            nibbles = (keys[rows][:, None] >> np.arange(60, -4, -4, dtype=np.uint64)) & np.uint64(
+                15
+            )
             ids = hex_digits[nibbles].view("S16").ravel().astype(str)
             confidence = (rng.random(rows.size) < 0.55).astype(int)
             pd.DataFrame(
-                {"ImageID": ids, "Source": "verification", "LabelName": mids[classes],
-                 "Confidence": confidence}
+                {
+                    "ImageID": ids,
+                    "Source": "verification",
+                    "LabelName": mids[classes],
+                    "Confidence": confidence,
+                }
             ).to_csv(f, header=False, index=False)
     return path
 
@@ -126,12 +132,15 @@ def run_measurement(kind, folder):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), f"--measure={kind}", f"--folder={folder}"],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode or not lines:
         raise RuntimeError(f"{kind} on {folder} failed:\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main(argv):
@@ -152,11 +161,16 @@ def main(argv):
         generate_seconds = time.perf_counter() - started
         read = run_measurement("read", folder)
         piped = run_measurement("pipeline", folder)
-        rows.append({
-            "fraction": fraction, "classes": num_classes, "csv_mb": os.path.getsize(csv) / 2**20,
-            "generate_seconds": generate_seconds, **read,
-            **{k: v for k, v in piped.items() if k.startswith("pipeline")},
-        })
+        rows.append(
+            {
+                "fraction": fraction,
+                "classes": num_classes,
+                "csv_mb": os.path.getsize(csv) / 2**20,
+                "generate_seconds": generate_seconds,
+                **read,
+                **{k: v for k, v in piped.items() if k.startswith("pipeline")},
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     write_table(rows, baseline)
 
@@ -167,7 +181,7 @@ def write_table(rows, baseline):
         "# Open Images-scale reading and label pipeline (2-core CPU VM)",
         "",
         f"Generated Open Images-shaped human-verified labels ({FLAGS.labels_per_image:g} per image "
-        "on average, Zipf-like class frequencies), read by `kpartial.data.load(\"openimages\", ..., min_count=1, "
+        'on average, Zipf-like class frequencies), read by `kpartial.data.load("openimages", ..., min_count=1, '
         "with_images=False)` into `SparseLabels`; the pipeline is one epoch of "
         "`kpartial.pipeline.training_dataset` (batch 256, labels looked up by id and made dense per "
         "batch). Peak RSS is above a baseline process that imports TensorFlow and kpartial "

@@ -35,6 +35,15 @@ class SparseLabels:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
+        for name, dtype in (("classes", np.int32), ("values", np.int8)):
+            raw = np.asarray(getattr(self, name))
+            info = np.iinfo(dtype)
+            if (
+                raw.size
+                and raw.dtype.kind in "iu"
+                and (raw.min() < info.min or raw.max() > info.max)
+            ):
+                raise SparseLabelError(f"{name} hold values outside the {dtype.__name__} range")
         set_("indptr", np.asarray(self.indptr, np.int64))
         set_("classes", np.asarray(self.classes, np.int32))
         set_("values", np.asarray(self.values, np.int8))

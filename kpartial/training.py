@@ -122,6 +122,7 @@ def parse_options(text):
     parts = re.split(r",(?=\s*[A-Za-z_]\w*=)", text)
     for item in filter(None, (part.strip() for part in parts)):
         key, sep, value = item.partition("=")
+        value = value.strip()
         if not sep or not key.strip():
             raise ValueError(f"reader option {item!r} must look like key=value")
         for convert in (int, float):
