@@ -258,8 +258,8 @@ def drop_unlabelled(data: MultiLabelData, bad: BadInput) -> MultiLabelData:
     if not class_known.all():
         empty = np.flatnonzero(~class_known)
         bad.report(
-            f"class {data.label_names[empty[0]]!r} has no known label (empty class)",
-            data.source,
+            "class without any known label (empty class)",
+            f"{data.source}: class {data.label_names[empty[0]]!r}",
             count=empty.size,
         )
         keep = np.flatnonzero(class_known)
@@ -274,7 +274,9 @@ def drop_unlabelled(data: MultiLabelData, bad: BadInput) -> MultiLabelData:
     if not row_known.all():
         empty = np.flatnonzero(~row_known)
         bad.report(
-            f"row {empty[0]} (0-based example) has no known label", data.source, count=empty.size
+            "row without any known label",
+            f"{data.source}: row {empty[0]} (0-based example)",
+            count=empty.size,
         )
         data = data.take(np.flatnonzero(row_known))
     if bad.counts:
@@ -298,7 +300,10 @@ def split(data: MultiLabelData, test_fraction: float, seed: int):
         )
     tag = f"split seed {seed}, test fraction {test_fraction}"
     train = data.take(np.sort(order[num_test:]), f"{data.source} ({tag}: train)")
-    test = data.take(np.sort(order[:num_test]), f"{data.source} ({tag}: test)")
+    # Records skipped while reading the one file are counted once, with the training part.
+    test = dataclasses.replace(
+        data.take(np.sort(order[:num_test]), f"{data.source} ({tag}: test)"), skipped={}
+    )
     return train, test
 
 
