@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from kpartial import export, training
+from kpartial import data, export, pipeline, simulate, tfrecords, training
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COCO = SHARED / "coco-tiny" / "annotations"
@@ -59,3 +59,39 @@ def test_yeast_kpartial_beats_assume_negative_at_ten_percent(tmp_path):
     assert metrics["method"] == "assume_negative" and metrics["known_fraction"] == 0.1
     # Measured with seed 1: about 0.42 vs 0.36 mAP; assume_negative reads 90% of positives as negatives.
     assert kpartial["map"] > assume_negative["map"] + 0.03
+
+
+@pytest.mark.skipif(not COCO.is_dir(), reason="../shared/data/coco-tiny is absent")
+def test_coco_through_tfrecords_with_a_single_positive_simulation(tmp_path):
+    train = data.load("coco", str(COCO / "instances_train2017.json"))
+    single = simulate.per_image_count(train.labels, 1, 0, seed=3)
+    assert np.all((single > 0).sum(axis=1) == np.minimum((train.labels > 0).sum(axis=1), 1))
+    simulate.save(
+        tmp_path / "single.npz",
+        single,
+        scheme="per_image_count",
+        seed=3,
+        params={"positives": 1, "negatives": 0},
+        source=train.source,
+        label_names=train.label_names,
+    )
+    tfrecords.write_tfrecords(train, str(tmp_path / "train"), num_shards=3)
+    records = data.load("tfrecord", str(tmp_path / "train"))
+    np.testing.assert_array_equal(records.dense_labels(), train.labels)
+    # The real JPEG bytes come back decoded, in id order.
+    images = next(iter(pipeline.evaluation_dataset(records, 80, (32, 32))))
+    np.testing.assert_array_equal(images["id"].numpy(), np.arange(80))
+    assert images["x"].shape == (80, 32, 32, 3) and float(images["x"].numpy().std()) > 1.0
+    config = training.TrainConfig(
+        train_data=f"tfrecord:{tmp_path / 'train'}",
+        test_data=f"coco:{COCO / 'instances_val2017.json'}",
+        simulation=str(tmp_path / "single.npz"),
+        epochs=1,
+        batch_size=16,
+        image_size=32,
+        steps_per_execution=1,
+        pseudo_labels="off",
+        jit_compile="false",
+    )
+    result = training.run(config, log=lambda line: None)
+    assert result["evaluated_classes"] > 0 and 0.0 <= result["map"] <= 1.0
