@@ -241,10 +241,12 @@ class MaskedPrecisionAtK(keras.metrics.Metric):
         super().__init__(name=name or f"p_at_{int(k)}", dtype=dtype)
         self.k = int(k)
         self.from_logits = bool(from_logits)
-        self.total = self.add_variable(shape=(), initializer="zeros", dtype=self.dtype,
-                                       name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros", dtype=self.dtype,
-                                       name="count")
+        self.total = self.add_variable(
+            shape=(), initializer="zeros", dtype=self.dtype, name="total"
+        )
+        self.count = self.add_variable(
+            shape=(), initializer="zeros", dtype=self.dtype, name="count"
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         p, is_pos, _, known = _prepare(self, y_true, y_pred)
@@ -313,8 +315,7 @@ class MaskedAveragePrecision(keras.metrics.Metric):
         name, dtype: As for ``keras.metrics.Metric``.
     """
 
-    def __init__(self, num_classes, num_thresholds=200, from_logits=False, name="map",
-                 dtype=None):
+    def __init__(self, num_classes, num_thresholds=200, from_logits=False, name="map", dtype=None):
         if int(num_thresholds) < 2:
             raise ValueError(f"num_thresholds must be >= 2; got {num_thresholds}")
         super().__init__(name=name, dtype=dtype)
@@ -322,10 +323,12 @@ class MaskedAveragePrecision(keras.metrics.Metric):
         self.num_thresholds = int(num_thresholds)
         self.from_logits = bool(from_logits)
         shape = (self.num_classes, self.num_thresholds)
-        self.pos_hist = self.add_variable(shape=shape, initializer="zeros", dtype=self.dtype,
-                                          name="pos_hist")
-        self.neg_hist = self.add_variable(shape=shape, initializer="zeros", dtype=self.dtype,
-                                          name="neg_hist")
+        self.pos_hist = self.add_variable(
+            shape=shape, initializer="zeros", dtype=self.dtype, name="pos_hist"
+        )
+        self.neg_hist = self.add_variable(
+            shape=shape, initializer="zeros", dtype=self.dtype, name="neg_hist"
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         p, is_pos, is_neg, known = _prepare(self, y_true, y_pred)
@@ -363,8 +366,9 @@ class MaskedAveragePrecision(keras.metrics.Metric):
         ok = ops.logical_not(ops.isnan(ap))
         n = ops.sum(ops.cast(ok, self.dtype))
         total = ops.sum(ops.where(ok, ap, ops.zeros_like(ap)))
-        return ops.where(n > 0, total / ops.where(n > 0, n, ops.ones((), self.dtype)),
-                         _nan(self.dtype))
+        return ops.where(
+            n > 0, total / ops.where(n > 0, n, ops.ones((), self.dtype)), _nan(self.dtype)
+        )
 
     def reset_state(self):
         for v in (self.pos_hist, self.neg_hist):

@@ -28,6 +28,7 @@ class TrainConfig:
     `test_data` "" means: split `test_fraction` off `train_data` when it is > 0, else the embedded
     `synthetic:test` for `synthetic:train`. `*_data_options` are reader options "key=value,...".
     `simulation` is a file from `tools/simulate.py`; it replaces the `known_fraction` simulation.
+    `verify_images` decodes every image once before training, so a corrupt one is named up front.
 
     `pseudo_labels` and `pruning` are "auto" (on for `method="kpartial"` only, so the other methods
     run as published), "on" (combine kpartial's pseudo labels / pruning with any loss) or "off".
@@ -41,6 +42,7 @@ class TrainConfig:
     test_fraction: float = 0.0
     split_seed: int = 0
     simulation: str = ""
+    verify_images: bool = True
     method: str = "kpartial"
     known_fraction: float = 0.1
     seed: int = 1
@@ -137,14 +139,17 @@ def parse_options(text):
     return options
 
 
-def _load(spec, options, on_bad_input):
+def _load(spec, options, on_bad_input, check_images=True):
     fmt, path = data.parse_data_spec(spec)
-    return data.load(fmt, path, on_bad_input=on_bad_input, **parse_options(options))
+    loaded = data.load(fmt, path, on_bad_input=on_bad_input, **parse_options(options))
+    return data.verify_images(loaded, on_bad_input) if check_images else loaded
 
 
 def load_data(config):
     """(train, test) as the config says; test classes are aligned to train's."""
-    train = _load(config.train_data, config.train_data_options, config.on_bad_input)
+    train = _load(
+        config.train_data, config.train_data_options, config.on_bad_input, config.verify_images
+    )
     if config.test_fraction:
         return data.split(train, config.test_fraction, config.split_seed)
     test_spec = config.test_data
@@ -154,7 +159,7 @@ def load_data(config):
                 f"no test set for {config.train_data}: give test_data or test_fraction"
             )
         test_spec = "synthetic:test"
-    test = _load(test_spec, config.test_data_options, config.on_bad_input)
+    test = _load(test_spec, config.test_data_options, config.on_bad_input, config.verify_images)
     return train, align_classes(test, train.label_names, test_spec)
 
 

@@ -298,3 +298,23 @@ def test_real_coco_tiny():
     assert d.label_names[0] == "person"
     assert all(pathlib.Path(p).is_file() for p in d.image_paths)
     assert (d.labels == 1).any(axis=0).all()  # One image per category by construction.
+
+
+def test_verify_images_names_corrupt_and_missing_files_or_skips_and_counts(tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "good.jpg"
+    Image.new("RGB", (16, 12), (200, 10, 10)).save(good)
+    (tmp_path / "truncated.jpg").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "text.jpg").write_text("not an image")
+    paths = [good, tmp_path / "truncated.jpg", tmp_path / "text.jpg", tmp_path / "absent.jpg"]
+    images = data.MultiLabelData(
+        np.array([[1], [1], [-1], [1]], np.int8), ("a",), image_paths=paths, source="toy"
+    )
+    with pytest.raises(data.DataError, match=r"truncated\.jpg \(toy, example 1\): corrupt image"):
+        data.verify_images(images)
+    kept = data.verify_images(images, "skip")
+    assert kept.image_paths == (str(good),)
+    np.testing.assert_array_equal(kept.labels, [[1]])
+    assert kept.skipped == {"corrupt image": 2, "missing image file": 1}
+    assert data.verify_images(kept) is kept  # nothing to report: unchanged

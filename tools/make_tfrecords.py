@@ -36,6 +36,7 @@ def main(argv):
         full = data.load(
             fmt, path, FLAGS.on_bad_input, **training.parse_options(FLAGS.data_options)
         )
+        full = data.verify_images(full, FLAGS.on_bad_input)  # records hold decodable images only
         labels = simulate.load(FLAGS.simulation, full)[0] if FLAGS.simulation else None
         manifest = tfrecords.write_tfrecords(
             full, FLAGS.out, FLAGS.num_shards, labels, FLAGS.on_bad_input

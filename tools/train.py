@@ -53,6 +53,12 @@ flags.DEFINE_float(
     upper_bound=0.99,
 )
 flags.DEFINE_integer("split_seed", D.split_seed, "Seed of the --test_fraction split.")
+flags.DEFINE_bool(
+    "verify_images",
+    D.verify_images,
+    "Decode every image once before training, so a corrupt or missing one is reported by name "
+    "(or skipped and counted with --on_bad_input=skip) instead of failing mid-epoch.",
+)
 flags.DEFINE_string(
     "simulation",
     D.simulation,
