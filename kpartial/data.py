@@ -138,7 +138,11 @@ class MultiLabelData:
             self,
             labels=labels,
             features=None if self.features is None else self.features[rows],
-            image_paths=None if self.image_paths is None else np.asarray(self.image_paths)[rows],
+            image_paths=None
+            if self.image_paths is None
+            else np.asarray(self.image_paths)[rows]
+            if isinstance(self.image_paths, np.ndarray)
+            else tuple(self.image_paths[r] for r in rows),
             source=source or self.source,
         )
 

@@ -314,7 +314,7 @@ def test_verify_images_names_corrupt_and_missing_files_or_skips_and_counts(tmp_p
     with pytest.raises(data.DataError, match=r"truncated\.jpg \(toy, example 1\): corrupt image"):
         data.verify_images(images)
     kept = data.verify_images(images, "skip")
-    assert kept.image_paths == (str(good),)
+    assert kept.image_paths == (str(good),) and isinstance(kept.image_paths, tuple)
     np.testing.assert_array_equal(kept.labels, [[1]])
     assert kept.skipped == {"corrupt image": 2, "missing image file": 1}
     assert data.verify_images(kept) is kept  # nothing to report: unchanged

@@ -196,7 +196,7 @@ def test_invalid_arguments():
 
 
 def test_compile_jit_evaluate_matches_numpy():
-    d_in, n = 5, 70
+    d_in, n = 5, 64  # 4 full batches: one trace, one XLA compilation
     rng = np.random.default_rng(11)
     x = rng.normal(size=(n, d_in)).astype(np.float32)
     _, y = _data(n=n, seed=12)
@@ -209,14 +209,15 @@ def test_compile_jit_evaluate_matches_numpy():
         m.name = name
     model.compile(loss="mse", metrics=[m for _, m in made], jit_compile=True)
     res = model.evaluate(x, y.astype(np.float32), batch_size=16, return_dict=True, verbose=0)
-    p = model.predict(x, batch_size=n, verbose=0)
+    p = keras.ops.convert_to_numpy(model(x))
     for (name, m), (_, _, ref) in zip(made, CASES):
         assert _close(res[m.name], ref(p, y), tol=1e-5), (name, res[m.name], ref(p, y))
 
 
 def test_update_state_in_jit_tf_function():
     p, y = _data(seed=13)
-    made = [make() for _, make, _ in CASES]
+    cases = [c for c in CASES if c[0] in ("cf1_top2", "of1", "p_at_3", "map_grid")]
+    made = [make() for _, make, _ in cases]
 
     @tf.function(jit_compile=True)
     def step(yt, yp):
@@ -225,5 +226,5 @@ def test_update_state_in_jit_tf_function():
 
     for a, b in ((0, 30), (30, 60), (60, 90)):
         step(tf.constant(y[a:b]), tf.constant(p[a:b]))
-    for m, (name, _, ref) in zip(made, CASES):
+    for m, (name, _, ref) in zip(made, cases):
         assert _close(float(m.result()), ref(p, y)), name
