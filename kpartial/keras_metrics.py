@@ -38,7 +38,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["MaskedF1", "MaskedPrecisionAtK", "MaskedAveragePrecision"]
+__all__ = ["MaskedAveragePrecision", "MaskedF1", "MaskedPrecisionAtK"]
 
 
 def _prepare(metric, y_true, y_pred):

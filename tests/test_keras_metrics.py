@@ -1,17 +1,18 @@
 """Streaming Keras metrics against the NumPy reference functions in kpartial.metrics."""
 
+import itertools
 import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
 
-from kpartial import metrics  # noqa: E402
-from kpartial.keras_metrics import (  # noqa: E402
+from kpartial import metrics
+from kpartial.keras_metrics import (
     MaskedAveragePrecision,
     MaskedF1,
     MaskedPrecisionAtK,
@@ -76,7 +77,7 @@ IDS = [c[0] for c in CASES]
 
 def _feed(metric, p, y, splits=(0, 17, 50, None), sample_weight=None):
     bounds = list(splits[:-1]) + [len(p)]
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         sw = None if sample_weight is None else sample_weight[a:b]
         metric.update_state(y[a:b], p[a:b], sample_weight=sw)
     return float(metric.result())
@@ -204,19 +205,24 @@ def test_compile_jit_evaluate_matches_numpy():
     model.set_weights(
         [rng.normal(size=(d_in, C)).astype(np.float32), rng.normal(size=C).astype(np.float32)]
     )
-    made = [(name, make()) for name, make, _ in CASES]
+    # One case per metric family (keeps the XLA compile short); the jit tf.function test below
+    # covers other configurations.
+    cases = [
+        c for c in CASES if c[0] in ("cf1_per_class_threshold", "of1_top3", "p_at_3", "map_grid")
+    ]
+    made = [(name, make()) for name, make, _ in cases]
     for name, m in made:  # several cases share a default name ("cf1", "of1")
         m.name = name
     model.compile(loss="mse", metrics=[m for _, m in made], jit_compile=True)
     res = model.evaluate(x, y.astype(np.float32), batch_size=16, return_dict=True, verbose=0)
     p = keras.ops.convert_to_numpy(model(x))
-    for (name, m), (_, _, ref) in zip(made, CASES):
+    for (name, m), (_, _, ref) in zip(made, cases):
         assert _close(res[m.name], ref(p, y), tol=1e-5), (name, res[m.name], ref(p, y))
 
 
 def test_update_state_in_jit_tf_function():
     p, y = _data(seed=13)
-    cases = [c for c in CASES if c[0] in ("cf1_top2", "of1", "p_at_3", "map_grid")]
+    cases = [c for c in CASES if c[0] in ("cf1_top2", "of1", "p_at_9", "map_grid")]
     made = [make() for _, make, _ in cases]
 
     @tf.function(jit_compile=True)
