@@ -244,6 +244,72 @@ def test_large_loss_epoch_is_read_by_a_compiled_step_without_retracing():
     assert compiled.experimental_get_tracing_count() == 1
 
 
+
+def _selection_and_unknown_loss(loss, y, z):
+    unknown = tf.cast(tf.equal(y, 0), tf.float32)
+    return loss.selection(y, z), tf.math.softplus(z) * unknown
+
+
+# (delta_rel, max_rate, epoch): rate 0 (epoch 0 and delta_rel 0), k = 1, small and large shares,
+# the max_rate cap, and rates whose k exceeds the number of entries (every unknown selected).
+LARGE_LOSS_RATES = [
+    (0.1, 0.2, 0),
+    (0.0, 0.2, 5),
+    (1e-6, 0.2, 1),
+    (0.002, 0.2, 3),
+    (0.05, 0.2, 2),
+    (0.1, 0.2, 7),
+    (0.3, 1.5, 3),
+    (0.25, 0.9, 4),
+]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_large_loss_selection_equals_a_full_sort_on_random_batches(jit):
+    rng = np.random.default_rng(7)
+    shapes = [(8, 16), (5, 37), (1, 3)]
+    for delta_rel, max_rate, epoch in LARGE_LOSS_RATES:
+        loss = losses.LargeLossModification("temporary", delta_rel=delta_rel, max_rate=max_rate)
+        loss.epoch.assign(epoch)
+        fn = tf.function(lambda y, z: _selection_and_unknown_loss(loss, y, z), jit_compile=jit)
+        for shape in shapes:
+            batches = {
+                "mixed": rng.choice(np.array([-1, 0, 0, 0, 1], np.int8), size=shape),
+                "no_unknown": rng.choice(np.array([-1, 1], np.int8), size=shape),
+                "all_unknown": np.zeros(shape, np.int8),
+            }
+            # Coarse logits make ties, including ties at the threshold.
+            z_sets = [rng.normal(size=shape) * 3, rng.integers(-3, 4, size=shape) / 2.0]
+            for kind, y in batches.items():
+                for z in z_sets:
+                    select, unknown_loss = fn(tf.constant(y), tf.constant(z, tf.float32))
+                    values = unknown_loss.numpy()  # float32, as this execution computed them
+                    rate = min(np.float32(epoch) * np.float32(delta_rel), np.float32(max_rate))
+                    k = int(np.ceil(rate * np.float32(y.size)))  # float32, as the loss does
+                    ranked = np.sort(values.ravel())[::-1]
+                    threshold = ranked[min(k, y.size) - 1] if k > 0 else np.inf
+                    expected = (y == 0) * (values >= threshold)
+                    np.testing.assert_array_equal(
+                        select.numpy(), expected, err_msg=f"{kind} {shape} {epoch} {delta_rel}"
+                    )
+                    if kind == "no_unknown" or k == 0:
+                        assert select.numpy().sum() == 0
+                    if k >= y.size:
+                        np.testing.assert_array_equal(select.numpy(), y == 0)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_large_loss_selection_of_low_precision_logits_is_that_of_their_float32_values(dtype):
+    loss = losses.LargeLossModification("permanent", delta_rel=0.1)
+    loss.epoch.assign(2)
+    rng = np.random.default_rng(3)
+    y = rng.choice(np.array([-1, 0, 0, 1], np.int8), size=(6, 10))
+    z = tf.constant(rng.normal(size=(6, 10)) * 4, dtype)
+    np.testing.assert_array_equal(
+        loss.selection(y, z).numpy(), loss.selection(y, tf.cast(z, tf.float32)).numpy()
+    )
+
+
 def test_splc_corrects_confident_unknowns_after_warmup():
     def reference(y, z, epoch, tau=0.6, m=1.0, gamma=2.0):
         pos, neg, unk = masks(y)
