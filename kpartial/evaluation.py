@@ -44,23 +44,33 @@ class EpochLog(keras.callbacks.Callback):
         self.epochs.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
 
 
-def evaluate_saved_model(model_path, test_data, batch_size=256, image_size=224, out_dir=None):
-    """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json."""
+def evaluate_saved_model(
+    model_path, test_data, batch_size=256, image_size=224, out_dir=None, data_options=""
+):
+    """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json.
+
+    The test set is restricted to the model's classes when it has more (see
+    `training.align_classes`); `data_options` are reader options "key=value,...".
+    """
     import json
     import os
 
-    from kpartial import data, export, pipeline
+    from kpartial import data, export, pipeline, training
 
     serve, label_names, thresholds = export.load_serving(model_path)
-    test = data.load(*data.parse_data_spec(test_data))
-    if tuple(label_names) != test.label_names:
-        raise data.DataError(f"{test_data}: classes differ from those of {model_path}")
+    fmt, path = data.parse_data_spec(test_data)
+    test = data.load(fmt, path, **training.parse_options(data_options))
+    try:
+        test = training.align_classes(test, label_names, test_data)
+    except data.DataError as e:
+        raise data.DataError(f"{e} (model {model_path})") from None
+    test_labels = test.dense_labels()
     dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))
     probabilities = np.concatenate(
         [serve(x=batch["x"])["probabilities"].numpy() for batch in dataset]
     )
-    result = metrics.evaluate(probabilities, test.labels)
-    at_exported = metrics.f1_scores(probabilities, test.labels, threshold=thresholds)
+    result = metrics.evaluate(probabilities, test_labels)
+    at_exported = metrics.f1_scores(probabilities, test_labels, threshold=thresholds)
     result.update(
         {
             "cf1_exported_thresholds": at_exported["cf1"],

@@ -14,6 +14,7 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel folder written by tools/export.py.")
 flags.DEFINE_string("test_data", None, "FMT:PATH of the test set.")
+flags.DEFINE_string("test_data_options", "", "Reader options key=value,... for --test_data.")
 flags.DEFINE_string("out", "", "If set, write metrics.json into this folder.")
 flags.DEFINE_integer("batch_size", 256, "Prediction batch size.", lower_bound=1)
 flags.DEFINE_integer("image_size", 224, "Image side for image data.")
@@ -26,9 +27,14 @@ def main(argv):
 
     try:
         result = evaluation.evaluate_saved_model(
-            FLAGS.model, FLAGS.test_data, FLAGS.batch_size, FLAGS.image_size, FLAGS.out or None
+            FLAGS.model,
+            FLAGS.test_data,
+            FLAGS.batch_size,
+            FLAGS.image_size,
+            FLAGS.out or None,
+            FLAGS.test_data_options,
         )
-    except (data.DataError, OSError) as e:
+    except (data.DataError, OSError, ValueError) as e:
         raise app.UsageError(str(e)) from None
     print(
         f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} over "
