@@ -706,7 +706,7 @@ def read_npz(path) -> MultiLabelData:
 _COCO_NAME = re.compile(r"^instances_(.+)\.json$")
 
 
-def read_coco(path, image_dir=None) -> MultiLabelData:
+def read_coco(path, image_dir=None, on_bad_input="error") -> MultiLabelData:
     """Reads image-level labels from a COCO ``instances_*.json``.
 
     Classes are the categories sorted by id. A class is +1 for an image with
@@ -716,6 +716,8 @@ def read_coco(path, image_dir=None) -> MultiLabelData:
     Args:
         path: The ``instances_<split>.json`` file.
         image_dir: Folder holding the images. Default: ``<json dir>/../<split>``.
+        on_bad_input: "error", or "skip" to drop (and count) annotations naming an unknown
+            image or category id and images whose file is missing.
 
     Raises:
         DataError: On a missing image file, or an annotation naming an unknown
@@ -748,22 +750,29 @@ def read_coco(path, image_dir=None) -> MultiLabelData:
     if len(image_row) != len(images) or len(cat_col) != len(categories):
         raise DataError(f"{path}: duplicate image or category ids")
 
+    bad = BadInput(on_bad_input)
     labels = np.full((len(images), len(categories)), NEGATIVE, np.int8)
     for ann in annotations:
         row = image_row.get(ann.get("image_id"))
         col = cat_col.get(ann.get("category_id"))
         if row is None or col is None:
             what = "image_id" if row is None else "category_id"
-            raise DataError(
-                f"{path}: annotation {ann.get('id')} refers to unknown {what} {ann.get(what)!r}"
+            bad.report(
+                f"annotation refers to an unknown {what}",
+                f"{path}: annotation {ann.get('id')} ({what} {ann.get(what)!r})",
             )
+            continue
         labels[row, col] = POSITIVE
     image_paths = tuple(os.path.join(image_dir, f) for f in files)
-    for p in image_paths:
-        if not os.path.isfile(p):
-            raise DataError(f"image file {p} listed in {path} does not exist")
+    present = np.array([os.path.isfile(p) for p in image_paths], bool)
+    for row in np.flatnonzero(~present):
+        bad.report("missing image file", f"image file {image_paths[row]} listed in {path}")
     return MultiLabelData(
-        labels=labels, label_names=names, image_paths=image_paths, source=f"coco:{path}"
+        labels=labels[present],
+        label_names=names,
+        image_paths=tuple(p for p, ok in zip(image_paths, present) if ok),
+        source=f"coco:{path}",
+        skipped=bad.counts,
     )
 
 

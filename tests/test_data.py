@@ -220,7 +220,10 @@ def test_read_coco_missing_image(coco_json):
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("category_id", 99, "unknown category_id 99"), ("image_id", 42, "unknown image_id 42")],
+    [
+        ("category_id", 99, r"\(category_id 99\): annotation refers to an unknown category_id"),
+        ("image_id", 42, r"\(image_id 42\): annotation refers to an unknown image_id"),
+    ],
 )
 def test_read_coco_unknown_ids(coco_json, field, value, message):
     coco = json.loads(coco_json.read_text())
@@ -228,6 +231,17 @@ def test_read_coco_unknown_ids(coco_json, field, value, message):
     coco_json.write_text(json.dumps(coco))
     with pytest.raises(data.DataError, match=message):
         data.read_coco(coco_json)
+    skipped = data.read_coco(coco_json, on_bad_input="skip")
+    assert skipped.skipped == {f"annotation refers to an unknown {field}": 1}
+
+
+def test_read_coco_skips_and_counts_a_missing_image(coco_json):
+    full = data.read_coco(coco_json)
+    (coco_json.parents[1] / "val" / "a.jpg").unlink()
+    kept = data.read_coco(coco_json, on_bad_input="skip")
+    assert kept.num_examples == full.num_examples - 1
+    assert not any(p.endswith("a.jpg") for p in kept.image_paths)
+    assert kept.skipped == {"missing image file": 1}
 
 
 def test_parse_data_spec_and_load():
