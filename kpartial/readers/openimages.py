@@ -171,8 +171,14 @@ def read_openimages(
         keep = class_ids >= 0
         keys, class_ids, values, lines = keys[keep], class_ids[keep], values[keep], lines[keep]
         space = [space[k] for k in kept]
+        if not space:
+            raise data.DataError(
+                f"{annotations}: no class has min_count={min_count} verified positives"
+            )
 
-    row_start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.zeros(0)
+    row_start = (
+        np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.zeros(0, np.int64)
+    )
     image_ids = keys[row_start]
     indptr = np.append(row_start, keys.size).astype(np.int64)
     image_paths = None
