@@ -18,11 +18,15 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.dataset, self.labels = dataset, np.asarray(labels)
         self.every, self.total_epochs = max(1, every), total_epochs
         self.last = {}
+        # The predictions of the last evaluated epoch, so a run need not predict the test set again.
+        self.probabilities, self.evaluated_epochs = None, 0
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every and epoch + 1 != self.total_epochs:
             return
-        result = metrics.evaluate(predict_probabilities(self.model, self.dataset), self.labels)
+        self.probabilities = predict_probabilities(self.model, self.dataset)
+        self.evaluated_epochs = epoch + 1
+        result = metrics.evaluate(self.probabilities, self.labels)
         self.last = {
             "test_map": result["map"],
             "test_cf1": result["cf1"],

@@ -304,9 +304,10 @@ def run(config, log=print):
             )
         )
     test_labels = test.dense_labels()
-    callbacks.append(
-        evaluation.EvaluationCallback(test_ds, test_labels, config.eval_every, config.epochs)
+    test_evaluation = evaluation.EvaluationCallback(
+        test_ds, test_labels, config.eval_every, config.epochs
     )
+    callbacks.append(test_evaluation)
     if config.workdir:
         stats.to_csv(os.path.join(config.workdir, "class_stats.csv"))
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.workdir, "tensorboard")))
@@ -325,7 +326,10 @@ def run(config, log=print):
     )
     train_seconds = time.perf_counter() - started
 
-    probabilities = predict_probabilities(model, test_ds)
+    if test_evaluation.evaluated_epochs == config.epochs:  # predicted after the last epoch
+        probabilities = test_evaluation.probabilities
+    else:
+        probabilities = predict_probabilities(model, test_ds)
     thresholds = np.full(train.num_classes, DECISION_THRESHOLD, np.float32)
     result = metrics.evaluate(probabilities, test_labels)
     result.update(

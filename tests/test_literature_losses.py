@@ -244,7 +244,6 @@ def test_large_loss_epoch_is_read_by_a_compiled_step_without_retracing():
     assert compiled.experimental_get_tracing_count() == 1
 
 
-
 def _selection_and_unknown_loss(loss, y, z):
     unknown = tf.cast(tf.equal(y, 0), tf.float32)
     return loss.selection(y, z), tf.math.softplus(z) * unknown

@@ -11,7 +11,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from kpartial import class_stats, data, losses, models, simulate, synthetic, training
+from kpartial import class_stats, data, losses, metrics, models, simulate, synthetic, training
 from kpartial.partial_model import PartialLabelModel
 
 NUM_EXAMPLES, NUM_CLASSES, NUM_FEATURES = 600, 8, 16
@@ -344,3 +344,15 @@ def test_pseudo_labels_and_pruning_combine_with_any_loss(base_config):
     assert not off.uses_pseudo_labels and not off.uses_pruning
     with pytest.raises(ValueError, match="pseudo_labels must be"):
         dataclasses.replace(base_config, pseudo_labels="yes")
+
+
+def test_final_metrics_are_those_of_the_last_epoch_and_of_the_saved_network(kpartial_run):
+    config, result, _ = kpartial_run
+    assert result["map"] == pytest.approx(result["history"][-1]["test_map"], abs=1e-6)
+    # The final metrics reuse the last epoch's predictions: they must be those of the final weights.
+    network = keras.saving.load_model(os.path.join(config.workdir, "network.keras"))
+    test = data.load(*data.parse_data_spec(config.test_data))
+    probabilities = 1 / (1 + np.exp(-network.predict(test.features, verbose=0)))
+    assert metrics.evaluate(probabilities, test.labels)["map"] == pytest.approx(
+        result["map"], abs=1e-5
+    )
