@@ -146,6 +146,25 @@ class MultiLabelData:
             source=source or self.source,
         )
 
+    def take_classes(self, columns) -> MultiLabelData:
+        """The classes at `columns` (int indices), in that order."""
+        columns = np.asarray(columns, np.int64)
+        labels = self.labels
+        return dataclasses.replace(
+            self,
+            labels=labels.take_classes(columns)
+            if isinstance(labels, SparseLabels)
+            else labels[:, columns],
+            label_names=tuple(self.label_names[k] for k in columns),
+        )
+
+    def with_skipped(self, counts: dict) -> MultiLabelData:
+        """A copy whose `skipped` also counts `counts` (reason -> records)."""
+        merged = dict(self.skipped)
+        for reason, count in counts.items():
+            merged[reason] = merged.get(reason, 0) + count
+        return dataclasses.replace(self, skipped=merged)
+
     def with_labels(self, labels) -> MultiLabelData:
         """Returns a copy with ``labels`` replaced.
 
@@ -266,14 +285,7 @@ def drop_unlabelled(data: MultiLabelData, bad: BadInput) -> MultiLabelData:
             f"{data.source}: class {data.label_names[empty[0]]!r}",
             count=empty.size,
         )
-        keep = np.flatnonzero(class_known)
-        data = dataclasses.replace(
-            data,
-            labels=labels.take_classes(keep)
-            if isinstance(labels, SparseLabels)
-            else labels[:, keep],
-            label_names=tuple(data.label_names[k] for k in keep),
-        )
+        data = data.take_classes(np.flatnonzero(class_known))
         return drop_unlabelled(data, bad)  # dropping classes can leave rows without labels
     if not row_known.all():
         empty = np.flatnonzero(~row_known)
@@ -283,12 +295,7 @@ def drop_unlabelled(data: MultiLabelData, bad: BadInput) -> MultiLabelData:
             count=empty.size,
         )
         data = data.take(np.flatnonzero(row_known))
-    if bad.counts:
-        merged = dict(data.skipped)
-        for reason, count in bad.counts.items():
-            merged[reason] = merged.get(reason, 0) + count
-        data = dataclasses.replace(data, skipped=merged)
-    return data
+    return data.with_skipped(bad.counts) if bad.counts else data
 
 
 def verify_images(data: MultiLabelData, on_bad_input: str = "error", threads: int = 8):
@@ -326,10 +333,7 @@ def verify_images(data: MultiLabelData, on_bad_input: str = "error", threads: in
             reason, f"{data.image_paths[row]} ({data.source}, example {row}): {problems[row]}"
         )
     keep = np.setdiff1d(np.arange(data.num_examples), bad_rows)
-    merged = dict(data.skipped)
-    for reason, count in bad.counts.items():
-        merged[reason] = merged.get(reason, 0) + count
-    return dataclasses.replace(data.take(keep), skipped=merged)
+    return data.take(keep).with_skipped(bad.counts)
 
 
 def split(data: MultiLabelData, test_fraction: float, seed: int):

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from kpartial import class_stats, data, evaluation, label_pruning, losses, metrics, models
 from kpartial import pipeline, pseudo_labels, simulate
-from kpartial.sparse_labels import SparseLabels, as_dense
+from kpartial.sparse_labels import as_dense
 from kpartial.partial_model import EpochCallback, PartialLabelModel, predict_probabilities
 
 METHODS = tuple(losses.METHODS)
@@ -179,10 +179,7 @@ def align_classes(test, label_names, spec):
             f"(e.g. {missing[:3]}); train and test have different classes "
             f"({len(label_names)} vs {test.num_classes})"
         )
-    keep = np.array([column[name] for name in label_names], np.int64)
-    labels = test.labels
-    labels = labels.take_classes(keep) if isinstance(labels, SparseLabels) else labels[:, keep]
-    return dataclasses.replace(test, labels=labels, label_names=tuple(label_names))
+    return test.take_classes([column[name] for name in label_names])
 
 
 def simulated_labels(config, train):
