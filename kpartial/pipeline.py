@@ -15,14 +15,18 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _decode_image(path, image_size):
-    contents = tf.io.read_file(path)
+    return _decode_image_bytes(tf.io.read_file(path), path, image_size)
+
+
+def _decode_image_bytes(contents, name, image_size):
+    """Decoded, resized float32 image; `name` (path or record key) is reported for a non-image."""
     # Fail with the file's name for something that is not an image at all; decoding errors of a
     # damaged JPEG/PNG come from TensorFlow itself.
     header = tf.strings.substr(contents, 0, 4)
     is_image = tf.reduce_any(
         [tf.io.is_jpeg(contents), tf.equal(header, b"\x89PNG"), tf.equal(header, b"GIF8")]
     )
-    with tf.control_dependencies([tf.debugging.Assert(is_image, ["not an image:", path])]):
+    with tf.control_dependencies([tf.debugging.Assert(is_image, ["not an image:", name])]):
         contents = tf.identity(contents)
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
@@ -94,21 +98,6 @@ def label_lookup(labels):
     return lookup
 
 
-def _decode_record_image(image_bytes, key, image_size):
-    is_image = tf.reduce_any(
-        [
-            tf.io.is_jpeg(image_bytes),
-            tf.equal(tf.strings.substr(image_bytes, 0, 4), b"\x89PNG"),
-            tf.equal(tf.strings.substr(image_bytes, 0, 4), b"GIF8"),
-        ]
-    )
-    with tf.control_dependencies([tf.debugging.Assert(is_image, ["not an image:", key])]):
-        image_bytes = tf.identity(image_bytes)
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return tf.image.resize(tf.cast(image, tf.float32), image_size)
-
-
 def _record_examples(data, image_size, augment_seed, shuffle_seed):
     """`(position, {"x", "id"})` streamed from TFRecord shards (see kpartial.tfrecords)."""
     from kpartial import tfrecords
@@ -120,7 +109,7 @@ def _record_examples(data, image_size, augment_seed, shuffle_seed):
         records = records.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
 
     def load(position, record):
-        image = _decode_record_image(record["image"], record["key"], size)
+        image = _decode_image_bytes(record["image"], record["key"], size)
         if augment_seed is not None:
             image = _augment(image, size, tf.stack([tf.constant(augment_seed, tf.int64), position]))
         return {"x": image, "id": tf.cast(record["id"], tf.int32)}
