@@ -181,6 +181,7 @@ def read_openimages(
     )
     image_ids = keys[row_start]
     indptr = np.append(row_start, keys.size).astype(np.int64)
+    labels = SparseLabels(indptr, class_ids, values, len(space))
     image_paths = None
     if with_images:
         image_dir = os.path.abspath(image_dir or os.path.join(folder, "images"))
@@ -196,15 +197,10 @@ def read_openimages(
                 f"{annotations}:{lines[indptr[missing[0]]]}",
                 count=missing.size,
             )
-            keep_entries = np.repeat(exists, np.diff(indptr))
-            class_ids, values = class_ids[keep_entries], values[keep_entries]
-            lengths = np.diff(indptr)[exists]
-            indptr = np.zeros(lengths.size + 1, np.int64)
-            np.cumsum(lengths, out=indptr[1:])
+            labels = labels.take_rows(np.flatnonzero(exists))
             names = names[exists]
         prefix = (image_dir + os.sep).encode()
         image_paths = np.char.add(np.char.add(prefix, names), b".jpg").astype(str)
-    labels = SparseLabels(indptr, class_ids, values, len(space))
     return data.MultiLabelData(
         labels=labels,
         label_names=tuple(space),
