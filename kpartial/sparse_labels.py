@@ -104,8 +104,7 @@ class SparseLabels:
     def from_dense(cls, labels):
         labels = np.asarray(labels)
         rows, cols = np.nonzero(labels)
-        indptr = np.zeros(labels.shape[0] + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=labels.shape[0]), out=indptr[1:])
+        indptr = _offsets(np.bincount(rows, minlength=labels.shape[0]))
         return cls(indptr, cols, labels[rows, cols], labels.shape[1])
 
     @classmethod
@@ -114,8 +113,7 @@ class SparseLabels:
         rows = np.asarray(rows, np.int64)
         classes = np.asarray(classes, np.int64)
         order = np.lexsort((classes, rows))
-        indptr = np.zeros(num_rows + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=num_rows), out=indptr[1:])
+        indptr = _offsets(np.bincount(rows, minlength=num_rows))
         return cls(indptr, classes[order], np.asarray(values)[order], num_classes)
 
     def to_dense(self):
@@ -127,8 +125,7 @@ class SparseLabels:
         """The labels of `rows` (int indices), in that order."""
         rows = np.asarray(rows, np.int64)
         lengths = self.row_lengths()[rows]
-        indptr = np.zeros(rows.size + 1, np.int64)
-        np.cumsum(lengths, out=indptr[1:])
+        indptr = _offsets(lengths)
         starts = self.indptr[rows]
         # Entry k of the output comes from starts[row] + (k - indptr[row]).
         entry = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
@@ -151,8 +148,7 @@ class SparseLabels:
         """Keeps the entries where the boolean [K] `keep` holds (optionally new ids / values)."""
         kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
         kept_per_row = kept_before[self.indptr[1:]] - kept_before[self.indptr[:-1]]
-        indptr = np.zeros(self.shape[0] + 1, np.int64)
-        np.cumsum(kept_per_row, out=indptr[1:])
+        indptr = _offsets(kept_per_row)
         return SparseLabels(
             indptr,
             self.classes[keep] if classes is None else classes,
@@ -180,6 +176,13 @@ class SparseLabels:
     @classmethod
     def load(cls, npz):
         return cls(npz["indptr"], npz["classes"], npz["values"], int(npz["num_classes"]))
+
+
+def _offsets(row_lengths):
+    """CSR row offsets [N + 1] of rows with these lengths."""
+    indptr = np.zeros(len(row_lengths) + 1, np.int64)
+    np.cumsum(row_lengths, out=indptr[1:])
+    return indptr
 
 
 def as_sparse(labels):
