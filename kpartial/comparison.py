@@ -29,6 +29,7 @@ def compare(base_config, variants, known_fractions, seeds, workdir_root="", log=
       log: function printing a line.
     """
     rows = []
+    loaded = {}  # data-field values -> (train, test): read, featurise and verify the data once
     for fraction in known_fractions:
         for name, overrides in variants.items():
             for seed in seeds:
@@ -40,7 +41,10 @@ def compare(base_config, variants, known_fractions, seeds, workdir_root="", log=
                 config = dataclasses.replace(
                     base_config, known_fraction=fraction, seed=seed, workdir=workdir, **overrides
                 )
-                result = training.run(config, log=log)
+                key = tuple(getattr(config, field) for field in training.DATA_FIELDS)
+                if key not in loaded:
+                    loaded[key] = training.load_data(config)
+                result = training.run(config, log=log, datasets=loaded[key])
                 rows.append(
                     {
                         "variant": name,

@@ -145,6 +145,19 @@ def _load(spec, options, on_bad_input, check_images=True):
     return data.verify_images(loaded, on_bad_input) if check_images else loaded
 
 
+# The TrainConfig fields `load_data` reads: runs that agree on them can share loaded data.
+DATA_FIELDS = (
+    "train_data",
+    "test_data",
+    "train_data_options",
+    "test_data_options",
+    "on_bad_input",
+    "test_fraction",
+    "split_seed",
+    "verify_images",
+)
+
+
 def load_data(config):
     """(train, test) as the config says; test classes are aligned to train's."""
     train = _load(
@@ -211,12 +224,15 @@ def build_network(config, train):
     )
 
 
-def run(config, log=print):
-    """Trains, evaluates and writes artifacts into `config.workdir`; returns the metrics dict."""
+def run(config, log=print, datasets=None):
+    """Trains, evaluates and writes artifacts into `config.workdir`; returns the metrics dict.
+
+    `datasets` is `load_data(config)` when the caller already has it (runs only read it).
+    """
     keras.utils.set_random_seed(config.seed)
     if config.workdir:
         os.makedirs(config.workdir, exist_ok=True)
-    train, test = load_data(config)
+    train, test = datasets if datasets is not None else load_data(config)
     known = simulated_labels(config, train)
     if config.class_stats:
         stats = class_stats.ClassStatistics.from_csv(config.class_stats, train.label_names)

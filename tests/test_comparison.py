@@ -147,3 +147,24 @@ def test_summary_table_missing_cell():
         "| kpartial | 60.00 ± 8.16 | 75.00 ± 5.00 |\n"
         "| ignore |  | 55.00 ± 15.00 |"
     )
+
+
+def test_data_fields_are_all_that_load_data_reads(tmp_path):
+    class Recorder:
+        def __init__(self, config):
+            self.config, self.read = config, set()
+
+        def __getattr__(self, name):
+            self.read.add(name)
+            return getattr(self.config, name)
+
+    path = tmp_path / "d.npz"
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    np.savez(path, x=x, y=np.where(x[:, :2] > 0, 1, -1).astype(np.int8))
+    for config in (
+        training.TrainConfig(train_data=f"npz:{path}", test_fraction=0.3),
+        training.TrainConfig(train_data=f"npz:{path}", test_data=f"npz:{path}"),
+    ):
+        recorder = Recorder(config)
+        training.load_data(recorder)
+        assert recorder.read <= set(training.DATA_FIELDS)
