@@ -16,7 +16,16 @@ METHODS = {
 }
 
 
-def compare(base_config, variants, known_fractions, seeds, workdir_root="", log=print):
+def compare(
+    base_config,
+    variants,
+    known_fractions,
+    seeds,
+    workdir_root="",
+    log=print,
+    resume=False,
+    overwrite=False,
+):
     """Trains every variant x known fraction x seed; returns a DataFrame of results.
 
     Args:
@@ -27,6 +36,8 @@ def compare(base_config, variants, known_fractions, seeds, workdir_root="", log=
       seeds: seeds to repeat each setting with.
       workdir_root: if set, each run writes into `workdir_root/<variant>/kf<fraction>_s<seed>`.
       log: function printing a line.
+      resume, overwrite: as `training.run`, for each run's workdir (a resumed comparison skips the
+        runs that finished).
     """
     rows = []
     loaded = {}  # data-field values -> (train, test): read, featurise and verify the data once
@@ -44,7 +55,9 @@ def compare(base_config, variants, known_fractions, seeds, workdir_root="", log=
                 key = tuple(getattr(config, field) for field in training.DATA_FIELDS)
                 if key not in loaded:
                     loaded[key] = training.load_data(config)
-                result = training.run(config, log=log, datasets=loaded[key])
+                result = training.run(
+                    config, log=log, datasets=loaded[key], resume=resume, overwrite=overwrite
+                )
                 rows.append(
                     {
                         "variant": name,

@@ -1,10 +1,14 @@
 """Per-epoch evaluation on the test set, logged for TensorBoard (annotated entries only)."""
 
+import json
+import os
+
 import keras
 import numpy as np
 
 from kpartial import metrics
 from kpartial.partial_model import predict_probabilities
+from kpartial.workdir import write_atomically
 
 
 class EvaluationCallback(keras.callbacks.Callback):
@@ -38,36 +42,86 @@ class EvaluationCallback(keras.callbacks.Callback):
 
 class EpochLog(keras.callbacks.Callback):
     """Collects each epoch's logs as `{"epoch": 1-based, **logs}`; goes after the callbacks that
-    add to the logs, so every record carries what that epoch measured."""
+    add to the logs, so every record carries what that epoch measured.
 
-    def __init__(self):
+    With `path`, the records are also written there (atomically) after every epoch, so a resumed
+    run's history continues the killed run's: `resume(epochs_done)` reads them back.
+    """
+
+    def __init__(self, path=None):
         super().__init__()
+        self.path = path
         self.epochs = []
 
+    def resume(self, epochs_done):
+        """Takes the records of the first `epochs_done` epochs from `path` (a record written after
+        the last checkpoint, by a run killed in between, is dropped)."""
+        if not (self.path and os.path.isfile(self.path)):
+            self.epochs = []
+            return
+        with open(self.path) as f:
+            records = json.load(f)
+        self.epochs = [record for record in records if record["epoch"] <= epochs_done]
+
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        record = {k: v if isinstance(v, int) else float(v) for k, v in (logs or {}).items()}
+        self.epochs.append({"epoch": epoch + 1, **record})
+        if self.path:
+            write_atomically(self.path, json.dumps(json_safe(self.epochs), allow_nan=False))
+
+
+def json_safe(value):
+    """Replaces NaN/inf floats (e.g. mAP with no evaluable class) by None, recursively."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def evaluate_saved_model(
-    model_path, test_data, batch_size=256, image_size=224, out_dir=None, data_options=""
+    model_path,
+    test_data,
+    batch_size=256,
+    image_size=None,
+    out_dir=None,
+    data_options="",
+    on_bad_input="error",
+    log=print,
 ):
     """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json.
 
     The test set is restricted to the model's classes when it has more (see
-    `training.align_classes`); `data_options` are reader options "key=value,...".
-    """
-    import json
-    import os
+    `training.align_classes`); `data_options` are reader options "key=value,...". Image models
+    are fed at the image size their export records; `image_size` (pixels) overrides it, with a
+    warning when the two differ.
 
+    Raises:
+      DataError: the test data does not fit the model (classes, feature width), or is bad input.
+    """
     from kpartial import data, export, pipeline, training
 
     serve, label_names, thresholds = export.load_serving(model_path)
     fmt, path = data.parse_data_spec(test_data)
-    test = data.load(fmt, path, **training.parse_options(data_options))
+    test = data.load(
+        fmt, path, on_bad_input=on_bad_input, **training.parse_options(data_options)
+    )
     try:
         test = training.align_classes(test, label_names, test_data)
     except data.DataError as e:
         raise data.DataError(f"{e} (model {model_path})") from None
+    input_shape = serve.structured_input_signature[1]["x"].shape.as_list()[1:]
+    side = _check_inputs_fit(test, input_shape, test_data, model_path)
+    recorded = export.read_marker(model_path).get("image_size")
+    if image_size and recorded and image_size != recorded[0]:
+        log(f"warning: {model_path} was exported at {recorded[0]} px; evaluating at {image_size} px")
+    image_size = image_size or (recorded[0] if recorded else side) or 224
+    if test.features is None:
+        test = data.verify_images(test, on_bad_input)
     test_labels = test.dense_labels()
     dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))
     probabilities = np.concatenate(
@@ -81,14 +135,36 @@ def evaluate_saved_model(
             "of1_exported_thresholds": at_exported["of1"],
             "model": model_path,
             "test_data": test_data,
+            "image_size": image_size if test.features is None else None,
+            "skipped_input": test.skipped,
             "note": "metrics count only annotated test entries",
         }
     )
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        write_atomically(
+            os.path.join(out_dir, "metrics.json"),
+            json.dumps(json_safe(result), indent=2, allow_nan=False),
+        )
     return result
+
+
+def _check_inputs_fit(test, input_shape, test_data, model_path):
+    """Raises DataError unless `test`'s inputs fit the model's; returns a fixed image side."""
+    from kpartial import data
+
+    if test.features is not None:
+        if len(input_shape) != 1 or input_shape[0] != test.features.shape[1]:
+            raise data.DataError(
+                f"{test_data} has {test.features.shape[1]} features per example but the model "
+                f"{model_path} takes inputs of shape {input_shape}"
+            )
+        return None
+    if len(input_shape) != 3:
+        raise data.DataError(
+            f"{test_data} holds images but the model {model_path} takes {input_shape[0]} features"
+        )
+    return input_shape[0]
 
 
 def ranking_metrics(probabilities, labels, positive_counts, num_train_examples):

@@ -4,10 +4,18 @@ The SavedModel at `savedmodels/<name>/` holds:
 - signature `serve`: input `x` (float32 features [B, D] or [0, 255] pixels [B, H, W, 3]),
   output `probabilities` [B, C] (sigmoid of the network's logits);
 - assets `label_names.txt` (one class per line, output order) and `thresholds.csv`
-  (`label,threshold`: the per-class decision thresholds training ended with).
+  (`label,threshold`: the per-class decision thresholds training ended with);
+- asset `kpartial_export.json`: the marker that kpartial wrote this folder, with the input shape
+  (and an image model's image size, which `tools/evaluate.py` uses).
+
+Exports never destroy what kpartial did not write: an existing target is replaced only when asked
+(`overwrite`) and only if it holds the marker. The SavedModel is written to a temporary sibling and
+renamed into place, so a crash never leaves half a SavedModel under the final name.
 """
 
+import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -22,15 +30,74 @@ class _ServingModule(tf.Module):
         self.network = network
         self.label_names = tf.saved_model.Asset(os.path.join(asset_dir, "label_names.txt"))
         self.thresholds = tf.saved_model.Asset(os.path.join(asset_dir, "thresholds.csv"))
+        self.marker = tf.saved_model.Asset(os.path.join(asset_dir, MARKER))
         spec = tf.TensorSpec([None, *network.input_shape[1:]], tf.float32, name="x")
         self.serve = tf.function(self._serve, input_signature=[spec])
 
     def _serve(self, x):
+        # A NaN feature would otherwise give plausible-looking probabilities.
+        x = tf.debugging.assert_all_finite(x, "serve: input x contains NaN or inf")
         return {"probabilities": tf.sigmoid(tf.cast(self.network(x, training=False), tf.float32))}
 
 
-def export_saved_model(network, label_names, thresholds, path):
-    """Writes a SavedModel of `network` to `path` (replacing what is there); returns `path`."""
+MARKER = "kpartial_export.json"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class ExportError(ValueError):
+    """An export target that must not be written; the message names it."""
+
+
+def check_export_name(name):
+    """Raises ExportError unless `name` is one path component: letters, digits, `-`, `_`, `.`."""
+    if not NAME_PATTERN.fullmatch(name or "") or name in (".", ".."):
+        raise ExportError(
+            f"export name {name!r} must be one folder name (letters, digits, '-', '_', '.'; not "
+            "'.' or '..'); use an export dir flag to write elsewhere"
+        )
+    return name
+
+
+def is_kpartial_export(path):
+    return os.path.isfile(os.path.join(path, "assets", MARKER))
+
+
+def read_marker(path):
+    """The marker of an export (input shape, image size, ...), {} for an export without one."""
+    marker = os.path.join(path, "assets", MARKER)
+    if not os.path.isfile(marker):
+        return {}
+    with open(marker) as f:
+        return json.load(f)
+
+
+def check_target(path, overwrite):
+    """Raises ExportError if exporting to `path` would replace something it must not."""
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise ExportError(f"export target {path} exists; pass --overwrite to replace it")
+    if not os.path.isdir(path) or os.path.islink(path) or not is_kpartial_export(path):
+        raise ExportError(
+            f"export target {path} exists and is not a kpartial export (no assets/{MARKER}); "
+            "not replacing it even with --overwrite"
+        )
+
+
+def export_saved_model(network, label_names, thresholds, path, overwrite=False):
+    """Writes a SavedModel of `network` to `path`; returns `path`.
+
+    Args:
+      network: a Keras model mapping inputs to logits.
+      label_names: one name per output.
+      thresholds: float [C] decision thresholds.
+      path: the SavedModel folder.
+      overwrite: replace an existing kpartial export at `path` (anything else is never replaced).
+
+    Raises:
+      ExportError: `path` exists and `overwrite` is off, or it is not a kpartial export.
+    """
+    check_target(path, overwrite)
     thresholds = np.asarray(thresholds, dtype=np.float32)
     if len(label_names) != network.output_shape[-1] or thresholds.shape != (len(label_names),):
         raise ValueError(
@@ -43,15 +110,44 @@ def export_saved_model(network, label_names, thresholds, path):
         pd.DataFrame({"label": list(label_names), "threshold": thresholds}).to_csv(
             os.path.join(asset_dir, "thresholds.csv"), index=False
         )
+        input_shape = list(network.input_shape[1:])
+        marker = {"format": "kpartial SavedModel", "version": 1, "input_shape": input_shape}
+        if len(input_shape) == 3:
+            marker["image_size"] = input_shape[:2]
+        with open(os.path.join(asset_dir, MARKER), "w") as f:
+            json.dump(marker, f)
         module = _ServingModule(network, asset_dir)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        tf.saved_model.save(module, path, signatures={"serve": module.serve})
+        _save_then_rename(module, path)
     return path
 
 
-def export_workdir(workdir, path):
-    """Exports the network a training run left in `workdir` (see `kpartial.training`)."""
+def _save_then_rename(module, path):
+    parent, name = os.path.split(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        tf.saved_model.save(module, tmp, signatures={"serve": module.serve})
+        if os.path.lexists(path):
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.replace(path, os.path.join(old, name))
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+
+
+def export_workdir(workdir, path, overwrite=False):
+    """Exports the network a training run left in `workdir` (see `kpartial.training`).
+
+    Raises:
+      ExportError: as `export_saved_model`, or when `path` is the workdir or contains it.
+    """
+    inside = os.path.relpath(os.path.abspath(workdir), os.path.abspath(path))
+    if inside == "." or not inside.startswith(".."):
+        raise ExportError(f"export target {path} is or contains the workdir {workdir}")
     import keras
 
     from kpartial import models  # noqa: F401 (registers custom layers for loading)
@@ -63,7 +159,7 @@ def export_workdir(workdir, path):
     with open(os.path.join(workdir, "label_names.txt")) as f:
         label_names = [line.rstrip("\n") for line in f]
     thresholds = np.load(os.path.join(workdir, "thresholds.npy"))
-    return export_saved_model(network, label_names, thresholds, path)
+    return export_saved_model(network, label_names, thresholds, path, overwrite)
 
 
 def load_serving(path):

@@ -526,7 +526,7 @@ class _EpochAware:
     """Mixin for losses whose behaviour follows the training epoch.
 
     `epoch` is a non-trainable int32 variable, set at the start of every epoch by
-    `kpartial.partial_model.EpochCallback` and tracked (so checkpointed) by `PartialLabelModel`;
+    `kpartial.partial_model.EpochClock` and tracked (so checkpointed) by `PartialLabelModel`;
     compiled steps read the new value without retracing.
     """
 

@@ -8,6 +8,7 @@ every update, and checkpoints (`save_weights`) carry them:
   looked up by the example id the pipeline yields. Known labels always win.
 - `active_classes` float32 [C]: 1 for classes still trained, 0 for pruned ones.
 - `pseudo_thresholds` float32 [C]: the per-class t+ of the last pseudo-label refresh.
+- `epochs_done` int32 []: epochs finished, so a checkpoint knows where a resumed run continues.
 
 The loss's entry weight is `active_c * (pseudo_weight if the entry holds a pseudo label else 1)`:
 a pruned class adds neither loss nor gradient, and pseudo labels can count less than annotations.
@@ -67,6 +68,9 @@ class PartialLabelModel(keras.Model):
             initializer=keras.initializers.Constant(0.5),
             trainable=False,
             name="pseudo_thresholds",
+        )
+        self.epochs_done = self.add_weight(
+            shape=(), dtype="int32", initializer="zeros", trainable=False, name="epochs_done"
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         # An epoch-aware loss (SPLC, LL-*) keeps its epoch in a variable; tracking it here puts it
@@ -158,13 +162,32 @@ class PartialLabelModel(keras.Model):
         return [self.loss_tracker]
 
 
-class EpochCallback(keras.callbacks.Callback):
-    """Tells an epoch-aware loss (one with an `epoch` variable) which epoch is starting."""
+class EpochClock(keras.callbacks.Callback):
+    """Keeps the model's sense of the epoch: goes first among a run's callbacks.
+
+    At the start of epoch e it tells an epoch-aware loss (one with an `epoch` variable) the epoch,
+    and reseeds every dropout-style random layer of the network from (its seed, e), so the random
+    masks of epoch e do not depend on whether the run was resumed before it (Keras does not save
+    seed-generator state in checkpoints). At the end it counts the epoch in `epochs_done`, which
+    checkpoints carry.
+    """
+
+    def on_train_begin(self, logs=None):
+        network = getattr(self.model, "network", self.model)
+        self._seed_states = [v for v in network.variables if v.name == "seed_generator_state"]
+        self._base_seeds = [int(v.numpy()[0]) for v in self._seed_states]
 
     def on_epoch_begin(self, epoch, logs=None):
         loss_epoch = getattr(self.model, "loss_epoch", None)
         if loss_epoch is not None:
             loss_epoch.assign(epoch)
+        for state, base in zip(self._seed_states, self._base_seeds):
+            state.assign(np.array([(base * 1_000_003 + epoch) % 2**31, 0], state.dtype))
+
+    def on_epoch_end(self, epoch, logs=None):
+        epochs_done = getattr(self.model, "epochs_done", None)
+        if epochs_done is not None:
+            epochs_done.assign(epoch + 1)
 
 
 def predict_probabilities(model, dataset):

@@ -43,22 +43,39 @@ def _augment(image, image_size, seed):
     return tf.image.stateless_random_flip_left_right(image, seeds[2])
 
 
-def _image_loader(image_size, augment_seed):
-    """Maps `(position, {"path", "id", ...})` to the example with the decoded image as "x".
+def _epoch_seed(seed, epoch):
+    """The [2] stateless seed of one epoch: its order and augmentation depend on (seed, epoch) only,
+    so epoch k is the same whether or not the run was resumed before it."""
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
 
-    The augmentation seed is (seed, position in the shuffled epoch), so an image gets a different
-    crop every epoch while the run as a whole stays reproducible.
+
+def _epoch_order(num_examples, seed, epoch):
+    """A permutation of 0..N-1 drawn from (seed, epoch)."""
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(num_examples, dtype=tf.int32), _epoch_seed(seed, epoch)
+    )
+
+
+def _image_loader(image_size, augment_seed):
+    """Maps `(epoch, position, {"path", "id", ...})` to the example with the decoded image as "x".
+
+    The augmentation seed is (seed, epoch, position in the epoch), so an image gets a different
+    crop every epoch while the run as a whole, resumed or not, stays reproducible.
     """
     size = tf.constant(image_size, tf.int32)
 
-    def load(position, example):
+    def load(epoch, position, example):
         example = dict(example)
         image = _decode_image(example.pop("path"), size)
         if augment_seed is not None:
-            image = _augment(image, size, tf.stack([tf.constant(augment_seed, tf.int64), position]))
+            image = _augment(image, size, _augment_seed(augment_seed, epoch, position))
         return {**example, "x": image}
 
     return load
+
+
+def _augment_seed(seed, epoch, position):
+    return tf.random.experimental.stateless_fold_in(_epoch_seed(seed, epoch), position)
 
 
 def _path_examples(data, image_size):
@@ -98,31 +115,69 @@ def label_lookup(labels):
     return lookup
 
 
-def _record_examples(data, image_size, augment_seed, shuffle_seed):
-    """`(position, {"x", "id"})` streamed from TFRecord shards (see kpartial.tfrecords)."""
+def _record_examples(data, image_size, augment_seed, shuffle_seed, epoch=0):
+    """`{"x", "id"}` of one epoch streamed from TFRecord shards (see kpartial.tfrecords).
+
+    With `shuffle_seed`, the shard order is a permutation drawn from (seed, epoch) and records are
+    shuffled in consecutive blocks of `SHUFFLE_BUFFER`, each by its own stateless permutation, so
+    the epoch's order is a function of (seed, epoch) alone. `epoch` may be a tensor.
+    """
     from kpartial import tfrecords
 
     folder, manifest = tfrecords.read_manifest(data.records[0])
     size = tf.constant(image_size, tf.int32)
-    records = tfrecords.record_dataset(folder, manifest, shuffle_files_seed=shuffle_seed)
+    file_order_seed = None if shuffle_seed is None else _epoch_seed(shuffle_seed, epoch)
+    records = tfrecords.record_dataset(folder, manifest, file_order_seed=file_order_seed)
     if shuffle_seed is not None:
-        records = records.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
+        block_seed = _epoch_seed(shuffle_seed, epoch)
+        records = (
+            records.batch(SHUFFLE_BUFFER)
+            .enumerate()
+            .map(lambda block, rows: _permute_block(rows, block_seed, block))
+            .unbatch()
+        )
 
     def load(position, record):
         image = _decode_image_bytes(record["image"], record["key"], size)
         if augment_seed is not None:
-            image = _augment(image, size, tf.stack([tf.constant(augment_seed, tf.int64), position]))
+            image = _augment(image, size, _augment_seed(augment_seed, epoch, position))
         return {"x": image, "id": tf.cast(record["id"], tf.int32)}
 
     return records.enumerate().map(load, num_parallel_calls=AUTOTUNE)
 
 
-# Records are shuffled in a buffer (plus shard order); paths and feature rows are shuffled fully.
+def _permute_block(rows, seed, block):
+    count = tf.shape(next(iter(rows.values())))[0]
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(count), tf.random.experimental.stateless_fold_in(seed, block)
+    )
+    return {key: tf.gather(value, order) for key, value in rows.items()}
+
+
+# Records are shuffled in blocks (plus shard order); paths and feature rows are shuffled fully.
 SHUFFLE_BUFFER = 10_000
 
 
-def training_dataset(data, labels, batch_size, seed, image_size=None, augment=True):
-    """Shuffled, repeated-per-epoch batches of `({"x", "id"}, labels)`.
+def steps_per_epoch(data, batch_size):
+    """Training steps of one epoch (the incomplete last batch is dropped)."""
+    return data.num_examples // min(batch_size, data.num_examples)
+
+
+def _current_epoch(epoch):
+    """A one-element dataset of the epoch: a constant, or the variable's value when iterated."""
+    if isinstance(epoch, int):
+        return tf.data.Dataset.from_tensors(tf.constant(epoch, tf.int64))
+    variable = epoch if isinstance(epoch, tf.Variable) else epoch.value  # Keras -> tf.Variable
+    return tf.data.Dataset.range(1).map(lambda _: tf.cast(variable.read_value(), tf.int64))
+
+
+def training_dataset(data, labels, batch_size, seed, image_size=None, augment=True, epoch=0):
+    """Shuffled batches of `({"x", "id"}, labels)`: one epoch each time the dataset is iterated.
+
+    The epoch's order (and augmentation) is drawn from (seed, epoch) alone. `epoch` is an int, or
+    a variable read each time an iteration starts: `PartialLabelModel.epochs_done`, which Keras
+    has advanced when it starts iterating epoch e, so a run resumed at epoch k sees exactly the
+    batches an uninterrupted run sees from epoch k on.
 
     Args:
       data: `kpartial.data.MultiLabelData` (features, image paths, or TFRecord shards).
@@ -133,39 +188,59 @@ def training_dataset(data, labels, batch_size, seed, image_size=None, augment=Tr
       seed: shuffle and augmentation seed.
       image_size: (height, width) for image data.
       augment: random crop and flip for image data.
+      epoch: the 0-based epoch (int), or a scalar integer variable holding it.
     """
     if labels.shape[0] != data.num_examples:
         raise ValueError(f"{labels.shape[0]} label rows for {data.num_examples} examples")
     batch_size = min(batch_size, data.num_examples)
     lookup = label_lookup(labels)
+    epoch_range = _current_epoch(epoch)
     if data.features is not None:
-        ids = tf.data.Dataset.range(data.num_examples).shuffle(
-            data.num_examples, seed=seed, reshuffle_each_iteration=True
-        )
         features = tf.constant(data.features)
-        dataset = ids.batch(batch_size, drop_remainder=True).map(
-            lambda i: (
-                {"x": tf.gather(features, i), "id": tf.cast(i, tf.int32)},
-                lookup(tf.cast(i, tf.int32)),
-            ),
+        dataset = epoch_range.flat_map(
+            lambda epoch: tf.data.Dataset.from_tensor_slices(
+                _epoch_order(data.num_examples, seed, epoch)
+            ).batch(batch_size, drop_remainder=True)
+        ).map(
+            lambda i: ({"x": tf.gather(features, i), "id": i}, lookup(i)),
             num_parallel_calls=AUTOTUNE,
         )
-        return dataset.prefetch(AUTOTUNE)
+        return _with_known_length(dataset, data, batch_size)
     augment_seed = seed if augment else None
     if data.records is not None:
-        examples = _record_examples(data, image_size, augment_seed, shuffle_seed=seed)
+
+        def one_epoch(epoch):
+            return _record_examples(data, image_size, augment_seed, seed, epoch).batch(
+                batch_size, drop_remainder=True
+            )
+
     else:
-        # Shuffle paths, not decoded images, so the shuffle buffer stays small.
-        examples = (
-            tf.data.Dataset.from_tensor_slices(_path_examples(data, image_size))
-            .shuffle(data.num_examples, seed=seed, reshuffle_each_iteration=True)
-            .enumerate()
-            .map(_image_loader(image_size, augment_seed), num_parallel_calls=AUTOTUNE)
-        )
-    dataset = examples.batch(batch_size, drop_remainder=True).map(
+        examples = {k: tf.constant(v) for k, v in _path_examples(data, image_size).items()}
+        loader = _image_loader(image_size, augment_seed)
+
+        def one_epoch(epoch):
+            # Shuffle ids, not decoded images, so nothing large is held.
+            order = tf.data.Dataset.from_tensor_slices(_epoch_order(data.num_examples, seed, epoch))
+            return (
+                order.map(lambda i: {key: tf.gather(value, i) for key, value in examples.items()})
+                .enumerate()
+                .map(
+                    lambda position, example: loader(epoch, position, example),
+                    num_parallel_calls=AUTOTUNE,
+                )
+                .batch(batch_size, drop_remainder=True)
+            )
+
+    dataset = epoch_range.flat_map(one_epoch).map(
         lambda batch: (batch, lookup(batch["id"])), num_parallel_calls=AUTOTUNE
     )
-    return dataset.prefetch(AUTOTUNE)
+    return _with_known_length(dataset, data, batch_size)
+
+
+def _with_known_length(dataset, data, batch_size):
+    # flat_map hides the length; Keras needs it for step counts, progress bars and loss means.
+    steps = steps_per_epoch(data, batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(AUTOTUNE)
 
 
 def evaluation_dataset(data, batch_size, image_size=None):
@@ -177,9 +252,11 @@ def evaluation_dataset(data, batch_size, image_size=None):
     elif data.records is not None:
         dataset = _record_examples(data, image_size, augment_seed=None, shuffle_seed=None)
     else:
+        examples = _path_examples(data, image_size)
+        loader = _image_loader(image_size, augment_seed=None)
         dataset = (
-            tf.data.Dataset.from_tensor_slices(_path_examples(data, image_size))
+            tf.data.Dataset.from_tensor_slices(examples)
             .enumerate()
-            .map(_image_loader(image_size, augment_seed=None), num_parallel_calls=AUTOTUNE)
+            .map(lambda position, example: loader(0, position, example), num_parallel_calls=AUTOTUNE)
         )
     return dataset.batch(batch_size).prefetch(AUTOTUNE)

@@ -167,11 +167,12 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         self.log(
             f"epoch {epoch}: pseudo labels refreshed: "
             + ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v:d}"
                 for k, v in self.quality.items()
             )
         )
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs.update({k: v for k, v in self.quality.items() if isinstance(v, float)})
+        # Figures on refresh epochs only: other epochs did not change the pseudo labels.
+        if logs is not None and self.is_refresh_epoch(epoch):
+            logs.update(self.quality)

@@ -143,18 +143,19 @@ def _feature_spec(manifest, with_inputs):
     return spec
 
 
-def record_dataset(folder, manifest, with_inputs=True, shuffle_files_seed=None, batch_size=None):
-    """Parsed records; files interleaved in parallel (in order unless `shuffle_files_seed`)."""
-    files = [os.path.join(folder, s) for s in manifest["shards"]]
+def record_dataset(folder, manifest, with_inputs=True, file_order_seed=None, batch_size=None):
+    """Parsed records; files interleaved in parallel, in shard order unless `file_order_seed` (a
+    [2] stateless seed, e.g. from (seed, epoch)) draws a permutation of the shards."""
+    files = tf.constant([os.path.join(folder, s) for s in manifest["shards"]])
+    if file_order_seed is not None:
+        files = tf.random.experimental.stateless_shuffle(files, file_order_seed)
     names = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle_files_seed is not None:
-        names = names.shuffle(len(files), seed=shuffle_files_seed, reshuffle_each_iteration=True)
-    if shuffle_files_seed is None:  # evaluation and label reading: records in id order
+    if file_order_seed is None:  # evaluation and label reading: records in id order
         records = names.interleave(tf.data.TFRecordDataset, cycle_length=1)
     else:
         records = names.interleave(
             tf.data.TFRecordDataset,
-            cycle_length=min(len(files), 16),
+            cycle_length=min(len(manifest["shards"]), 16),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,  # seeded runs repeat exactly
         )

@@ -3,6 +3,7 @@ metrics -> artifacts in the workdir. `tools/train.py` is a thin flag layer over 
 
 import dataclasses
 import json
+import math
 import os
 import re
 import time
@@ -11,10 +12,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kpartial import class_stats, data, evaluation, label_pruning, losses, metrics, models
-from kpartial import pipeline, pseudo_labels, simulate
-from kpartial.sparse_labels import as_dense
-from kpartial.partial_model import EpochCallback, PartialLabelModel, predict_probabilities
+from kpartial import checkpoints, class_stats, data, evaluation, label_pruning, losses, metrics
+from kpartial import models, pipeline, pseudo_labels, simulate, workdir
+from kpartial.partial_model import EpochClock, PartialLabelModel, predict_probabilities
+from kpartial.sparse_labels import SparseLabels, as_dense
 
 METHODS = tuple(losses.METHODS)
 # Exported per-class decision thresholds; the CF1/OF1 that runs report use the same value.
@@ -27,7 +28,8 @@ class TrainConfig:
 
     `test_data` "" means: split `test_fraction` off `train_data` when it is > 0, else the embedded
     `synthetic:test` for `synthetic:train`. `*_data_options` are reader options "key=value,...".
-    `simulation` is a file from `tools/simulate.py`; it replaces the `known_fraction` simulation.
+    Training labels are used as the data gives them; `known_fraction` < 1 hides entries (a seeded
+    simulation for fully annotated data), `simulation` is a file from `tools/simulate.py`.
     `verify_images` decodes every image once before training, so a corrupt one is named up front.
 
     `pseudo_labels` and `pruning` are "auto" (on for `method="kpartial"` only, so the other methods
@@ -44,7 +46,7 @@ class TrainConfig:
     simulation: str = ""
     verify_images: bool = True
     method: str = "kpartial"
-    known_fraction: float = 0.1
+    known_fraction: float = 1.0
     seed: int = 1
     epochs: int = 30
     batch_size: int = 256
@@ -89,6 +91,12 @@ class TrainConfig:
         data.BadInput(self.on_bad_input)  # validates the policy name
         for options in (self.train_data_options, self.test_data_options):
             parse_options(options)
+        for name in FINITE_FIELDS:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not 0.0 < self.known_fraction <= 1.0:
+            raise ValueError(f"known_fraction must be in (0, 1], got {self.known_fraction}")
         if self.jit_compile not in ("auto", "true", "false"):
             raise ValueError(f"jit_compile must be auto, true or false, got {self.jit_compile!r}")
 
@@ -99,6 +107,23 @@ class TrainConfig:
     @property
     def uses_pruning(self):
         return _switched_on(self.pruning, self.method) and bool(self.prune_schedule)
+
+
+# Hyperparameters that must be finite and non-negative (NaN would pass any range check).
+FINITE_FIELDS = (
+    "test_fraction",
+    "known_fraction",
+    "learning_rate",
+    "weight_decay",
+    "dropout",
+    "loss_balance",
+    "unknown_weight",
+    "max_positive_weight",
+    "pseudo_positive_threshold",
+    "pseudo_negative_threshold",
+    "pseudo_negative_coverage",
+    "pseudo_weight",
+)
 
 
 def _switched_on(setting, method):
@@ -173,7 +198,25 @@ def load_data(config):
             )
         test_spec = "synthetic:test"
     test = _load(test_spec, config.test_data_options, config.on_bad_input, config.verify_images)
+    check_same_inputs(train, test)
     return train, align_classes(test, train.label_names, test_spec)
+
+
+def check_same_inputs(train, test):
+    """Raises DataError (naming both sources) unless train and test have the same kind of inputs
+    and, for feature data, the same number of features."""
+    width = lambda d: None if d.features is None else d.features.shape[1]
+    if (train.features is None) != (test.features is None):
+        kinds = ["images" if d.features is None else "features" for d in (train, test)]
+        raise data.DataError(
+            f"train {train.source} has {kinds[0]} but test {test.source} has {kinds[1]}"
+        )
+    if width(train) != width(test):
+        raise data.DataError(
+            f"train {train.source} has {width(train)} features but test {test.source} has "
+            f"{width(test)}: they must agree (e.g. a label missing from one label file is read "
+            "as a feature)"
+        )
 
 
 def align_classes(test, label_names, spec):
@@ -195,12 +238,30 @@ def align_classes(test, label_names, spec):
     return test.take_classes([column[name] for name in label_names])
 
 
-def simulated_labels(config, train):
-    """The training labels the run may see: a saved simulation or a `known_fraction` draw."""
+def training_labels(config, train, log=print):
+    """The training labels the run may see: as given, or thinned by an explicit simulation.
+
+    Labels are used as the data has them unless the config asks for a simulation (`simulation`
+    or `known_fraction` < 1); thinning data that already has unknown entries is said in one line.
+    """
     if config.simulation:
         labels, _ = simulate.load(config.simulation, train)
         return labels
+    if config.known_fraction >= 1.0:
+        return train.labels
+    known = _num_known(train.labels)
+    entries = train.num_examples * train.num_classes
+    if known < entries:
+        log(
+            f"--known_fraction={config.known_fraction} thins labels that are already partial "
+            f"({known} of {entries} entries known, {known / entries:.1%}): keeping about "
+            f"{config.known_fraction:.0%} of them"
+        )
     return simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
+
+
+def _num_known(labels):
+    return labels.num_known if isinstance(labels, SparseLabels) else int(np.count_nonzero(labels))
 
 
 # Beyond this many N x C entries, per-example state (pseudo labels) is not built densely.
@@ -224,41 +285,182 @@ def build_network(config, train):
     )
 
 
-def run(config, log=print, datasets=None):
+def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=False, files=None):
     """Trains, evaluates and writes artifacts into `config.workdir`; returns the metrics dict.
 
-    `datasets` is `load_data(config)` when the caller already has it (runs only read it).
+    Args:
+      config: a `TrainConfig`.
+      log: prints one line.
+      datasets: `load_data(config)` when the caller already has it (runs only read it).
+      callbacks: more Keras callbacks for `fit`.
+      resume: continue the run in `config.workdir` from its last checkpoint; the config must be
+        the one the run started with. A finished run is not trained again: its metrics are
+        returned. A workdir without a run starts a new one.
+      overwrite: replace a previous run in `config.workdir` (only kpartial's own artifacts are
+        removed). Without `resume` or `overwrite`, a workdir holding a run is refused.
+      files: {name: text} written into the workdir once it is claimed (e.g. the resolved flags).
+
+    Raises:
+      WorkdirError: the workdir is unusable, in use, or holds a run and neither flag was given.
+      DataError: bad input data.
     """
+    if not config.workdir:
+        return _train(config, log, datasets, callbacks, resuming=False)
+    with workdir.claim(config.workdir, resume, overwrite, log) as resuming:
+        if resuming:
+            _check_resumable(config)
+            if workdir.is_finished(config.workdir):
+                log(f"--resume: {config.workdir} holds a finished run; nothing to train")
+                with open(os.path.join(config.workdir, workdir.FINISHED)) as f:
+                    return json.load(f)
+        else:
+            workdir.write_atomically(
+                os.path.join(config.workdir, "config.json"), _config_json(config)
+            )
+            for name, text in (files or {}).items():
+                workdir.write_atomically(os.path.join(config.workdir, name), text)
+        return _train(config, log, datasets, callbacks, resuming)
+
+
+# TrainConfig fields that may differ between a run and its resumption.
+RESUME_MAY_CHANGE = ("verbose",)
+
+
+def _config_json(config):
+    return json.dumps(dataclasses.asdict(config), indent=2)
+
+
+def _check_resumable(config):
+    path = os.path.join(config.workdir, "config.json")
+    if not os.path.isfile(path):
+        raise workdir.WorkdirError(
+            f"--resume: {config.workdir} has no config.json, so it is not a resumable run"
+        )
+    with open(path) as f:
+        started = json.load(f)
+    now = json.loads(_config_json(config))
+    changed = [
+        f"{name}={started.get(name)!r} -> {now[name]!r}"
+        for name in now
+        if name not in RESUME_MAY_CHANGE and started.get(name) != now[name]
+    ]
+    if changed:
+        raise workdir.WorkdirError(
+            f"--resume: the run in {config.workdir} was started with other settings "
+            f"({'; '.join(changed)}); resume with the same flags, or --overwrite"
+        )
+
+
+def _train(config, log, datasets, extra_callbacks, resuming):
     keras.utils.set_random_seed(config.seed)
-    if config.workdir:
-        os.makedirs(config.workdir, exist_ok=True)
     train, test = datasets if datasets is not None else load_data(config)
-    known = simulated_labels(config, train)
-    if config.class_stats:
-        stats = class_stats.ClassStatistics.from_csv(config.class_stats, train.label_names)
+    known = training_labels(config, train, log)
+    stats = _class_statistics(config, known, train)
+    _log_data(log, train, test, stats)
+    model = build_model(config, train, stats)
+    backup = None
+    start_epoch = 0
+    if config.workdir:
+        backup = checkpoints.ResumableBackup(os.path.join(config.workdir, "checkpoint"))
+        if resuming:
+            start_epoch = backup.restore(model)
+            log(f"--resume: continuing {config.workdir} after epoch {start_epoch}")
+    image_size = (config.image_size, config.image_size)
+    train_ds = pipeline.training_dataset(
+        train,
+        known,
+        config.batch_size,
+        config.seed,
+        image_size,
+        epoch=model.epochs_done,
+    )
+    eval_batch_size = 1024 if train.features is not None else config.batch_size
+    train_eval_ds = pipeline.evaluation_dataset(train, eval_batch_size, image_size)
+    test_ds = pipeline.evaluation_dataset(test, eval_batch_size, image_size)
+    test_labels = test.dense_labels()
+    test_evaluation = evaluation.EvaluationCallback(
+        test_ds, test_labels, config.eval_every, config.epochs
+    )
+    history_path = os.path.join(config.workdir, "history.json") if config.workdir else None
+    epoch_log = evaluation.EpochLog(history_path)
+    if resuming:
+        epoch_log.resume(start_epoch)
+    callbacks = [
+        EpochClock(),
+        *_technique_callbacks(config, train, known, stats, train_eval_ds, log),
+        test_evaluation,
+        *_output_callbacks(config, stats),
+        *extra_callbacks,
+        epoch_log,
+        *([backup] if backup else []),  # last: the checkpoint holds everything the epoch changed
+    ]
+    started = time.perf_counter()
+    model.fit(
+        train_ds,
+        epochs=config.epochs,
+        initial_epoch=start_epoch,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=config.verbose,
+    )
+    train_seconds = time.perf_counter() - started
+
+    if test_evaluation.evaluated_epochs == config.epochs:  # predicted after the last epoch
+        probabilities = test_evaluation.probabilities
     else:
-        stats = class_stats.ClassStatistics.from_labels(known, train.label_names)
+        probabilities = predict_probabilities(model, test_ds)
+    result = _report(config, model, probabilities, test_labels, stats, train, test, log)
+    result.update(
+        {
+            "train_seconds": round(train_seconds, 3),
+            "resumed_after_epoch": start_epoch if resuming else None,
+            "history": epoch_log.epochs,
+        }
+    )
+    if config.workdir:
+        thresholds = np.full(train.num_classes, DECISION_THRESHOLD, np.float32)
+        write_artifacts(config, model, train.label_names, thresholds, result)
+        evaluation.write_ap_by_frequency(
+            probabilities,
+            test_labels,
+            stats.positives,
+            config.workdir,
+            f"{config.method}, known fraction {config.known_fraction}",
+        )
+    return result
+
+
+def _class_statistics(config, known, train):
+    if config.class_stats:
+        return class_stats.ClassStatistics.from_csv(config.class_stats, train.label_names)
+    return class_stats.ClassStatistics.from_labels(known, train.label_names)
+
+
+def _log_data(log, train, test, stats):
     num_known = int(stats.positives.sum() + stats.negatives.sum())
     log(
         f"train {train.source}: {train.num_examples} examples, {train.num_classes} classes, "
         f"{num_known} known labels ({num_known / (train.num_examples * train.num_classes):.1%}); "
         f"test {test.source}: {test.num_examples} examples"
     )
-    skipped = {"train": train.skipped, "test": test.skipped}
-    for split_name, counts in skipped.items():
+    for split_name, counts in (("train", train.skipped), ("test", test.skipped)):
         for reason, count in counts.items():
             log(f"skipped {count} {split_name} records (on_bad_input=skip): {reason}")
-    needs_example_state = (
-        config.uses_pseudo_labels or config.uses_pruning or config.method == "ll_cp"
-    )
-    if needs_example_state and train.num_examples * train.num_classes > MAX_DENSE_ENTRIES:
+
+
+def needs_example_state(config):
+    return config.uses_pseudo_labels or config.uses_pruning or config.method == "ll_cp"
+
+
+def build_model(config, train, stats):
+    """The compiled `PartialLabelModel` of the run."""
+    example_state = needs_example_state(config)
+    if example_state and train.num_examples * train.num_classes > MAX_DENSE_ENTRIES:
         raise data.DataError(
             f"{config.train_data}: pseudo labels, pruning and ll_cp keep dense [N, C] state, and "
             f"{train.num_examples} x {train.num_classes} is too large; use --pseudo_labels=off "
             "--pruning=off with another method"
         )
-    if needs_example_state:
-        known = as_dense(known)
     loss_options = {}
     if config.method == "kpartial":
         loss_options = {
@@ -266,30 +468,29 @@ def run(config, log=print, datasets=None):
             "unknown_weight": config.unknown_weight,
             "max_positive_weight": config.max_positive_weight,
         }
-    partial_loss = losses.get(config.method, stats, **loss_options)
     model = PartialLabelModel(
         build_network(config, train),
         train.num_examples,
         train.num_classes,
-        partial_loss,
+        losses.get(config.method, stats, **loss_options),
         config.pseudo_weight,
-        keep_pseudo_labels=needs_example_state,
+        keep_pseudo_labels=example_state,
     )
-    jit = resolve_jit_compile(config.jit_compile)
     model.compile(
         optimizer=keras.optimizers.AdamW(config.learning_rate, config.weight_decay),
-        jit_compile=jit,
+        jit_compile=resolve_jit_compile(config.jit_compile),
         steps_per_execution=config.steps_per_execution,
     )
+    return model
 
-    image_size = (config.image_size, config.image_size)
-    train_ds = pipeline.training_dataset(train, known, config.batch_size, config.seed, image_size)
-    eval_batch_size = 1024 if train.features is not None else config.batch_size
-    train_eval_ds = pipeline.evaluation_dataset(train, eval_batch_size, image_size)
-    test_ds = pipeline.evaluation_dataset(test, eval_batch_size, image_size)
-    callbacks = [EpochCallback()]
-    simulated = config.known_fraction < 1.0 or bool(config.simulation)
+
+def _technique_callbacks(config, train, known, stats, train_eval_ds, log):
+    """Pseudo labels and label pruning, as the config switches them on."""
+    if needs_example_state(config):
+        known = as_dense(known)
+    callbacks = []
     if config.uses_pseudo_labels:
+        simulated = config.known_fraction < 1.0 or bool(config.simulation)
         callbacks.append(
             pseudo_labels.PseudoLabelCallback(
                 train_eval_ds,
@@ -308,42 +509,20 @@ def run(config, log=print, datasets=None):
     if config.uses_pruning:
         callbacks.append(
             label_pruning.LabelPruningCallback(
-                train_eval_ds,
-                known,
-                config.prune_schedule,
-                config.prune_criterion,
-                config.seed,
-                log,
+                train_eval_ds, known, config.prune_schedule, config.prune_criterion, config.seed, log
             )
         )
-    test_labels = test.dense_labels()
-    test_evaluation = evaluation.EvaluationCallback(
-        test_ds, test_labels, config.eval_every, config.epochs
-    )
-    callbacks.append(test_evaluation)
-    if config.workdir:
-        stats.to_csv(os.path.join(config.workdir, "class_stats.csv"))
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.workdir, "tensorboard")))
-        # Weights, pseudo labels, active classes and pseudo thresholds, after every epoch.
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(config.workdir, "checkpoint.weights.h5"), save_weights_only=True
-            )
-        )
-    epoch_log = evaluation.EpochLog()
-    callbacks.append(epoch_log)
+    return callbacks
 
-    started = time.perf_counter()
-    model.fit(
-        train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose=config.verbose
-    )
-    train_seconds = time.perf_counter() - started
 
-    if test_evaluation.evaluated_epochs == config.epochs:  # predicted after the last epoch
-        probabilities = test_evaluation.probabilities
-    else:
-        probabilities = predict_probabilities(model, test_ds)
-    thresholds = np.full(train.num_classes, DECISION_THRESHOLD, np.float32)
+def _output_callbacks(config, stats):
+    if not config.workdir:
+        return []
+    stats.to_csv(os.path.join(config.workdir, "class_stats.csv"))
+    return [keras.callbacks.TensorBoard(os.path.join(config.workdir, "tensorboard"))]
+
+
+def _report(config, model, probabilities, test_labels, stats, train, test, log):
     result = metrics.evaluate(probabilities, test_labels)
     result.update(
         evaluation.ranking_metrics(probabilities, test_labels, stats.positives, train.num_examples)
@@ -356,54 +535,36 @@ def run(config, log=print, datasets=None):
             "train_data": config.train_data,
             "test_data": config.test_data,
             "epochs": config.epochs,
-            "train_seconds": round(train_seconds, 3),
-            "jit_compile": jit,
+            "jit_compile": resolve_jit_compile(config.jit_compile),
             "active_classes": int(model.active_classes.numpy().sum()),
             "note": "metrics count only annotated test entries; mAP over classes with >=1 positive "
             "and >=1 negative",
-            "history": epoch_log.epochs,
-            "skipped_input": skipped,
+            "skipped_input": {"train": train.skipped, "test": test.skipped},
         }
     )
-    log(
-        f"{config.method} "
-        f"{'simulation=' + config.simulation if config.simulation else f'known={config.known_fraction}'} "
-        f"seed={config.seed}: "
-        f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} "
-        f"({result['evaluated_classes']} classes, annotated test entries only) in "
-        f"{train_seconds:.1f}s"
+    labels_used = (
+        f"simulation={config.simulation}"
+        if config.simulation
+        else f"known={config.known_fraction}"
     )
-    if config.workdir:
-        write_artifacts(config, model, train.label_names, thresholds, result)
-        evaluation.write_ap_by_frequency(
-            probabilities,
-            test_labels,
-            stats.positives,
-            config.workdir,
-            f"{config.method}, known fraction {config.known_fraction}",
-        )
+    log(
+        f"{config.method} {labels_used} seed={config.seed}: "
+        f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} "
+        f"({result['evaluated_classes']} classes, annotated test entries only)"
+        + (f"; artifacts in {config.workdir}" if config.workdir else "")
+    )
     return result
 
 
-def json_safe(value):
-    """Replaces NaN/inf floats (e.g. mAP with no evaluable class) by None, recursively."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def write_artifacts(config, model, label_names, thresholds, result):
-    """config.json, metrics.json, the network (network.keras) and label assets."""
-    workdir = config.workdir
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump(json_safe(result), f, indent=2, allow_nan=False)
-    model.network.save(os.path.join(workdir, "network.keras"))
-    with open(os.path.join(workdir, "label_names.txt"), "w") as f:
-        f.write("".join(f"{name}\n" for name in label_names))
-    np.save(os.path.join(workdir, "thresholds.npy"), thresholds)
+    """metrics.json (last: it marks the run finished), the network (network.keras), label assets."""
+    path = config.workdir
+    model.network.save(os.path.join(path, "network.keras"))
+    workdir.write_atomically(
+        os.path.join(path, "label_names.txt"), "".join(f"{name}\n" for name in label_names)
+    )
+    np.save(os.path.join(path, "thresholds.npy"), thresholds)
+    workdir.write_atomically(
+        os.path.join(path, "metrics.json"),
+        json.dumps(evaluation.json_safe(result), indent=2, allow_nan=False),
+    )

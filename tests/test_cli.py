@@ -60,6 +60,7 @@ def trained(specs, tmp_path_factory, request):
         f"--train_data={train_spec}",
         f"--test_data={test_spec}",
         "--epochs=3",
+        "--known_fraction=0.1",
         f"--workdir={workdir}",
         f"--export_name={name}",
         "--verbose=0",
@@ -79,7 +80,7 @@ def test_train_writes_workdir_and_export(trained):
     assert metrics["epochs"] == 3
     assert metrics["method"] == "kpartial"
     assert 0.0 <= metrics["map"] <= 1.0
-    for name in ("config.json", "class_stats.csv", "network.keras", "checkpoint.weights.h5"):
+    for name in ("config.json", "class_stats.csv", "network.keras", "checkpoint/latest.weights.h5"):
         assert (workdir / name).is_file(), name
     assert (workdir / "tensorboard").is_dir()
     assert (export_dir / "saved_model.pb").is_file()
@@ -113,7 +114,7 @@ def test_export_tool(trained, tmp_path):
     workdir, export_dir, train_proc = trained
     assert train_proc.returncode == 0, _describe(train_proc)
     proc = _run_tool(
-        "export.py", f"--workdir={workdir}", "--name=again", f"--export_root={tmp_path}"
+        "export.py", f"--workdir={workdir}", f"--export_dir={tmp_path / 'again'}"
     )
     assert proc.returncode == 0, _describe(proc)
     target = tmp_path / "again"

@@ -88,8 +88,11 @@ def test_export_replaces_an_existing_export(tmp_path):
     path = str(tmp_path / "model")
     export.export_saved_model(network, ["a", "b"], [0.5, 0.5], path)
     (tmp_path / "model" / "stale.txt").write_text("left over")
-    export.export_saved_model(network, ["c", "d"], [0.25, 0.75], path)
+    with pytest.raises(export.ExportError, match="exists; pass --overwrite"):
+        export.export_saved_model(network, ["c", "d"], [0.25, 0.75], path)
+    export.export_saved_model(network, ["c", "d"], [0.25, 0.75], path, overwrite=True)
     assert not (tmp_path / "model" / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary left behind
     _, names, thresholds = export.load_serving(path)
     assert names == ("c", "d")
     np.testing.assert_array_equal(thresholds, np.float32([0.25, 0.75]))

@@ -69,19 +69,33 @@ def test_feature_batches_use_the_given_labels_not_data_labels():
         np.testing.assert_array_equal(y, partial[ids])
 
 
+def _order(dataset):
+    return np.concatenate([inputs["id"].numpy() for inputs, _ in dataset])
+
+
 def test_feature_epochs_reshuffle_reproducibly():
     train, labels = _feature_data()
-    first = pipeline.training_dataset(train, labels, batch_size=B, seed=5)
-    second = pipeline.training_dataset(train, labels, batch_size=B, seed=5)
-    orders_first = [np.concatenate([b[1] for b in _epoch(first)]) for _ in range(3)]
-    orders_second = [np.concatenate([b[1] for b in _epoch(second)]) for _ in range(3)]
-    for a, b in zip(orders_first, orders_second):
-        np.testing.assert_array_equal(a, b)  # same seed, same sequence of epochs
-    assert not np.array_equal(orders_first[0], orders_first[1])
-    assert not np.array_equal(orders_first[1], orders_first[2])
-    assert not np.array_equal(orders_first[0], np.arange(orders_first[0].size))  # shuffled at all
-    other = pipeline.training_dataset(train, labels, batch_size=B, seed=6)
-    assert not np.array_equal(np.concatenate([b[1] for b in _epoch(other)]), orders_first[0])
+    first = [_order(pipeline.training_dataset(train, labels, B, 5, epoch=e)) for e in range(3)]
+    second = [_order(pipeline.training_dataset(train, labels, B, 5, epoch=e)) for e in range(3)]
+    np.testing.assert_array_equal(first, second)  # same seed, same sequence of epochs
+    assert not np.array_equal(first[0], first[1])
+    assert not np.array_equal(first[1], first[2])
+    assert not np.array_equal(first[0], np.arange(first[0].size))  # shuffled at all
+    other = _order(pipeline.training_dataset(train, labels, B, seed=6))
+    assert not np.array_equal(other, first[0])
+
+
+def test_an_epoch_is_drawn_from_the_epoch_variable_when_iteration_starts():
+    # What exact resume needs: epoch 2 is the same batches whether training got there or resumed.
+    train, labels = _feature_data()
+    epoch = tf.Variable(0, dtype=tf.int32)
+    dataset = pipeline.training_dataset(train, labels, B, seed=5, epoch=epoch)
+    orders = []
+    for e in range(3):
+        epoch.assign(e)
+        orders.append(_order(dataset))
+    fixed = [_order(pipeline.training_dataset(train, labels, B, 5, epoch=e)) for e in range(3)]
+    np.testing.assert_array_equal(orders, fixed)
 
 
 def test_feature_batch_size_larger_than_data():
@@ -173,10 +187,14 @@ def test_image_training_batches(image_data, augment):
 
 def test_image_augmentation_reproducible_and_varies_by_epoch(image_data):
     def run():
-        dataset = pipeline.training_dataset(
-            image_data, image_data.labels, batch_size=5, seed=3, image_size=SIZE, augment=True
-        )
-        return [_epoch(dataset)[0] for _ in range(2)]
+        return [
+            _epoch(
+                pipeline.training_dataset(
+                    image_data, image_data.labels, 5, seed=3, image_size=SIZE, epoch=epoch
+                )
+            )[0]
+            for epoch in (0, 1)
+        ]
 
     first, second = run(), run()
     for (x1, ids1, _), (x2, ids2, _) in zip(first, second):

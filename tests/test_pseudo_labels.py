@@ -264,7 +264,11 @@ def test_callback_writes_assigned_pseudo_labels(mode):
     logs = {"loss": 1.0}
     callback.on_epoch_end(2, logs)
     assert logs["pseudo_coverage"] == pytest.approx(callback.quality["pseudo_coverage"])
-    assert "pseudo_positives" not in logs  # only float entries are logged
+    assert logs["pseudo_positives"] == callback.quality["pseudo_positives"]
+    assert isinstance(logs["pseudo_positives"], int)  # a count stays a count
+    quiet = {"loss": 1.0}
+    callback.on_epoch_end(3, quiet)  # not a refresh epoch: nothing changed, nothing logged
+    assert quiet == {"loss": 1.0}
 
 
 def test_callback_refreshes_after_training_changed_predictions():

@@ -44,6 +44,7 @@ def test_yeast_kpartial_beats_assume_negative_at_ten_percent(tmp_path):
     base = training.TrainConfig(
         train_data=f"mulan:{YEAST / 'yeast-train.arff'}",
         test_data=f"mulan:{YEAST / 'yeast-test.arff'}",
+        known_fraction=0.1,
         epochs=20,
         pseudo_start_epoch=10,
         eval_every=20,

@@ -383,7 +383,7 @@ def test_tiny_run_with_a_saved_simulation(tmp_path):
         label_names=train.label_names,
     )
     config = training.TrainConfig(train_data=f"npz:{path}", simulation=str(sim), **RUN)
-    assert np.array_equal(training.simulated_labels(config, train), kept)
+    assert np.array_equal(training.training_labels(config, train), kept)
     result = training.run(config, log=lambda *_: None)
     check_result(result, test_examples=18)
     assert result["skipped_input"] == {"train": {}, "test": {}}

@@ -42,6 +42,7 @@ def base_config(specs):
     return training.TrainConfig(
         train_data=train_spec,
         test_data=test_spec,
+        known_fraction=0.1,
         epochs=4,
         pseudo_start_epoch=2,
         pseudo_every=1,
@@ -156,7 +157,7 @@ def test_class_stats_csv(kpartial_run):
 
 def test_other_artifacts(kpartial_run):
     config, _, _ = kpartial_run
-    for name in ("network.keras", "checkpoint.weights.h5", "thresholds.npy"):
+    for name in ("network.keras", "checkpoint/latest.weights.h5", "thresholds.npy"):
         assert os.path.isfile(os.path.join(config.workdir, name)), name
     with open(os.path.join(config.workdir, "label_names.txt")) as f:
         assert f.read() == "".join(f"class_{c:02d}\n" for c in range(NUM_CLASSES))
@@ -173,7 +174,7 @@ def test_checkpoint_restores_training_state(kpartial_run):
     )
     model = PartialLabelModel(fresh, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
     model(np.zeros((1, NUM_FEATURES), np.float32))  # build before loading
-    model.load_weights(os.path.join(config.workdir, "checkpoint.weights.h5"))
+    model.load_weights(os.path.join(config.workdir, "checkpoint/latest.weights.h5"))
     for a, b in zip(fresh.get_weights(), network.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert sorted(model.active_classes.numpy().tolist()) == [0.0] * 2 + [1.0] * 6
@@ -311,7 +312,7 @@ def test_class_stats_from_another_dataset_set_the_priors(base_config, tmp_path):
         path, index=False
     )
     with pytest.raises(data.DataError, match="other.csv: no statistics for 1 classes"):
-        training.run(config, log=lambda line: None)
+        training.run(config, log=lambda line: None, overwrite=True)
 
 
 def test_fixed_pseudo_thresholds_and_random_pruning_run_end_to_end(base_config):

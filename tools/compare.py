@@ -69,9 +69,12 @@ def main(argv):
             [float(f) for f in FLAGS.known_fractions],
             [int(s) for s in FLAGS.seeds],
             os.path.join(FLAGS.out, "runs") if FLAGS.keep_runs else "",
+            resume=FLAGS.resume,
+            overwrite=FLAGS.overwrite,
         )
-    except data.DataError as e:
-        raise app.UsageError(str(e)) from None
+    except (data.DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     results.to_csv(os.path.join(FLAGS.out, "results.csv"), index=False)
     table = comparison.summary_table(results)
     with open(os.path.join(FLAGS.out, "results.md"), "w") as f:

@@ -29,15 +29,16 @@ def main(argv):
         epochs=FLAGS.epochs, prune_schedule=((max(1, int(0.7 * FLAGS.epochs)), 0.25),)
     )
     seeds = [int(s) for s in FLAGS.seeds]
+    # The demo's own folders: a second `make demo` replaces them (only kpartial's artifacts).
     results = comparison.compare(
-        base, comparison.METHODS, [FLAGS.known_fraction], seeds, FLAGS.workdir
+        base, comparison.METHODS, [FLAGS.known_fraction], seeds, FLAGS.workdir, overwrite=True
     )
     os.makedirs(FLAGS.workdir, exist_ok=True)
     results.to_csv(os.path.join(FLAGS.workdir, "results.csv"), index=False)
     print("\nTest mAP (%), annotated test entries only:\n" + comparison.summary_table(results))
     kpartial_run = os.path.join(FLAGS.workdir, "kpartial", f"kf{FLAGS.known_fraction}_s{seeds[0]}")
     print(
-        f"\nexported {export.export_workdir(kpartial_run, FLAGS.export_dir)}; "
+        f"\nexported {export.export_workdir(kpartial_run, FLAGS.export_dir, overwrite=True)}; "
         f"TensorBoard: tensorboard --logdir {FLAGS.workdir}"
     )
 

@@ -11,21 +11,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+import cli  # noqa: E402  (before TensorFlow is imported)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel folder written by tools/export.py.")
 flags.DEFINE_string("test_data", None, "FMT:PATH of the test set.")
 flags.DEFINE_string("test_data_options", "", "Reader options key=value,... for --test_data.")
+flags.DEFINE_enum(
+    "on_bad_input", "error", ["error", "skip"], "error: stop at a bad record; skip: drop, count."
+)
 flags.DEFINE_string("out", "", "If set, write metrics.json into this folder.")
 flags.DEFINE_integer("batch_size", 256, "Prediction batch size.", lower_bound=1)
-flags.DEFINE_integer("image_size", 224, "Image side for image data.")
+flags.DEFINE_integer(
+    "image_size", None, "Image side for image data; default: the size the model was exported at."
+)
 flags.mark_flags_as_required(["model", "test_data"])
 
 
 def main(argv):
     del argv
-    from kpartial import data, evaluation
+    from kpartial import evaluation
 
-    try:
+    with cli.one_line_errors():
         result = evaluation.evaluate_saved_model(
             FLAGS.model,
             FLAGS.test_data,
@@ -33,9 +40,8 @@ def main(argv):
             FLAGS.image_size,
             FLAGS.out or None,
             FLAGS.test_data_options,
+            FLAGS.on_bad_input,
         )
-    except (data.DataError, OSError, ValueError) as e:
-        raise app.UsageError(str(e)) from None
     print(
         f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} over "
         f"{result['evaluated_classes']} classes and {result['annotated_entries']} annotated test "

@@ -6,9 +6,11 @@
       --method=kpartial --known_fraction=0.1 --seed=1 --epochs=40 --workdir=workdirs/yeast
 
 Writes into --workdir: flags.txt (resolved flags, usable as a flagfile), config.json,
-metrics.json, class_stats.csv, network.keras, checkpoint.weights.h5, tensorboard/; with
---export_name also a SavedModel under savedmodels/<name>/. Flag defaults are those of
-`kpartial.training.TrainConfig`; presets live in flags/*.cfg.
+history.json, metrics.json (last: the run finished), class_stats.csv, network.keras,
+checkpoint/ (the training state after every epoch), tensorboard/; with --export_name also a
+SavedModel under savedmodels/<name>/. A workdir that holds a run is refused unless --resume
+(continue it from its last checkpoint) or --overwrite (replace kpartial's artifacts in it).
+Flag defaults are those of `kpartial.training.TrainConfig`; presets live in flags/*.cfg.
 """
 
 import dataclasses
@@ -19,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+import cli  # noqa: E402  (tools/cli.py: before TensorFlow is imported)
 from kpartial import data, export, label_pruning, models, training  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -73,7 +76,10 @@ flags.DEFINE_enum(
     "an_ls, epr, focal, asl, p_asl, hill (see kpartial/losses.py).",
 )
 flags.DEFINE_float(
-    "known_fraction", D.known_fraction, "Training labels kept per entry (seeded), in (0, 1]."
+    "known_fraction",
+    D.known_fraction,
+    "Simulate partial labels: keep each given label with this probability (seeded), in (0, 1]; "
+    "1 = use every label the data has.",
 )
 flags.DEFINE_integer("seed", D.seed, "Seed of weights, shuffling and the label simulation.")
 flags.DEFINE_integer("epochs", D.epochs, "Training epochs.", lower_bound=1)
@@ -164,8 +170,20 @@ flags.DEFINE_enum("backbone", D.backbone, list(models.BACKBONES), "Image backbon
 flags.DEFINE_string("backbone_weights", D.backbone_weights, "Local weights file of the backbone.")
 flags.DEFINE_integer("image_size", D.image_size, "Image side in pixels.", lower_bound=32)
 flags.DEFINE_integer("eval_every", D.eval_every, "Test evaluation period in epochs.", lower_bound=1)
-flags.DEFINE_string("workdir", None, "Output folder.")
-flags.DEFINE_string("export_name", "", "If set, export a SavedModel to savedmodels/<name>/.")
+flags.DEFINE_string("workdir", None, "Output folder of the run.")
+flags.DEFINE_bool(
+    "resume", False, "Continue the run in --workdir from its last checkpoint (same flags)."
+)
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace the run in --workdir (only kpartial's own artifacts are removed) and an existing "
+    "kpartial export at the export target.",
+)
+flags.DEFINE_string(
+    "export_name", "", "If set, export a SavedModel to savedmodels/<name>/ (one folder name)."
+)
+flags.DEFINE_string("export_dir", "", "If set, export a SavedModel to this folder.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (0, 1, 2).")
 flags.mark_flag_as_required("workdir")
 
@@ -185,6 +203,18 @@ def _check_prune_schedule(values):
 
 
 flags.register_multi_flags_validator(["prune_schedule", "epochs"], _check_prune_schedule)
+cli.validate_finite(*(f for f in training.FINITE_FIELDS if isinstance(getattr(D, f), float)))
+cli.validate_export_name("export_name")
+flags.register_multi_flags_validator(
+    ["export_name", "export_dir"],
+    lambda v: not (v["export_name"] and v["export_dir"]),
+    "give --export_name or --export_dir, not both",
+)
+flags.register_multi_flags_validator(
+    ["resume", "overwrite"],
+    lambda v: not (v["resume"] and v["overwrite"]),
+    "give --resume or --overwrite, not both",
+)
 flags.register_validator("known_fraction", lambda f: 0 < f <= 1, "must be in (0, 1]")
 flags.register_validator("backbone_weights", lambda p: not p or os.path.isfile(p), "file not found")
 flags.register_validator("class_stats", lambda p: not p or os.path.isfile(p), "file not found")
@@ -221,21 +251,35 @@ def config_from_flags():
     return training.TrainConfig(**values)
 
 
+# Flags of how to run, not of what is trained: not written to flags.txt, may change on --resume.
+RUN_MODE_FLAGS = ("resume", "overwrite")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    os.makedirs(FLAGS.workdir, exist_ok=True)
-    with open(os.path.join(FLAGS.workdir, "flags.txt"), "w") as f:
-        f.write(
-            "".join(f"{flag.serialize()}\n" for flag in FLAGS.get_flags_for_module(sys.argv[0]))
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is empty: give the folder the run writes into")
+    resolved = "".join(
+        f"{flag.serialize()}\n"
+        for flag in FLAGS.get_flags_for_module(sys.argv[0])
+        if flag.name not in RUN_MODE_FLAGS
+    )
+    export_path = FLAGS.export_dir or (
+        os.path.join(cli.EXPORT_ROOT, FLAGS.export_name) if FLAGS.export_name else ""
+    )
+    with cli.one_line_errors():
+        if export_path:  # refuse before training, not after it
+            export.check_target(export_path, FLAGS.overwrite)
+        training.run(
+            config_from_flags(),
+            resume=FLAGS.resume,
+            overwrite=FLAGS.overwrite,
+            files={"flags.txt": resolved},
         )
-    try:
-        training.run(config_from_flags())
-    except (data.DataError, ValueError) as e:
-        raise app.UsageError(str(e)) from None
-    if FLAGS.export_name:
-        path = export.export_workdir(FLAGS.workdir, os.path.join("savedmodels", FLAGS.export_name))
-        print(f"exported SavedModel to {path}")
+        if export_path:
+            path = export.export_workdir(FLAGS.workdir, export_path, FLAGS.overwrite)
+            print(f"exported SavedModel to {path}")
 
 
 if __name__ == "__main__":

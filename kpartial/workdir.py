@@ -1,0 +1,150 @@
+"""A run's workdir: claimed by one run at a time, never clobbered, resumable.
+
+A workdir holds one training run. `claim` refuses a folder that already holds a started or
+finished run unless the caller asks to `overwrite` it (then only kpartial's own artifacts, listed
+in `ARTIFACTS`, are removed; anything else the user keeps there stays) or to `resume` it. A lock
+file with the owner's host and pid keeps two runs out of one workdir at once; a lock whose process
+is gone (a killed run) is stale and taken over.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+
+# Everything a run writes into its workdir. A workdir "holds a run" when any of these exist.
+ARTIFACTS = (
+    "flags.txt",
+    "config.json",
+    "metrics.json",
+    "history.json",
+    "class_stats.csv",
+    "network.keras",
+    "label_names.txt",
+    "thresholds.npy",
+    "ap_by_frequency.png",
+    "checkpoint",
+    "checkpoint.weights.h5",  # written by kpartial before checkpoints moved to checkpoint/
+    "tensorboard",
+)
+LOCK = ".kpartial.lock"
+FINISHED = "metrics.json"
+
+
+class WorkdirError(ValueError):
+    """The workdir cannot be used as asked; the message names it."""
+
+
+def check_usable(path, flag="--workdir"):
+    """Raises `WorkdirError` (one line naming `flag`) if `path` cannot be a workdir."""
+    if not path:
+        raise WorkdirError(f"{flag} is empty: give the folder the run writes into")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise WorkdirError(f"{flag}={path} is a file, not a folder")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(os.path.abspath(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WorkdirError(f"{flag}={path}: {parent} is not writable")
+
+
+def existing_artifacts(path):
+    return [name for name in ARTIFACTS if os.path.lexists(os.path.join(path, name))]
+
+
+def is_finished(path):
+    return os.path.isfile(os.path.join(path, FINISHED))
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
+
+
+def _take_lock(path):
+    lock = os.path.join(path, LOCK)
+    owner = {"host": socket.gethostname(), "pid": os.getpid()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(lock) as f:
+                    held = json.load(f)
+                host, pid = held["host"], int(held["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                held, host, pid = None, None, None  # unreadable: a write cut short by a kill
+            if held is not None and (host != owner["host"] or _process_alive(pid)):
+                where = f"pid {pid}" + ("" if host == owner["host"] else f" on {host}")
+                raise WorkdirError(
+                    f"--workdir={path} is in use by another run ({where}); wait for it or stop it "
+                    f"(a lock left by a killed run on this host is detected and taken over)"
+                ) from None
+            os.remove(lock)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(owner, f)
+        return lock
+    raise WorkdirError(f"--workdir={path}: could not take the lock {lock}")
+
+
+@contextlib.contextmanager
+def claim(path, resume=False, overwrite=False, log=print):
+    """Claims `path` for one run; yields True when a previous run is to be resumed.
+
+    Args:
+      path: the workdir.
+      resume: continue the run in `path` from its last checkpoint (a new run if there is none).
+      overwrite: remove kpartial's artifacts of a previous run first (nothing else).
+      log: prints one line.
+
+    Raises:
+      WorkdirError: naming `--workdir` if the folder is unusable, holds a run and neither flag was
+        given, or is in use by another live run.
+    """
+    if resume and overwrite:
+        raise WorkdirError("give --resume or --overwrite, not both")
+    check_usable(path)
+    os.makedirs(path, exist_ok=True)
+    lock = _take_lock(path)
+    try:
+        found = existing_artifacts(path)
+        if found and overwrite:
+            for name in found:
+                target = os.path.join(path, name)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                else:
+                    os.remove(target)
+            log(f"--overwrite: removed the previous run's {', '.join(found)} from {path}")
+            found = []
+        if found and not resume:
+            state = "a finished run" if is_finished(path) else "a started run"
+            raise WorkdirError(
+                f"--workdir={path} holds {state} ({', '.join(found[:4])}"
+                f"{', ...' if len(found) > 4 else ''}); pass --resume to continue it or "
+                "--overwrite to replace it"
+            )
+        if resume and not found:
+            log(f"--resume: nothing to resume in {path}; starting a new run")
+        yield bool(found)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(lock)
+
+
+def write_atomically(path, text):
+    """Writes `text` to `path` through a temporary sibling and `os.replace`: a kill at any moment
+    leaves either the old file or the new one, never a part."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
