@@ -14,9 +14,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from kpartial.data import DataError, read_csv_table
 from kpartial.sparse_labels import SparseLabels
-
-from kpartial.data import DataError
 
 CSV_COLUMNS = ("label", "positives", "negatives", "prior")
 
@@ -55,37 +54,57 @@ class ClassStatistics:
         """Reads a statistics CSV and orders it by `label_names`.
 
         Raises:
-          DataError: naming the file when a column or one of `label_names` is missing, a label is
-            listed twice, a value is not a number, or a prior is outside (0, 1).
+          DataError: naming the file when it cannot be read or is empty, a column or one of
+            `label_names` is missing, a label is listed twice, or (naming the line and label) a
+            count is not a non-negative integer or a prior is not a number in (0, 1).
         """
-        # Labels stay strings as written: "NA", "None" or "01" are class names, not NaN or 1.
-        table = pd.read_csv(path, dtype={"label": str}, keep_default_na=False)
+        # Strings as written: "NA", "None" or "01" are class names, not NaN or 1; the numbers
+        # are parsed below, per line, so that a bad one can be named.
+        table, lines = read_csv_table(path, None, "class statistics CSV")
         missing_columns = [c for c in CSV_COLUMNS if c not in table.columns]
         if missing_columns:
             raise DataError(
                 f"{path}: missing columns {missing_columns}; expected {list(CSV_COLUMNS)}"
             )
-        duplicated = table["label"][table["label"].duplicated()]
-        if len(duplicated):
-            row = int(duplicated.index[0]) + 2  # 1-based, after the header line
-            raise DataError(f"{path}: line {row}: duplicate label {duplicated.iloc[0]!r}")
+        if table.empty:
+            raise DataError(f"{path}: no statistics rows after the header")
+        duplicated = table["label"].duplicated().to_numpy()
+        if duplicated.any():
+            row = int(np.argmax(duplicated))
+            raise DataError(
+                f"{path}: line {lines[row]}: duplicate label {table['label'].iloc[row]!r}"
+            )
+        lines = dict(zip(table["label"], lines))
         table = table.set_index("label")
         missing = [name for name in label_names if name not in table.index]
         if missing:
             raise DataError(f"{path}: no statistics for {len(missing)} classes, e.g. {missing[:5]}")
         table = table.loc[list(label_names)]
-        try:
-            priors = table["prior"].to_numpy(np.float64)
-            positives = table["positives"].to_numpy(np.int64)
-            negatives = table["negatives"].to_numpy(np.int64)
-        except ValueError as e:
-            raise DataError(f"{path}: a count or prior is not a number ({e})") from None
-        bad = np.flatnonzero(~((priors > 0) & (priors < 1)))
+
+        def where(k):
+            return f"{path}: line {lines[label_names[k]]}: "
+
+        counts = {}
+        for column in ("positives", "negatives"):
+            text = table[column]
+            # Integers only: a float would be truncated and a huge value wrap around in int64.
+            ok = text.str.fullmatch(r"\+?\d{1,18}(?:\.0*)?").to_numpy()
+            if not ok.all():
+                k = int(np.argmin(ok))
+                raise DataError(
+                    f"{where(k)}{column} of {label_names[k]!r} must be a non-negative integer, "
+                    f"got {text.iloc[k]!r}"
+                )
+            counts[column] = text.str.replace(r"\.0*$", "", regex=True).to_numpy().astype(np.int64)
+        priors = pd.to_numeric(table["prior"], errors="coerce").to_numpy(np.float64)
+        bad = np.flatnonzero(~((priors > 0) & (priors < 1)))  # NaN (not a number) fails too
         if bad.size:
+            k = int(bad[0])
             raise DataError(
-                f"{path}: prior of {label_names[bad[0]]!r} must be in (0, 1), got {priors[bad[0]]}"
+                f"{where(k)}prior of {label_names[k]!r} must be a number in (0, 1), got "
+                f"{table['prior'].iloc[k]!r}"
             )
-        return cls(tuple(label_names), positives, negatives, priors)
+        return cls(tuple(label_names), counts["positives"], counts["negatives"], priors)
 
     def to_csv(self, path):
         pd.DataFrame(

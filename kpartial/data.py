@@ -9,14 +9,19 @@ by format name in :data:`READERS`, which other modules may extend::
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import gzip
 import importlib
 import inspect
+import io
 import json
 import math
 import os
 import re
 import xml.etree.ElementTree as ET
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -28,7 +33,14 @@ _LABEL_VALUES = (POSITIVE, NEGATIVE, UNKNOWN)
 
 
 class DataError(ValueError):
-    """Bad input; message names the file and (where applicable) the line/row."""
+    """Bad input; message names the file and (where applicable) the line/row.
+
+    The message is kept on one line: some embed a library's error text, and pandas ends its
+    parser errors with a newline.
+    """
+
+    def __init__(self, message=""):
+        super().__init__(re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip())
 
 
 ON_BAD_INPUT = ("error", "skip")
@@ -87,6 +99,17 @@ class MultiLabelData:
         set_("label_names", tuple(str(name) for name in self.label_names))
         if len(self.label_names) != c:
             raise DataError(f"{self.source}: {len(self.label_names)} label names for {c} classes")
+        if len(set(self.label_names)) != c:
+            # Checked here so that every reader is covered: two columns with one name would be
+            # merged or confused by anything that looks classes up by name (stats, exports).
+            first = {}
+            for k, name in enumerate(self.label_names):
+                if name in first:
+                    raise DataError(
+                        f"{self.source}: duplicate class name {name!r} (classes {first[name]} "
+                        f"and {k}, 0-based)"
+                    )
+                first[name] = k
         if self.features is not None:
             features = np.asarray(self.features)
             if features.ndim != 2 or features.shape[0] != n:
@@ -253,7 +276,13 @@ def load(fmt: str, path: str, on_bad_input: str = "error", **options) -> MultiLa
         inspect.signature(reader).bind(path, **options)
     except TypeError as e:  # Checked up front so TypeErrors inside readers are not masked.
         raise DataError(f"format {fmt!r} ({path}): bad options {sorted(options)}: {e}") from None
-    return drop_unlabelled(reader(path, **options), bad)
+    data = drop_unlabelled(reader(path, **options), bad)
+    if data.num_examples == 0 or data.num_classes == 0:
+        # Nothing to train or evaluate on: say so here, not as a shape error deep in training.
+        what = "examples" if data.num_examples == 0 else "classes"
+        skipped = f" after skipping {data.skipped}" if data.skipped else ""
+        raise DataError(f"{data.source or f'{fmt}:{path}'}: no {what}{skipped}")
+    return data
 
 
 def reader_for(fmt: str, path: str = "") -> Callable[..., MultiLabelData]:
@@ -358,6 +387,78 @@ def split(data: MultiLabelData, test_fraction: float, seed: int):
 
 def _known_formats() -> str:
     return ", ".join(sorted(READERS))
+
+
+# ----------------------------------------------------------------------------
+# CSV tables (manifest, MoleculeNet, class statistics).
+
+
+def read_csv_table(path, bad: BadInput | None, what="CSV"):
+    """(table, lines) of a CSV file with a header line, as stripped strings.
+
+    Read with the csv module rather than pandas.read_csv, which guesses silently: it turns the
+    extra fields of a too-long first record into an index (shifting every column), pads short
+    records with blanks and renames a repeated column ``a`` to ``a.1``. Here a record with more
+    or fewer fields than the header is bad input (reported to `bad`, naming the line), and a
+    repeated column name is an error. Blank records are dropped. An empty header cell is named
+    ``Unnamed: <k>`` as pandas does. ``.gz`` files are decompressed.
+
+    Args:
+        path: The file.
+        bad: Receives the records with a wrong number of fields; None: raise on the first.
+        what: What the file is, for messages (e.g. "MoleculeNet CSV").
+
+    Returns:
+        A pandas DataFrame of str (one row per kept record; index 0..n-1) and an int64 array
+        with the 1-based line each kept record starts on.
+
+    Raises:
+        DataError: If the file cannot be read or decoded, has no header line, malformed quoting
+            or a repeated column name, or (policy "error") a record of the wrong length.
+    """
+    import pandas as pd  # imported here: only the CSV readers need pandas
+
+    try:
+        opener = gzip.open if os.fspath(path).lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # EOFError, zlib.error: a damaged .gz
+        raise DataError(f"{path}: cannot read {what}: {e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:  # decoded whole, so the line of the bad byte is known
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: {what} is not UTF-8 text ({e.reason})") from None
+    del raw
+    rows, lines = [], []
+    header = None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # strict: no unclosed quote
+    end = 0
+    try:
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            fields = [field.strip() for field in record]
+            if not any(fields):
+                continue
+            if header is None:
+                header = [name or f"Unnamed: {k}" for k, name in enumerate(fields)]
+                if len(set(header)) != len(header):
+                    seen = set()
+                    name = next(n for n in header if n in seen or seen.add(n))
+                    raise DataError(f"{path}:{start}: column {name!r} appears twice")
+            elif len(fields) != len(header):
+                where = f"{path}:{start}: {len(fields)} fields, the header has {len(header)}"
+                if bad is None:
+                    raise DataError(where)
+                bad.report("record with a wrong number of fields", where)
+            else:
+                rows.append(fields)
+                lines.append(start)
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: malformed {what}: {e}") from None
+    if header is None:
+        raise DataError(f"{path}: empty {what} (no header line)")
+    return pd.DataFrame(rows, columns=header, dtype=object), np.asarray(lines, np.int64)
 
 
 # ----------------------------------------------------------------------------
@@ -468,14 +569,19 @@ def _read_label_names(xml_path: str) -> list[str]:
     """All ``<label name=...>`` names in document order, nested ones included."""
     try:
         root = ET.parse(xml_path).getroot()
-    except (OSError, ET.ParseError) as e:
+    except (OSError, ET.ParseError, LookupError) as e:  # LookupError: unknown declared encoding
         raise DataError(f"{xml_path}: cannot read Mulan label XML: {e}") from None
     names = [el.get("name") for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "label"]
     if any(n is None for n in names):
         raise DataError(f"{xml_path}: <label> element without a name attribute")
     if not names:
         raise DataError(f"{xml_path}: no <label> elements")
-    return list(dict.fromkeys(names))
+    if len(set(names)) != len(names):
+        # Mulan itself rejects a repeated label; merging it would hide an edited or broken file.
+        seen = set()
+        name = next(n for n in names if n in seen or seen.add(n))
+        raise DataError(f"{xml_path}: label {name!r} is listed twice")
+    return names
 
 
 def _default_xml_path(arff_path: str) -> str:
@@ -615,6 +721,8 @@ def _parse_arff_rows(lines, start, attrs, path) -> tuple[np.ndarray, list[int]]:
                     toks = flat[1::2]
                 if idx and (min(idx) < 0 or max(idx) >= num_attrs):
                     raise ValueError(f"sparse index out of range 0..{num_attrs - 1}")
+                if len(set(idx)) != len(idx):  # else the last value would win silently
+                    raise ValueError("sparse index repeated")
                 try:
                     values[r, idx] = [convs[j](t) for j, t in zip(idx, toks)]
                 except (KeyError, ValueError):
@@ -647,6 +755,44 @@ def _converts(conv, token) -> bool:
 # ----------------------------------------------------------------------------
 # npz.
 
+# What reading a damaged .npz raises besides OSError/ValueError: a bad or truncated archive,
+# a bad CRC, a corrupted deflate stream, a flipped compression-method or encryption flag.
+NPZ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+def read_npz_arrays(path, problem="cannot read npz") -> dict[str, np.ndarray]:
+    """All arrays of the .npz at `path` (no pickle).
+
+    Args:
+        path: The file.
+        problem: Start of the message when it cannot be read, e.g. "not a kpartial simulation
+            file".
+
+    Raises:
+        DataError: ``"<path>: <problem>: <why>"`` for a missing, empty, non-zip or damaged file.
+    """
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise DataError(f"{path}: {problem}: {e}") from None
+    # np.load would read any other content as .npy or pickle and blame pickling.
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise DataError(f"{path}: {problem}: {'empty file' if not magic else 'not a zip archive'}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except NPZ_ERRORS as e:  # ValueError also covers object arrays, which would need pickle.
+        raise DataError(f"{path}: {problem}: {type(e).__name__}: {e}") from None
+
 
 def read_npz(path) -> MultiLabelData:
     """Reads an ``.npz`` with ``x`` [N, D], ``y`` [N, C] and optional ``label_names``.
@@ -660,12 +806,7 @@ def read_npz(path) -> MultiLabelData:
             {1, 0, -1} or NaN/inf features, naming the file and first bad row.
     """
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as e:
-        # ValueError also covers object arrays, which would need pickle.
-        raise DataError(f"{path}: cannot read npz: {e}") from None
+    arrays = read_npz_arrays(path)
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"{path}: missing key {key!r} (found {sorted(arrays)})")
@@ -696,7 +837,10 @@ def read_npz(path) -> MultiLabelData:
             raise DataError(
                 f"{path}: label_names must be {num_classes} strings, got {names.dtype} {names.shape}"
             )
-        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
+        try:
+            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: label_names are not UTF-8 ({e.reason})") from None
     else:
         names = tuple(f"class_{k}" for k in range(num_classes))
     return MultiLabelData(
@@ -753,12 +897,26 @@ def read_coco(path, image_dir=None, on_bad_input="error") -> MultiLabelData:
         raise DataError(f"{path}: not a COCO instances file (missing or bad field {e})") from None
     if len(image_row) != len(images) or len(cat_col) != len(categories):
         raise DataError(f"{path}: duplicate image or category ids")
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        raise DataError(
+            f"{path}: not a COCO instances file ('annotations' is not a list of objects)"
+        )
+    for what, values in (("image file_name", files), ("category name", names)):
+        k = next((k for k, v in enumerate(values) if not isinstance(v, str)), None)
+        if k is not None:  # str() would make a name of null or a number silently
+            raise DataError(f"{path}: {what} {values[k]!r} (entry {k} in id order) is not a string")
+
+    def lookup(ids, key):
+        try:
+            return ids.get(key)
+        except TypeError:  # an unhashable id (a list or an object) is no known id
+            return None
 
     bad = BadInput(on_bad_input)
     labels = np.full((len(images), len(categories)), NEGATIVE, np.int8)
     for ann in annotations:
-        row = image_row.get(ann.get("image_id"))
-        col = cat_col.get(ann.get("category_id"))
+        row = lookup(image_row, ann.get("image_id"))
+        col = lookup(cat_col, ann.get("category_id"))
         if row is None or col is None:
             what = "image_id" if row is None else "category_id"
             bad.report(

@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from kpartial.sparse_labels import SparseLabels, as_sparse
+from kpartial.data import DataError, read_npz_arrays
+from kpartial.sparse_labels import SparseLabelError, SparseLabels, as_sparse
 
 
 def keep_fraction(labels, known_fraction, seed):
@@ -142,18 +143,24 @@ def load(path, full_data):
       (labels of the kind full_data holds, meta dict).
 
     Raises:
-      ValueError: naming the file when it does not fit `full_data`.
+      DataError: naming the file when it is not a simulation file or does not fit `full_data`.
     """
+    not_simulation = "not a kpartial simulation file"
+    arrays = read_npz_arrays(path, not_simulation)
+    missing = [k for k in ("indptr", "classes", "values", "num_classes", "meta") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: {not_simulation}: no {missing} (found {sorted(arrays)})")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            sparse = SparseLabels.load(npz)
-            meta = json.loads(str(npz["meta"]))
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: not a kpartial simulation file: {e}") from None
+        sparse = SparseLabels.load(arrays)
+        meta = json.loads(str(arrays["meta"]))
+    except (SparseLabelError, TypeError, ValueError) as e:  # TypeError: e.g. 2-D num_classes
+        raise DataError(f"{path}: {not_simulation}: {e}") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("label_names"), list)):
+        raise DataError(f"{path}: {not_simulation}: meta has no label_names list")
     if tuple(meta["label_names"]) != tuple(full_data.label_names):
-        raise ValueError(f"{path}: classes differ from those of {full_data.source}")
+        raise DataError(f"{path}: classes differ from those of {full_data.source}")
     if sparse.shape != full_data.labels.shape:
-        raise ValueError(
+        raise DataError(
             f"{path}: shape {sparse.shape} differs from {full_data.source} {full_data.labels.shape}"
         )
     full = as_sparse(full_data.labels)
@@ -165,5 +172,5 @@ def load(path, full_data):
     ok &= full.values[np.minimum(at, max(row_full.size - 1, 0))] == sparse.values
     if not ok.all():
         row = int(sparse.rows()[np.argmax(~ok)])
-        raise ValueError(f"{path}: row {row} keeps a label {full_data.source} does not have")
+        raise DataError(f"{path}: row {row} keeps a label {full_data.source} does not have")
     return _like(full_data.labels, sparse), meta

@@ -73,7 +73,7 @@ def read_manifest(
     """
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     bad = data.BadInput(on_bad_input)
-    table, where = _read_table(path)
+    table, where = _read_table(path, bad)
     keep = np.ones(len(table), bool)
     report = row_reporter(bad, keep, where)
 
@@ -123,6 +123,11 @@ def read_manifest(
             if classes is None
             else _classes(classes, path)
         )
+        if not names:
+            raise data.DataError(
+                f"{path}: no class columns (columns: {list(table.columns)}); expected one per "
+                f"class or {positives_column!r}/{negatives_column!r} list columns"
+            )
         values = pd.DataFrame({c: column(c, "class") for c in names})
         blank = values.isna() | values.astype(str).eq("")
         numbers = values.apply(pd.to_numeric, errors="coerce").to_numpy()
@@ -148,19 +153,18 @@ def read_manifest(
     )
 
 
-def _read_table(path):
+def _read_table(path, bad):
     """(DataFrame, row -> "where" string) of a CSV or Parquet manifest."""
     ext = os.path.splitext(path)[1].lower()
+    if ext == ".csv":
+        table, lines = data.read_csv_table(path, bad, "manifest")
+        return table, lambda row: f"{path}:{lines[row]}"
     try:
-        if ext == ".csv":
-            # skip_blank_lines=False keeps row i on file line i + 2; blank lines are dropped.
-            table = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-            table = table.fillna("").apply(lambda c: c.str.strip())
-            table = table[(table != "").any(axis=1)]
-            lines = table.index.to_numpy() + 2
-            return table.reset_index(drop=True), lambda row: f"{path}:{lines[row]}"
         if ext in (".parquet", ".pq"):
             table = pd.read_parquet(path)
+            repeated = table.columns[table.columns.duplicated()]
+            if len(repeated):
+                raise data.DataError(f"{path}: column {repeated[0]!r} appears twice")
             return table.reset_index(drop=True), lambda row: f"{path}: row {row} (0-based)"
     except (OSError, ValueError, ImportError) as e:  # ValueError: parser, Arrow, decoding errors.
         raise data.DataError(f"{path}: cannot read manifest: {e}") from None

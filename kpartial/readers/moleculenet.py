@@ -56,14 +56,7 @@ def read_moleculenet(
     if featurizer not in FEATURIZERS:
         raise data.DataError(f"{path}: featurizer must be one of {FEATURIZERS}, got {featurizer!r}")
     bad = data.BadInput(on_bad_input)
-    try:
-        # skip_blank_lines=False keeps row i on file line i + 2; blank lines are dropped below.
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except (OSError, ValueError) as e:  # ValueError covers parser and decoding errors.
-        raise data.DataError(f"{path}: cannot read MoleculeNet CSV: {e}") from None
-    table = table.fillna("").apply(lambda column: column.str.strip())
-    table = table[(table != "").any(axis=1)]
-    lines = table.index.to_numpy() + 2
+    table, lines = data.read_csv_table(path, bad, "MoleculeNet CSV")
     if smiles_column not in table.columns:
         raise data.DataError(
             f"{path}: no SMILES column {smiles_column!r} (columns: {list(table.columns)})"

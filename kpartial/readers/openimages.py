@@ -50,7 +50,7 @@ def read_class_descriptions(path) -> tuple[list[str], list[str]]:
     """(MIDs, display names) from `oidv*-class-descriptions.csv` (with or without header)."""
     try:
         table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+    except (OSError, ValueError) as e:  # ValueError: parser, empty-file and decoding errors
         raise data.DataError(f"{path}: cannot read class descriptions: {e}") from None
     if table.shape[1] < 2:
         raise data.DataError(f"{path}: expected columns LabelName,DisplayName")
@@ -214,7 +214,7 @@ def _read_mid_list(path, described):
     try:
         with open(path, encoding="utf-8") as f:
             listed = [line.strip() for line in f if line.strip()]
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise data.DataError(f"{path}: cannot read class list: {e}") from None
     known = set(described)
     for lineno, mid in enumerate(listed, 1):
