@@ -91,14 +91,13 @@ def evaluate_saved_model(
     out_dir=None,
     data_options="",
     on_bad_input="error",
-    log=print,
 ):
     """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json.
 
     The test set is restricted to the model's classes when it has more (see
     `training.align_classes`); `data_options` are reader options "key=value,...". Image models
-    are fed at the image size their export records; `image_size` (pixels) overrides it, with a
-    warning when the two differ.
+    are fed at the image size they were exported with; `image_size` (pixels), if given, must
+    agree with it.
 
     Raises:
       DataError: the test data does not fit the model (classes, feature width), or is bad input.
@@ -116,11 +115,17 @@ def evaluate_saved_model(
         raise data.DataError(f"{e} (model {model_path})") from None
     input_shape = serve.structured_input_signature[1]["x"].shape.as_list()[1:]
     side = _check_inputs_fit(test, input_shape, test_data, model_path)
-    recorded = export.read_marker(model_path).get("image_size")
-    if image_size and recorded and image_size != recorded[0]:
-        log(f"warning: {model_path} was exported at {recorded[0]} px; evaluating at {image_size} px")
-    image_size = image_size or (recorded[0] if recorded else side) or 224
     if test.features is None:
+        recorded = export.read_marker(model_path).get("image_size") or [None]
+        trained_side = side or recorded[0]
+        if image_size and trained_side and image_size != trained_side:
+            raise data.DataError(
+                f"image_size={image_size}: the model {model_path} takes "
+                f"{trained_side} x {trained_side} images"
+            )
+        image_size = image_size or trained_side
+        if not image_size:
+            raise data.DataError(f"{model_path} does not record its image size: give image_size")
         test = data.verify_images(test, on_bad_input)
     test_labels = test.dense_labels()
     dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))

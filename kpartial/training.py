@@ -313,7 +313,9 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
                 log(f"--resume: {config.workdir} holds a finished run; nothing to train")
                 with open(os.path.join(config.workdir, workdir.FINISHED)) as f:
                     return json.load(f)
-        else:
+        # Data first: a run that stops at bad input leaves nothing that blocks the next attempt.
+        datasets = datasets if datasets is not None else load_data(config)
+        if not resuming:
             workdir.write_atomically(
                 os.path.join(config.workdir, "config.json"), _config_json(config)
             )

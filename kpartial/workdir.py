@@ -111,6 +111,7 @@ def claim(path, resume=False, overwrite=False, log=print):
     if resume and overwrite:
         raise WorkdirError("give --resume or --overwrite, not both")
     check_usable(path)
+    created = not os.path.exists(path)
     os.makedirs(path, exist_ok=True)
     lock = _take_lock(path)
     try:
@@ -137,6 +138,8 @@ def claim(path, resume=False, overwrite=False, log=print):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(lock)
+        if created and not os.listdir(path):  # failed before writing anything: leave no trace
+            os.rmdir(path)
 
 
 def write_atomically(path, text):
