@@ -131,7 +131,9 @@ def _record_examples(data, image_size, augment_seed, shuffle_seed, epoch=0):
     if shuffle_seed is not None:
         block_seed = _epoch_seed(shuffle_seed, epoch)
         records = (
-            records.batch(SHUFFLE_BUFFER)
+            # Only what training reads (the label lists are sparse and are looked up by id).
+            records.map(lambda r: {k: r[k] for k in ("image", "key", "id")})
+            .batch(SHUFFLE_BUFFER)
             .enumerate()
             .map(lambda block, rows: _permute_block(rows, block_seed, block))
             .unbatch()

@@ -253,3 +253,23 @@ def test_a_file_that_is_not_an_image_fails_naming_the_file(tmp_path):
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="broken.jpg"):
         next(iter(pipeline.evaluation_dataset(broken, 1, image_size=(32, 32))))
+
+
+def test_image_records_epochs_are_drawn_from_seed_and_epoch(image_data, tmp_path):
+    from kpartial import tfrecords
+
+    tfrecords.write_tfrecords(image_data, str(tmp_path / "records"), num_shards=2)
+    records = data.load("tfrecord", str(tmp_path / "records"))
+
+    def epoch_ids(epoch):
+        dataset = pipeline.training_dataset(
+            records, records.labels, 5, seed=3, image_size=SIZE, epoch=epoch
+        )
+        ((x, ids, y),) = _epoch(dataset)
+        np.testing.assert_array_equal(y, image_data.labels[ids])
+        return ids, x
+
+    orders = [epoch_ids(epoch) for epoch in (0, 1, 1)]
+    assert sorted(orders[0][0].tolist()) == list(range(5))  # every record once per epoch
+    np.testing.assert_array_equal(orders[1][0], orders[2][0])
+    np.testing.assert_array_equal(orders[1][1], orders[2][1])  # same crops for the same epoch
