@@ -106,9 +106,7 @@ def evaluate_saved_model(
 
     serve, label_names, thresholds = export.load_serving(model_path)
     fmt, path = data.parse_data_spec(test_data)
-    test = data.load(
-        fmt, path, on_bad_input=on_bad_input, **training.parse_options(data_options)
-    )
+    test = data.load(fmt, path, on_bad_input=on_bad_input, **training.parse_options(data_options))
     try:
         test = training.align_classes(test, label_names, test_data)
     except data.DataError as e:

@@ -259,6 +259,8 @@ def evaluation_dataset(data, batch_size, image_size=None):
         dataset = (
             tf.data.Dataset.from_tensor_slices(examples)
             .enumerate()
-            .map(lambda position, example: loader(0, position, example), num_parallel_calls=AUTOTUNE)
+            .map(
+                lambda position, example: loader(0, position, example), num_parallel_calls=AUTOTUNE
+            )
         )
     return dataset.batch(batch_size).prefetch(AUTOTUNE)

@@ -511,7 +511,12 @@ def _technique_callbacks(config, train, known, stats, train_eval_ds, log):
     if config.uses_pruning:
         callbacks.append(
             label_pruning.LabelPruningCallback(
-                train_eval_ds, known, config.prune_schedule, config.prune_criterion, config.seed, log
+                train_eval_ds,
+                known,
+                config.prune_schedule,
+                config.prune_criterion,
+                config.seed,
+                log,
             )
         )
     return callbacks
@@ -545,9 +550,7 @@ def _report(config, model, probabilities, test_labels, stats, train, test, log):
         }
     )
     labels_used = (
-        f"simulation={config.simulation}"
-        if config.simulation
-        else f"known={config.known_fraction}"
+        f"simulation={config.simulation}" if config.simulation else f"known={config.known_fraction}"
     )
     log(
         f"{config.method} {labels_used} seed={config.seed}: "

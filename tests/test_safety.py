@@ -103,7 +103,9 @@ def test_a_workdir_in_use_is_refused_and_a_stale_lock_taken_over(specs, tmp_path
     try:
         lock = {"host": os.uname().nodename, "pid": sleeper.pid}
         (path / workdir.LOCK).write_text(json.dumps(lock))
-        with pytest.raises(workdir.WorkdirError, match=f"in use by another run \\(pid {sleeper.pid}"):
+        with pytest.raises(
+            workdir.WorkdirError, match=f"in use by another run \\(pid {sleeper.pid}"
+        ):
             training.run(_config(specs, path), log=QUIET)
     finally:
         sleeper.kill()
@@ -119,7 +121,9 @@ def test_a_workdir_that_is_a_file_or_empty_is_one_clear_line(specs, tmp_path):
         training.run(_config(specs, a_file), log=QUIET)
     proc = _tool("train.py", f"--workdir={a_file}", "--epochs=1")
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == f"error: --workdir={a_file} is a file, not a folder"
+    assert (
+        proc.stderr.strip().splitlines()[-1] == f"error: --workdir={a_file} is a file, not a folder"
+    )
     proc = _tool("train.py", "--workdir=", "--epochs=1")
     assert proc.returncode != 0 and "--workdir is empty" in proc.stderr
 
@@ -150,9 +154,7 @@ def test_a_data_error_is_one_line_without_the_flag_help(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize(
-    "flag", ["--learning_rate=nan", "--pseudo_weight=inf"]
-)
+@pytest.mark.parametrize("flag", ["--learning_rate=nan", "--pseudo_weight=inf"])
 def test_non_finite_hyperparameters_fail_at_flag_parsing(flag, tmp_path):
     proc = _tool("train.py", flag, f"--workdir={tmp_path / 'w'}")
     assert proc.returncode != 0
@@ -263,7 +265,9 @@ def test_an_image_export_records_its_size_and_evaluation_uses_it(tmp_path):
     result = evaluation.evaluate_saved_model(path, spec, data_options="image_column=image")
     assert result["image_size"] == 16
     with pytest.raises(data.DataError, match="image_size=224: the model .* takes 16 x 16 images"):
-        evaluation.evaluate_saved_model(path, spec, image_size=224, data_options="image_column=image")
+        evaluation.evaluate_saved_model(
+            path, spec, image_size=224, data_options="image_column=image"
+        )
 
 
 def test_evaluate_names_a_wrong_feature_width_and_writes_valid_json(finished, tmp_path):
