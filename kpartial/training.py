@@ -305,7 +305,7 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
       DataError: bad input data.
     """
     if not config.workdir:
-        return _train(config, log, datasets, callbacks, resuming=False)
+        return _train(config, log, _inputs(config, datasets, log), callbacks, resuming=False)
     with workdir.claim(config.workdir, resume, overwrite, log) as resuming:
         if resuming:
             _check_resumable(config)
@@ -313,15 +313,23 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
                 log(f"--resume: {config.workdir} holds a finished run; nothing to train")
                 with open(os.path.join(config.workdir, workdir.FINISHED)) as f:
                     return json.load(f)
-        # Data first: a run that stops at bad input leaves nothing that blocks the next attempt.
-        datasets = datasets if datasets is not None else load_data(config)
+        # Inputs first: a run that stops at bad input leaves nothing that blocks the next attempt.
+        inputs = _inputs(config, datasets, log)
         if not resuming:
             workdir.write_atomically(
                 os.path.join(config.workdir, "config.json"), _config_json(config)
             )
             for name, text in (files or {}).items():
                 workdir.write_atomically(os.path.join(config.workdir, name), text)
-        return _train(config, log, datasets, callbacks, resuming)
+        return _train(config, log, inputs, callbacks, resuming)
+
+
+def _inputs(config, datasets, log):
+    """(train, test, training labels, class statistics): everything read from the user's files."""
+    keras.utils.set_random_seed(config.seed)
+    train, test = datasets if datasets is not None else load_data(config)
+    known = training_labels(config, train, log)
+    return train, test, known, _class_statistics(config, known, train)
 
 
 # TrainConfig fields that may differ between a run and its resumption.
@@ -353,11 +361,9 @@ def _check_resumable(config):
         )
 
 
-def _train(config, log, datasets, extra_callbacks, resuming):
+def _train(config, log, inputs, extra_callbacks, resuming):
+    train, test, known, stats = inputs
     keras.utils.set_random_seed(config.seed)
-    train, test = datasets if datasets is not None else load_data(config)
-    known = training_labels(config, train, log)
-    stats = _class_statistics(config, known, train)
     _log_data(log, train, test, stats)
     model = build_model(config, train, stats)
     backup = None

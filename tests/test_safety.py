@@ -142,6 +142,11 @@ def test_bad_input_leaves_no_trace_that_blocks_the_next_attempt(specs, tmp_path)
     with pytest.raises(data.DataError, match="missing.npz"):
         training.run(_config(missing, path), log=QUIET)
     assert not path.exists()
+    empty = tmp_path / "empty_simulation.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(data.DataError, match="empty_simulation.npz: not a kpartial simulation"):
+        training.run(_config(specs, path, simulation=str(empty)), log=QUIET)
+    assert not path.exists()
     training.run(_config(specs, path), log=QUIET)
 
 
