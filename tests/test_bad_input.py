@@ -173,17 +173,27 @@ def test_duplicate_class_columns_in_a_manifest_or_moleculenet_csv(tmp_path):
     )
 
 
-def test_duplicate_category_names_in_coco(tmp_path):
+def _coco_file(tmp_path, categories, annotations):
+    """instances_val.json with one image (val/a.jpg) and the given categories and annotations."""
     (tmp_path / "annotations").mkdir()
     (tmp_path / "val").mkdir()
     (tmp_path / "val" / "a.jpg").write_bytes(b"")
     path = tmp_path / "annotations" / "instances_val.json"
     coco = {
         "images": [{"id": 1, "file_name": "a.jpg"}],
-        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1}],
+        "categories": categories,
+        "annotations": annotations,
     }
     path.write_text(json.dumps(coco))
+    return path
+
+
+def test_duplicate_category_names_in_coco(tmp_path):
+    path = _coco_file(
+        tmp_path,
+        [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}],
+        [{"id": 1, "image_id": 1, "category_id": 1}],
+    )
     raises(
         f"coco:{path}: duplicate class name 'cat' (classes 0 and 1, 0-based)",
         data.load,
@@ -277,19 +287,14 @@ def test_mulan_label_left_out_of_the_xml_is_a_feature_not_a_crash(tmp_path):
 
 
 def test_coco_with_an_unhashable_id_or_non_list_annotations(tmp_path):
-    (tmp_path / "annotations").mkdir()
-    (tmp_path / "val").mkdir()
-    (tmp_path / "val" / "a.jpg").write_bytes(b"")
-    path = tmp_path / "annotations" / "instances_val.json"
-    coco = {
-        "images": [{"id": 1, "file_name": "a.jpg"}],
-        "categories": [{"id": 1, "name": "cat"}],
-        "annotations": [
+    path = _coco_file(
+        tmp_path,
+        [{"id": 1, "name": "cat"}],
+        [
             {"id": 1, "image_id": 1, "category_id": 1},
             {"id": 2, "image_id": {}, "category_id": 1},
         ],
-    }
-    path.write_text(json.dumps(coco))
+    )
     raises(  # was TypeError: unhashable type: 'dict'
         f"{path}: annotation 2 (image_id {{}}): annotation refers to an unknown image_id "
         "(on_bad_input=skip drops and counts them)",
@@ -300,6 +305,7 @@ def test_coco_with_an_unhashable_id_or_non_list_annotations(tmp_path):
     assert data.load("coco", str(path), on_bad_input="skip").skipped == {
         "annotation refers to an unknown image_id": 1
     }
+    coco = json.loads(path.read_text())
     path.write_text(json.dumps({**coco, "annotations": 7}))
     raises(  # was TypeError: 'int' object is not iterable
         f"{path}: not a COCO instances file ('annotations' is not a list of objects)",

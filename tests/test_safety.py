@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from kpartial import data, evaluation, export, models, synthetic, training, workdir
+from tests.test_cli import _run_tool as _tool
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUIET = lambda line: None  # noqa: E731
@@ -40,18 +41,6 @@ def _config(specs, workdir_path, **overrides):
         test_data=test_spec,
         workdir=str(workdir_path),
         **{**settings, **overrides},
-    )
-
-
-def _tool(script, *args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / script), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
 
 
