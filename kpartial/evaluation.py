@@ -67,7 +67,7 @@ class EpochLog(keras.callbacks.Callback):
         record = {k: v if isinstance(v, int) else float(v) for k, v in (logs or {}).items()}
         self.epochs.append({"epoch": epoch + 1, **record})
         if self.path:
-            write_atomically(self.path, json.dumps(json_safe(self.epochs), allow_nan=False))
+            write_json(self.path, self.epochs)
 
 
 def json_safe(value):
@@ -81,6 +81,11 @@ def json_safe(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def write_json(path, value):
+    """`value` as strict JSON (NaN/inf written as null), atomically (see `write_atomically`)."""
+    write_atomically(path, json.dumps(json_safe(value), indent=2, allow_nan=False))
 
 
 def evaluate_saved_model(
@@ -145,10 +150,7 @@ def evaluate_saved_model(
     )
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        write_atomically(
-            os.path.join(out_dir, "metrics.json"),
-            json.dumps(json_safe(result), indent=2, allow_nan=False),
-        )
+        write_json(os.path.join(out_dir, "metrics.json"), result)
     return result
 
 

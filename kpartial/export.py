@@ -145,8 +145,8 @@ def export_workdir(workdir, path, overwrite=False):
     Raises:
       ExportError: as `export_saved_model`, or when `path` is the workdir or contains it.
     """
-    inside = os.path.relpath(os.path.abspath(workdir), os.path.abspath(path))
-    if inside == "." or not inside.startswith(".."):
+    target = os.path.abspath(path)
+    if os.path.commonpath([os.path.abspath(workdir), target]) == target:
         raise ExportError(f"export target {path} is or contains the workdir {workdir}")
     import keras
 

@@ -126,16 +126,15 @@ def _record_examples(data, image_size, augment_seed, shuffle_seed, epoch=0):
 
     folder, manifest = tfrecords.read_manifest(data.records[0])
     size = tf.constant(image_size, tf.int32)
-    file_order_seed = None if shuffle_seed is None else _epoch_seed(shuffle_seed, epoch)
-    records = tfrecords.record_dataset(folder, manifest, file_order_seed=file_order_seed)
+    epoch_seed = None if shuffle_seed is None else _epoch_seed(shuffle_seed, epoch)
+    records = tfrecords.record_dataset(folder, manifest, file_order_seed=epoch_seed)
     if shuffle_seed is not None:
-        block_seed = _epoch_seed(shuffle_seed, epoch)
         records = (
             # Only what training reads (the label lists are sparse and are looked up by id).
             records.map(lambda r: {k: r[k] for k in ("image", "key", "id")})
             .batch(SHUFFLE_BUFFER)
             .enumerate()
-            .map(lambda block, rows: _permute_block(rows, block_seed, block))
+            .map(lambda block, rows: _permute_block(rows, epoch_seed, block))
             .unbatch()
         )
 

@@ -326,7 +326,6 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
 
 def _inputs(config, datasets, log):
     """(train, test, training labels, class statistics): everything read from the user's files."""
-    keras.utils.set_random_seed(config.seed)
     train, test = datasets if datasets is not None else load_data(config)
     known = training_labels(config, train, log)
     return train, test, known, _class_statistics(config, known, train)
@@ -575,7 +574,4 @@ def write_artifacts(config, model, label_names, thresholds, result):
         os.path.join(path, "label_names.txt"), "".join(f"{name}\n" for name in label_names)
     )
     np.save(os.path.join(path, "thresholds.npy"), thresholds)
-    workdir.write_atomically(
-        os.path.join(path, "metrics.json"),
-        json.dumps(evaluation.json_safe(result), indent=2, allow_nan=False),
-    )
+    evaluation.write_json(os.path.join(path, "metrics.json"), result)

@@ -45,12 +45,11 @@ def validate_finite(*flag_names):
 def one_line_errors():
     """Bad data, a refused workdir or export target: the message alone, exit status 1.
 
-    These are not usage errors, so the flag help is not printed in front of them.
+    These are not usage errors, so the flag help is not printed in front of them. kpartial's
+    `DataError`, `WorkdirError` and `ExportError` are all `ValueError`s.
     """
-    from kpartial import data, export, workdir
-
     try:
         yield
-    except (data.DataError, workdir.WorkdirError, export.ExportError, ValueError, OSError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

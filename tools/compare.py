@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+import cli  # noqa: E402  (before TensorFlow is imported)
 import train  # noqa: E402  (tools/train.py: its flags and their mapping to TrainConfig)
 
 FLAGS = flags.FLAGS
@@ -57,12 +58,12 @@ flags.register_validator(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from kpartial import comparison, data, training
+    from kpartial import comparison, training
 
     methods = list(training.METHODS) if "all" in FLAGS.methods else FLAGS.methods
     os.makedirs(FLAGS.out, exist_ok=True)
     base = train.config_from_flags()
-    try:
+    with cli.one_line_errors():
         results = comparison.compare(
             base,
             {m: {"method": m} for m in methods},
@@ -72,9 +73,6 @@ def main(argv):
             resume=FLAGS.resume,
             overwrite=FLAGS.overwrite,
         )
-    except (data.DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     results.to_csv(os.path.join(FLAGS.out, "results.csv"), index=False)
     table = comparison.summary_table(results)
     with open(os.path.join(FLAGS.out, "results.md"), "w") as f:

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from tools import cli  # noqa: E402
+import cli  # noqa: E402  (before TensorFlow is imported)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Workdir of a finished tools/train.py run.")

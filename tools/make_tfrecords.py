@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+import cli  # noqa: E402  (before TensorFlow is imported)
 from kpartial import data, simulate, tfrecords, training  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -31,7 +32,7 @@ flags.mark_flags_as_required(["data", "out"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
+    with cli.one_line_errors():
         fmt, path = data.parse_data_spec(FLAGS.data)
         full = data.load(
             fmt, path, FLAGS.on_bad_input, **training.parse_options(FLAGS.data_options)
@@ -41,8 +42,6 @@ def main(argv):
         manifest = tfrecords.write_tfrecords(
             full, FLAGS.out, FLAGS.num_shards, labels, FLAGS.on_bad_input
         )
-    except (data.DataError, ValueError) as e:
-        raise app.UsageError(str(e)) from None
     print(
         f"wrote {manifest['written_examples']} of {manifest['num_examples']} examples in "
         f"{len(manifest['shards'])} shards to {FLAGS.out}"

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+import cli  # noqa: E402  (before TensorFlow is imported)
 from kpartial import data, simulate, training  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -66,12 +67,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     fmt, path = data.parse_data_spec(FLAGS.data)
-    try:
+    with cli.one_line_errors():
         full = data.load(
             fmt, path, FLAGS.on_bad_input, **training.parse_options(FLAGS.data_options)
         )
-    except (data.DataError, ValueError) as e:
-        raise app.UsageError(str(e)) from None
     names = simulate.SCHEMES[FLAGS.scheme][1]
     params = {n: FLAGS[n].value for n in names}
     labels = simulate.simulate(full.labels, FLAGS.scheme, FLAGS.seed, **params)
