@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test bench bench-methods clean
+.PHONY: demo test lint bench bench-methods clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "kpartial needs Python 3.11, got " + sys.version'
@@ -18,6 +18,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Style gate of CI (configured in pyproject.toml): lint errors and unformatted files fail it.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Long measurements (not part of the tests): speed vs PyTorch, loss step times, Open Images scale,
 # then the Mulan comparison. `make bench-methods`: every method on the four Mulan sets (~3 h).

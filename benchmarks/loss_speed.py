@@ -59,7 +59,7 @@ def main(argv):
         dense_targets = tf.cast(labels > 0, tf.float32)
         base = step_seconds(lambda y, z: bce(dense_targets, z), labels, logits, FLAGS.steps)
         rows.setdefault("keras BinaryCrossentropy (reference)", {})[num_classes] = (base, 1.0)
-        for name in losses.METHODS:
+        for name in losses.LOSSES:
             seconds = step_seconds(losses.get(name, stats), labels, logits, FLAGS.steps)
             rows.setdefault(name, {})[num_classes] = (seconds, seconds / base)
             print(

@@ -36,9 +36,9 @@ FILES = {
 }
 ABLATIONS = {
     "kpartial w/o pseudo labels": {"pseudo_start_epoch": -1},
-    "kpartial w/o statistics (beta = lambda = 0)": {"loss_balance": 0.0, "unknown_weight": 0.0},
-    "kpartial w/o positive weighting (beta = 0)": {"loss_balance": 0.0},
-    "kpartial w/o unknown term (lambda = 0)": {"unknown_weight": 0.0},
+    "kpartial w/o statistics (beta = lambda = 0)": {"loss_options": "balance=0,unknown_weight=0"},
+    "kpartial w/o positive weighting (beta = 0)": {"loss_options": "balance=0"},
+    "kpartial w/o unknown term (lambda = 0)": {"loss_options": "unknown_weight=0"},
     "kpartial w/o pruning": {"prune_schedule": ()},
 }
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from kpartial import metrics
 from kpartial.partial_model import predict_probabilities
-from kpartial.workdir import write_atomically
+from kpartial.workdir import write_json
 
 
 class EvaluationCallback(keras.callbacks.Callback):
@@ -68,108 +68,6 @@ class EpochLog(keras.callbacks.Callback):
         self.epochs.append({"epoch": epoch + 1, **record})
         if self.path:
             write_json(self.path, self.epochs)
-
-
-def json_safe(value):
-    """Replaces NaN/inf floats (e.g. mAP with no evaluable class) by None, recursively."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def write_json(path, value):
-    """`value` as strict JSON (NaN/inf written as null), atomically (see `write_atomically`)."""
-    write_atomically(path, json.dumps(json_safe(value), indent=2, allow_nan=False))
-
-
-def evaluate_saved_model(
-    model_path,
-    test_data,
-    batch_size=256,
-    image_size=None,
-    out_dir=None,
-    data_options="",
-    on_bad_input="error",
-):
-    """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json.
-
-    The test set is restricted to the model's classes when it has more (see
-    `training.align_classes`); `data_options` are reader options "key=value,...". Image models
-    are fed at the image size they were exported with; `image_size` (pixels), if given, must
-    agree with it.
-
-    Raises:
-      DataError: the test data does not fit the model (classes, feature width), or is bad input.
-    """
-    from kpartial import data, export, pipeline, training
-
-    serve, label_names, thresholds = export.load_serving(model_path)
-    fmt, path = data.parse_data_spec(test_data)
-    test = data.load(fmt, path, on_bad_input=on_bad_input, **training.parse_options(data_options))
-    try:
-        test = training.align_classes(test, label_names, test_data)
-    except data.DataError as e:
-        raise data.DataError(f"{e} (model {model_path})") from None
-    input_shape = serve.structured_input_signature[1]["x"].shape.as_list()[1:]
-    side = _check_inputs_fit(test, input_shape, test_data, model_path)
-    if test.features is None:
-        recorded = export.read_marker(model_path).get("image_size") or [None]
-        trained_side = side or recorded[0]
-        if image_size and trained_side and image_size != trained_side:
-            raise data.DataError(
-                f"image_size={image_size}: the model {model_path} takes "
-                f"{trained_side} x {trained_side} images"
-            )
-        image_size = image_size or trained_side
-        if not image_size:
-            raise data.DataError(f"{model_path} does not record its image size: give image_size")
-        test = data.verify_images(test, on_bad_input)
-    test_labels = test.dense_labels()
-    dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))
-    probabilities = np.concatenate(
-        [serve(x=batch["x"])["probabilities"].numpy() for batch in dataset]
-    )
-    result = metrics.evaluate(probabilities, test_labels)
-    at_exported = metrics.f1_scores(probabilities, test_labels, threshold=thresholds)
-    result.update(
-        {
-            "cf1_exported_thresholds": at_exported["cf1"],
-            "of1_exported_thresholds": at_exported["of1"],
-            "model": model_path,
-            "test_data": test_data,
-            "image_size": image_size if test.features is None else None,
-            "skipped_input": test.skipped,
-            "note": "metrics count only annotated test entries",
-        }
-    )
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        write_json(os.path.join(out_dir, "metrics.json"), result)
-    return result
-
-
-def _check_inputs_fit(test, input_shape, test_data, model_path):
-    """Raises DataError unless `test`'s inputs fit the model's; returns a fixed image side."""
-    from kpartial import data
-
-    if test.features is not None:
-        if len(input_shape) != 1 or input_shape[0] != test.features.shape[1]:
-            raise data.DataError(
-                f"{test_data} has {test.features.shape[1]} features per example but the model "
-                f"{model_path} takes inputs of shape {input_shape}"
-            )
-        return None
-    if len(input_shape) != 3:
-        raise data.DataError(
-            f"{test_data} holds images but the model {model_path} takes {input_shape[0]} features"
-        )
-    return input_shape[0]
 
 
 def ranking_metrics(probabilities, labels, positive_counts, num_train_examples):

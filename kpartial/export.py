@@ -23,6 +23,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from kpartial import data, metrics, pipeline
+from kpartial.workdir import write_json
+
 
 class _ServingModule(tf.Module):
     def __init__(self, network, asset_dir):
@@ -172,3 +175,83 @@ def load_serving(path):
         np.float32
     )
     return loaded.signatures["serve"], label_names, thresholds
+
+
+def evaluate_saved_model(
+    model_path,
+    test_data,
+    batch_size=256,
+    image_size=None,
+    out_dir=None,
+    data_options="",
+    on_bad_input="error",
+):
+    """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json.
+
+    The test set is restricted to the model's classes when it has more (see
+    `data.align_classes`); `data_options` are reader options "key=value,...". Image models
+    are fed at the image size they were exported with; `image_size` (pixels), if given, must
+    agree with it.
+
+    Raises:
+      DataError: the test data does not fit the model (classes, feature width), or is bad input.
+    """
+    serve, label_names, thresholds = load_serving(model_path)
+    # Images are verified below, after the cheaper checks that the data fits the model.
+    test = data.load_spec(test_data, data_options, on_bad_input)
+    try:
+        test = data.align_classes(test, label_names, test_data)
+    except data.DataError as e:
+        raise data.DataError(f"{e} (model {model_path})") from None
+    input_shape = serve.structured_input_signature[1]["x"].shape.as_list()[1:]
+    side = _check_inputs_fit(test, input_shape, test_data, model_path)
+    if test.features is None:
+        recorded = read_marker(model_path).get("image_size") or [None]
+        trained_side = side or recorded[0]
+        if image_size and trained_side and image_size != trained_side:
+            raise data.DataError(
+                f"image_size={image_size}: the model {model_path} takes "
+                f"{trained_side} x {trained_side} images"
+            )
+        image_size = image_size or trained_side
+        if not image_size:
+            raise data.DataError(f"{model_path} does not record its image size: give image_size")
+        test = data.verify_images(test, on_bad_input)
+    test_labels = test.dense_labels()
+    dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))
+    probabilities = np.concatenate(
+        [serve(x=batch["x"])["probabilities"].numpy() for batch in dataset]
+    )
+    result = metrics.evaluate(probabilities, test_labels)
+    at_exported = metrics.f1_scores(probabilities, test_labels, threshold=thresholds)
+    result.update(
+        {
+            "cf1_exported_thresholds": at_exported["cf1"],
+            "of1_exported_thresholds": at_exported["of1"],
+            "model": model_path,
+            "test_data": test_data,
+            "image_size": image_size if test.features is None else None,
+            "skipped_input": test.skipped,
+            "note": "metrics count only annotated test entries",
+        }
+    )
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(os.path.join(out_dir, "metrics.json"), result)
+    return result
+
+
+def _check_inputs_fit(test, input_shape, test_data, model_path):
+    """Raises DataError unless `test`'s inputs fit the model's; returns a fixed image side."""
+    if test.features is not None:
+        if len(input_shape) != 1 or input_shape[0] != test.features.shape[1]:
+            raise data.DataError(
+                f"{test_data} has {test.features.shape[1]} features per example but the model "
+                f"{model_path} takes inputs of shape {input_shape}"
+            )
+        return None
+    if len(input_shape) != 3:
+        raise data.DataError(
+            f"{test_data} holds images but the model {model_path} takes {input_shape[0]} features"
+        )
+    return input_shape[0]

@@ -10,9 +10,12 @@ Conventions (same as :mod:`kpartial.metrics`):
   negative and ``0`` = unknown. **Only annotated entries (``y_true != 0``)
   count**: an unknown entry never contributes to any count, ranking or
   denominator, so its prediction is irrelevant (it may even be NaN).
-- ``y_pred`` is ``[N, C]`` of probabilities in ``[0, 1]``. Pass
-  ``from_logits=True`` to give logits instead; a sigmoid is then applied
-  before thresholding / bucketing / ranking.
+- ``y_pred`` is ``[N, C]`` of **logits** by default (``from_logits=True``),
+  which is what kpartial's networks output and its losses take: a sigmoid
+  is applied before thresholding / bucketing / ranking, so ``threshold`` is
+  always a probability. Pass ``from_logits=False`` for a model that outputs
+  probabilities (a sigmoid output layer); compiling logits with
+  ``from_logits=False`` would threshold logits at 0.5 and give wrong F1.
 - ``sample_weight`` (optional) multiplies every count that an entry adds.
   ``MaskedF1`` and ``MaskedAveragePrecision`` accept any shape broadcastable
   to ``[N, C]`` (``[N]`` is treated as ``[N, 1]``); ``MaskedPrecisionAtK``
@@ -123,7 +126,7 @@ class MaskedF1(keras.metrics.Metric):
             probabilities (after the sigmoid when ``from_logits=True``).
         average: ``"macro"`` (CF1) or ``"micro"`` (OF1).
         top_k: ``None`` for thresholding, or an int >= 1.
-        from_logits: Whether ``y_pred`` are logits.
+        from_logits: Whether ``y_pred`` are logits (the default) or probabilities.
         name, dtype: As for ``keras.metrics.Metric``.
     """
 
@@ -133,7 +136,7 @@ class MaskedF1(keras.metrics.Metric):
         threshold=0.5,
         average="macro",
         top_k=None,
-        from_logits=False,
+        from_logits=True,
         name=None,
         dtype=None,
     ):
@@ -231,11 +234,12 @@ class MaskedPrecisionAtK(keras.metrics.Metric):
 
     Args:
         k: Number of top-ranked entries, >= 1.
-        from_logits: Whether ``y_pred`` are logits (ranking is unchanged).
+        from_logits: Whether ``y_pred`` are logits (the default) or probabilities; the
+            ranking is the same either way.
         name, dtype: As for ``keras.metrics.Metric``.
     """
 
-    def __init__(self, k=1, from_logits=False, name=None, dtype=None):
+    def __init__(self, k=1, from_logits=True, name=None, dtype=None):
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         super().__init__(name=name or f"p_at_{int(k)}", dtype=dtype)
@@ -311,11 +315,12 @@ class MaskedAveragePrecision(keras.metrics.Metric):
         num_classes: Number of classes ``C``.
         num_thresholds: Number of score buckets (>= 2); memory is
             ``2 * C * num_thresholds`` floats.
-        from_logits: Whether ``y_pred`` are logits (sigmoid applied first).
+        from_logits: Whether ``y_pred`` are logits (the default; sigmoid applied first) or
+            probabilities.
         name, dtype: As for ``keras.metrics.Metric``.
     """
 
-    def __init__(self, num_classes, num_thresholds=200, from_logits=False, name="map", dtype=None):
+    def __init__(self, num_classes, num_thresholds=200, from_logits=True, name="map", dtype=None):
         if int(num_thresholds) < 2:
             raise ValueError(f"num_thresholds must be >= 2; got {num_thresholds}")
         super().__init__(name=name, dtype=dtype)

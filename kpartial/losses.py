@@ -13,6 +13,9 @@ contributes neither to the loss nor to its normaliser nor to the gradients. All 
 float16/bfloat16 logits.
 """
 
+import functools
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
@@ -32,18 +35,33 @@ def _check_priors(priors):
 
 
 class PartialLabelLoss(keras.losses.Loss):
-    """Base class: subclasses return entry losses `l` [B, C] and counted entries `k` [B, C]."""
+    """Base class: subclasses return entry losses `l` [B, C] and counted entries `k` [B, C].
+
+    What a loss needs from the rest of training is said by two capabilities, so callers never
+    test for a loss by its name:
+
+    Attributes:
+      uses_priors: class attribute; True when the constructor takes the C class priors as its
+        first argument (`get` passes them from the class statistics).
+      needs_example_state: True when the loss writes per-example labels (LL-Cp's permanent
+        corrections), so the model must keep the [N, C] pseudo-label table.
+    """
+
+    uses_priors = False
 
     def __init__(self, name=None):
         # Always float32 arithmetic (see the module docstring), so there is no dtype argument.
         super().__init__(name=name, reduction="sum_over_batch_size")
 
+    @property
+    def needs_example_state(self):
+        return False
+
     def entry_losses(self, y_true, logits):
         raise NotImplementedError
 
     def regulariser(self, y_true, logits, weight):
-        """An optional per-example term [B] added after normalisation (EPR uses it)."""
-        return None
+        """An optional per-example term [B] added after normalisation (EPR uses it); None here."""
 
     def get_config(self):
         config = super().get_config()
@@ -138,6 +156,8 @@ class StatisticsWeightedLoss(PartialLabelLoss):
       max_positive_weight: cap on w_c, so classes with a prior near 0 cannot dominate.
       name: loss name.
     """
+
+    uses_priors = True
 
     def __init__(
         self,
@@ -294,6 +314,8 @@ class ExpectedPositiveRegularization(PartialLabelLoss):
       name: loss name.
     """
 
+    uses_priors = True
+
     def __init__(self, priors, regularisation_weight=1.0, name="expected_positive_regularization"):
         super().__init__(name=name)
         self.priors = _check_priors(priors).tolist()
@@ -434,6 +456,8 @@ class PartialSelectiveAsymmetricLoss(PartialLabelLoss):
         (0 = off).
       name: loss name.
     """
+
+    uses_priors = True
 
     def __init__(
         self,
@@ -623,6 +647,10 @@ class LargeLossModification(PartialLabelLoss, _EpochAware):
             losses = (positive + select) * loss_pos + as_negative
         return losses, ops.ones_like(losses)
 
+    @property
+    def needs_example_state(self):
+        return self.mode == "permanent"
+
     def permanent_corrections(self, y_true, logits):
         """Entries to set to +1 for good (LL-Cp only), else None."""
         return self.selection(y_true, logits) if self.mode == "permanent" else None
@@ -701,35 +729,56 @@ def statistics_weighted_loss(y_true, y_pred, priors, **kwargs):
     return StatisticsWeightedLoss(priors, **kwargs)(y_true, y_pred)
 
 
-# --method name -> (loss constructor, whether it takes the class priors as its first argument).
-METHODS = {
-    "kpartial": (StatisticsWeightedLoss, True),
-    "ignore": (IgnoreUnknownBCE, False),
-    "assume_negative": (AssumeNegativeBCE, False),
-    "wan": (WeakAssumeNegativeBCE, False),
-    "an_ls": (AssumeNegativeLabelSmoothing, False),
-    "epr": (ExpectedPositiveRegularization, True),
-    "focal": (FocalLoss, False),
-    "asl": (AsymmetricLoss, False),
-    "p_asl": (PartialSelectiveAsymmetricLoss, True),
-    "hill": (HillLoss, False),
-    "splc": (SelfPacedLossCorrection, False),
-    "ll_r": (lambda **kw: LargeLossModification("reject", **kw), False),
-    "ll_ct": (lambda **kw: LargeLossModification("temporary", **kw), False),
-    "ll_cp": (lambda **kw: LargeLossModification("permanent", **kw), False),
+# --method name -> loss constructor. The three LL modes are partials (not lambdas), so that
+# `inspect.signature` shows their options, which `get` checks.
+LOSSES = {
+    "kpartial": StatisticsWeightedLoss,
+    "ignore": IgnoreUnknownBCE,
+    "assume_negative": AssumeNegativeBCE,
+    "wan": WeakAssumeNegativeBCE,
+    "an_ls": AssumeNegativeLabelSmoothing,
+    "epr": ExpectedPositiveRegularization,
+    "focal": FocalLoss,
+    "asl": AsymmetricLoss,
+    "p_asl": PartialSelectiveAsymmetricLoss,
+    "hill": HillLoss,
+    "splc": SelfPacedLossCorrection,
+    **{
+        name: functools.partial(LargeLossModification, mode)
+        for name, mode in LARGE_LOSS_MODES.items()
+    },
 }
 
 
-def get(method, class_statistics=None, **kwargs):
-    """Returns the loss of a `--method` name (a key of `METHODS`) with `kwargs` as its options.
+def option_names(name):
+    """The option names `get(name, ...)` accepts: the constructor's arguments but the priors."""
+    parameters = inspect.signature(LOSSES[name]).parameters
+    return sorted(p for p in parameters if p != "priors")
 
-    Losses that use class priors (`kpartial`, `epr`, `p_asl`) take them from `class_statistics`.
+
+def get(name, /, class_statistics=None, **options):
+    """Returns the loss registered as `name` (a key of `LOSSES`) with `options` as its options.
+
+    Losses that use class priors (`uses_priors`: `kpartial`, `epr`, `p_asl`) take them from
+    `class_statistics` (a `kpartial.class_stats.ClassStatistics`); they are never an option.
+    `name` is positional-only, so `name=...` among the options names the loss object.
+
+    Raises:
+      ValueError: for an unknown name, an option the loss does not have, or missing statistics.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    loss_class, needs_priors = METHODS[method]
-    if not needs_priors:
-        return loss_class(**kwargs)
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+    accepted = option_names(name)
+    bad = sorted(set(options) - set(accepted))
+    if bad:
+        raise ValueError(
+            f"loss {name!r} has no option{'s' if len(bad) > 1 else ''} "
+            f"{', '.join(map(repr, bad))}; options: {', '.join(accepted)}"
+        )
+    constructor = LOSSES[name]
+    loss_class = getattr(constructor, "func", constructor)  # the class behind an LL partial
+    if not loss_class.uses_priors:
+        return constructor(**options)
     if class_statistics is None:
-        raise ValueError(f"method {method!r} needs class statistics for its priors")
-    return loss_class(class_statistics.priors, **kwargs)
+        raise ValueError(f"loss {name!r} needs class statistics for its priors")
+    return constructor(class_statistics.priors, **options)

@@ -11,12 +11,6 @@ import os
 import keras
 from keras import layers
 
-BACKBONES = {
-    "resnet50": keras.applications.ResNet50,
-    "mobilenet_v3_small": keras.applications.MobileNetV3Small,
-}
-
-
 def build_mlp(num_features, num_classes, hidden_units=(512,), dropout=0.2, seed=0):
     """Dense-ReLU-Dropout blocks followed by a linear layer of `num_classes` logits.
 
@@ -49,6 +43,29 @@ class ResNetPreprocess(layers.Layer):
         )
 
 
+def _resnet50(image_size):
+    base = keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(*image_size, 3), pooling="avg"
+    )
+    return ResNetPreprocess(name="preprocess"), base
+
+
+def _mobilenet_v3_small(image_size):
+    base = keras.applications.MobileNetV3Small(
+        include_top=False,
+        weights=None,
+        input_shape=(*image_size, 3),
+        pooling="avg",
+        include_preprocessing=True,  # rescales [0, 255] inputs itself
+    )
+    return None, base
+
+
+# --backbone name -> function(image_size) -> (preprocessing layer or None, pooled backbone). The
+# backbone is built without weights; a local weights file is loaded into it afterwards.
+BACKBONES = {"resnet50": _resnet50, "mobilenet_v3_small": _mobilenet_v3_small}
+
+
 def build_image_model(backbone, num_classes, image_size=(224, 224), weights_path=None):
     """A backbone with global average pooling and a linear head of `num_classes` logits.
 
@@ -65,22 +82,10 @@ def build_image_model(backbone, num_classes, image_size=(224, 224), weights_path
         raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
     if weights_path is not None and not os.path.isfile(weights_path):
         raise ValueError(f"backbone weights file not found: {weights_path}")
-    inputs = keras.Input((*image_size, 3), name="x")
-    if backbone == "resnet50":
-        features_in = ResNetPreprocess(name="preprocess")(inputs)
-        base = BACKBONES[backbone](
-            include_top=False, weights=None, input_shape=(*image_size, 3), pooling="avg"
-        )
-    else:  # MobileNetV3 rescales [0, 255] inputs itself.
-        features_in = inputs
-        base = BACKBONES[backbone](
-            include_top=False,
-            weights=None,
-            input_shape=(*image_size, 3),
-            pooling="avg",
-            include_preprocessing=True,
-        )
+    preprocess, base = BACKBONES[backbone](tuple(image_size))
     if weights_path is not None:
         base.load_weights(weights_path)
-    logits = layers.Dense(num_classes, name="logits")(base(features_in))
+    inputs = keras.Input((*image_size, 3), name="x")
+    features = base(preprocess(inputs) if preprocess is not None else inputs)
+    logits = layers.Dense(num_classes, name="logits")(features)
     return keras.Model(inputs, logits, name=f"{backbone}_classifier")

@@ -34,8 +34,10 @@ class PartialLabelModel(keras.Model):
       num_classes: C.
       partial_loss: a `kpartial.losses.PartialLabelLoss`.
       pseudo_weight: loss weight of a pseudo-labelled entry relative to an annotated one.
-      keep_pseudo_labels: False leaves out the [N, C] pseudo-label variable (a [1, C] placeholder
-        keeps checkpoints uniform) for runs without pseudo labels at a scale where it would not fit.
+      example_state: whether the model keeps per-example label state: the int8 [N, C]
+        `pseudo_labels` table that pseudo labelling, label pruning and LL-Cp write. False leaves
+        it out (a [1, C] placeholder keeps checkpoints uniform) for runs that use none of them,
+        at a scale where it would not fit.
     """
 
     def __init__(
@@ -45,16 +47,16 @@ class PartialLabelModel(keras.Model):
         num_classes,
         partial_loss,
         pseudo_weight=1.0,
-        keep_pseudo_labels=True,
+        example_state=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.network = network
         self.partial_loss = partial_loss
         self.pseudo_weight = float(pseudo_weight)
-        self.keep_pseudo_labels = bool(keep_pseudo_labels)
+        self.example_state = bool(example_state)
         self.pseudo_labels = self.add_weight(
-            shape=(num_examples if keep_pseudo_labels else 1, num_classes),
+            shape=(num_examples if example_state else 1, num_classes),
             dtype="int8",
             initializer="zeros",
             trainable=False,
@@ -90,7 +92,7 @@ class PartialLabelModel(keras.Model):
     def resolve_labels(self, labels, example_ids):
         """Known labels win; unknown entries take the pseudo label of their example."""
         labels = ops.cast(labels, "int8")
-        if not self.keep_pseudo_labels:
+        if not self.example_state:
             return labels
         pseudo = ops.take(self.pseudo_labels, ops.cast(example_ids, "int32"), axis=0)
         return ops.where(ops.not_equal(labels, 0), labels, pseudo)

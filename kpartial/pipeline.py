@@ -2,89 +2,18 @@
 
 Training batches are `({"x": inputs, "id": example_ids}, labels)`, shuffled with a seed and with
 `drop_remainder=True` so every step has the same static shape (one XLA compilation). Evaluation
-datasets yield only `{"x", "id"}` in example order, without augmentation.
-Images are read, decoded, resized and augmented in parallel (AUTOTUNE) and prefetched.
+datasets yield only `{"x", "id"}` in example order, without augmentation. The inputs come from
+the source of the data's input kind (kpartial.input_sources); this module adds the labels, the
+epoch and the known length, and prefetches.
 """
 
 import numpy as np
 import tensorflow as tf
 
+from kpartial import input_sources
 from kpartial.sparse_labels import SparseLabels
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def _decode_image(path, image_size):
-    return _decode_image_bytes(tf.io.read_file(path), path, image_size)
-
-
-def _decode_image_bytes(contents, name, image_size):
-    """Decoded, resized float32 image; `name` (path or record key) is reported for a non-image."""
-    # Fail with the file's name for something that is not an image at all; decoding errors of a
-    # damaged JPEG/PNG come from TensorFlow itself.
-    header = tf.strings.substr(contents, 0, 4)
-    is_image = tf.reduce_any(
-        [tf.io.is_jpeg(contents), tf.equal(header, b"\x89PNG"), tf.equal(header, b"GIF8")]
-    )
-    with tf.control_dependencies([tf.debugging.Assert(is_image, ["not an image:", name])]):
-        contents = tf.identity(contents)
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return tf.image.resize(tf.cast(image, tf.float32), image_size)
-
-
-def _augment(image, image_size, seed):
-    """Random resized crop (scale 0.64-1) and horizontal flip, per example; pixels stay in [0, 255]."""
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    scale = tf.random.stateless_uniform([], seeds[0], 0.8, 1.0)
-    crop = tf.cast(tf.cast(image_size, tf.float32) * scale, tf.int32)
-    image = tf.image.stateless_random_crop(image, tf.concat([crop, [3]], 0), seeds[1])
-    image = tf.image.resize(image, image_size)
-    return tf.image.stateless_random_flip_left_right(image, seeds[2])
-
-
-def _epoch_seed(seed, epoch):
-    """The [2] stateless seed of one epoch: its order and augmentation depend on (seed, epoch) only,
-    so epoch k is the same whether or not the run was resumed before it."""
-    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
-
-
-def _epoch_order(num_examples, seed, epoch):
-    """A permutation of 0..N-1 drawn from (seed, epoch)."""
-    return tf.random.experimental.stateless_shuffle(
-        tf.range(num_examples, dtype=tf.int32), _epoch_seed(seed, epoch)
-    )
-
-
-def _image_loader(image_size, augment_seed):
-    """Maps `(epoch, position, {"path", "id", ...})` to the example with the decoded image as "x".
-
-    The augmentation seed is (seed, epoch, position in the epoch), so an image gets a different
-    crop every epoch while the run as a whole, resumed or not, stays reproducible.
-    """
-    size = tf.constant(image_size, tf.int32)
-
-    def load(epoch, position, example):
-        example = dict(example)
-        image = _decode_image(example.pop("path"), size)
-        if augment_seed is not None:
-            image = _augment(image, size, _augment_seed(augment_seed, epoch, position))
-        return {**example, "x": image}
-
-    return load
-
-
-def _augment_seed(seed, epoch, position):
-    return tf.random.experimental.stateless_fold_in(_epoch_seed(seed, epoch), position)
-
-
-def _path_examples(data, image_size):
-    if data.image_paths is None:
-        raise ValueError(f"{data.source}: data has neither features nor image paths")
-    if image_size is None:
-        raise ValueError(f"{data.source}: image data needs an image_size")
-    ids = np.arange(data.num_examples, dtype=np.int32)
-    return {"path": np.asarray(data.image_paths), "id": ids}
 
 
 def label_lookup(labels):
@@ -115,53 +44,15 @@ def label_lookup(labels):
     return lookup
 
 
-def _record_examples(data, image_size, augment_seed, shuffle_seed, epoch=0):
-    """`{"x", "id"}` of one epoch streamed from TFRecord shards (see kpartial.tfrecords).
-
-    With `shuffle_seed`, the shard order is a permutation drawn from (seed, epoch) and records are
-    shuffled in consecutive blocks of `SHUFFLE_BUFFER`, each by its own stateless permutation, so
-    the epoch's order is a function of (seed, epoch) alone. `epoch` may be a tensor.
-    """
-    from kpartial import tfrecords
-
-    folder, manifest = tfrecords.read_manifest(data.records[0])
-    size = tf.constant(image_size, tf.int32)
-    epoch_seed = None if shuffle_seed is None else _epoch_seed(shuffle_seed, epoch)
-    records = tfrecords.record_dataset(folder, manifest, file_order_seed=epoch_seed)
-    if shuffle_seed is not None:
-        records = (
-            # Only what training reads (the label lists are sparse and are looked up by id).
-            records.map(lambda r: {k: r[k] for k in ("image", "key", "id")})
-            .batch(SHUFFLE_BUFFER)
-            .enumerate()
-            .map(lambda block, rows: _permute_block(rows, epoch_seed, block))
-            .unbatch()
-        )
-
-    def load(position, record):
-        image = _decode_image_bytes(record["image"], record["key"], size)
-        if augment_seed is not None:
-            image = _augment(image, size, _augment_seed(augment_seed, epoch, position))
-        return {"x": image, "id": tf.cast(record["id"], tf.int32)}
-
-    return records.enumerate().map(load, num_parallel_calls=AUTOTUNE)
-
-
-def _permute_block(rows, seed, block):
-    count = tf.shape(next(iter(rows.values())))[0]
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(count), tf.random.experimental.stateless_fold_in(seed, block)
-    )
-    return {key: tf.gather(value, order) for key, value in rows.items()}
-
-
-# Records are shuffled in blocks (plus shard order); paths and feature rows are shuffled fully.
-SHUFFLE_BUFFER = 10_000
-
-
 def steps_per_epoch(data, batch_size):
     """Training steps of one epoch (the incomplete last batch is dropped)."""
     return data.num_examples // min(batch_size, data.num_examples)
+
+
+def _epoch_seed(seed, epoch):
+    """The [2] stateless seed of one epoch: its order and augmentation depend on (seed, epoch) only,
+    so epoch k is the same whether or not the run was resumed before it."""
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
 
 
 def _current_epoch(epoch):
@@ -194,51 +85,12 @@ def training_dataset(data, labels, batch_size, seed, image_size=None, augment=Tr
     if labels.shape[0] != data.num_examples:
         raise ValueError(f"{labels.shape[0]} label rows for {data.num_examples} examples")
     batch_size = min(batch_size, data.num_examples)
+    source = input_sources.source_for(data, image_size)
     lookup = label_lookup(labels)
-    epoch_range = _current_epoch(epoch)
-    if data.features is not None:
-        features = tf.constant(data.features)
-        dataset = epoch_range.flat_map(
-            lambda epoch: tf.data.Dataset.from_tensor_slices(
-                _epoch_order(data.num_examples, seed, epoch)
-            ).batch(batch_size, drop_remainder=True)
-        ).map(
-            lambda i: ({"x": tf.gather(features, i), "id": i}, lookup(i)),
-            num_parallel_calls=AUTOTUNE,
-        )
-        return _with_known_length(dataset, data, batch_size)
-    augment_seed = seed if augment else None
-    if data.records is not None:
-
-        def one_epoch(epoch):
-            return _record_examples(data, image_size, augment_seed, seed, epoch).batch(
-                batch_size, drop_remainder=True
-            )
-
-    else:
-        examples = {k: tf.constant(v) for k, v in _path_examples(data, image_size).items()}
-        loader = _image_loader(image_size, augment_seed)
-
-        def one_epoch(epoch):
-            # Shuffle ids, not decoded images, so nothing large is held.
-            order = tf.data.Dataset.from_tensor_slices(_epoch_order(data.num_examples, seed, epoch))
-            return (
-                order.map(lambda i: {key: tf.gather(value, i) for key, value in examples.items()})
-                .enumerate()
-                .map(
-                    lambda position, example: loader(epoch, position, example),
-                    num_parallel_calls=AUTOTUNE,
-                )
-                .batch(batch_size, drop_remainder=True)
-            )
-
-    dataset = epoch_range.flat_map(one_epoch).map(
-        lambda batch: (batch, lookup(batch["id"])), num_parallel_calls=AUTOTUNE
+    batches = _current_epoch(epoch).flat_map(
+        lambda epoch: source.training_batches(_epoch_seed(seed, epoch), batch_size, augment)
     )
-    return _with_known_length(dataset, data, batch_size)
-
-
-def _with_known_length(dataset, data, batch_size):
+    dataset = batches.map(lambda batch: (batch, lookup(batch["id"])), num_parallel_calls=AUTOTUNE)
     # flat_map hides the length; Keras needs it for step counts, progress bars and loss means.
     steps = steps_per_epoch(data, batch_size)
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(AUTOTUNE)
@@ -246,20 +98,5 @@ def _with_known_length(dataset, data, batch_size):
 
 def evaluation_dataset(data, batch_size, image_size=None):
     """Batches of `{"x", "id"}` in example order, without augmentation."""
-    if data.features is not None:
-        dataset = tf.data.Dataset.from_tensor_slices(
-            {"x": data.features, "id": np.arange(data.num_examples, dtype=np.int32)}
-        )
-    elif data.records is not None:
-        dataset = _record_examples(data, image_size, augment_seed=None, shuffle_seed=None)
-    else:
-        examples = _path_examples(data, image_size)
-        loader = _image_loader(image_size, augment_seed=None)
-        dataset = (
-            tf.data.Dataset.from_tensor_slices(examples)
-            .enumerate()
-            .map(
-                lambda position, example: loader(0, position, example), num_parallel_calls=AUTOTUNE
-            )
-        )
-    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+    source = input_sources.source_for(data, image_size)
+    return source.evaluation_batches(batch_size).prefetch(AUTOTUNE)

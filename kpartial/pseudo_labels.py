@@ -19,6 +19,8 @@ The labels are written into `PartialLabelModel.pseudo_labels`, a variable the co
 gathers by example id; t+ goes into `pseudo_thresholds` (checkpointed with the model).
 """
 
+import inspect
+
 import keras
 import numpy as np
 
@@ -90,6 +92,55 @@ def pseudo_label_quality(pseudo_labels, known_labels, true_labels=None):
     return quality
 
 
+class PriorMatchedRule:
+    """Per-class thresholds from the class prior (`mode="prior"`; see the module docstring).
+
+    Args:
+      positive_threshold: the floor of t+ (min_positive_probability).
+      negative_coverage: share of the expected unknown negatives that become pseudo negatives.
+    """
+
+    needs_priors = True
+
+    def __init__(self, positive_threshold=0.5, negative_coverage=0.5):
+        self.positive_threshold, self.negative_coverage = positive_threshold, negative_coverage
+
+    def thresholds(self, probabilities, known_labels, priors):
+        return prior_matched_thresholds(
+            probabilities, known_labels, priors, self.positive_threshold, self.negative_coverage
+        )
+
+
+class FixedThresholdRule:
+    """The same t+ and t- for every class (`mode="fixed"`)."""
+
+    needs_priors = False
+
+    def __init__(self, positive_threshold=0.5, negative_threshold=0.05):
+        self.positive_threshold, self.negative_threshold = positive_threshold, negative_threshold
+
+    def thresholds(self, probabilities, known_labels, priors):
+        num_classes = probabilities.shape[1]
+        return (
+            np.full(num_classes, self.positive_threshold, np.float32),
+            np.full(num_classes, self.negative_threshold, np.float32),
+        )
+
+
+# --pseudo_mode name -> rule: `thresholds(probabilities, known, priors)` gives per-class (t+, t-).
+RULES = {"prior": PriorMatchedRule, "fixed": FixedThresholdRule}
+
+
+def make_rule(name, **options):
+    """The rule `name` of `RULES`, given the `options` its constructor takes (others are ignored,
+    so one set of settings serves every rule)."""
+    if name not in RULES:
+        raise ValueError(f"unknown pseudo-label mode {name!r}; known: {', '.join(RULES)}")
+    rule = RULES[name]
+    accepted = inspect.signature(rule).parameters
+    return rule(**{key: value for key, value in options.items() if key in accepted})
+
+
 class PseudoLabelCallback(keras.callbacks.Callback):
     """Refreshes `model.pseudo_labels` on a schedule; logs coverage (and precision/recall).
 
@@ -98,8 +149,8 @@ class PseudoLabelCallback(keras.callbacks.Callback):
       known_labels: int [N, C] training annotations.
       start_epoch: epochs trained before the first refresh.
       every: refresh period in epochs.
-      mode: "prior" or "fixed".
-      priors: float [C] class priors (needed for mode "prior").
+      mode: a name in `RULES` ("prior" or "fixed"), or a rule object.
+      priors: float [C] class priors (needed by rules with `needs_priors`).
       positive_threshold: t+ in mode "fixed"; the floor of t+ (min_positive_probability) in "prior".
       negative_threshold: t- in mode "fixed".
       negative_coverage: see `prior_matched_thresholds`.
@@ -124,16 +175,23 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         super().__init__()
         if start_epoch < 0 or every < 1:
             raise ValueError(f"need start_epoch >= 0 and every >= 1, got {start_epoch}, {every}")
-        if mode not in ("prior", "fixed"):
-            raise ValueError(f"mode must be 'prior' or 'fixed', got {mode!r}")
-        if mode == "prior" and priors is None:
-            raise ValueError("mode 'prior' needs priors")
+        self.rule = (
+            mode
+            if not isinstance(mode, str)
+            else make_rule(
+                mode,
+                positive_threshold=positive_threshold,
+                negative_threshold=negative_threshold,
+                negative_coverage=negative_coverage,
+            )
+        )
+        if self.rule.needs_priors and priors is None:
+            raise ValueError(f"pseudo-label mode {mode!r} needs priors")
         self.dataset = dataset
         self.known_labels = np.asarray(known_labels)
-        self.start_epoch, self.every, self.mode = start_epoch, every, mode
+        self.start_epoch, self.every = start_epoch, every
         self.priors = None if priors is None else np.asarray(priors)
-        self.positive_threshold, self.negative_threshold = positive_threshold, negative_threshold
-        self.negative_coverage = negative_coverage
+        self.default_threshold = positive_threshold
         self.true_labels = true_labels
         self.log = log
         self.quality = {}
@@ -145,27 +203,16 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         if not self.is_refresh_epoch(epoch):
             return
         probabilities = predict_probabilities(self.model, self.dataset)
-        num_classes = probabilities.shape[1]
-        if self.mode == "prior":
-            positive, negative = prior_matched_thresholds(
-                probabilities,
-                self.known_labels,
-                self.priors,
-                self.positive_threshold,
-                self.negative_coverage,
-            )
-        else:
-            positive = np.full(num_classes, self.positive_threshold, np.float32)
-            negative = np.full(num_classes, self.negative_threshold, np.float32)
+        positive, negative = self.rule.thresholds(probabilities, self.known_labels, self.priors)
         pseudo = assign_pseudo_labels(probabilities, self.known_labels, positive, negative)
         self.model.pseudo_labels.assign(pseudo)
         # A class without unknown entries (t+ = inf) records the floor.
         self.model.pseudo_thresholds.assign(
-            np.where(np.isfinite(positive), np.clip(positive, 0.0, 1.0), self.positive_threshold)
+            np.where(np.isfinite(positive), np.clip(positive, 0.0, 1.0), self.default_threshold)
         )
         self.quality = pseudo_label_quality(pseudo, self.known_labels, self.true_labels)
         self.log(
-            f"epoch {epoch}: pseudo labels refreshed: "
+            f"epoch {epoch + 1}: pseudo labels refreshed: "
             + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v:d}"
                 for k, v in self.quality.items()
@@ -173,6 +220,8 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         )
 
     def on_epoch_end(self, epoch, logs=None):
-        # Figures on refresh epochs only: other epochs did not change the pseudo labels.
+        # Figures on refresh epochs only (other epochs did not change the pseudo labels), and
+        # only the shares: Keras prints every log value with four decimals, so the counts are in
+        # the refresh line instead.
         if logs is not None and self.is_refresh_epoch(epoch):
-            logs.update(self.quality)
+            logs.update({k: v for k, v in self.quality.items() if isinstance(v, float)})

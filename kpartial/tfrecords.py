@@ -1,6 +1,6 @@
 """Sharded TFRecords with sparse partial labels: write once, stream inputs, hold labels sparsely.
 
-A dataset folder holds `dataset.json` and shards `data-<k>-of-<n>.tfrecord`; shard k holds the
+A records folder holds its shard index `dataset.json` and shards `data-<k>-of-<n>.tfrecord`; shard k holds the
 contiguous examples `[k*N/n, (k+1)*N/n)`. Each record is a `tf.train.Example` with
 
 - `id` int64: the example's row 0..N-1 in record order (labels held in memory are looked up by
@@ -10,7 +10,7 @@ contiguous examples `[k*N/n, (k+1)*N/n)`. Each record is a `tf.train.Example` wi
 - either `image` bytes (the encoded file, as read from disk) or `features` float list [D].
 
 `read_tfrecords` (format `tfrecord`) reads the labels (sparse) and, for feature data, the
-features; image bytes stay on disk and `kpartial.pipeline` streams them from the shards.
+features; image bytes stay on disk and `kpartial.input_sources` streams them from the shards.
 """
 
 import json
@@ -22,19 +22,24 @@ import tensorflow as tf
 from kpartial import data
 from kpartial.sparse_labels import SparseLabels, as_sparse
 
-MANIFEST = "dataset.json"
+# The shard index: what the records hold (features or images, classes, skipped) and the shards.
+INDEX_FILE = "dataset.json"
 
 
-def shard_name(index, num_shards):
-    return f"data-{index:05d}-of-{num_shards:05d}.tfrecord"
+def shard_name(shard, num_shards):
+    return f"data-{shard:05d}-of-{num_shards:05d}.tfrecord"
 
 
 def _int64s(values):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
+def _bytes(value):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
 def write_tfrecords(dataset, out_dir, num_shards=8, labels=None, on_bad_input="error"):
-    """Writes `dataset` (a MultiLabelData) as sharded TFRecords plus `dataset.json`.
+    """Writes `dataset` (a MultiLabelData) as sharded TFRecords plus their index `dataset.json`.
 
     Args:
       dataset: features or image paths, and labels.
@@ -44,7 +49,7 @@ def write_tfrecords(dataset, out_dir, num_shards=8, labels=None, on_bad_input="e
       on_bad_input: "error" or "skip" (counted) for an image file that cannot be read or is empty.
 
     Returns:
-      The manifest dict written to `dataset.json`.
+      The shard index dict written to `dataset.json`.
     """
     labels = as_sparse(dataset.labels if labels is None else labels)
     n = dataset.num_examples
@@ -57,46 +62,15 @@ def write_tfrecords(dataset, out_dir, num_shards=8, labels=None, on_bad_input="e
     bounds = np.linspace(0, n, num_shards + 1).round().astype(np.int64)
     shards, written = [], 0
     for k in range(num_shards):
-        name = shard_name(k, num_shards)
-        with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
+        shards.append(shard_name(k, num_shards))
+        with tf.io.TFRecordWriter(os.path.join(out_dir, shards[-1])) as writer:
             for row in range(bounds[k], bounds[k + 1]):
-                start, end = labels.indptr[row], labels.indptr[row + 1]
-                classes, values = labels.classes[start:end], labels.values[start:end]
-                feature = {
-                    "id": _int64s([written]),  # consecutive even when an image was skipped
-                    "positives": _int64s(classes[values > 0]),
-                    "negatives": _int64s(classes[values < 0]),
-                }
-                if dataset.features is not None:
-                    key = f"{dataset.source}#{row}"
-                    feature["features"] = tf.train.Feature(
-                        float_list=tf.train.FloatList(value=dataset.features[row])
-                    )
-                else:
-                    key = str(dataset.image_paths[row])
-                    try:
-                        with open(key, "rb") as f:
-                            image = f.read()
-                    except OSError as e:
-                        bad.report(f"cannot read image: {e}", key)
-                        continue
-                    if not image:
-                        bad.report("image file is empty", key)
-                        continue
-                    feature["image"] = tf.train.Feature(
-                        bytes_list=tf.train.BytesList(value=[image])
-                    )
-                feature["key"] = tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[key.encode()])
-                )
-                writer.write(
-                    tf.train.Example(
-                        features=tf.train.Features(feature=feature)
-                    ).SerializeToString()
-                )
-                written += 1
-        shards.append(name)
-    manifest = {
+                inputs = _example_inputs(dataset, row, bad)
+                if inputs is not None:  # None: an image skipped under on_bad_input="skip"
+                    # Ids count written records, so they stay 0..N-1 when an image is skipped.
+                    writer.write(_example(written, labels, row, inputs))
+                    written += 1
+    index = {
         "label_names": list(dataset.label_names),
         "num_examples": n,
         "written_examples": written,
@@ -106,47 +80,83 @@ def write_tfrecords(dataset, out_dir, num_shards=8, labels=None, on_bad_input="e
         "source": dataset.source,
         "skipped": bad.counts,
     }
-    with open(os.path.join(out_dir, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2)
-    return manifest
+    with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
+        json.dump(index, f, indent=2)
+    return index
 
 
-def read_manifest(path):
-    """(folder, manifest dict) for a dataset folder or its `dataset.json`."""
+def _example_inputs(dataset, row, bad):
+    """The "features" or "image", and "key" entries of `row`'s record; None for a skipped image."""
+    if dataset.features is not None:
+        values = tf.train.FloatList(value=dataset.features[row])
+        key = f"{dataset.source}#{row}"
+        return {"features": tf.train.Feature(float_list=values), "key": _bytes(key.encode())}
+    key = str(dataset.image_paths[row])
+    try:
+        with open(key, "rb") as f:
+            image = f.read()
+    except OSError as e:
+        bad.report(f"cannot read image: {e}", key)
+        return None
+    if not image:
+        bad.report("image file is empty", key)
+        return None
+    return {"image": _bytes(image), "key": _bytes(key.encode())}
+
+
+def _example(example_id, labels, row, inputs):
+    """The serialized `tf.train.Example` of `row`'s labels and inputs, as record `example_id`."""
+    start, end = labels.indptr[row], labels.indptr[row + 1]
+    classes, values = labels.classes[start:end], labels.values[start:end]
+    feature = {
+        "id": _int64s([example_id]),
+        "positives": _int64s(classes[values > 0]),
+        "negatives": _int64s(classes[values < 0]),
+        **inputs,
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def read_shard_index(path):
+    """(folder, shard index dict) for a records folder or its `dataset.json`.
+
+    Raises:
+      DataError: the index is missing or not JSON, or a shard it lists is missing.
+    """
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     try:
-        with open(os.path.join(folder, MANIFEST)) as f:
-            manifest = json.load(f)
+        with open(os.path.join(folder, INDEX_FILE)) as f:
+            index = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise data.DataError(
-            f"{folder}: not a kpartial TFRecord folder ({MANIFEST}: {e})"
+            f"{folder}: not a kpartial TFRecord folder ({INDEX_FILE}: {e})"
         ) from None
-    for shard in manifest["shards"]:
+    for shard in index["shards"]:
         if not os.path.isfile(os.path.join(folder, shard)):
-            raise data.DataError(f"{folder}: shard {shard} listed in {MANIFEST} is missing")
-    return folder, manifest
+            raise data.DataError(f"{folder}: shard {shard} listed in {INDEX_FILE} is missing")
+    return folder, index
 
 
-def _feature_spec(manifest, with_inputs):
+def _feature_spec(index, with_inputs):
     spec = {
         "id": tf.io.FixedLenFeature([], tf.int64),
         "positives": tf.io.VarLenFeature(tf.int64),
         "negatives": tf.io.VarLenFeature(tf.int64),
     }
     if with_inputs:
-        if manifest["inputs"] == "features":
-            spec["features"] = tf.io.FixedLenFeature([manifest["feature_dim"]], tf.float32)
+        if index["inputs"] == "features":
+            spec["features"] = tf.io.FixedLenFeature([index["feature_dim"]], tf.float32)
         else:
             spec["image"] = tf.io.FixedLenFeature([], tf.string)
             spec["key"] = tf.io.FixedLenFeature([], tf.string)
     return spec
 
 
-def record_dataset(folder, manifest, with_inputs=True, file_order_seed=None, batch_size=None):
+def record_dataset(folder, index, with_inputs=True, file_order_seed=None, batch_size=None):
     """Parsed records; files interleaved in parallel, in shard order unless `file_order_seed` (a
     [2] stateless seed, e.g. from (seed, epoch)) draws a permutation of the shards."""
-    files = tf.constant([os.path.join(folder, s) for s in manifest["shards"]])
+    files = tf.constant([os.path.join(folder, s) for s in index["shards"]])
     if file_order_seed is not None:
         files = tf.random.experimental.stateless_shuffle(files, file_order_seed)
     names = tf.data.Dataset.from_tensor_slices(files)
@@ -155,11 +165,11 @@ def record_dataset(folder, manifest, with_inputs=True, file_order_seed=None, bat
     else:
         records = names.interleave(
             tf.data.TFRecordDataset,
-            cycle_length=min(len(manifest["shards"]), 16),
+            cycle_length=min(len(index["shards"]), 16),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,  # seeded runs repeat exactly
         )
-    spec = _feature_spec(manifest, with_inputs)
+    spec = _feature_spec(index, with_inputs)
     if batch_size:
         return records.batch(batch_size).map(
             lambda r: tf.io.parse_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE
@@ -176,14 +186,14 @@ def read_tfrecords(path, on_bad_input="error"):
     examples keep `records` (the shard files) and no paths: the pipeline streams image bytes.
 
     Raises:
-      DataError: on a missing manifest or shard, a class id out of range, a pair both positive
+      DataError: on a missing shard index or shard, a class id out of range, a pair both positive
         and negative, or ids that are not 0..N-1 in shard order.
     """
-    folder, manifest = read_manifest(path)
-    num_classes = len(manifest["label_names"])
+    folder, index = read_shard_index(path)
+    num_classes = len(index["label_names"])
     ids, rows, classes, values, features = [], [], [], [], []
     for batch in record_dataset(
-        folder, manifest, with_inputs=manifest["inputs"] == "features", batch_size=4096
+        folder, index, with_inputs=index["inputs"] == "features", batch_size=4096
     ):
         batch_ids = batch["id"].numpy()
         ids.append(batch_ids)
@@ -195,7 +205,7 @@ def read_tfrecords(path, on_bad_input="error"):
         if "features" in batch:
             features.append(batch["features"].numpy())
     ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    where = os.path.join(folder, MANIFEST)
+    where = os.path.join(folder, INDEX_FILE)
     if not np.array_equal(ids, np.arange(ids.size)):
         raise data.DataError(f"{folder}: example ids are not 0..N-1 in shard order ({where})")
     rows, classes, values = (np.concatenate(c) for c in (rows, classes, values))
@@ -211,15 +221,15 @@ def read_tfrecords(path, on_bad_input="error"):
     if same.size:
         row = rows[order][same[0]]
         raise data.DataError(
-            f"{folder}: example id {row} lists class {manifest['label_names'][classes[order][same[0]]]} "
+            f"{folder}: example id {row} lists class {index['label_names'][classes[order][same[0]]]} "
             "twice (positive and negative, or a repeat)"
         )
     labels = SparseLabels.from_entries(rows, classes, values, ids.size, num_classes)
     return data.MultiLabelData(
         labels=labels,
-        label_names=tuple(manifest["label_names"]),
+        label_names=tuple(index["label_names"]),
         features=np.concatenate(features) if features else None,
-        records=(folder, tuple(manifest["shards"])) if manifest["inputs"] == "image" else None,
+        records=(folder, tuple(index["shards"])) if index["inputs"] == "image" else None,
         source=f"tfrecord:{folder}",
-        skipped=dict(manifest.get("skipped", {})),
+        skipped=dict(index.get("skipped", {})),
     )

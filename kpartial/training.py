@@ -5,19 +5,32 @@ import dataclasses
 import json
 import math
 import os
-import re
 import time
+import types
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kpartial import checkpoints, class_stats, data, evaluation, label_pruning, losses, metrics
-from kpartial import models, pipeline, pseudo_labels, simulate, workdir
+from kpartial import (
+    checkpoints,
+    class_stats,
+    data,
+    evaluation,
+    label_pruning,
+    losses,
+    metrics,
+    models,
+    pipeline,
+    pseudo_labels,
+    simulate,
+    workdir,
+)
 from kpartial.partial_model import EpochClock, PartialLabelModel, predict_probabilities
-from kpartial.sparse_labels import SparseLabels, as_dense
+from kpartial.sparse_labels import as_dense
 
-METHODS = tuple(losses.METHODS)
+METHODS = tuple(losses.LOSSES)
 # Exported per-class decision thresholds; the CF1/OF1 that runs report use the same value.
 DECISION_THRESHOLD = 0.5
 
@@ -31,6 +44,9 @@ class TrainConfig:
     Training labels are used as the data gives them; `known_fraction` < 1 hides entries (a seeded
     simulation for fully annotated data), `simulation` is a file from `tools/simulate.py`.
     `verify_images` decodes every image once before training, so a corrupt one is named up front.
+
+    `loss_options` are the loss's constructor arguments "key=value,..." (see
+    `kpartial.losses.option_names`), e.g. "balance=0.5,unknown_weight=0.1" for `method="kpartial"`.
 
     `pseudo_labels` and `pruning` are "auto" (on for `method="kpartial"` only, so the other methods
     run as published), "on" (combine kpartial's pseudo labels / pruning with any loss) or "off".
@@ -46,6 +62,7 @@ class TrainConfig:
     simulation: str = ""
     verify_images: bool = True
     method: str = "kpartial"
+    loss_options: str = ""
     known_fraction: float = 1.0
     seed: int = 1
     epochs: int = 30
@@ -57,9 +74,6 @@ class TrainConfig:
     jit_compile: str = "auto"
     steps_per_execution: int = 16
     class_stats: str = ""
-    loss_balance: float = 0.5
-    unknown_weight: float = 0.1
-    max_positive_weight: float = 50.0
     pseudo_labels: str = "auto"
     pseudo_start_epoch: int = 10
     pseudo_every: int = 5
@@ -90,7 +104,7 @@ class TrainConfig:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         data.BadInput(self.on_bad_input)  # validates the policy name
         for options in (self.train_data_options, self.test_data_options):
-            parse_options(options)
+            data.parse_options(options)
         for name in FINITE_FIELDS:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -99,6 +113,12 @@ class TrainConfig:
             raise ValueError(f"known_fraction must be in (0, 1], got {self.known_fraction}")
         if self.jit_compile not in ("auto", "true", "false"):
             raise ValueError(f"jit_compile must be auto, true or false, got {self.jit_compile!r}")
+        check_loss_options(self.method, self.loss_options)
+        if self.uses_pseudo_labels and self.pseudo_start_epoch >= self.epochs:
+            raise ValueError(
+                f"pseudo_start_epoch={self.pseudo_start_epoch} is not before epochs={self.epochs}, "
+                "so pseudo labels would never be used; lower it, or pseudo_labels=off"
+            )
 
     @property
     def uses_pseudo_labels(self):
@@ -116,14 +136,24 @@ FINITE_FIELDS = (
     "learning_rate",
     "weight_decay",
     "dropout",
-    "loss_balance",
-    "unknown_weight",
-    "max_positive_weight",
     "pseudo_positive_threshold",
     "pseudo_negative_threshold",
     "pseudo_negative_coverage",
     "pseudo_weight",
 )
+
+
+def check_loss_options(method, text):
+    """Builds the loss once on a one-class stand-in for the statistics, so an unknown option or a
+    bad value is refused before any data is read."""
+    options = data.parse_options(text)
+    try:
+        losses.get(method, _ONE_CLASS_STATISTICS, **options)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"loss_options={text!r}: {e}") from None
+
+
+_ONE_CLASS_STATISTICS = types.SimpleNamespace(priors=np.array([0.5]))
 
 
 def _switched_on(setting, method):
@@ -137,37 +167,6 @@ def resolve_jit_compile(setting):
             tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
         )
     return setting == "true"
-
-
-def parse_options(text):
-    """ "key=value,key=value" -> dict; values become int, float or bool when they read as one.
-
-    A comma starts a new option only before `name=`, so a value may itself be a comma list:
-    "task_columns=NR-AR,SR-p53,featurizer=morgan".
-    """
-    options = {}
-    parts = re.split(r",(?=\s*[A-Za-z_]\w*=)", text)
-    for item in filter(None, (part.strip() for part in parts)):
-        key, sep, value = item.partition("=")
-        value = value.strip()
-        if not sep or not key.strip():
-            raise ValueError(f"reader option {item!r} must look like key=value")
-        for convert in (int, float):
-            try:
-                value = convert(value)
-                break
-            except ValueError:
-                pass
-        else:
-            value = {"true": True, "false": False}.get(value.lower(), value)
-        options[key.strip()] = value
-    return options
-
-
-def _load(spec, options, on_bad_input, check_images=True):
-    fmt, path = data.parse_data_spec(spec)
-    loaded = data.load(fmt, path, on_bad_input=on_bad_input, **parse_options(options))
-    return data.verify_images(loaded, on_bad_input) if check_images else loaded
 
 
 # The TrainConfig fields `load_data` reads: runs that agree on them can share loaded data.
@@ -185,7 +184,7 @@ DATA_FIELDS = (
 
 def load_data(config):
     """(train, test) as the config says; test classes are aligned to train's."""
-    train = _load(
+    train = data.load_spec(
         config.train_data, config.train_data_options, config.on_bad_input, config.verify_images
     )
     if config.test_fraction:
@@ -197,45 +196,11 @@ def load_data(config):
                 f"no test set for {config.train_data}: give test_data or test_fraction"
             )
         test_spec = "synthetic:test"
-    test = _load(test_spec, config.test_data_options, config.on_bad_input, config.verify_images)
-    check_same_inputs(train, test)
-    return train, align_classes(test, train.label_names, test_spec)
-
-
-def check_same_inputs(train, test):
-    """Raises DataError (naming both sources) unless train and test have the same kind of inputs
-    and, for feature data, the same number of features."""
-    width = lambda d: None if d.features is None else d.features.shape[1]
-    if (train.features is None) != (test.features is None):
-        kinds = ["images" if d.features is None else "features" for d in (train, test)]
-        raise data.DataError(
-            f"train {train.source} has {kinds[0]} but test {test.source} has {kinds[1]}"
-        )
-    if width(train) != width(test):
-        raise data.DataError(
-            f"train {train.source} has {width(train)} features but test {test.source} has "
-            f"{width(test)}: they must agree (e.g. a label missing from one label file is read "
-            "as a feature)"
-        )
-
-
-def align_classes(test, label_names, spec):
-    """`test` restricted to and ordered by `label_names` (e.g. a train split chose fewer classes).
-
-    Raises:
-      DataError: if a training class is not among the test set's classes.
-    """
-    if test.label_names == tuple(label_names):
-        return test
-    column = {name: k for k, name in enumerate(test.label_names)}
-    missing = [name for name in label_names if name not in column]
-    if missing:
-        raise data.DataError(
-            f"{spec}: {len(missing)} training classes are not classes of the test set "
-            f"(e.g. {missing[:3]}); train and test have different classes "
-            f"({len(label_names)} vs {test.num_classes})"
-        )
-    return test.take_classes([column[name] for name in label_names])
+    test = data.load_spec(
+        test_spec, config.test_data_options, config.on_bad_input, config.verify_images
+    )
+    data.check_same_inputs(train, test)
+    return train, data.align_classes(test, train.label_names, test_spec)
 
 
 def training_labels(config, train, log=print):
@@ -249,7 +214,7 @@ def training_labels(config, train, log=print):
         return labels
     if config.known_fraction >= 1.0:
         return train.labels
-    known = _num_known(train.labels)
+    known = train.num_known
     entries = train.num_examples * train.num_classes
     if known < entries:
         log(
@@ -258,10 +223,6 @@ def training_labels(config, train, log=print):
             f"{config.known_fraction:.0%} of them"
         )
     return simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
-
-
-def _num_known(labels):
-    return labels.num_known if isinstance(labels, SparseLabels) else int(np.count_nonzero(labels))
 
 
 # Beyond this many N x C entries, per-example state (pseudo labels) is not built densely.
@@ -324,13 +285,6 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
         return _train(config, log, inputs, callbacks, resuming)
 
 
-def _inputs(config, datasets, log):
-    """(train, test, training labels, class statistics): everything read from the user's files."""
-    train, test = datasets if datasets is not None else load_data(config)
-    known = training_labels(config, train, log)
-    return train, test, known, _class_statistics(config, known, train)
-
-
 # TrainConfig fields that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = ("verbose",)
 
@@ -360,63 +314,50 @@ def _check_resumable(config):
         )
 
 
+class RunInputs(NamedTuple):
+    """Everything a run reads from the user's files, read before anything is written."""
+
+    train: data.MultiLabelData
+    test: data.MultiLabelData
+    known: object  # the training labels the run may see: int8 [N, C] or SparseLabels
+    stats: class_stats.ClassStatistics
+
+
+def _inputs(config, datasets, log):
+    """Data, training labels and class statistics: everything read from the user's files."""
+    train, test = datasets if datasets is not None else load_data(config)
+    known = training_labels(config, train, log)
+    return RunInputs(train, test, known, _class_statistics(config, known, train))
+
+
 def _train(config, log, inputs, extra_callbacks, resuming):
-    train, test, known, stats = inputs
+    """Model -> datasets -> callbacks -> fit -> report -> artifacts."""
     keras.utils.set_random_seed(config.seed)
-    _log_data(log, train, test, stats)
-    model = build_model(config, train, stats)
-    backup = None
-    start_epoch = 0
-    if config.workdir:
-        backup = checkpoints.ResumableBackup(os.path.join(config.workdir, "checkpoint"))
-        if resuming:
-            start_epoch = backup.restore(model)
-            log(f"--resume: continuing {config.workdir} after epoch {start_epoch}")
-    image_size = (config.image_size, config.image_size)
-    train_ds = pipeline.training_dataset(
-        train,
-        known,
-        config.batch_size,
-        config.seed,
-        image_size,
-        epoch=model.epochs_done,
-    )
-    eval_batch_size = 1024 if train.features is not None else config.batch_size
-    train_eval_ds = pipeline.evaluation_dataset(train, eval_batch_size, image_size)
-    test_ds = pipeline.evaluation_dataset(test, eval_batch_size, image_size)
-    test_labels = test.dense_labels()
+    _log_data(log, inputs)
+    model = build_model(config, inputs.train, inputs.stats)
+    backup, start_epoch = _checkpointing(config, model, resuming, log)
+    datasets = _datasets(config, inputs, model)
     test_evaluation = evaluation.EvaluationCallback(
-        test_ds, test_labels, config.eval_every, config.epochs
+        datasets.test, datasets.test_labels, config.eval_every, config.epochs
     )
-    history_path = os.path.join(config.workdir, "history.json") if config.workdir else None
-    epoch_log = evaluation.EpochLog(history_path)
+    epoch_log = evaluation.EpochLog(_in_workdir(config, "history.json"))
     if resuming:
         epoch_log.resume(start_epoch)
     callbacks = [
         EpochClock(),
-        *_technique_callbacks(config, train, known, stats, train_eval_ds, log),
+        *_technique_callbacks(config, inputs, datasets.train_inputs, log),
         test_evaluation,
-        *_output_callbacks(config, stats),
+        *_output_callbacks(config, inputs.stats),
         *extra_callbacks,
         epoch_log,
         *([backup] if backup else []),  # last: the checkpoint holds everything the epoch changed
     ]
-    started = time.perf_counter()
-    model.fit(
-        train_ds,
-        epochs=config.epochs,
-        initial_epoch=start_epoch,
-        callbacks=callbacks,
-        shuffle=False,
-        verbose=config.verbose,
-    )
-    train_seconds = time.perf_counter() - started
-
+    train_seconds = _fit(config, model, datasets.train, callbacks, start_epoch)
     if test_evaluation.evaluated_epochs == config.epochs:  # predicted after the last epoch
         probabilities = test_evaluation.probabilities
     else:
-        probabilities = predict_probabilities(model, test_ds)
-    result = _report(config, model, probabilities, test_labels, stats, train, test, log)
+        probabilities = predict_probabilities(model, datasets.test)
+    result = _report(config, model, probabilities, datasets.test_labels, inputs, log)
     result.update(
         {
             "train_seconds": round(train_seconds, 3),
@@ -425,16 +366,12 @@ def _train(config, log, inputs, extra_callbacks, resuming):
         }
     )
     if config.workdir:
-        thresholds = np.full(train.num_classes, DECISION_THRESHOLD, np.float32)
-        write_artifacts(config, model, train.label_names, thresholds, result)
-        evaluation.write_ap_by_frequency(
-            probabilities,
-            test_labels,
-            stats.positives,
-            config.workdir,
-            f"{config.method}, known fraction {config.known_fraction}",
-        )
+        _write_outputs(config, model, inputs, probabilities, datasets.test_labels, result)
     return result
+
+
+def _in_workdir(config, name):
+    return os.path.join(config.workdir, name) if config.workdir else None
 
 
 def _class_statistics(config, known, train):
@@ -443,7 +380,8 @@ def _class_statistics(config, known, train):
     return class_stats.ClassStatistics.from_labels(known, train.label_names)
 
 
-def _log_data(log, train, test, stats):
+def _log_data(log, inputs):
+    train, test, _, stats = inputs
     num_known = int(stats.positives.sum() + stats.negatives.sum())
     log(
         f"train {train.source}: {train.num_examples} examples, {train.num_classes} classes, "
@@ -455,33 +393,23 @@ def _log_data(log, train, test, stats):
             log(f"skipped {count} {split_name} records (on_bad_input=skip): {reason}")
 
 
-def needs_example_state(config):
-    return config.uses_pseudo_labels or config.uses_pruning or config.method == "ll_cp"
-
-
 def build_model(config, train, stats):
     """The compiled `PartialLabelModel` of the run."""
-    example_state = needs_example_state(config)
-    if example_state and train.num_examples * train.num_classes > MAX_DENSE_ENTRIES:
-        raise data.DataError(
-            f"{config.train_data}: pseudo labels, pruning and ll_cp keep dense [N, C] state, and "
-            f"{train.num_examples} x {train.num_classes} is too large; use --pseudo_labels=off "
-            "--pruning=off with another method"
+    loss = losses.get(config.method, stats, **data.parse_options(config.loss_options))
+    # The [N, C] pseudo-label table: for pseudo labelling, or a loss that writes per-example
+    # labels (LL-Cp); label pruning needs only the active-class mask.
+    example_state = config.uses_pseudo_labels or loss.needs_example_state
+    if example_state:
+        _check_dense_state(
+            config, train, "pseudo labels" if config.uses_pseudo_labels else loss.name
         )
-    loss_options = {}
-    if config.method == "kpartial":
-        loss_options = {
-            "balance": config.loss_balance,
-            "unknown_weight": config.unknown_weight,
-            "max_positive_weight": config.max_positive_weight,
-        }
     model = PartialLabelModel(
         build_network(config, train),
         train.num_examples,
         train.num_classes,
-        losses.get(config.method, stats, **loss_options),
+        loss,
         config.pseudo_weight,
-        keep_pseudo_labels=example_state,
+        example_state=example_state,
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(config.learning_rate, config.weight_decay),
@@ -491,16 +419,66 @@ def build_model(config, train, stats):
     return model
 
 
-def _technique_callbacks(config, train, known, stats, train_eval_ds, log):
+def _check_dense_state(config, train, what):
+    if train.num_examples * train.num_classes > MAX_DENSE_ENTRIES:
+        raise data.DataError(
+            f"{config.train_data}: {what} keep dense [N, C] state, and {train.num_examples} x "
+            f"{train.num_classes} is too large; use --pseudo_labels=off --pruning=off and a "
+            "method without per-example state"
+        )
+
+
+def _checkpointing(config, model, resuming, log):
+    """(the checkpoint callback or None, epochs already done): restores a resumed run's state."""
+    if not config.workdir:
+        return None, 0
+    backup = checkpoints.ResumableBackup(os.path.join(config.workdir, "checkpoint"))
+    if not resuming:
+        return backup, 0
+    start_epoch = backup.restore(model)
+    log(f"--resume: continuing {config.workdir} after epoch {start_epoch}")
+    return backup, start_epoch
+
+
+class _Datasets(NamedTuple):
+    train: tf.data.Dataset  # shuffled, augmented batches of one epoch per iteration
+    train_inputs: tf.data.Dataset  # the training inputs in example order, for the techniques
+    test: tf.data.Dataset
+    test_labels: np.ndarray
+
+
+def _datasets(config, inputs, model):
+    image_size = (config.image_size, config.image_size)
+    train = pipeline.training_dataset(
+        inputs.train,
+        inputs.known,
+        config.batch_size,
+        config.seed,
+        image_size,
+        epoch=model.epochs_done,  # read as each epoch starts: a resumed run continues the order
+    )
+    eval_batch_size = 1024 if inputs.train.features is not None else config.batch_size
+    return _Datasets(
+        train,
+        pipeline.evaluation_dataset(inputs.train, eval_batch_size, image_size),
+        pipeline.evaluation_dataset(inputs.test, eval_batch_size, image_size),
+        inputs.test.dense_labels(),
+    )
+
+
+def _technique_callbacks(config, inputs, train_inputs, log):
     """Pseudo labels and label pruning, as the config switches them on."""
-    if needs_example_state(config):
-        known = as_dense(known)
+    train, stats = inputs.train, inputs.stats
     callbacks = []
+    if not (config.uses_pseudo_labels or config.uses_pruning):
+        return callbacks
+    _check_dense_state(config, train, "pseudo labels and pruning")
+    known = as_dense(inputs.known)
     if config.uses_pseudo_labels:
         simulated = config.known_fraction < 1.0 or bool(config.simulation)
         callbacks.append(
             pseudo_labels.PseudoLabelCallback(
-                train_eval_ds,
+                train_inputs,
                 known,
                 config.pseudo_start_epoch,
                 config.pseudo_every,
@@ -516,7 +494,7 @@ def _technique_callbacks(config, train, known, stats, train_eval_ds, log):
     if config.uses_pruning:
         callbacks.append(
             label_pruning.LabelPruningCallback(
-                train_eval_ds,
+                train_inputs,
                 known,
                 config.prune_schedule,
                 config.prune_criterion,
@@ -534,7 +512,22 @@ def _output_callbacks(config, stats):
     return [keras.callbacks.TensorBoard(os.path.join(config.workdir, "tensorboard"))]
 
 
-def _report(config, model, probabilities, test_labels, stats, train, test, log):
+def _fit(config, model, train_dataset, callbacks, start_epoch):
+    """Trains from `start_epoch` to `config.epochs`; returns the seconds it took."""
+    started = time.perf_counter()
+    model.fit(
+        train_dataset,
+        epochs=config.epochs,
+        initial_epoch=start_epoch,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=config.verbose,
+    )
+    return time.perf_counter() - started
+
+
+def _report(config, model, probabilities, test_labels, inputs, log):
+    train, test, _, stats = inputs
     result = metrics.evaluate(probabilities, test_labels)
     result.update(
         evaluation.ranking_metrics(probabilities, test_labels, stats.positives, train.num_examples)
@@ -566,6 +559,20 @@ def _report(config, model, probabilities, test_labels, stats, train, test, log):
     return result
 
 
+def _write_outputs(config, model, inputs, probabilities, test_labels, result):
+    """The plot, then the artifacts (metrics.json last: it marks the run finished)."""
+    stats = inputs.stats
+    evaluation.write_ap_by_frequency(
+        probabilities,
+        test_labels,
+        stats.positives,
+        config.workdir,
+        f"{config.method}, known fraction {config.known_fraction}",
+    )
+    thresholds = np.full(inputs.train.num_classes, DECISION_THRESHOLD, np.float32)
+    write_artifacts(config, model, inputs.train.label_names, thresholds, result)
+
+
 def write_artifacts(config, model, label_names, thresholds, result):
     """metrics.json (last: it marks the run finished), the network (network.keras), label assets."""
     path = config.workdir
@@ -574,4 +581,4 @@ def write_artifacts(config, model, label_names, thresholds, result):
         os.path.join(path, "label_names.txt"), "".join(f"{name}\n" for name in label_names)
     )
     np.save(os.path.join(path, "thresholds.npy"), thresholds)
-    evaluation.write_json(os.path.join(path, "metrics.json"), result)
+    workdir.write_json(os.path.join(path, "metrics.json"), result)

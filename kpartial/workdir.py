@@ -13,6 +13,8 @@ import os
 import shutil
 import socket
 
+import numpy as np
+
 # Everything a run writes into its workdir. A workdir "holds a run" when any of these exist.
 ARTIFACTS = (
     "flags.txt",
@@ -151,3 +153,21 @@ def write_atomically(path, text):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def json_safe(value):
+    """Replaces NaN/inf floats (e.g. mAP with no evaluable class) by None, recursively."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_json(path, value):
+    """`value` as strict JSON (NaN/inf written as null), atomically (see `write_atomically`)."""
+    write_atomically(path, json.dumps(json_safe(value), indent=2, allow_nan=False))

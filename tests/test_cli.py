@@ -11,7 +11,7 @@ import uuid
 import numpy as np
 import pytest
 
-from kpartial import synthetic
+from kpartial.data.readers import synthetic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 8

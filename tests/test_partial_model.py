@@ -10,7 +10,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from kpartial import data, losses, models, pipeline, simulate, synthetic  # noqa: E402
+from kpartial import data, losses, models, pipeline, simulate  # noqa: E402
+from kpartial.data.readers import synthetic  # noqa: E402
 from kpartial.partial_model import PartialLabelModel, predict_probabilities  # noqa: E402
 
 NUM_EXAMPLES, NUM_FEATURES, NUM_CLASSES = 64, 6, 5

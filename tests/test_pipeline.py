@@ -6,11 +6,11 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
 
-from kpartial import data, pipeline  # noqa: E402
+from kpartial import data, pipeline
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COCO_VAL = SHARED / "coco-tiny" / "annotations" / "instances_val2017.json"
@@ -102,7 +102,7 @@ def test_feature_batch_size_larger_than_data():
     train, labels = _feature_data()
     dataset = pipeline.training_dataset(train, labels, batch_size=1000, seed=0)
     assert dataset.element_spec[1].shape == (N, C)
-    ((x, ids, y),) = _epoch(dataset)
+    ((_, ids, _),) = _epoch(dataset)
     assert sorted(ids.tolist()) == list(range(N))
 
 
@@ -273,3 +273,14 @@ def test_image_records_epochs_are_drawn_from_seed_and_epoch(image_data, tmp_path
     assert sorted(orders[0][0].tolist()) == list(range(5))  # every record once per epoch
     np.testing.assert_array_equal(orders[1][0], orders[2][0])
     np.testing.assert_array_equal(orders[1][1], orders[2][1])  # same crops for the same epoch
+
+
+def test_record_data_needs_an_image_size(image_data, tmp_path):
+    from kpartial import tfrecords
+
+    tfrecords.write_tfrecords(image_data, str(tmp_path / "records"), num_shards=1)
+    records = data.load("tfrecord", str(tmp_path / "records"))
+    with pytest.raises(ValueError, match="image_size"):
+        pipeline.training_dataset(records, records.labels, batch_size=2, seed=0)
+    with pytest.raises(ValueError, match="image_size"):
+        pipeline.evaluation_dataset(records, batch_size=2)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kpartial import data
-from kpartial.readers import cub, voc
+from kpartial.data.readers import cub, voc
 
 # A valid 1x1 JPEG, made once with tf.io.encode_jpeg(tf.zeros([1, 1, 3], tf.uint8), quality=50);
 # stored as bytes so these tests need not import TensorFlow.
@@ -244,7 +244,7 @@ def _nus_paths(root, rows):
 
 
 def test_read_nuswide(nus_root):
-    from kpartial.readers import nuswide
+    from kpartial.data.readers import nuswide
 
     d = nuswide.read_nuswide(nus_root)
     np.testing.assert_array_equal(d.labels, NUS_TRAIN_LABELS)
@@ -307,7 +307,7 @@ NUS_BAD = {
 
 @pytest.mark.parametrize("case", sorted(NUS_BAD))
 def test_read_nuswide_bad_input(nus_root, case):
-    from kpartial.readers import nuswide
+    from kpartial.data.readers import nuswide
 
     edit, pattern, reason, rows = NUS_BAD[case]
     edit(nus_root)
@@ -319,7 +319,7 @@ def test_read_nuswide_bad_input(nus_root, case):
 
 
 def test_read_nuswide_duplicate_concept(nus_root):
-    from kpartial.readers import nuswide
+    from kpartial.data.readers import nuswide
 
     _append(nus_root / "Concepts81.txt", "sky\n")
     with pytest.raises(data.DataError, match=r"Concepts81\.txt:4: 'sky': duplicate concept"):
@@ -330,7 +330,7 @@ def test_read_nuswide_duplicate_concept(nus_root):
 
 
 def test_read_nuswide_unusable_files(nus_root):
-    from kpartial.readers import nuswide
+    from kpartial.data.readers import nuswide
 
     _write(_nus_label_file(nus_root, "water"), "1\n0\n")  # one line short: misaligned
     with pytest.raises(

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpartial import data, evaluation, export, models, synthetic, training, workdir
+from kpartial import data, export, models, training, workdir
+from kpartial.data.readers import synthetic
 from tests.test_cli import _run_tool as _tool
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-QUIET = lambda line: None  # noqa: E731
+QUIET = lambda line: None
 
 
 def _npz(path, labels=None, num_features=6, seed=0):
@@ -35,7 +36,7 @@ def specs(tmp_path_factory):
 
 def _config(specs, workdir_path, **overrides):
     train_spec, test_spec = specs
-    settings = dict(epochs=1, hidden_units=(8,), batch_size=64)
+    settings = dict(epochs=1, pseudo_labels="off", hidden_units=(8,), batch_size=64)
     return training.TrainConfig(
         train_data=train_spec,
         test_data=test_spec,
@@ -108,12 +109,12 @@ def test_a_workdir_that_is_a_file_or_empty_is_one_clear_line(specs, tmp_path):
     a_file.write_text("x")
     with pytest.raises(workdir.WorkdirError, match="is a file, not a folder"):
         training.run(_config(specs, a_file), log=QUIET)
-    proc = _tool("train.py", f"--workdir={a_file}", "--epochs=1")
+    proc = _tool("train.py", f"--workdir={a_file}", "--epochs=1", "--pseudo_labels=off")
     assert proc.returncode == 1
     assert (
         proc.stderr.strip().splitlines()[-1] == f"error: --workdir={a_file} is a file, not a folder"
     )
-    proc = _tool("train.py", "--workdir=", "--epochs=1")
+    proc = _tool("train.py", "--workdir=", "--epochs=1", "--pseudo_labels=off")
     assert proc.returncode != 0 and "--workdir is empty" in proc.stderr
 
 
@@ -242,9 +243,8 @@ def test_serve_refuses_nan_and_inf_naming_x(tmp_path):
 
 
 def test_an_image_export_records_its_size_and_evaluation_uses_it(tmp_path):
-    from PIL import Image
-
     import keras
+    from PIL import Image
 
     x = keras.Input((16, 16, 3), name="x")
     network = keras.Model(x, keras.layers.Dense(2, name="logits")(keras.layers.Flatten()(x)))
@@ -256,10 +256,10 @@ def test_an_image_export_records_its_size_and_evaluation_uses_it(tmp_path):
         rows.append(f"{i}.png,{1 if i % 2 else -1},{-1 if i % 2 else 1}")
     (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
     spec = f"manifest:{tmp_path / 'test.csv'}"
-    result = evaluation.evaluate_saved_model(path, spec, data_options="image_column=image")
+    result = export.evaluate_saved_model(path, spec, data_options="image_column=image")
     assert result["image_size"] == 16
     with pytest.raises(data.DataError, match="image_size=224: the model .* takes 16 x 16 images"):
-        evaluation.evaluate_saved_model(
+        export.evaluate_saved_model(
             path, spec, image_size=224, data_options="image_column=image"
         )
 
@@ -269,12 +269,12 @@ def test_evaluate_names_a_wrong_feature_width_and_writes_valid_json(finished, tm
     export.export_workdir(str(finished), str(model))
     wide = _npz(tmp_path / "wide.npz", num_features=9)
     with pytest.raises(data.DataError, match="has 9 features per example but the model"):
-        evaluation.evaluate_saved_model(str(model), wide)
+        export.evaluate_saved_model(str(model), wide)
     # A test set where no class has both a positive and a negative: mAP is undefined.
     d = synthetic.make_imbalanced_features(num_examples=200, num_classes=5, num_features=6)
     one_sided = np.where(d.labels != 0, 1, 0).astype(np.int8)
     spec = _npz(tmp_path / "one_sided.npz", labels=one_sided)
-    evaluation.evaluate_saved_model(str(model), spec, out_dir=str(tmp_path / "out"))
+    export.evaluate_saved_model(str(model), spec, out_dir=str(tmp_path / "out"))
     text = (tmp_path / "out" / "metrics.json").read_text()
     assert "NaN" not in text and json.loads(text)["map"] is None
 

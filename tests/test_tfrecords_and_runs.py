@@ -37,10 +37,10 @@ def feature_data(labels=LABELS):
     return data.MultiLabelData(labels, NAMES, features=features, source="npz:/x/feat.npz")
 
 
-def records_per_shard(folder, manifest):
+def records_per_shard(folder, index):
     return [
         sum(1 for _ in tf.data.TFRecordDataset(os.path.join(folder, shard)))
-        for shard in manifest["shards"]
+        for shard in index["shards"]
     ]
 
 
@@ -50,19 +50,19 @@ def records_per_shard(folder, manifest):
 
 def test_feature_data_round_trip_over_several_shards(tmp_path):
     out = tmp_path / "rec"
-    manifest = tfrecords.write_tfrecords(feature_data(), str(out), num_shards=3)
-    assert manifest["shards"] == [
+    index = tfrecords.write_tfrecords(feature_data(), str(out), num_shards=3)
+    assert index["shards"] == [
         "data-00000-of-00003.tfrecord",
         "data-00001-of-00003.tfrecord",
         "data-00002-of-00003.tfrecord",
     ]
-    assert (manifest["num_examples"], manifest["written_examples"]) == (7, 7)
-    assert manifest["inputs"] == "features" and manifest["feature_dim"] == 3
-    assert manifest["skipped"] == {}
+    assert (index["num_examples"], index["written_examples"]) == (7, 7)
+    assert index["inputs"] == "features" and index["feature_dim"] == 3
+    assert index["skipped"] == {}
     with open(out / "dataset.json") as f:
-        assert json.load(f) == manifest
+        assert json.load(f) == index
     # Contiguous shards: round(linspace(0, 7, 4)) = 0, 2, 5, 7.
-    assert records_per_shard(str(out), manifest) == [2, 3, 2]
+    assert records_per_shard(str(out), index) == [2, 3, 2]
 
     for path in (str(out), str(out / "dataset.json")):
         back = data.load("tfrecord", path)
@@ -107,8 +107,8 @@ def test_image_data_round_trip_and_evaluation_order(tmp_path):
     paths = write_jpegs(tmp_path / "images", 7)
     images = data.MultiLabelData(LABELS, NAMES, image_paths=paths, source="coco:/x/i.json")
     out = tmp_path / "rec"
-    manifest = tfrecords.write_tfrecords(images, str(out), num_shards=2)
-    assert manifest["inputs"] == "image" and manifest["feature_dim"] is None
+    index = tfrecords.write_tfrecords(images, str(out), num_shards=2)
+    assert index["inputs"] == "image" and index["feature_dim"] is None
     back = data.load("tfrecord", str(out))
     assert back.records == (
         str(out),
@@ -133,9 +133,9 @@ def test_empty_image_is_an_error_or_skipped_with_consecutive_ids(tmp_path):
     with pytest.raises(data.DataError, match=re.escape(f"{paths[2]}: image file is empty")):
         tfrecords.write_tfrecords(images, str(tmp_path / "err"), num_shards=2)
     out = tmp_path / "rec"
-    manifest = tfrecords.write_tfrecords(images, str(out), num_shards=2, on_bad_input="skip")
-    assert manifest["skipped"] == {"image file is empty": 1}
-    assert (manifest["num_examples"], manifest["written_examples"]) == (7, 6)
+    index = tfrecords.write_tfrecords(images, str(out), num_shards=2, on_bad_input="skip")
+    assert index["skipped"] == {"image file is empty": 1}
+    assert (index["num_examples"], index["written_examples"]) == (7, 6)
     back = tfrecords.read_tfrecords(str(out))
     assert back.skipped == {"image file is empty": 1}
     np.testing.assert_array_equal(back.labels.to_dense(), np.delete(LABELS, 2, axis=0))
@@ -295,8 +295,8 @@ def test_take_keeps_labels_features_and_paths_in_order():
 
 
 def test_parse_options():
-    assert training.parse_options("") == {}
-    assert training.parse_options("min_count=3, ratio=0.5,with_images=false,flag=True,name=x") == {
+    assert data.parse_options("") == {}
+    assert data.parse_options("min_count=3, ratio=0.5,with_images=false,flag=True,name=x") == {
         "min_count": 3,
         "ratio": 0.5,
         "with_images": False,
@@ -304,33 +304,34 @@ def test_parse_options():
         "name": "x",
     }
     # A comma starts a new option only before `name=`: values may be comma lists.
-    assert training.parse_options("task_columns=NR-AR,SR-p53,featurizer=morgan") == {
+    assert data.parse_options("task_columns=NR-AR,SR-p53,featurizer=morgan") == {
         "task_columns": "NR-AR,SR-p53",
         "featurizer": "morgan",
     }
     for bad in ("min_count", "=3", "x,a=1"):
         with pytest.raises(ValueError, match="must look like key=value"):
-            training.parse_options(bad)
+            data.parse_options(bad)
 
 
 def test_align_classes_reorders_dense_and_sparse_and_names_missing_classes():
     test = feature_data()
-    assert training.align_classes(test, NAMES, "spec") is test
-    got = training.align_classes(test, ("bird", "cat"), "spec")
+    assert data.align_classes(test, NAMES, "spec") is test
+    got = data.align_classes(test, ("bird", "cat"), "spec")
     assert got.label_names == ("bird", "cat")
     np.testing.assert_array_equal(got.labels, LABELS[:, [2, 0]])
     sparse = dataclasses.replace(test, labels=SparseLabels.from_dense(LABELS))
-    got = training.align_classes(sparse, ("bird", "dog"), "spec")
+    got = data.align_classes(sparse, ("bird", "dog"), "spec")
     np.testing.assert_array_equal(got.labels.to_dense(), LABELS[:, [2, 1]])
     with pytest.raises(
         data.DataError, match=r"npz:t: 1 training classes are not classes of the test set .*'fish'"
     ):
-        training.align_classes(test, ("cat", "fish"), "npz:t")
+        data.align_classes(test, ("cat", "fish"), "npz:t")
 
 
 RUN = {
     "test_fraction": 0.3,
     "epochs": 1,
+    "pseudo_labels": "off",
     "batch_size": 16,
     "hidden_units": (8,),
     "pseudo_labels": "off",

@@ -11,7 +11,8 @@ import pytest
 import keras
 import tensorflow as tf
 
-from kpartial import class_stats, data, losses, metrics, models, simulate, synthetic, training
+from kpartial import class_stats, data, losses, metrics, models, simulate, training
+from kpartial.data.readers import synthetic
 from kpartial.partial_model import PartialLabelModel
 
 NUM_EXAMPLES, NUM_CLASSES, NUM_FEATURES = 600, 8, 16
@@ -303,7 +304,12 @@ def test_class_stats_from_another_dataset_set_the_priors(base_config, tmp_path):
         {"label": names[::-1], "positives": 1, "negatives": 1, "prior": priors[::-1]}
     ).to_csv(path, index=False)
     config = dataclasses.replace(
-        base_config, class_stats=str(path), epochs=1, prune_schedule=(), workdir=str(tmp_path / "w")
+        base_config,
+        class_stats=str(path),
+        epochs=1,
+        pseudo_labels="off",
+        prune_schedule=(),
+        workdir=str(tmp_path / "w"),
     )
     training.run(config, log=lambda line: None)
     used = pd.read_csv(tmp_path / "w" / "class_stats.csv")

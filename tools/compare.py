@@ -5,7 +5,7 @@
       --test_data=mulan:../shared/data/mulan/yeast/yeast-test.arff \
       --methods=kpartial,ignore,asl --known_fractions=0.1,0.3 --seeds=1,2,3 --out=workdirs/cmp
 
-`--methods=all` runs every method of `kpartial.losses.METHODS`. For a given known fraction and
+`--methods=all` runs every method of `kpartial.losses.LOSSES`. For a given known fraction and
 seed every method trains on the same simulated labels (the simulation depends only on those two).
 Writes into --out: results.csv (one row per run), results.md (mean ± std over seeds) and
 map_by_known_fraction.png. The other training flags (--epochs, --pseudo_*, ...) are those of
@@ -33,11 +33,11 @@ FLAGS.set_default("workdir", "")  # runs write under --out (with --keep_runs), n
 
 
 def _check_methods(methods):
-    from kpartial import training
+    from kpartial import losses
 
-    unknown = [m for m in methods if m != "all" and m not in training.METHODS]
+    unknown = [m for m in methods if m != "all" and m not in losses.LOSSES]
     if unknown:
-        raise flags.ValidationError(f"unknown {unknown}; known: all, {', '.join(training.METHODS)}")
+        raise flags.ValidationError(f"unknown {unknown}; known: all, {', '.join(losses.LOSSES)}")
     return True
 
 
@@ -58,9 +58,9 @@ flags.register_validator(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from kpartial import comparison, training
+    from kpartial import comparison, losses
 
-    methods = list(training.METHODS) if "all" in FLAGS.methods else FLAGS.methods
+    methods = list(losses.LOSSES) if "all" in FLAGS.methods else FLAGS.methods
     os.makedirs(FLAGS.out, exist_ok=True)
     base = train.config_from_flags()
     with cli.one_line_errors():

@@ -33,7 +33,7 @@ def main(argv):
     from kpartial import evaluation
 
     with cli.one_line_errors():
-        result = evaluation.evaluate_saved_model(
+        result = export.evaluate_saved_model(
             FLAGS.model,
             FLAGS.test_data,
             FLAGS.batch_size,

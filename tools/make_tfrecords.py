@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import cli  # noqa: E402  (before TensorFlow is imported)
-from kpartial import data, simulate, tfrecords, training  # noqa: E402
+from kpartial import data, simulate, tfrecords  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "FMT:PATH of the data.")
@@ -33,11 +33,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     with cli.one_line_errors():
-        fmt, path = data.parse_data_spec(FLAGS.data)
-        full = data.load(
-            fmt, path, FLAGS.on_bad_input, **training.parse_options(FLAGS.data_options)
+        full = data.load_spec(  # verify_images: records hold decodable images only
+            FLAGS.data, FLAGS.data_options, FLAGS.on_bad_input, verify_images=True
         )
-        full = data.verify_images(full, FLAGS.on_bad_input)  # records hold decodable images only
         labels = simulate.load(FLAGS.simulation, full)[0] if FLAGS.simulation else None
         manifest = tfrecords.write_tfrecords(
             full, FLAGS.out, FLAGS.num_shards, labels, FLAGS.on_bad_input

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import cli  # noqa: E402  (before TensorFlow is imported)
-from kpartial import data, simulate, training  # noqa: E402
+from kpartial import data, simulate  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "FMT:PATH of the fully (or natively partially) labelled data.")
@@ -66,11 +66,9 @@ def default_out(path, scheme, params, seed):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    fmt, path = data.parse_data_spec(FLAGS.data)
+    _, path = data.parse_data_spec(FLAGS.data)
     with cli.one_line_errors():
-        full = data.load(
-            fmt, path, FLAGS.on_bad_input, **training.parse_options(FLAGS.data_options)
-        )
+        full = data.load_spec(FLAGS.data, FLAGS.data_options, FLAGS.on_bad_input)
     names = simulate.SCHEMES[FLAGS.scheme][1]
     params = {n: FLAGS[n].value for n in names}
     labels = simulate.simulate(full.labels, FLAGS.scheme, FLAGS.seed, **params)

@@ -100,14 +100,11 @@ flags.DEFINE_string(
     "CSV label,positives,negatives,prior of an existing dataset; default: statistics of the "
     "training annotations.",
 )
-flags.DEFINE_float(
-    "loss_balance", D.loss_balance, "Loss: beta of the positive weight.", lower_bound=0
-)
-flags.DEFINE_float(
-    "unknown_weight", D.unknown_weight, "Loss: lambda of the prior term on unknowns.", lower_bound=0
-)
-flags.DEFINE_float(
-    "max_positive_weight", D.max_positive_weight, "Loss: cap of the positive weight.", lower_bound=1
+flags.DEFINE_string(
+    "loss_options",
+    D.loss_options,
+    "Options of the --method's loss, key=value,... (its constructor arguments), e.g. "
+    "balance=0.5,unknown_weight=0.1,max_positive_weight=50 for kpartial; checked against the loss.",
 )
 flags.DEFINE_enum(
     "pseudo_labels",
@@ -228,12 +225,21 @@ flags.register_multi_flags_validator(
 
 def _check_options(value):
     try:
-        training.parse_options(value)
+        data.parse_options(value)
     except ValueError as e:
         raise flags.ValidationError(str(e)) from None
     return True
 
 
+def _check_loss_options(values):
+    try:
+        training.check_loss_options(values["method"], values["loss_options"])
+    except ValueError as e:
+        raise flags.ValidationError(f"--{e}") from None
+    return True
+
+
+flags.register_multi_flags_validator(["method", "loss_options"], _check_loss_options)
 flags.register_validator("train_data_options", _check_options)
 flags.register_validator("test_data_options", _check_options)
 flags.register_validator(

@@ -6,13 +6,11 @@ import os
 
 import numpy as np
 
-from kpartial import data
-from kpartial.readers.voc import check_image, read_lines
+from kpartial.data.container import NEGATIVE, POSITIVE, BadInput, DataError, MultiLabelData
+from kpartial.data.files import check_image, read_lines
 
 
-def read_nuswide(
-    path, *, split="Train", image_dir=None, on_bad_input="error"
-) -> data.MultiLabelData:
+def read_nuswide(path, *, split="Train", image_dir=None, on_bad_input="error") -> MultiLabelData:
     """Reads the Train or Test split of NUS-WIDE.
 
     The ground truth is exhaustive over the concepts, so 1 maps to +1 and 0 to -1. Classes follow
@@ -37,21 +35,14 @@ def read_nuswide(
     """
     split = str(split).capitalize()
     if split not in ("Train", "Test"):
-        raise data.DataError(f"nuswide split must be 'Train' or 'Test', got {split!r}")
-    bad = data.BadInput(on_bad_input)
+        raise DataError(f"nuswide split must be 'Train' or 'Test', got {split!r}")
+    bad = BadInput(on_bad_input)
     root = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if image_dir is None:
         image_dir = os.path.join(root, "Flickr")
     image_dir = os.path.abspath(os.path.expanduser(os.fspath(image_dir)))
 
-    concepts_file = os.path.join(root, "Concepts81.txt")
-    concepts = []
-    for lineno, line in enumerate(read_lines(concepts_file), 1):
-        name = line.strip()
-        if name in concepts:  # its label file would be read twice
-            bad.report("duplicate concept", f"{concepts_file}:{lineno}: {name!r}")
-        elif name:
-            concepts.append(name)
+    concepts = _read_concepts(os.path.join(root, "Concepts81.txt"), bad)
 
     list_file = os.path.join(root, "ImageList", f"{split}Imagelist.txt")
     entries = _without_trailing_blanks(read_lines(list_file))
@@ -80,21 +71,33 @@ def read_nuswide(
             [v.strip() for v in _without_trailing_blanks(read_lines(label_file))], dtype=str
         )
         if values.size != len(entries):
-            raise data.DataError(
+            raise DataError(
                 f"{label_file}: {values.size} lines, but {list_file} lists {len(entries)} images"
             )
-        labels[:, k] = np.where(values == "1", data.POSITIVE, data.NEGATIVE)
+        labels[:, k] = np.where(values == "1", POSITIVE, NEGATIVE)
         for i in np.flatnonzero(keep & (values != "1") & (values != "0")):
             bad.report("label not 0 or 1", f"{label_file}:{i + 1}: {str(values[i])!r}")
             keep[i] = False
     rows = np.flatnonzero(keep)
-    return data.MultiLabelData(
+    return MultiLabelData(
         labels=labels[rows],
         label_names=tuple(concepts),
         image_paths=tuple(image_paths[r] for r in rows),
         source=f"nuswide:{root}",
         skipped=bad.counts,
     )
+
+
+def _read_concepts(concepts_file, bad) -> list[str]:
+    """The concept names, one per non-blank line; a repeated one is reported to `bad`."""
+    concepts = []
+    for lineno, line in enumerate(read_lines(concepts_file), 1):
+        name = line.strip()
+        if name in concepts:  # its label file would be read twice
+            bad.report("duplicate concept", f"{concepts_file}:{lineno}: {name!r}")
+        elif name:
+            concepts.append(name)
+    return concepts
 
 
 def _without_trailing_blanks(lines):

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from kpartial import data
+from kpartial.data.container import BadInput, DataError, MultiLabelData
 from kpartial.sparse_labels import SparseLabels
 
 _COLUMNS = ("ImageID", "LabelName", "Confidence")
@@ -25,7 +25,7 @@ def _find(folder, pattern, what):
     matches = sorted(glob.glob(os.path.join(folder, pattern)))
     if len(matches) != 1:
         found = f"found {matches}" if matches else "found none"
-        raise data.DataError(f"{folder}: expected one {what} file matching {pattern!r}, {found}")
+        raise DataError(f"{folder}: expected one {what} file matching {pattern!r}, {found}")
     return matches[0]
 
 
@@ -51,15 +51,15 @@ def read_class_descriptions(path) -> tuple[list[str], list[str]]:
     try:
         table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as e:  # ValueError: parser, empty-file and decoding errors
-        raise data.DataError(f"{path}: cannot read class descriptions: {e}") from None
+        raise DataError(f"{path}: cannot read class descriptions: {e}") from None
     if table.shape[1] < 2:
-        raise data.DataError(f"{path}: expected columns LabelName,DisplayName")
+        raise DataError(f"{path}: expected columns LabelName,DisplayName")
     if tuple(table.iloc[0, :2]) == ("LabelName", "DisplayName"):
         table = table.iloc[1:]
     mids = table.iloc[:, 0].tolist()
     if len(set(mids)) != len(mids):
         dup = pd.Series(mids)[pd.Series(mids).duplicated()].iloc[0]
-        raise data.DataError(f"{path}: class {dup!r} is described twice")
+        raise DataError(f"{path}: class {dup!r} is described twice")
     return mids, table.iloc[:, 1].tolist()
 
 
@@ -110,71 +110,17 @@ def read_openimages(
     Raises:
       DataError: naming the file and line of the first bad row, or a missing file.
     """
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if os.path.isdir(path):
-        folder = path
-        annotations = _find(
-            folder, f"*{split}-annotations-human-imagelabels*.csv", f"{split} annotations"
-        )
-    else:
-        folder, annotations = os.path.dirname(path), path
+    folder, annotations = _locate(path, split)
     mids, _ = read_class_descriptions(
         _find(folder, "*class-descriptions*.csv", "class description")
     )
-    if classes == "auto":
-        trainable = glob.glob(os.path.join(folder, "*classes-trainable*.txt"))
-        if len(trainable) == 1:  # the described classes (in description order) that are listed
-            listed = set(_read_mid_list(trainable[0], mids))
-            space = [mid for mid in mids if mid in listed]
-        else:
-            space = mids
-    elif classes == "all":
-        space = mids
-    else:
-        space = _read_mid_list(os.fspath(classes), mids)
-    bad = data.BadInput(on_bad_input)
-    keys, class_ids, values, lines = _read_annotations(annotations, mids, space, chunk_rows, bad)
-
-    # One sort by (image, class) gives rows, duplicate and conflicting pairs at once.
-    order = np.lexsort((class_ids, keys))
-    keys, class_ids, values, lines = keys[order], class_ids[order], values[order], lines[order]
-    del order
-    same_pair = (keys[1:] == keys[:-1]) & (class_ids[1:] == class_ids[:-1])
-    if same_pair.any():
-        # Conflicts drop both rows of the pair; duplicates keep the first.
-        drop = np.zeros(keys.size, bool)
-        for reason, pairs in (
-            ("pair marked both positive and negative", same_pair & (values[1:] != values[:-1])),
-            ("duplicate row", same_pair & (values[1:] == values[:-1])),
-        ):
-            where = np.flatnonzero(pairs)
-            if where.size:
-                first = where[0]
-                bad.report(
-                    f"{reason} (image {key_strings(keys[first : first + 1])[0].decode()}, class "
-                    f"{space[class_ids[first]]}; also line {lines[first]})",
-                    f"{annotations}:{lines[first + 1]}",
-                    count=where.size,
-                )
-                drop[where + 1] = True
-                if reason.startswith("pair"):
-                    drop[where] = True
-        keep = ~drop
-        keys, class_ids, values, lines = keys[keep], class_ids[keep], values[keep], lines[keep]
-
+    space = _label_space(folder, mids, classes)
+    bad = BadInput(on_bad_input)
+    rows = _read_annotations(annotations, mids, space, chunk_rows, bad)
+    rows = _drop_repeated_pairs(rows, space, annotations, bad)
     if min_count > 0:
-        positives = np.bincount(class_ids[values > 0], minlength=len(space))
-        kept = np.flatnonzero(positives >= min_count)
-        new_id = np.full(len(space), -1, np.int32)
-        new_id[kept] = np.arange(kept.size, dtype=np.int32)
-        class_ids = new_id[class_ids]
-        keep = class_ids >= 0
-        keys, class_ids, values, lines = keys[keep], class_ids[keep], values[keep], lines[keep]
-        space = [space[k] for k in kept]
-        if not space:
-            raise data.DataError(
-                f"{annotations}: no class has min_count={min_count} verified positives"
-            )
+        rows, space = _keep_frequent_classes(rows, space, min_count, annotations)
+    keys, class_ids, values, lines = rows
 
     row_start = (
         np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.zeros(0, np.int64)
@@ -185,23 +131,10 @@ def read_openimages(
     image_paths = None
     if with_images:
         image_dir = os.path.abspath(image_dir or os.path.join(folder, "images"))
-        names = key_strings(image_ids)
-        exists = np.array(
-            [os.path.isfile(os.path.join(image_dir, n.decode() + ".jpg")) for n in names], bool
+        labels, image_paths = _image_paths(
+            labels, key_strings(image_ids), lines[indptr[:-1]], image_dir, annotations, bad
         )
-        if not exists.all():
-            missing = np.flatnonzero(~exists)
-            bad.report(
-                f"image {os.path.join(image_dir, names[missing[0]].decode() + '.jpg')} does not "
-                "exist",
-                f"{annotations}:{lines[indptr[missing[0]]]}",
-                count=missing.size,
-            )
-            labels = labels.take_rows(np.flatnonzero(exists))
-            names = names[exists]
-        prefix = (image_dir + os.sep).encode()
-        image_paths = np.char.add(np.char.add(prefix, names), b".jpg").astype(str)
-    return data.MultiLabelData(
+    return MultiLabelData(
         labels=labels,
         label_names=tuple(space),
         image_paths=image_paths,
@@ -210,18 +143,111 @@ def read_openimages(
     )
 
 
+def _locate(path, split) -> tuple[str, str]:
+    """(folder, annotations CSV) of `path`, a folder or the annotations CSV itself."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if not os.path.isdir(path):
+        return os.path.dirname(path), path
+    pattern = f"*{split}-annotations-human-imagelabels*.csv"
+    return path, _find(path, pattern, f"{split} annotations")
+
+
+def _label_space(folder, mids, classes) -> list[str]:
+    """The MIDs of the label space that `classes` ("auto", "all" or a file of MIDs) selects."""
+    if classes == "auto":
+        trainable = glob.glob(os.path.join(folder, "*classes-trainable*.txt"))
+        if len(trainable) == 1:  # the described classes (in description order) that are listed
+            listed = set(_read_mid_list(trainable[0], mids))
+            return [mid for mid in mids if mid in listed]
+        return mids
+    if classes == "all":
+        return mids
+    return _read_mid_list(os.fspath(classes), mids)
+
+
+def _drop_repeated_pairs(rows, space, annotations, bad):
+    """`rows` (keys, class ids, values, lines) sorted by (image, class), each pair once.
+
+    Conflicts (a pair marked both positive and negative) drop both rows of the pair; duplicates
+    keep the first.
+    """
+    # One sort by (image, class) gives rows, duplicate and conflicting pairs at once.
+    keys, class_ids, values, lines = rows
+    order = np.lexsort((class_ids, keys))
+    keys, class_ids, values, lines = keys[order], class_ids[order], values[order], lines[order]
+    del order
+    same_pair = (keys[1:] == keys[:-1]) & (class_ids[1:] == class_ids[:-1])
+    if not same_pair.any():
+        return keys, class_ids, values, lines
+    drop = np.zeros(keys.size, bool)
+    for reason, pairs in (
+        ("pair marked both positive and negative", same_pair & (values[1:] != values[:-1])),
+        ("duplicate row", same_pair & (values[1:] == values[:-1])),
+    ):
+        where = np.flatnonzero(pairs)
+        if where.size:
+            first = where[0]
+            bad.report(
+                f"{reason} (image {key_strings(keys[first : first + 1])[0].decode()}, class "
+                f"{space[class_ids[first]]}; also line {lines[first]})",
+                f"{annotations}:{lines[first + 1]}",
+                count=where.size,
+            )
+            drop[where + 1] = True
+            if reason.startswith("pair"):
+                drop[where] = True
+    keep = ~drop
+    return keys[keep], class_ids[keep], values[keep], lines[keep]
+
+
+def _keep_frequent_classes(rows, space, min_count, annotations):
+    """(rows, space) without the classes of fewer than `min_count` verified positives."""
+    keys, class_ids, values, lines = rows
+    positives = np.bincount(class_ids[values > 0], minlength=len(space))
+    kept = np.flatnonzero(positives >= min_count)
+    new_id = np.full(len(space), -1, np.int32)
+    new_id[kept] = np.arange(kept.size, dtype=np.int32)
+    class_ids = new_id[class_ids]
+    keep = class_ids >= 0
+    space = [space[k] for k in kept]
+    if not space:
+        raise DataError(f"{annotations}: no class has min_count={min_count} verified positives")
+    return (keys[keep], class_ids[keep], values[keep], lines[keep]), space
+
+
+def _image_paths(labels, names, first_lines, image_dir, annotations, bad):
+    """(labels, image paths) of the images (`names`: 'S16' ids) that exist in `image_dir`.
+
+    `first_lines` holds the annotations line of each image's first row, for messages.
+    """
+    exists = np.array(
+        [os.path.isfile(os.path.join(image_dir, n.decode() + ".jpg")) for n in names], bool
+    )
+    if not exists.all():
+        missing = np.flatnonzero(~exists)
+        bad.report(
+            f"image {os.path.join(image_dir, names[missing[0]].decode() + '.jpg')} does not exist",
+            f"{annotations}:{first_lines[missing[0]]}",
+            count=missing.size,
+        )
+        labels = labels.take_rows(np.flatnonzero(exists))
+        names = names[exists]
+    prefix = (image_dir + os.sep).encode()
+    return labels, np.char.add(np.char.add(prefix, names), b".jpg").astype(str)
+
+
 def _read_mid_list(path, described):
     try:
         with open(path, encoding="utf-8") as f:
             listed = [line.strip() for line in f if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
-        raise data.DataError(f"{path}: cannot read class list: {e}") from None
+        raise DataError(f"{path}: cannot read class list: {e}") from None
     known = set(described)
     for lineno, mid in enumerate(listed, 1):
         if mid not in known:
-            raise data.DataError(f"{path}:{lineno}: class {mid!r} is not in the class descriptions")
+            raise DataError(f"{path}:{lineno}: class {mid!r} is not in the class descriptions")
     if len(set(listed)) != len(listed):
-        raise data.DataError(f"{path}: a class is listed twice")
+        raise DataError(f"{path}: a class is listed twice")
     return listed
 
 
@@ -264,9 +290,9 @@ def _read_annotations(annotations, mids, space, chunk_rows, bad):
             keep = ok & (values != 0) & (class_ids >= 0)
             parts.append((keys[keep], class_ids[keep], values[keep], lines[keep]))
     except ValueError as e:  # pandas: missing columns, bad quoting
-        raise data.DataError(f"{annotations}: not an Open Images labels CSV: {e}") from None
+        raise DataError(f"{annotations}: not an Open Images labels CSV: {e}") from None
     except OSError as e:
-        raise data.DataError(f"{annotations}: cannot read: {e}") from None
+        raise DataError(f"{annotations}: cannot read: {e}") from None
     if not parts:
         return (
             np.zeros(0, np.uint64),

@@ -5,8 +5,16 @@ import os
 import numpy as np
 import pandas as pd
 
-from kpartial import data
-from kpartial.readers.meka import row_reporter
+from kpartial.data.container import (
+    NEGATIVE,
+    POSITIVE,
+    UNKNOWN,
+    BadInput,
+    DataError,
+    MultiLabelData,
+    row_reporter,
+)
+from kpartial.data.files import read_csv_table
 
 FEATURIZERS = ("morgan", "none")
 
@@ -20,7 +28,7 @@ def read_moleculenet(
     fingerprint_bits=2048,
     fingerprint_radius=2,
     on_bad_input="error",
-) -> data.MultiLabelData:
+) -> MultiLabelData:
     """Reads one MoleculeNet CSV file, e.g. ``tox21.csv`` (``smiles`` + 12 assay columns).
 
     ``path`` is a single CSV file (``.csv`` or compressed ``.csv.gz``), not a folder, with a
@@ -54,15 +62,45 @@ def read_moleculenet(
     """
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if featurizer not in FEATURIZERS:
-        raise data.DataError(f"{path}: featurizer must be one of {FEATURIZERS}, got {featurizer!r}")
-    bad = data.BadInput(on_bad_input)
-    table, lines = data.read_csv_table(path, bad, "MoleculeNet CSV")
+        raise DataError(f"{path}: featurizer must be one of {FEATURIZERS}, got {featurizer!r}")
+    bad = BadInput(on_bad_input)
+    table, lines = read_csv_table(path, bad, "MoleculeNet CSV")
     if smiles_column not in table.columns:
-        raise data.DataError(
+        raise DataError(
             f"{path}: no SMILES column {smiles_column!r} (columns: {list(table.columns)})"
         )
     numbers = table.apply(pd.to_numeric, errors="coerce")
     binary = (numbers == 0) | (numbers == 1)
+    tasks = _tasks(table, task_columns, smiles_column, numbers, binary, lines, path)
+
+    keep = np.ones(len(table), bool)
+    report = row_reporter(bad, keep, lambda row: f"{path}:{lines[row]}")
+
+    smiles = table[smiles_column].to_numpy()
+    _report_bad_rows(table, smiles_column, tasks, binary, report)
+    features = None
+    if featurizer == "morgan":
+        features, parsed = _morgan(smiles, keep, fingerprint_bits, fingerprint_radius)
+        report(~parsed, lambda row: f"RDKit cannot parse SMILES {smiles[row]!r}")
+        features = features[keep]
+    numbers = numbers.loc[keep, tasks].to_numpy()
+    labels = np.select([numbers == 1, numbers == 0], [POSITIVE, NEGATIVE], UNKNOWN)
+    return MultiLabelData(
+        labels=labels.astype(np.int8),
+        label_names=tuple(tasks),
+        features=features,
+        source=f"moleculenet:{path}",
+        skipped=bad.counts,
+    )
+
+
+def _tasks(table, task_columns, smiles_column, numbers, binary, lines, path) -> list[str]:
+    """The task columns: `task_columns`, or detected as `read_moleculenet` describes.
+
+    Raises:
+        DataError: If a named column is missing, a column mixes numbers with other values
+            (neither a task nor a text id), or there is no task.
+    """
     if task_columns is None:
         tasks = []
         for c in table.columns.drop(smiles_column):
@@ -71,7 +109,7 @@ def read_moleculenet(
                 tasks += [c] if binary[c].any() else []  # all blank: never measured, ignored
             elif numbers[c].notna().any():  # neither a task nor a text id column: ambiguous
                 row = int(np.argmax(other))
-                raise data.DataError(
+                raise DataError(
                     f"{path}:{lines[row]}: column {c!r} mixes numbers with value "
                     f"{table[c].iloc[row]!r}; pass task_columns to say which columns are tasks"
                 )
@@ -79,13 +117,14 @@ def read_moleculenet(
         tasks = _names(task_columns)
         missing = [c for c in tasks if c not in table.columns]
         if missing:
-            raise data.DataError(f"{path}: task columns {missing} not in {list(table.columns)}")
+            raise DataError(f"{path}: task columns {missing} not in {list(table.columns)}")
     if not tasks:
-        raise data.DataError(f"{path}: no task column with 0/1 values (pass task_columns)")
+        raise DataError(f"{path}: no task column with 0/1 values (pass task_columns)")
+    return tasks
 
-    keep = np.ones(len(table), bool)
-    report = row_reporter(bad, keep, lambda row: f"{path}:{lines[row]}")
 
+def _report_bad_rows(table, smiles_column, tasks, binary, report):
+    """Reports rows with a blank or repeated SMILES or a task value other than 0/1/blank."""
     smiles = table[smiles_column].to_numpy()
     report(smiles == "", "blank SMILES")
     report(
@@ -100,20 +139,6 @@ def read_moleculenet(
                 f"task {task!r} has value {values[row]!r}; expected 1, 0 or blank"
             ),
         )
-    features = None
-    if featurizer == "morgan":
-        features, parsed = _morgan(smiles, keep, fingerprint_bits, fingerprint_radius)
-        report(~parsed, lambda row: f"RDKit cannot parse SMILES {smiles[row]!r}")
-        features = features[keep]
-    numbers = numbers.loc[keep, tasks].to_numpy()
-    labels = np.select([numbers == 1, numbers == 0], [data.POSITIVE, data.NEGATIVE], data.UNKNOWN)
-    return data.MultiLabelData(
-        labels=labels.astype(np.int8),
-        label_names=tuple(tasks),
-        features=features,
-        source=f"moleculenet:{path}",
-        skipped=bad.counts,
-    )
 
 
 def _names(names) -> list[str]:
@@ -129,9 +154,7 @@ def _morgan(smiles, rows, bits, radius) -> tuple[np.ndarray, np.ndarray]:
         from rdkit.Chem import rdFingerprintGenerator
         from rdkit.rdBase import BlockLogs
     except ImportError:
-        raise data.DataError(
-            "featurizer='morgan' needs RDKit: pip install kpartial[chem]"
-        ) from None
+        raise DataError("featurizer='morgan' needs RDKit: pip install kpartial[chem]") from None
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=bits)
     features = np.zeros((len(smiles), bits), np.float32)
     parsed = np.ones(len(smiles), bool)

@@ -5,14 +5,14 @@ import re
 
 import numpy as np
 
-from kpartial import data
-from kpartial.data import _decode_label_column, _parse_arff_header, _parse_arff_rows
+from kpartial.data.arff import bad_label, decode_label_column, parse_rows, read_arff, valid_label
+from kpartial.data.container import BadInput, DataError, MultiLabelData, row_reporter
 
 # "-C 14" / "-C -14" anywhere in the relation name, e.g. @relation 'Yeast: -C 14 -split 0.6'.
 _NUM_LABELS = re.compile(r"(?<![\w-])-C\s*(-?\d+)")
 
 
-def read_meka(path, *, on_bad_input="error") -> data.MultiLabelData:
+def read_meka(path, *, on_bad_input="error") -> MultiLabelData:
     """Reads one MEKA ARFF file (e.g. ``Yeast.arff``).
 
     ``path`` is a single ``.arff`` file, not a folder. Its ``@relation`` line carries ``-C n``:
@@ -34,16 +34,11 @@ def read_meka(path, *, on_bad_input="error") -> data.MultiLabelData:
             bad row. Messages name the file and line.
     """
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    bad = data.BadInput(on_bad_input)
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise data.DataError(f"{path}: cannot read MEKA ARFF file: {e}") from None
-    attrs, start = _parse_arff_header(lines, path)
+    bad = BadInput(on_bad_input)
+    lines, attrs, start = read_arff(path, "MEKA ARFF file")
     num_labels = _num_labels(lines[:start], path)
     if not 0 < abs(num_labels) < len(attrs):
-        raise data.DataError(
+        raise DataError(
             f"{path}: -C {num_labels} does not leave both labels and features among "
             f"{len(attrs)} attributes"
         )
@@ -53,7 +48,7 @@ def read_meka(path, *, on_bad_input="error") -> data.MultiLabelData:
         label_cols, feature_cols = feature_cols, label_cols
 
     with np.errstate(over="ignore"):  # Overflow becomes inf, reported below with its line.
-        values, line_numbers = _parse_arff_rows(lines, start, attrs, path)
+        values, line_numbers = parse_rows(lines, start, attrs, path)
     keep = np.ones(len(values), bool)
     finite = np.isfinite(values[:, feature_cols])
     report = row_reporter(bad, keep, lambda row: f"{path}:{line_numbers[row]}")
@@ -65,21 +60,18 @@ def read_meka(path, *, on_bad_input="error") -> data.MultiLabelData:
         ),
     )
     for j in label_cols:
-        # _decode_label_column raises on the first invalid value; invalid rows go through `bad`
+        # decode_label_column raises on the first invalid value; invalid rows go through `bad`
         # first so that "skip" can drop them.
         report(
-            ~_valid_label(values[:, j], attrs[j]),
-            lambda row, j=j: (
-                f"label {attrs[j].name!r} has value {_token(values[row, j], attrs[j])!r}; "
-                "expected 1, 0 or ?"
-            ),
+            ~valid_label(values[:, j], attrs[j]),
+            lambda row, j=j: bad_label(values[row, j], attrs[j]),
         )
     values = values[keep]
     line_numbers = [n for n, k in zip(line_numbers, keep) if k]
     labels = np.empty((len(values), len(label_cols)), np.int8)
     for k, j in enumerate(label_cols):
-        labels[:, k] = _decode_label_column(values[:, j], attrs[j], path, line_numbers)
-    return data.MultiLabelData(
+        labels[:, k] = decode_label_column(values[:, j], attrs[j], path, line_numbers)
+    return MultiLabelData(
         labels=labels,
         label_names=tuple(attrs[j].name for j in label_cols),
         features=np.ascontiguousarray(values[:, feature_cols]),
@@ -95,36 +87,9 @@ def _num_labels(header_lines, path) -> int:
         if line[:9].lower() == "@relation":
             m = _NUM_LABELS.search(line)
             if m is None:
-                raise data.DataError(
+                raise DataError(
                     f"{path}:{lineno}: @relation line {line[:80]!r} has no '-C <number of "
                     "labels>' (not a MEKA ARFF file? Mulan files need the mulan format)"
                 )
             return int(m.group(1))
-    raise data.DataError(f"{path}: no @relation line with '-C <number of labels>'")
-
-
-def row_reporter(bad, keep, where):
-    """report(rows, reason): one `bad.report` for the kept rows in the bool mask `rows` (naming
-    the first; `reason` may be a function of it), which are then dropped from `keep`."""
-
-    def report(rows, reason):
-        rows = keep & rows
-        if rows.any():
-            first = int(np.argmax(rows))
-            reason = reason(first) if callable(reason) else reason
-            bad.report(reason, where(first), count=int(rows.sum()))
-            keep[rows] = False
-
-    return report
-
-
-def _token(value, attr) -> str:
-    return str(value) if attr.nominal is None else attr.nominal[int(value)]
-
-
-def _valid_label(column, attr) -> np.ndarray:
-    """Whether each internal value (number, nominal index, NaN = '?') is 1, 0 or '?'."""
-    if attr.nominal is None:
-        return np.isnan(column) | (column == 0) | (column == 1)
-    allowed = np.array([v in ("0", "1") for v in attr.nominal] + [True])
-    return allowed[np.where(np.isnan(column), len(attr.nominal), column).astype(np.int64)]
+    raise DataError(f"{path}: no @relation line with '-C <number of labels>'")

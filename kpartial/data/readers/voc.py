@@ -1,7 +1,4 @@
-"""Pascal VOC 2007/2012: image-level labels derived from the detection annotations.
-
-Also holds the small text and image-file checks that the other image readers share.
-"""
+"""Pascal VOC 2007/2012: image-level labels derived from the detection annotations."""
 
 from __future__ import annotations
 
@@ -10,19 +7,20 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from kpartial import data
+from kpartial.data.container import NEGATIVE, POSITIVE, UNKNOWN, BadInput, DataError, MultiLabelData
+from kpartial.data.files import check_image, read_lines
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
     "tvmonitor",
 )  # fmt: skip
-DIFFICULT = {"unknown": data.UNKNOWN, "positive": data.POSITIVE, "negative": data.NEGATIVE}
+DIFFICULT = {"unknown": UNKNOWN, "positive": POSITIVE, "negative": NEGATIVE}
 
 
 def read_voc(
     path, *, split="trainval", image_dir=None, difficult="unknown", on_bad_input="error"
-) -> data.MultiLabelData:
+) -> MultiLabelData:
     """Reads one split of Pascal VOC as 20-class image-level labels.
 
     A class is +1 for an image with a non-difficult object of it and -1 for an image with no
@@ -50,8 +48,8 @@ def read_voc(
             split file and line, or the xml file).
     """
     if difficult not in DIFFICULT:
-        raise data.DataError(f"difficult must be one of {sorted(DIFFICULT)}, got {difficult!r}")
-    bad = data.BadInput(on_bad_input)
+        raise DataError(f"difficult must be one of {sorted(DIFFICULT)}, got {difficult!r}")
+    bad = BadInput(on_bad_input)
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if os.path.isfile(path):
         split_file = path
@@ -86,7 +84,7 @@ def read_voc(
             rows.append(row)
             image_paths.append(image)
     labels = np.stack(rows) if rows else np.zeros((0, len(VOC_CLASSES)), np.int8)
-    return data.MultiLabelData(
+    return MultiLabelData(
         labels=labels,
         label_names=VOC_CLASSES,
         image_paths=tuple(image_paths),
@@ -118,31 +116,7 @@ def _annotation_row(xml_path, difficult_value, bad, where) -> np.ndarray | None:
             bad.report("malformed annotation xml", f"{xml_path}: object {k} difficult {flag!r}")
             return None
         (hard if flag == "1" else easy)[VOC_CLASSES.index(name)] = True
-    row = np.full(len(VOC_CLASSES), data.NEGATIVE, np.int8)
+    row = np.full(len(VOC_CLASSES), NEGATIVE, np.int8)
     row[hard] = difficult_value
-    row[easy] = data.POSITIVE  # one non-difficult object makes the class certain
+    row[easy] = POSITIVE  # one non-difficult object makes the class certain
     return row
-
-
-def read_lines(path) -> list[str]:
-    """The lines of a UTF-8 text file, without line ends.
-
-    Raises:
-        DataError: Naming the file, if it cannot be read.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise data.DataError(f"{path}: cannot read: {e}") from None
-
-
-def check_image(image, bad: data.BadInput, where) -> bool:
-    """True if `image` is a non-empty file; otherwise reports it to `bad` and returns False."""
-    if not os.path.isfile(image):
-        bad.report("missing image file", f"{where}: {image}")
-        return False
-    if os.path.getsize(image) == 0:
-        bad.report("empty image file", f"{where}: {image}")
-        return False
-    return True

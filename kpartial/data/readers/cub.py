@@ -6,11 +6,11 @@ import os
 
 import numpy as np
 
-from kpartial import data
-from kpartial.readers.voc import check_image, read_lines
+from kpartial.data.container import NEGATIVE, POSITIVE, UNKNOWN, BadInput, DataError, MultiLabelData
+from kpartial.data.files import check_image, read_lines
 
 SPLITS = {"train": "1", "test": "0", "all": None}  # value in train_test_split.txt
-NOT_VISIBLE = {"unknown": data.UNKNOWN, "negative": data.NEGATIVE}
+NOT_VISIBLE = {"unknown": UNKNOWN, "negative": NEGATIVE}
 _NOT_VISIBLE_CERTAINTY = 1  # certainty ids: 1 not visible, 2 guessing, 3 probably, 4 definitely
 
 
@@ -22,7 +22,7 @@ def read_cub(
     min_certainty=3,
     not_visible="unknown",
     on_bad_input="error",
-) -> data.MultiLabelData:
+) -> MultiLabelData:
     """Reads one split of CUB-200-2011 with its 312 attributes as labels.
 
     An attribute annotated with certainty >= ``min_certainty`` is +1 if present and -1 if not;
@@ -54,53 +54,20 @@ def read_cub(
             (image, attribute) annotated as both present and absent (the message names the file
             and line).
     """
-    if split not in SPLITS:
-        raise data.DataError(f"cub split must be one of {sorted(SPLITS)}, got {split!r}")
-    if min_certainty not in (2, 3, 4):
-        raise data.DataError(
-            f"min_certainty must be 2, 3 or 4, got {min_certainty!r} (certainty 1, not visible, "
-            "follows not_visible)"
-        )
-    if not_visible not in NOT_VISIBLE:
-        raise data.DataError(
-            f"not_visible must be one of {sorted(NOT_VISIBLE)}, got {not_visible!r}"
-        )
-    bad = data.BadInput(on_bad_input)
+    _check_options(split, min_certainty, not_visible)
+    bad = BadInput(on_bad_input)
     root = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not os.path.isdir(root):
-        raise data.DataError(f"{root}: not a folder; expected the CUB_200_2011 folder")
+        raise DataError(f"{root}: not a folder; expected the CUB_200_2011 folder")
     if image_dir is None:
         image_dir = os.path.join(root, "images")
     image_dir = os.path.abspath(os.path.expanduser(os.fspath(image_dir)))
 
-    candidates = [
-        os.path.join(root, "attributes.txt"),
-        os.path.join(root, "attributes", "attributes.txt"),
-        os.path.join(os.path.dirname(root), "attributes.txt"),
-    ]
-    attributes_file = next((c for c in candidates if os.path.isfile(c)), None)
-    if attributes_file is None:
-        raise data.DataError(f"{root}: attributes.txt not found; looked for {candidates}")
-    names = _id_table(attributes_file, bad)
+    names = _id_table(_attributes_file(root), bad)
     column = {a: k for k, a in enumerate(sorted((a for a in names if names[a]), key=int))}
     images_file = os.path.join(root, "images.txt")
     images = _id_table(images_file, bad)  # image id -> (line, relative path)
-
-    if SPLITS[split] is None:
-        selected = [image_id for image_id in images if images[image_id]]
-    else:
-        split_file = os.path.join(root, "train_test_split.txt")
-        flags = _id_table(split_file, bad, images=images)
-        selected = []
-        for image_id, entry in images.items():
-            if entry is None or flags.get(image_id, ()) is None:  # bad line, already reported
-                continue
-            if image_id not in flags:
-                bad.report(
-                    "no train/test split entry", f"{images_file}:{entry[0]}: image {image_id}"
-                )
-            elif flags[image_id][1] == SPLITS[split]:
-                selected.append(image_id)
+    selected = _select_split(root, images_file, images, split, bad)
     row_of, image_paths = {}, []
     for image_id in selected:
         lineno, rel = images[image_id]
@@ -109,19 +76,88 @@ def read_cub(
             row_of[image_id] = len(image_paths)
             image_paths.append(image)
 
-    labels = np.zeros((len(image_paths), len(column)), np.int8)
-    seen = np.zeros(labels.shape, bool)
-    # value[is_present][certainty_id], keyed by the tokens as written, so lookup also validates.
-    value = {
+    labels = _read_labels(
+        os.path.join(root, "attributes", "image_attribute_labels.txt"),
+        _label_values(min_certainty, not_visible),
+        images,
+        names,
+        row_of,
+        column,
+        bad,
+    )
+    return MultiLabelData(
+        labels=labels,
+        label_names=tuple(names[a][1] for a in column),
+        image_paths=tuple(image_paths),
+        source=f"cub:{root}",
+        skipped=bad.counts,
+    )
+
+
+def _check_options(split, min_certainty, not_visible):
+    if split not in SPLITS:
+        raise DataError(f"cub split must be one of {sorted(SPLITS)}, got {split!r}")
+    if min_certainty not in (2, 3, 4):
+        raise DataError(
+            f"min_certainty must be 2, 3 or 4, got {min_certainty!r} (certainty 1, not visible, "
+            "follows not_visible)"
+        )
+    if not_visible not in NOT_VISIBLE:
+        raise DataError(f"not_visible must be one of {sorted(NOT_VISIBLE)}, got {not_visible!r}")
+
+
+def _attributes_file(root) -> str:
+    """attributes.txt: in `root`, in its attributes/ folder or in its parent, in that order."""
+    candidates = [
+        os.path.join(root, "attributes.txt"),
+        os.path.join(root, "attributes", "attributes.txt"),
+        os.path.join(os.path.dirname(root), "attributes.txt"),
+    ]
+    attributes_file = next((c for c in candidates if os.path.isfile(c)), None)
+    if attributes_file is None:
+        raise DataError(f"{root}: attributes.txt not found; looked for {candidates}")
+    return attributes_file
+
+
+def _select_split(root, images_file, images, split, bad) -> list[str]:
+    """The ids of the well-formed images of `split`, in images.txt order."""
+    if SPLITS[split] is None:
+        return [image_id for image_id in images if images[image_id]]
+    split_file = os.path.join(root, "train_test_split.txt")
+    flags = _id_table(split_file, bad, images=images)
+    selected = []
+    for image_id, entry in images.items():
+        if entry is None or flags.get(image_id, ()) is None:  # bad line, already reported
+            continue
+        if image_id not in flags:
+            bad.report("no train/test split entry", f"{images_file}:{entry[0]}: image {image_id}")
+        elif flags[image_id][1] == SPLITS[split]:
+            selected.append(image_id)
+    return selected
+
+
+def _label_values(min_certainty, not_visible) -> dict[str, dict[str, int]]:
+    """value[is_present][certainty_id], keyed by the tokens as written, so lookup also validates."""
+    return {
         present: {
             str(c): NOT_VISIBLE[not_visible]
             if c == _NOT_VISIBLE_CERTAINTY
-            else (sign if c >= min_certainty else data.UNKNOWN)
+            else (sign if c >= min_certainty else UNKNOWN)
             for c in (1, 2, 3, 4)
         }
-        for present, sign in (("1", data.POSITIVE), ("0", data.NEGATIVE))
+        for present, sign in (("1", POSITIVE), ("0", NEGATIVE))
     }
-    labels_file = os.path.join(root, "attributes", "image_attribute_labels.txt")
+
+
+def _read_labels(labels_file, value, images, names, row_of, column, bad) -> np.ndarray:
+    """The int8 [rows, columns] labels from image_attribute_labels.txt.
+
+    `value` is `_label_values`; `images` and `names` are the id tables of images.txt and
+    attributes.txt; `row_of` and `column` map the kept image and attribute ids to their row and
+    column (lines of other ids, another split or already dropped, are passed over).
+    """
+    labels = np.zeros((len(row_of), len(column)), np.int8)
+    seen = np.zeros(labels.shape, bool)
     for lineno, line in enumerate(read_lines(labels_file), 1):
         fields = line.split()
         if not fields:
@@ -149,19 +185,13 @@ def read_cub(
                 bad.report(
                     "conflicting labels", f"{where}: image {image_id} attribute {attribute_id}"
                 )
-                labels[row, col] = data.UNKNOWN  # neither annotation can be trusted
+                labels[row, col] = UNKNOWN  # neither annotation can be trusted
             else:
                 bad.report("duplicate row", f"{where}: image {image_id} attribute {attribute_id}")
             continue
         seen[row, col] = True
         labels[row, col] = label
-    return data.MultiLabelData(
-        labels=labels,
-        label_names=tuple(names[a][1] for a in column),
-        image_paths=tuple(image_paths),
-        source=f"cub:{root}",
-        skipped=bad.counts,
-    )
+    return labels
 
 
 def _id_table(path, bad, images=None) -> dict[str, tuple[int, str]]:

@@ -1,8 +1,16 @@
-"""An embedded, imbalanced multi-label feature set, so the demo and tests need no external data."""
+"""The embedded demo dataset (``synthetic:train`` / ``synthetic:test``): an imbalanced multi-label
+feature set, so the demo and tests need no external data."""
 
 import numpy as np
 
-from kpartial import data
+from kpartial.data.container import DataError, MultiLabelData
+
+
+def read_synthetic(path="train", **options) -> MultiLabelData:
+    """The embedded demo dataset: ``synthetic:train`` or ``synthetic:test``."""
+    if path not in ("train", "test"):
+        raise DataError(f"synthetic:{path}: the split must be 'train' or 'test'")
+    return make_imbalanced_features(split=path, **options)
 
 
 def make_imbalanced_features(
@@ -24,7 +32,7 @@ def make_imbalanced_features(
       split: "train" or "test".
 
     Returns:
-      `kpartial.data.MultiLabelData` with fully annotated labels in {+1, -1}.
+      `MultiLabelData` with fully annotated labels in {+1, -1}.
     """
     task_rng = np.random.default_rng(seed)
     prototypes = task_rng.normal(0.0, 1.0, (num_classes, num_features)) / np.sqrt(num_features) * 6
@@ -33,7 +41,7 @@ def make_imbalanced_features(
     rng = np.random.default_rng([seed, split_offset])
     positive = rng.random((num_examples, num_classes)) < priors
     features = np.tanh(positive @ prototypes) + rng.normal(0.0, 0.6, (num_examples, num_features))
-    return data.MultiLabelData(
+    return MultiLabelData(
         labels=np.where(positive, 1, -1).astype(np.int8),
         label_names=tuple(f"class_{c:02d}" for c in range(num_classes)),
         features=features.astype(np.float32),

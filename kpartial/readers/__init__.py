@@ -1,1 +1,0 @@
-"""Readers of published dataset formats, registered in `kpartial.data.READERS`."""
