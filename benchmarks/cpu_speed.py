@@ -16,7 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+import tables
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results/cpu_speed.md", "Markdown table to write.")
@@ -113,18 +114,17 @@ def main(argv):
             print(f"{name}: {seconds[name]:.2f} s", flush=True)
     torch_seconds = seconds["PyTorch loop (same model, masked BCE)"]
     lines = [
-        f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, PyTorch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); {N} x {D} features, {C} labels, MLP 512, batch "
-        f"{BATCH}, {EPOCHS} epochs, cold start; median of {FLAGS.repeats}.",
+        (
+            f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, PyTorch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); {N} x {D} features, {C} labels, MLP 512, batch "
+            f"{BATCH}, {EPOCHS} epochs, cold start; median of {FLAGS.repeats}."
+        ),
         "",
         "| variant | seconds | ratio to PyTorch |",
         "|---|---|---|",
     ]
     lines += [f"| {name} | {s:.2f} | {s / torch_seconds:.2f} |" for name, s in seconds.items()]
-    os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-    with open(FLAGS.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    tables.write_table(FLAGS.out, lines)
 
 
 if __name__ == "__main__":

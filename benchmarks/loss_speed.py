@@ -12,7 +12,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+import tables
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results/loss_speed.md", "Markdown table to write.")
@@ -34,7 +35,7 @@ def step_seconds(loss, labels, logits, steps):
     step(logits)
     start = time.perf_counter()
     for _ in range(steps):
-        value, grad = step(logits)
+        _value, grad = step(logits)
     grad.numpy()
     return (time.perf_counter() - start) / steps
 
@@ -57,7 +58,9 @@ def main(argv):
         stats = class_stats.ClassStatistics.from_labels(full, [str(c) for c in range(num_classes)])
         bce = keras.losses.BinaryCrossentropy(from_logits=True)
         dense_targets = tf.cast(labels > 0, tf.float32)
-        base = step_seconds(lambda y, z: bce(dense_targets, z), labels, logits, FLAGS.steps)
+        base = step_seconds(
+            lambda y, z, bce=bce, t=dense_targets: bce(t, z), labels, logits, FLAGS.steps
+        )
         rows.setdefault("keras BinaryCrossentropy (reference)", {})[num_classes] = (base, 1.0)
         for name in losses.LOSSES:
             seconds = step_seconds(losses.get(name, stats), labels, logits, FLAGS.steps)
@@ -68,8 +71,10 @@ def main(argv):
             )
     header = " | ".join(f"C={c}: ms (x BCE)" for c in sizes)
     lines = [
-        f"Loss value + gradient per step, batch {BATCH}, CPU ({os.cpu_count()} cores), "
-        f"TensorFlow {tf.__version__}, mean of {FLAGS.steps} calls.",
+        (
+            f"Loss value + gradient per step, batch {BATCH}, CPU ({os.cpu_count()} cores), "
+            f"TensorFlow {tf.__version__}, mean of {FLAGS.steps} calls."
+        ),
         "",
         f"| loss | {header} |",
         "|---|" + "---|" * len(sizes),
@@ -80,10 +85,7 @@ def main(argv):
             + " | ".join(f"{1e3 * cells[c][0]:.2f} ({cells[c][1]:.2f}x)" for c in sizes)
             + " |"
         )
-    os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-    with open(FLAGS.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    tables.write_table(FLAGS.out, lines)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ Every variant of one (fraction, seed) trains on the identical simulated labels. 
   python benchmarks/mulan_benchmark.py --datasets=yeast,enron,bibtex,corel5k --seeds=1,2,3
 """
 
+import functools
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["yeast", "enron", "bibtex", "corel5k"], "Mulan datasets.")
@@ -43,6 +44,10 @@ ABLATIONS = {
 }
 
 
+def _log(name, line):
+    print(f"[{name}] {line}", flush=True)
+
+
 def main(argv):
     del argv
     import pandas as pd
@@ -62,10 +67,10 @@ def main(argv):
             prune_schedule=((int(FLAGS.epochs * 0.75), 0.25),),
             eval_every=FLAGS.epochs,
         )
-        log = lambda line: print(f"[{name}] {line}", flush=True)  # noqa: E731
+        log = functools.partial(_log, name)
         results = pd.concat(
             [
-                comparison.compare(base, comparison.METHODS, fractions, seeds, log=log),
+                comparison.compare(base, comparison.BASELINE_VARIANTS, fractions, seeds, log=log),
                 comparison.compare(
                     base, {"BCE, full labels": {"method": "ignore"}}, [1.0], seeds, log=log
                 ),

@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+import tables
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("fractions", ["0.01", "0.03", "0.1"], "Fractions of 9M images to generate.")
@@ -94,7 +95,7 @@ def peak_rss_bytes():
 
 def measure(kind, folder):
     """Runs in a fresh process; prints one JSON line."""
-    import tensorflow as tf  # noqa: F401  (the baseline includes TensorFlow)
+    import tensorflow as tf
 
     from kpartial import data, pipeline
 
@@ -180,16 +181,20 @@ def write_table(rows, baseline):
     lines = [
         "# Open Images-scale reading and label pipeline (2-core CPU VM)",
         "",
-        f"Generated Open Images-shaped human-verified labels ({FLAGS.labels_per_image:g} per image "
-        'on average, Zipf-like class frequencies), read by `kpartial.data.load("openimages", ..., min_count=1, '
-        "with_images=False)` into `SparseLabels`; the pipeline is one epoch of "
-        "`kpartial.pipeline.training_dataset` (batch 256, labels looked up by id and made dense per "
-        "batch). Peak RSS is above a baseline process that imports TensorFlow and kpartial "
-        f"({baseline / mb:.0f} MB). `python benchmarks/scale_benchmark.py` regenerates this table.",
+        (
+            f"Generated Open Images-shaped human-verified labels ({FLAGS.labels_per_image:g} per image "
+            'on average, Zipf-like class frequencies), read by `kpartial.data.load("openimages", ..., min_count=1, '
+            "with_images=False)` into `SparseLabels`; the pipeline is one epoch of "
+            "`kpartial.pipeline.training_dataset` (batch 256, labels looked up by id and made dense per "
+            "batch). Peak RSS is above a baseline process that imports TensorFlow and kpartial "
+            f"({baseline / mb:.0f} MB). `python benchmarks/scale_benchmark.py` regenerates this table."
+        ),
         "",
-        "| images | classes | known labels | dense N x C int8 | CSV | read s | read peak RSS | "
-        "label bytes held / known label | RSS of read / known label | pipeline examples/s | "
-        "pipeline peak RSS |",
+        (
+            "| images | classes | known labels | dense N x C int8 | CSV | read s | read peak RSS | "
+            "label bytes held / known label | RSS of read / known label | pipeline examples/s | "
+            "pipeline peak RSS |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -211,20 +216,19 @@ def write_table(rows, baseline):
         slope, intercept = np.polyfit(known, rss, 1)
         pslope, pintercept = np.polyfit(known, pipe, 1)
         lines += [
-            f"Linear fit of read peak RSS: {intercept / mb:.0f} MB + {slope:.1f} bytes x known "
-            f"labels; extrapolated to 9M images x {FLAGS.labels_per_image:g} labels "
-            f"({full_known / 1e6:.0f}M known): {(intercept + slope * full_known) / 2**30:.1f} GB. "
-            f"Pipeline: {pintercept / mb:.0f} MB + {pslope:.1f} bytes x known labels -> "
-            f"{(pintercept + pslope * full_known) / 2**30:.1f} GB. Labels held: "
-            f"{main_rows[-1]['label_bytes'] / main_rows[-1]['known']:.2f} bytes per known label "
-            f"-> {main_rows[-1]['label_bytes'] / main_rows[-1]['known'] * full_known / 2**30:.2f} "
-            f"GB, against {FULL_IMAGES * FLAGS.classes / 2**30:.0f} GB for a dense int8 matrix.",
+            (
+                f"Linear fit of read peak RSS: {intercept / mb:.0f} MB + {slope:.1f} bytes x known "
+                f"labels; extrapolated to 9M images x {FLAGS.labels_per_image:g} labels "
+                f"({full_known / 1e6:.0f}M known): {(intercept + slope * full_known) / 2**30:.1f} GB. "
+                f"Pipeline: {pintercept / mb:.0f} MB + {pslope:.1f} bytes x known labels -> "
+                f"{(pintercept + pslope * full_known) / 2**30:.1f} GB. Labels held: "
+                f"{main_rows[-1]['label_bytes'] / main_rows[-1]['known']:.2f} bytes per known label "
+                f"-> {main_rows[-1]['label_bytes'] / main_rows[-1]['known'] * full_known / 2**30:.2f} "
+                f"GB, against {FULL_IMAGES * FLAGS.classes / 2**30:.0f} GB for a dense int8 matrix."
+            ),
             "",
         ]
-    os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-    with open(FLAGS.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    tables.write_table(FLAGS.out, lines)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pandas as pd
 from kpartial import training
 
 # kpartial and the two baselines it is compared with, as TrainConfig overrides.
-METHODS = {
+BASELINE_VARIANTS = {
     "kpartial": {},
     "ignore": {"method": "ignore"},
     "assume_negative": {"method": "assume_negative"},
@@ -86,14 +86,16 @@ def summary_table(results, metric="map"):
 
 
 def plot_metric_by_known_fraction(results, path, metric="map", title=""):
-    """PNG of mean `metric` (± std over seeds) against known fraction, one line per variant."""
+    """PNG of mean `metric` (± std over seeds) against known fraction, one line per variant.
+
+    Draws on its own `Figure`: no pyplot state, no change of matplotlib's backend.
+    """
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
-    axes.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 20 distinct colours
+    figure = Figure(figsize=(7, 4.5), dpi=100)
+    axes = figure.subplots()
+    axes.set_prop_cycle(color=matplotlib.colormaps["tab20"].colors)  # 20 distinct colours
     for name, rows in results.groupby("variant", sort=False):
         stats = rows.groupby("known_fraction")[metric].agg(["mean", "std"]).fillna(0.0)
         axes.errorbar(
@@ -112,4 +114,3 @@ def plot_metric_by_known_fraction(results, path, metric="map", title=""):
     axes.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)

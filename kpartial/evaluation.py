@@ -84,19 +84,30 @@ def ranking_metrics(probabilities, labels, positive_counts, num_train_examples):
     return result
 
 
-def write_ap_by_frequency(probabilities, labels, positive_counts, workdir, title=""):
-    """ap_by_frequency.png in `workdir`, and the same picture as a TensorBoard image."""
-    import os
+def write_ap_by_frequency(
+    probabilities, labels, positive_counts, workdir, dataset, method, mean_ap
+):
+    """ap_by_frequency.png in `workdir`, and the same picture as the TensorBoard image of that name.
 
+    Args:
+      probabilities, labels: float / int [N, C] test predictions and labels.
+      positive_counts: [C] known training positives per class.
+      workdir: the run's folder.
+      dataset, method: what the title names, e.g. "mulan:yeast-test.arff" and "kpartial, known
+        fraction 0.1".
+      mean_ap: the run's test mAP, for the title.
+    """
     import tensorflow as tf
 
     png = metrics.plot_ap_by_frequency(
         metrics.per_class_average_precision(probabilities, labels),
         positive_counts,
         os.path.join(workdir, "ap_by_frequency.png"),
-        title,
+        dataset,
+        method,
+        mean_ap,
     )
     writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "plots"))
     with writer.as_default():
-        tf.summary.image("ap_by_class_frequency", tf.io.decode_png(png)[None], step=0)
+        tf.summary.image("ap_by_frequency", tf.io.decode_png(png)[None], step=0)
     writer.close()

@@ -2,6 +2,8 @@
 
 A schedule `E1:F1,E2:F2,...` means: after E1 epochs, a cumulative fraction F1 of all classes is
 pruned; after E2, F2; and so on (epochs strictly increasing, fractions non-decreasing, in [0, 1)).
+An epoch written as a decimal is a share of the run's epochs: `0.75:0.25` prunes a quarter of the
+classes after 75% of the epochs, whatever their number.
 Criteria for which active classes go first:
 
 - `fit_well`: lowest class-balanced cross-entropy on the class's *known* training labels,
@@ -17,16 +19,20 @@ nor gradient for the rest of training; their output units are kept, so the model
 every class.
 """
 
+import math
+
 import keras
 import numpy as np
 
 from kpartial.partial_model import predict_probabilities
 
-CRITERIA = ("fit_well", "random")
-
 
 def parse_prune_schedule(text):
-    """Parses `"10:0.25,20:0.5"` into `((10, 0.25), (20, 0.5))`; "" means no pruning.
+    """Parses `"10:0.25,0.75:0.5"` into `((10, 0.25), (0.75, 0.5))`; "" means no pruning.
+
+    An integer EPOCH is an epoch count; a decimal one (written with a ".") is a share of the
+    training epochs, in (0, 1), so the schedule keeps its meaning when the number of epochs
+    changes. The two may be mixed; `resolve_prune_schedule` turns them into epoch counts.
 
     Raises:
       ValueError: describing what is wrong with the schedule.
@@ -37,19 +43,61 @@ def parse_prune_schedule(text):
         try:
             if not sep:
                 raise ValueError
-            epoch, fraction = int(epoch_text), float(fraction_text)
+            epoch = float(epoch_text) if "." in epoch_text else int(epoch_text)
+            fraction = float(fraction_text)
         except ValueError:
-            raise ValueError(f"entry {item!r} is not EPOCH:FRACTION (e.g. 10:0.25)") from None
-        if epoch < 1:
+            raise ValueError(
+                f"entry {item!r} is not EPOCH:FRACTION (e.g. 10:0.25, or 0.75:0.25 for after 75% "
+                "of the epochs)"
+            ) from None
+        if isinstance(epoch, int) and epoch < 1:
             raise ValueError(f"entry {item!r}: epoch must be >= 1")
+        if isinstance(epoch, float) and not 0.0 < epoch < 1.0:
+            raise ValueError(
+                f"entry {item!r}: a decimal epoch is a share of the epochs and must be in (0, 1)"
+            )
         if not 0.0 <= fraction < 1.0:
             raise ValueError(f"entry {item!r}: fraction must be in [0, 1)")
-        if schedule and epoch <= schedule[-1][0]:
-            raise ValueError(f"entry {item!r}: epochs must increase")
-        if schedule and fraction < schedule[-1][1]:
-            raise ValueError(f"entry {item!r}: fractions are cumulative and must not decrease")
+        if schedule:
+            previous_epoch, previous_fraction = schedule[-1]
+            # A count and a share can only be ordered once the epochs are known (resolve_...).
+            if type(epoch) is type(previous_epoch) and epoch <= previous_epoch:
+                raise ValueError(f"entry {item!r}: epochs must increase")
+            if fraction < previous_fraction:
+                raise ValueError(f"entry {item!r}: fractions are cumulative and must not decrease")
         schedule.append((epoch, fraction))
     return tuple(schedule)
+
+
+def resolve_prune_schedule(schedule, epochs):
+    """The epoch counts of a parsed schedule in a run of `epochs` epochs: `((epoch, fraction),)`.
+
+    A share of the epochs rounds to the nearest epoch (halves up), and to at least 1; an integer
+    epoch stays as it is, so resolving a resolved schedule changes nothing.
+
+    Raises:
+      ValueError: naming the entry that resolves to an epoch at or after `epochs` (it would never
+        prune), to the same epoch as the entry before it, or to an earlier one.
+    """
+    resolved, entries = [], []
+    for epoch, fraction in schedule:
+        entry = f"{epoch}:{fraction}"
+        at = max(1, math.floor(epoch * epochs + 0.5)) if isinstance(epoch, float) else epoch
+        if at >= epochs:
+            raise ValueError(
+                f"entry {entry!r} prunes after {at} epochs, when none of the {epochs} epochs is "
+                "left: it would never prune"
+            )
+        if resolved and at == resolved[-1][0]:
+            raise ValueError(f"entries {entries[-1]!r} and {entry!r} are both epoch {at}")
+        if resolved and at < resolved[-1][0]:
+            raise ValueError(
+                f"entry {entry!r} is epoch {at}, before entry {entries[-1]!r} (epoch "
+                f"{resolved[-1][0]}): epochs must increase"
+            )
+        resolved.append((at, fraction))
+        entries.append(entry)
+    return tuple(resolved)
 
 
 def known_label_loss(probabilities, known_labels, epsilon=1e-7):
@@ -66,17 +114,45 @@ def known_label_loss(probabilities, known_labels, epsilon=1e-7):
     return np.where((num_positive > 0) & (num_negative > 0), balanced, np.inf)
 
 
+class FitWell:
+    """Prunes the active classes with the lowest `known_label_loss` first."""
+
+    uses_class_loss = True
+
+    def choose(self, candidates, count, class_loss, rng):
+        del rng
+        return candidates[np.argsort(class_loss[candidates], kind="stable")[:count]]
+
+
+class RandomClasses:
+    """Prunes a seeded random choice of the active classes (a control for ablations)."""
+
+    uses_class_loss = False
+
+    def choose(self, candidates, count, class_loss, rng):
+        del class_loss
+        return rng.choice(candidates, size=count, replace=False)
+
+
+# --prune_criterion name -> criterion: `choose(candidates, count, class_loss, rng)` gives the
+# classes to prune; `uses_class_loss` says whether it needs `known_label_loss` (a prediction pass).
+CRITERIA = {"fit_well": FitWell(), "random": RandomClasses()}
+
+
+def criterion_named(name):
+    if name not in CRITERIA:
+        raise ValueError(f"unknown prune criterion {name!r}; known: {', '.join(CRITERIA)}")
+    return CRITERIA[name]
+
+
 def choose_classes_to_prune(active, count, criterion, class_loss=None, rng=None):
-    """Indices of `count` active classes to prune by `criterion` (see module docstring)."""
+    """Indices of `count` active classes to prune by `criterion` (a name in `CRITERIA`)."""
+    chooser = criterion_named(criterion)
     candidates = np.flatnonzero(active)
     count = min(count, candidates.size)
     if count <= 0:
         return np.zeros(0, dtype=np.int64)
-    if criterion == "fit_well":
-        return candidates[np.argsort(class_loss[candidates], kind="stable")[:count]]
-    if criterion == "random":
-        return rng.choice(candidates, size=count, replace=False)
-    raise ValueError(f"unknown prune criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+    return chooser.choose(candidates, count, class_loss, rng)
 
 
 class LabelPruningCallback(keras.callbacks.Callback):
@@ -85,7 +161,8 @@ class LabelPruningCallback(keras.callbacks.Callback):
     Args:
       dataset: the training inputs, unshuffled and unaugmented, in example-id order.
       known_labels: int [N, C] training annotations.
-      schedule: output of `parse_prune_schedule`.
+      schedule: `((epoch, fraction), ...)` in epoch counts: the output of
+        `resolve_prune_schedule`.
       criterion: one of `CRITERIA`.
       seed: seed of the `random` criterion.
       log: a function that prints one line.
@@ -93,11 +170,16 @@ class LabelPruningCallback(keras.callbacks.Callback):
 
     def __init__(self, dataset, known_labels, schedule, criterion="fit_well", seed=0, log=print):
         super().__init__()
-        if criterion not in CRITERIA:
-            raise ValueError(f"unknown prune criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+        criterion_named(criterion)  # refuses an unknown name now, not at the first pruning
+        shares = [epoch for epoch, _ in schedule if isinstance(epoch, float)]
+        if shares:
+            raise ValueError(
+                f"prune schedule epoch {shares[0]} is not an epoch count: pass the schedule "
+                "through resolve_prune_schedule(schedule, epochs) first"
+            )
         self.dataset = dataset
         self.known_labels = np.asarray(known_labels)
-        self.schedule = dict(schedule)
+        self.schedule = {epoch: float(fraction) for epoch, fraction in schedule}
         self.criterion = criterion
         self.seed = seed
         self.log = log
@@ -107,9 +189,9 @@ class LabelPruningCallback(keras.callbacks.Callback):
             return
         active = self.model.active_classes.numpy() > 0
         num_classes = active.size
-        count = int(round(self.schedule[epoch] * num_classes)) - int((~active).sum())
+        count = round(self.schedule[epoch] * num_classes) - int((~active).sum())
         class_loss = None
-        if self.criterion == "fit_well":
+        if criterion_named(self.criterion).uses_class_loss:
             class_loss = known_label_loss(
                 predict_probabilities(self.model, self.dataset), self.known_labels
             )
@@ -119,7 +201,7 @@ class LabelPruningCallback(keras.callbacks.Callback):
         active[pruned] = False
         self.model.active_classes.assign(active.astype(np.float32))
         self.log(
-            f"epoch {epoch}: pruned {pruned.size} classes by {self.criterion}; "
+            f"epoch {epoch + 1}: pruned {pruned.size} classes by {self.criterion}; "
             f"{int(active.sum())}/{num_classes} remain active"
         )
 

@@ -31,16 +31,16 @@ import numpy as np
 
 __all__ = [
     "average_precision",
-    "per_class_average_precision",
-    "mean_average_precision",
-    "f1_scores",
     "evaluate",
+    "f1_scores",
     "f1_scores_at_top_k",
-    "precision_at_k",
+    "mean_average_precision",
     "ndcg_at_k",
+    "per_class_average_precision",
+    "plot_ap_by_frequency",
+    "precision_at_k",
     "propensities",
     "psp_at_k",
-    "plot_ap_by_frequency",
 ]
 
 
@@ -453,31 +453,64 @@ def psp_at_k(scores, labels, propensity, k=5) -> float:
     return float(gained / best) if best > 0 else math.nan
 
 
-def plot_ap_by_frequency(per_class_ap, positive_counts, path, title=""):
+def plot_ap_by_frequency(per_class_ap, positive_counts, path, dataset="", method="", mean_ap=None):
     """Writes a PNG scatter of per-class AP (annotated test entries) against the class's number
-    of training positives (log scale); returns the PNG bytes (for a TensorBoard image too)."""
+    of training positives; returns the PNG bytes (for a TensorBoard image too).
+
+    The title names `dataset`, `method` and `mean_ap` (also the PNG's Title metadata); classes
+    without an evaluable AP are left out and counted in the legend. The x axis is logarithmic
+    from 1 up (symlog), so the classes with no training positive sit apart at 0, with their own
+    marker. Draws on its own `Figure`: no pyplot state, no change of matplotlib's backend.
+    """
     import io
+    import os
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     ap = np.asarray(per_class_ap, np.float64)
     counts = np.asarray(positive_counts, np.float64)
-    keep = ~np.isnan(ap)
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-    axes.scatter(np.maximum(counts[keep], 0.5), ap[keep], s=12, alpha=0.7)
-    axes.set_xscale("log")
-    axes.set_xlabel("training positives of the class (known labels)")
+    evaluated = ~np.isnan(ap)
+    unseen = evaluated & (counts <= 0)
+    seen = evaluated & ~unseen
+    figure = Figure(figsize=(6.4, 4.2), dpi=100)
+    axes = figure.subplots()
+    axes.scatter(
+        counts[seen],
+        ap[seen],
+        s=14,
+        alpha=0.7,
+        label=f"{int(seen.sum())} classes with training positives",
+    )
+    if unseen.any():
+        axes.scatter(
+            np.zeros(int(unseen.sum())),
+            ap[unseen],
+            s=30,
+            marker="x",
+            color="tab:red",
+            label=f"{int(unseen.sum())} classes with no training positive",
+        )
+    axes.set_xscale("symlog", linthresh=1, linscale=0.5)
+    axes.set_xlim(left=-0.5, right=max(10.0, counts[evaluated].max(initial=1) * 1.5))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    axes.set_xlabel("training positives of the class (known labels; log scale above 1)")
     axes.set_ylabel("AP on annotated test entries")
-    axes.set_ylim(0, 1)
-    axes.set_title(title or f"per-class AP, {int(keep.sum())} evaluated classes")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_yticks(np.linspace(0, 1, 6))
     axes.grid(alpha=0.3)
-    buffer = io.BytesIO()
+    if (~evaluated).any():
+        axes.plot([], [], " ", label=f"{int((~evaluated).sum())} classes not evaluable (no AP)")
+    axes.legend(loc="lower right", fontsize=8)
+    # A data spec's folders would crowd the title out: FMT:/a/b/file.arff -> FMT:file.arff.
+    fmt, _, source = dataset.partition(":")
+    dataset = f"{fmt}:{os.path.basename(source.rstrip('/'))}" if "/" in source else dataset
+    mean = "" if mean_ap is None or not np.isfinite(mean_ap) else f"mAP {100 * mean_ap:.2f}%"
+    title = " · ".join(filter(None, (dataset, method, mean))) or "per-class AP"
+    axes.set_title(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Title": title})
     with open(path, "wb") as f:
         f.write(buffer.getvalue())
     return buffer.getvalue()

@@ -11,6 +11,7 @@ import os
 import keras
 from keras import layers
 
+
 def build_mlp(num_features, num_classes, hidden_units=(512,), dropout=0.2, seed=0):
     """Dense-ReLU-Dropout blocks followed by a linear layer of `num_classes` logits.
 

@@ -30,7 +30,6 @@ from kpartial import (
 from kpartial.partial_model import EpochClock, PartialLabelModel, predict_probabilities
 from kpartial.sparse_labels import as_dense
 
-METHODS = tuple(losses.LOSSES)
 # Exported per-class decision thresholds; the CF1/OF1 that runs report use the same value.
 DECISION_THRESHOLD = 0.5
 
@@ -47,6 +46,9 @@ class TrainConfig:
 
     `loss_options` are the loss's constructor arguments "key=value,..." (see
     `kpartial.losses.option_names`), e.g. "balance=0.5,unknown_weight=0.1" for `method="kpartial"`.
+
+    `prune_schedule` is `label_pruning.parse_prune_schedule`'s output: ((epoch, fraction), ...)
+    with each epoch a count, or a share of `epochs` (a float in (0, 1)).
 
     `pseudo_labels` and `pruning` are "auto" (on for `method="kpartial"` only, so the other methods
     run as published), "on" (combine kpartial's pseudo labels / pruning with any loss) or "off".
@@ -93,8 +95,8 @@ class TrainConfig:
     verbose: int = 0
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in losses.LOSSES:
+            raise ValueError(f"method must be one of {tuple(losses.LOSSES)}, got {self.method!r}")
         for name in ("pseudo_labels", "pruning"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise ValueError(f"{name} must be auto, on or off, got {getattr(self, name)!r}")
@@ -114,6 +116,11 @@ class TrainConfig:
         if self.jit_compile not in ("auto", "true", "false"):
             raise ValueError(f"jit_compile must be auto, true or false, got {self.jit_compile!r}")
         check_loss_options(self.method, self.loss_options)
+        if self.uses_pruning:
+            try:
+                label_pruning.resolve_prune_schedule(self.prune_schedule, self.epochs)
+            except ValueError as e:
+                raise ValueError(f"prune_schedule: {e}") from None
         if self.uses_pseudo_labels and self.pseudo_start_epoch >= self.epochs:
             raise ValueError(
                 f"pseudo_start_epoch={self.pseudo_start_epoch} is not before epochs={self.epochs}, "
@@ -496,7 +503,7 @@ def _technique_callbacks(config, inputs, train_inputs, log):
             label_pruning.LabelPruningCallback(
                 train_inputs,
                 known,
-                config.prune_schedule,
+                label_pruning.resolve_prune_schedule(config.prune_schedule, config.epochs),
                 config.prune_criterion,
                 config.seed,
                 log,
@@ -567,7 +574,9 @@ def _write_outputs(config, model, inputs, probabilities, test_labels, result):
         test_labels,
         stats.positives,
         config.workdir,
-        f"{config.method}, known fraction {config.known_fraction}",
+        dataset=inputs.test.source,
+        method=f"{config.method}, known fraction {config.known_fraction}",
+        mean_ap=result["map"],
     )
     thresholds = np.full(inputs.train.num_classes, DECISION_THRESHOLD, np.float32)
     write_artifacts(config, model, inputs.train.label_names, thresholds, result)

@@ -9,23 +9,15 @@ import pandas as pd
 import pytest
 
 from kpartial import comparison, training
-from kpartial.data.readers import synthetic
-
-
-def _write_tiny_npz(path, split):
-    d = synthetic.make_imbalanced_features(
-        num_examples=600, num_classes=8, num_features=16, split=split
-    )
-    np.savez(path, x=d.features, y=d.labels, label_names=np.array(d.label_names))
-    return f"npz:{path}"
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory):
+def compared(tiny_npz, tmp_path_factory):
     root = tmp_path_factory.mktemp("comparison")
+    train_spec, test_spec = tiny_npz
     base = training.TrainConfig(
-        train_data=_write_tiny_npz(root / "train.npz", "train"),
-        test_data=_write_tiny_npz(root / "test.npz", "test"),
+        train_data=train_spec,
+        test_data=test_spec,
         epochs=2,
         pseudo_start_epoch=1,
         pseudo_every=1,

@@ -40,7 +40,7 @@ def test_serves_in_a_fresh_process(mlp_export):
         "print('RESULT ' + json.dumps({k: v.numpy().tolist() for k, v in out.items()}))\n"
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 (the return code is asserted below)
         [sys.executable, "-c", code, path, json.dumps(x.tolist())],
         cwd=ROOT,
         env=env,

@@ -9,19 +9,20 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
 
-from kpartial import data, losses, models, pipeline  # noqa: E402
-from kpartial.label_pruning import (  # noqa: E402
+from kpartial import data, losses, models, pipeline
+from kpartial.label_pruning import (
     LabelPruningCallback,
     choose_classes_to_prune,
     known_label_loss,
     parse_prune_schedule,
+    resolve_prune_schedule,
 )
-from kpartial.partial_model import PartialLabelModel, predict_probabilities  # noqa: E402
+from kpartial.partial_model import PartialLabelModel, predict_probabilities
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,12 @@ def test_parse_prune_schedule_valid(text, expected):
         ("10", "EPOCH:FRACTION"),  # no colon
         ("10-0.25", "EPOCH:FRACTION"),
         ("ten:0.25", "EPOCH:FRACTION"),  # non-int epoch
-        ("1.5:0.25", "EPOCH:FRACTION"),
+        ("1.5:0.25", "a decimal epoch is a share of the epochs and must be in (0, 1)"),
+        ("1.0:0.25", "a decimal epoch is a share of the epochs and must be in (0, 1)"),
+        ("0.0:0.25", "a decimal epoch is a share of the epochs and must be in (0, 1)"),
+        ("-0.5:0.25", "a decimal epoch is a share of the epochs and must be in (0, 1)"),
+        ("0.5:0.25,0.25:0.5", "epochs must increase"),
+        ("0.5:0.5,0.75:0.25", "must not decrease"),
         ("10:half", "EPOCH:FRACTION"),
         ("0:0.25", "epoch must be >= 1"),
         ("-2:0.25", "epoch must be >= 1"),
@@ -71,6 +77,77 @@ def test_parse_prune_schedule_malformed(text, message):
     with pytest.raises(ValueError) as raised:
         parse_prune_schedule(text)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0.75:0.25", ((0.75, 0.25),)),
+        (".5:0.1", ((0.5, 0.1),)),
+        ("10:0.1,0.5:0.25", ((10, 0.1), (0.5, 0.25))),  # mixed: ordered only once resolved
+        ("0.5:0.1,3:0.2", ((0.5, 0.1), (3, 0.2))),
+    ],
+)
+def test_parse_prune_schedule_shares_of_the_epochs(text, expected):
+    schedule = parse_prune_schedule(text)
+    assert schedule == expected
+    assert [type(epoch) for epoch, _ in schedule] == [
+        float if "." in item.split(":")[0] else int for item in text.split(",")
+    ]
+
+
+# ----------------------------------------------------------------------------
+# resolve_prune_schedule
+
+
+@pytest.mark.parametrize(
+    "text, epochs, expected",
+    [
+        ("", 5, ()),
+        ("10:0.25,20:0.5", 40, ((10, 0.25), (20, 0.5))),  # epoch counts keep their meaning
+        ("0.75:0.25", 40, ((30, 0.25),)),
+        ("0.75:0.25", 8, ((6, 0.25),)),  # the same schedule follows --epochs
+        ("0.25:0.1", 10, ((3, 0.1),)),  # 2.5 rounds half up
+        ("0.24:0.1", 10, ((2, 0.1),)),
+        ("0.01:0.1", 30, ((1, 0.1),)),  # at least one epoch
+        ("0.5:0.1,8:0.2", 10, ((5, 0.1), (8, 0.2))),
+        ("2:0.1,0.5:0.2,0.9:0.3", 10, ((2, 0.1), (5, 0.2), (9, 0.3))),
+    ],
+)
+def test_resolve_prune_schedule(text, epochs, expected):
+    resolved = resolve_prune_schedule(parse_prune_schedule(text), epochs)
+    assert resolved == expected
+    assert all(type(epoch) is int and type(f) is float for epoch, f in resolved)
+    assert resolve_prune_schedule(resolved, epochs) == resolved  # resolving again: no change
+
+
+@pytest.mark.parametrize(
+    "text, epochs, message",
+    [
+        ("10:0.5", 10, "entry '10:0.5' prunes after 10 epochs, when none of the 10 epochs is left"),
+        ("0.99:0.5", 10, "entry '0.99:0.5' prunes after 10 epochs, when none of the 10 epochs"),
+        ("0.75:0.25", 2, "entry '0.75:0.25' prunes after 2 epochs, when none of the 2 epochs"),
+        ("0.5:0.1,5:0.2", 10, "entries '0.5:0.1' and '5:0.2' are both epoch 5"),
+        ("0.52:0.1,0.54:0.2", 10, "entries '0.52:0.1' and '0.54:0.2' are both epoch 5"),
+        ("0.5:0.1,4:0.2", 10, "entry '4:0.2' is epoch 4, before entry '0.5:0.1' (epoch 5)"),
+        ("6:0.1,0.5:0.2", 10, "entry '0.5:0.2' is epoch 5, before entry '6:0.1' (epoch 6)"),
+    ],
+)
+def test_resolve_prune_schedule_refuses_what_would_not_prune_as_written(text, epochs, message):
+    with pytest.raises(ValueError) as raised:
+        resolve_prune_schedule(parse_prune_schedule(text), epochs)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("preset, old_epoch", [("mlp.cfg", 30), ("demo.cfg", 20)])
+def test_presets_prune_at_the_epochs_they_did_before_shares(preset, old_epoch):
+    """flags/mlp.cfg (40 epochs) and flags/demo.cfg (30) give their schedules as shares of the
+    epochs; resolved at their own --epochs they prune when the old epoch counts did."""
+    lines = (REPO / "flags" / preset).read_text().splitlines()
+    (schedule,) = [line.split("=", 1)[1] for line in lines if line.startswith("--prune_schedule")]
+    (epochs,) = [int(line.split("=", 1)[1]) for line in lines if line.startswith("--epochs")]
+    assert "." in schedule.split(":")[0]
+    assert resolve_prune_schedule(parse_prune_schedule(schedule), epochs) == ((old_epoch, 0.25),)
 
 
 # ----------------------------------------------------------------------------
@@ -153,6 +230,11 @@ def test_choose_unknown_criterion():
         choose_classes_to_prune(np.ones(3, bool), 1, "biggest")
     with pytest.raises(ValueError, match="unknown prune criterion"):
         LabelPruningCallback(None, np.zeros((1, 1)), (), criterion="biggest")
+
+
+def test_callback_takes_a_resolved_schedule():
+    with pytest.raises(ValueError, match=r"epoch 0.5 is not an epoch count.*resolve_prune_sch"):
+        LabelPruningCallback(None, np.zeros((1, 1)), parse_prune_schedule("0.5:0.25"))
 
 
 # ----------------------------------------------------------------------------
@@ -337,7 +419,16 @@ def test_pruned_class_output_unchanged_by_train_step(optimizer, jit_compile):
 # tools/train.py rejects a bad schedule when parsing flags
 
 
-def test_train_cli_rejects_bad_prune_schedule(tmp_path):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--prune_schedule=10:0.5,5:0.6"], "epochs must increase"),
+        # A share resolved at this run's --epochs.
+        (["--prune_schedule=0.99:0.5", "--epochs=10"], "entry '0.99:0.5' prunes after 10 epochs"),
+    ],
+    ids=["counts", "share"],
+)
+def test_train_cli_rejects_bad_prune_schedule(tmp_path, flags, message):
     workdir = tmp_path / "workdir"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     started = time.perf_counter()
@@ -346,8 +437,9 @@ def test_train_cli_rejects_bad_prune_schedule(tmp_path):
             sys.executable,
             str(REPO / "tools" / "train.py"),
             f"--workdir={workdir}",
-            "--prune_schedule=10:0.5,5:0.6",
+            *flags,
         ],
+        check=False,
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -357,7 +449,7 @@ def test_train_cli_rejects_bad_prune_schedule(tmp_path):
     elapsed = time.perf_counter() - started
     assert result.returncode != 0
     assert "--prune_schedule" in result.stderr
-    assert "epochs must increase" in result.stderr
+    assert message in result.stderr
     assert not workdir.exists()  # failed before main() created anything
     assert elapsed < 60
 

@@ -5,14 +5,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
 
-from kpartial import data, losses, models, pipeline, simulate  # noqa: E402
-from kpartial.data.readers import synthetic  # noqa: E402
-from kpartial.partial_model import PartialLabelModel, predict_probabilities  # noqa: E402
+from kpartial import data, losses, models, pipeline, simulate
+from kpartial.data.readers import synthetic
+from kpartial.partial_model import PartialLabelModel, predict_probabilities
 
 NUM_EXAMPLES, NUM_FEATURES, NUM_CLASSES = 64, 6, 5
 

@@ -1,8 +1,8 @@
-"""Tests for kpartial.pipeline: feature and image datasets, static shapes, id -> row mapping,
-per-epoch reshuffling, evaluation order, and the COCO tiny images when they are available."""
+"""Tests for kpartial.pipeline: feature and image datasets, static shapes, id -> row mapping
+with dense or sparse labels, per-epoch reshuffling, evaluation order, and the COCO tiny images
+when they are available."""
 
 import os
-import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -11,9 +11,10 @@ import pytest
 import tensorflow as tf
 
 from kpartial import data, pipeline
+from kpartial.sparse_labels import SparseLabels
+from tests.helpers import LABELS, SHARED_DATA, feature_data
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-COCO_VAL = SHARED / "coco-tiny" / "annotations" / "instances_val2017.json"
+COCO_VAL = SHARED_DATA / "coco-tiny" / "annotations" / "instances_val2017.json"
 
 # ----------------------------------------------------------------------------
 # Feature data
@@ -122,6 +123,42 @@ def test_feature_evaluation_dataset_in_order():
     np.testing.assert_array_equal(ids, np.arange(N))
     assert ids.dtype == np.int32
     np.testing.assert_array_equal(np.concatenate([b["x"].numpy() for b in batches]), train.features)
+
+
+def test_label_lookup_dense_and_sparse_give_identical_rows():
+    sparse = SparseLabels.from_dense(LABELS)
+    for ids in ([0, 1, 2, 3, 4, 5, 6], [6, 6, 0, 3, 3, 2], [1], [3, 6]):
+        ids_t = tf.constant(ids, tf.int32)
+        dense_rows = pipeline.label_lookup(LABELS)(ids_t)
+        sparse_rows = pipeline.label_lookup(sparse)(ids_t)
+        assert dense_rows.dtype == sparse_rows.dtype == tf.int8
+        assert sparse_rows.shape == (len(ids), 3)
+        np.testing.assert_array_equal(sparse_rows.numpy(), LABELS[ids])
+        np.testing.assert_array_equal(dense_rows.numpy(), LABELS[ids])
+    # Rows without any entry.
+    empty = SparseLabels.from_dense(np.array([[0, 0], [1, 0], [0, 0]], np.int8))
+    rows = pipeline.label_lookup(empty)(tf.constant([0, 2, 0], tf.int32))
+    np.testing.assert_array_equal(rows.numpy(), np.zeros((3, 2), np.int8))
+
+
+def test_training_dataset_with_sparse_labels_equals_dense():
+    d = feature_data()
+
+    def batches(labels):
+        return [
+            (x["x"].numpy(), x["id"].numpy(), y.numpy())
+            for x, y in pipeline.training_dataset(d, labels, batch_size=3, seed=4)
+        ]
+
+    dense, sparse = batches(LABELS), batches(SparseLabels.from_dense(LABELS))
+    assert len(dense) == 2  # 7 examples, batches of 3, remainder dropped
+    for (xd, idd, yd), (xs, ids_, ys) in zip(dense, sparse):
+        np.testing.assert_array_equal(idd, ids_)
+        np.testing.assert_array_equal(xd, xs)
+        np.testing.assert_array_equal(ys, yd)
+        np.testing.assert_array_equal(yd, LABELS[idd])
+        np.testing.assert_array_equal(xd, d.features[idd])
+    assert len(set(np.concatenate([b[1] for b in dense]))) == 6
 
 
 # ----------------------------------------------------------------------------

@@ -5,14 +5,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
 
-from kpartial import data, losses, models, pipeline  # noqa: E402
-from kpartial.partial_model import PartialLabelModel, predict_probabilities  # noqa: E402
-from kpartial.pseudo_labels import (  # noqa: E402
+from kpartial import data, losses, models, pipeline
+from kpartial.partial_model import PartialLabelModel, predict_probabilities
+from kpartial.pseudo_labels import (
     PseudoLabelCallback,
     assign_pseudo_labels,
     prior_matched_thresholds,

@@ -1,16 +1,15 @@
 """End-to-end runs on the real files in ../shared/data; skipped when that folder is absent."""
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
 from kpartial import data, export, pipeline, simulate, tfrecords, training
+from tests.helpers import SHARED_DATA
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-COCO = SHARED / "coco-tiny" / "annotations"
-YEAST = SHARED / "mulan" / "yeast"
+COCO = SHARED_DATA / "coco-tiny" / "annotations"
+YEAST = SHARED_DATA / "mulan" / "yeast"
 
 
 @pytest.mark.skipif(not COCO.is_dir(), reason="../shared/data/coco-tiny is absent")

@@ -3,7 +3,6 @@ errors a user meets as one line."""
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -13,9 +12,8 @@ import tensorflow as tf
 
 from kpartial import data, export, models, training, workdir
 from kpartial.data.readers import synthetic
-from tests.test_cli import _run_tool as _tool
+from tests.helpers import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUIET = lambda line: None
 
 
@@ -36,7 +34,7 @@ def specs(tmp_path_factory):
 
 def _config(specs, workdir_path, **overrides):
     train_spec, test_spec = specs
-    settings = dict(epochs=1, pseudo_labels="off", hidden_units=(8,), batch_size=64)
+    settings = {"epochs": 1, "pseudo_labels": "off", "hidden_units": (8,), "batch_size": 64}
     return training.TrainConfig(
         train_data=train_spec,
         test_data=test_spec,
@@ -104,17 +102,17 @@ def test_a_workdir_in_use_is_refused_and_a_stale_lock_taken_over(specs, tmp_path
     assert (path / "metrics.json").is_file() and not (path / workdir.LOCK).exists()
 
 
-def test_a_workdir_that_is_a_file_or_empty_is_one_clear_line(specs, tmp_path):
+def test_a_workdir_that_is_a_file_or_empty_is_one_clear_line(specs, tmp_path, run_tool):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     with pytest.raises(workdir.WorkdirError, match="is a file, not a folder"):
         training.run(_config(specs, a_file), log=QUIET)
-    proc = _tool("train.py", f"--workdir={a_file}", "--epochs=1", "--pseudo_labels=off")
+    proc = run_tool("train.py", f"--workdir={a_file}", "--epochs=1", "--pseudo_labels=off")
     assert proc.returncode == 1
     assert (
         proc.stderr.strip().splitlines()[-1] == f"error: --workdir={a_file} is a file, not a folder"
     )
-    proc = _tool("train.py", "--workdir=", "--epochs=1", "--pseudo_labels=off")
+    proc = run_tool("train.py", "--workdir=", "--epochs=1", "--pseudo_labels=off")
     assert proc.returncode != 0 and "--workdir is empty" in proc.stderr
 
 
@@ -140,8 +138,10 @@ def test_bad_input_leaves_no_trace_that_blocks_the_next_attempt(specs, tmp_path)
     training.run(_config(specs, path), log=QUIET)
 
 
-def test_a_data_error_is_one_line_without_the_flag_help(tmp_path):
-    proc = _tool("train.py", f"--train_data=npz:{tmp_path / 'nope.npz'}", f"--workdir={tmp_path}/w")
+def test_a_data_error_is_one_line_without_the_flag_help(tmp_path, run_tool):
+    proc = run_tool(
+        "train.py", f"--train_data=npz:{tmp_path / 'nope.npz'}", f"--workdir={tmp_path}/w"
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "nope.npz" in proc.stderr
@@ -150,8 +150,8 @@ def test_a_data_error_is_one_line_without_the_flag_help(tmp_path):
 
 
 @pytest.mark.parametrize("flag", ["--learning_rate=nan", "--pseudo_weight=inf"])
-def test_non_finite_hyperparameters_fail_at_flag_parsing(flag, tmp_path):
-    proc = _tool("train.py", flag, f"--workdir={tmp_path / 'w'}")
+def test_non_finite_hyperparameters_fail_at_flag_parsing(flag, tmp_path, run_tool):
+    proc = run_tool("train.py", flag, f"--workdir={tmp_path / 'w'}")
     assert proc.returncode != 0
     assert f"flag {flag}: must be a finite number" in proc.stderr
     assert not (tmp_path / "w").exists()
@@ -174,8 +174,8 @@ def test_an_export_name_is_one_folder_name(name):
 @pytest.mark.parametrize(
     "script, flag", [("export.py", "--name=.."), ("train.py", "--export_name=../../x")]
 )
-def test_a_path_as_export_name_is_refused_at_flag_parsing(script, flag, tmp_path):
-    proc = _tool(script, f"--workdir={tmp_path / 'w'}", flag)
+def test_a_path_as_export_name_is_refused_at_flag_parsing(script, flag, tmp_path, run_tool):
+    proc = run_tool(script, f"--workdir={tmp_path / 'w'}", flag)
     assert proc.returncode != 0
     assert f"flag {flag}: export name" in proc.stderr
     assert not (tmp_path / "w").exists()
@@ -216,10 +216,10 @@ def test_a_failed_export_leaves_nothing_under_the_final_name(finished, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_tool_refuses_an_existing_target(finished, tmp_path):
+def test_export_tool_refuses_an_existing_target(finished, tmp_path, run_tool):
     target = tmp_path / "t"
     target.mkdir()
-    proc = _tool("export.py", f"--workdir={finished}", f"--export_dir={target}", "--overwrite")
+    proc = run_tool("export.py", f"--workdir={finished}", f"--export_dir={target}", "--overwrite")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: export target {target} exists and is not a kpartial export "
@@ -259,9 +259,7 @@ def test_an_image_export_records_its_size_and_evaluation_uses_it(tmp_path):
     result = export.evaluate_saved_model(path, spec, data_options="image_column=image")
     assert result["image_size"] == 16
     with pytest.raises(data.DataError, match="image_size=224: the model .* takes 16 x 16 images"):
-        export.evaluate_saved_model(
-            path, spec, image_size=224, data_options="image_column=image"
-        )
+        export.evaluate_saved_model(path, spec, image_size=224, data_options="image_column=image")
 
 
 def test_evaluate_names_a_wrong_feature_width_and_writes_valid_json(finished, tmp_path):

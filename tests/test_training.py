@@ -1,21 +1,22 @@
-"""End-to-end tests of `kpartial.training.run` on a tiny synthetic npz dataset."""
+"""End-to-end tests of `kpartial.training.run`: on the tiny synthetic npz data, and tiny runs
+with a skipped row, a saved simulation and TFRecord shards."""
 
 import dataclasses
 import glob
 import json
 import os
+import re
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
-import keras
 import tensorflow as tf
 
 from kpartial import class_stats, data, losses, metrics, models, simulate, training
 from kpartial.data.readers import synthetic
 from kpartial.partial_model import PartialLabelModel
-
-NUM_EXAMPLES, NUM_CLASSES, NUM_FEATURES = 600, 8, 16
+from tests.helpers import NUM_CLASSES, NUM_EXAMPLES, NUM_FEATURES
 
 
 def series(history, key):
@@ -23,23 +24,9 @@ def series(history, key):
     return [record[key] for record in history if key in record]
 
 
-def _write_tiny_npz(path, split):
-    d = synthetic.make_imbalanced_features(
-        num_examples=NUM_EXAMPLES, num_classes=NUM_CLASSES, num_features=NUM_FEATURES, split=split
-    )
-    np.savez(path, x=d.features, y=d.labels, label_names=np.array(d.label_names))
-    return f"npz:{path}"
-
-
 @pytest.fixture(scope="module")
-def specs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_data")
-    return _write_tiny_npz(root / "train.npz", "train"), _write_tiny_npz(root / "test.npz", "test")
-
-
-@pytest.fixture(scope="module")
-def base_config(specs):
-    train_spec, test_spec = specs
+def base_config(tiny_npz):
+    train_spec, test_spec = tiny_npz
     return training.TrainConfig(
         train_data=train_spec,
         test_data=test_spec,
@@ -197,7 +184,7 @@ def test_checkpoint_restores_training_state(kpartial_run):
 def test_tensorboard_scalars(kpartial_run):
     config, result, _ = kpartial_run
     scalars = _read_scalars(os.path.join(config.workdir, "tensorboard"))
-    assert "ap_by_class_frequency" in scalars  # the per-class AP plot, as an image
+    assert "ap_by_frequency" in scalars  # the per-class AP plot, as an image
     assert os.path.isfile(os.path.join(config.workdir, "ap_by_frequency.png"))
     for key in ("p@1", "ndcg@5", "psp@5", "cf1@top3"):
         assert 0.0 <= result[key] <= 1.0
@@ -259,8 +246,8 @@ def test_config_validation():
     assert training.TrainConfig(method="ignore", prune_schedule=((1, 0.5),)).uses_pruning is False
 
 
-def test_different_classes_are_rejected(specs, tmp_path):
-    train_spec, _ = specs
+def test_different_classes_are_rejected(tiny_npz, tmp_path):
+    train_spec, _ = tiny_npz
     other = synthetic.make_imbalanced_features(num_examples=50, num_classes=5, num_features=16)
     np.savez(tmp_path / "other.npz", x=other.features, y=other.labels)
     config = training.TrainConfig(train_data=train_spec, test_data=f"npz:{tmp_path}/other.npz")
@@ -332,7 +319,7 @@ def test_fixed_pseudo_thresholds_and_random_pruning_run_end_to_end(base_config):
     assert sum("pseudo labels refreshed" in line for line in lines) == 2
 
 
-@pytest.mark.parametrize("method", [m for m in training.METHODS if m != "kpartial"])
+@pytest.mark.parametrize("method", [m for m in losses.LOSSES if m != "kpartial"])
 def test_every_method_trains(base_config, method):
     result = training.run(
         dataclasses.replace(base_config, method=method, epochs=1), log=lambda line: None
@@ -363,3 +350,98 @@ def test_final_metrics_are_those_of_the_last_epoch_and_of_the_saved_network(kpar
     assert metrics.evaluate(probabilities, test.labels)["map"] == pytest.approx(
         result["map"], abs=1e-5
     )
+
+
+# ----------------------------------------------------------------------------
+# Tiny runs on a 60-example npz
+
+
+RUN = {
+    "test_fraction": 0.3,
+    "epochs": 1,
+    "pseudo_labels": "off",
+    "batch_size": 16,
+    "hidden_units": (8,),
+    "steps_per_execution": 1,
+    "jit_compile": "false",
+}
+
+
+def write_run_npz(path, empty_row=None):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)).astype(np.float32)
+    y = np.where(rng.random((60, 4)) < 0.3, 1, -1).astype(np.int8)
+    if empty_row is not None:
+        y[empty_row] = 0
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def check_result(result, test_examples):
+    for key in ("map", "cf1", "of1", "evaluated_classes", "p@1", "history", "train_seconds"):
+        assert key in result
+    assert result["annotated_entries"] == test_examples * 4  # test labels are all known
+    assert result["epochs"] == 1 and len(result["history"]) == 1
+
+
+def test_tiny_run_on_npz_with_a_skipped_row(tmp_path):
+    path = write_run_npz(tmp_path / "run.npz", empty_row=5)
+    config = training.TrainConfig(train_data=f"npz:{path}", on_bad_input="skip", **RUN)
+    result = training.run(config, log=lambda *_: None)
+    check_result(result, test_examples=18)  # round(0.3 * 59)
+    reason = {"row without any known label": 1}
+    assert result["skipped_input"] == {"train": reason, "test": {}}  # counted once, with train
+    with pytest.raises(data.DataError, match=re.escape(f"npz:{path}: row 5 (0-based example)")):
+        training.run(dataclasses.replace(config, on_bad_input="error"), log=lambda *_: None)
+
+
+def test_tiny_run_with_a_saved_simulation(tmp_path):
+    path = write_run_npz(tmp_path / "run.npz")
+    full = data.load("npz", str(path))
+    train, _ = data.split(full, 0.3, seed=0)
+    kept = simulate.per_image_count(train.labels, 1, 1, seed=3)
+    sim = tmp_path / "sim.npz"
+    simulate.save(
+        sim,
+        kept,
+        scheme="per_image_count",
+        seed=3,
+        params={"positives": 1, "negatives": 1},
+        source=train.source,
+        label_names=train.label_names,
+    )
+    config = training.TrainConfig(train_data=f"npz:{path}", simulation=str(sim), **RUN)
+    assert np.array_equal(training.training_labels(config, train), kept)
+    result = training.run(config, log=lambda *_: None)
+    check_result(result, test_examples=18)
+    assert result["skipped_input"] == {"train": {}, "test": {}}
+    # A simulation of the whole file does not fit the training split.
+    simulate.save(
+        sim,
+        full.labels,
+        scheme="keep_fraction",
+        seed=0,
+        params={},
+        source="x",
+        label_names=full.label_names,
+    )
+    with pytest.raises(ValueError, match=re.escape(f"{sim}: shape (60, 4) differs")):
+        training.run(config, log=lambda *_: None)
+
+
+def test_tiny_run_from_tfrecord_shards_and_make_tfrecords_cli(tmp_path, run_tool):
+    path = write_run_npz(tmp_path / "run.npz")
+    out = tmp_path / "rec"
+    done = run_tool("make_tfrecords.py", f"--data=npz:{path}", "--num_shards=3", f"--out={out}")
+    assert done.returncode == 0, done.stderr
+    assert f"wrote 60 of 60 examples in 3 shards to {out}" in done.stdout
+    back = data.load("tfrecord", str(out))
+    full = data.load("npz", str(path))
+    np.testing.assert_array_equal(back.labels.to_dense(), full.labels)
+    np.testing.assert_array_equal(back.features, full.features)
+
+    config = training.TrainConfig(train_data=f"tfrecord:{out}", **RUN)
+    result = training.run(config, log=lambda *_: None)
+    check_result(result, test_examples=18)
+    assert result["skipped_input"] == {"train": {}, "test": {}}
+    assert result["train_data"] == f"tfrecord:{out}"

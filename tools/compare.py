@@ -1,4 +1,4 @@
-"""Compares methods x known fractions x seeds on identical simulated labels.
+r"""Compares methods x known fractions x seeds on identical simulated labels.
 
   python tools/compare.py --flagfile=flags/mlp.cfg \
       --train_data=mulan:../shared/data/mulan/yeast/yeast-train.arff \
@@ -17,10 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
-
-import cli  # noqa: E402  (before TensorFlow is imported)
-import train  # noqa: E402  (tools/train.py: its flags and their mapping to TrainConfig)
+import cli  # before TensorFlow is imported
+import train  # tools/train.py: its flags and their mapping to TrainConfig
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("methods", ["kpartial", "ignore", "assume_negative"], "Methods, or 'all'.")
@@ -55,18 +54,24 @@ flags.register_validator(
 )
 
 
+def _variant(method):
+    """TrainConfig overrides of a method: --loss_options are options of --method's loss, so the
+    other methods run with their losses' defaults (--method itself plays no other part)."""
+    return {"method": method, "loss_options": FLAGS.loss_options if method == FLAGS.method else ""}
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from kpartial import comparison, losses
 
     methods = list(losses.LOSSES) if "all" in FLAGS.methods else FLAGS.methods
-    os.makedirs(FLAGS.out, exist_ok=True)
-    base = train.config_from_flags()
     with cli.one_line_errors():
+        os.makedirs(FLAGS.out, exist_ok=True)
+        base = train.config_from_flags(**_variant(methods[0]))
         results = comparison.compare(
             base,
-            {m: {"method": m} for m in methods},
+            {m: _variant(m) for m in methods},
             [float(f) for f in FLAGS.known_fractions],
             [int(s) for s in FLAGS.seeds],
             os.path.join(FLAGS.out, "runs") if FLAGS.keep_runs else "",
@@ -88,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_with_grouped_help(main, [sys.argv[0], *train.GROUPS])

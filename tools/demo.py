@@ -10,36 +10,52 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+import cli  # before TensorFlow is imported
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "workdirs/demo", "Where the runs write their artifacts.")
 flags.DEFINE_string("export_dir", "savedmodels/demo", "Where kpartial's SavedModel goes.")
 flags.DEFINE_integer("epochs", 30, "Epochs per run.", lower_bound=1)
-flags.DEFINE_float("known_fraction", 0.1, "Fraction of training labels kept.")
+flags.DEFINE_float("known_fraction", 0.1, "Fraction of training labels kept, in (0, 1].")
 flags.DEFINE_list("seeds", ["1"], "Seeds.")
+flags.register_validator("known_fraction", lambda f: 0 < f <= 1, "must be in (0, 1]")
+flags.register_validator(
+    "seeds", lambda v: all(s.lstrip("-").isdigit() for s in v), "must be integers"
+)
 
 
 def main(argv):
-    del argv
-    from kpartial import comparison, export, training
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start_tensorflow()
+    from kpartial import comparison, export, label_pruning, training
 
-    # Prune a quarter of the classes after 70% of the epochs.
-    base = training.TrainConfig(
-        epochs=FLAGS.epochs, prune_schedule=((max(1, int(0.7 * FLAGS.epochs)), 0.25),)
-    )
     seeds = [int(s) for s in FLAGS.seeds]
-    # The demo's own folders: a second `make demo` replaces them (only kpartial's artifacts).
-    results = comparison.compare(
-        base, comparison.METHODS, [FLAGS.known_fraction], seeds, FLAGS.workdir, overwrite=True
-    )
-    os.makedirs(FLAGS.workdir, exist_ok=True)
-    results.to_csv(os.path.join(FLAGS.workdir, "results.csv"), index=False)
-    print("\nTest mAP (%), annotated test entries only:\n" + comparison.summary_table(results))
-    kpartial_run = os.path.join(FLAGS.workdir, "kpartial", f"kf{FLAGS.known_fraction}_s{seeds[0]}")
+    with cli.one_line_errors():
+        # Prune a quarter of the classes after 70% of the epochs.
+        schedule = label_pruning.parse_prune_schedule("0.7:0.25")
+        base = training.TrainConfig(
+            epochs=FLAGS.epochs,
+            prune_schedule=label_pruning.resolve_prune_schedule(schedule, FLAGS.epochs),
+        )
+        # The demo's own folders: a second `make demo` replaces them (only kpartial's artifacts).
+        results = comparison.compare(
+            base,
+            comparison.BASELINE_VARIANTS,
+            [FLAGS.known_fraction],
+            seeds,
+            FLAGS.workdir,
+            overwrite=True,
+        )
+        os.makedirs(FLAGS.workdir, exist_ok=True)
+        results.to_csv(os.path.join(FLAGS.workdir, "results.csv"), index=False)
+        print("\nTest mAP (%), annotated test entries only:\n" + comparison.summary_table(results))
+        run = os.path.join(FLAGS.workdir, "kpartial", f"kf{FLAGS.known_fraction}_s{seeds[0]}")
+        path = export.export_workdir(run, FLAGS.export_dir, overwrite=True)
     print(
-        f"\nexported {export.export_workdir(kpartial_run, FLAGS.export_dir, overwrite=True)}; "
-        f"TensorBoard: tensorboard --logdir {FLAGS.workdir}"
+        f"\nworkdirs under {FLAGS.workdir} (results.csv; TensorBoard: tensorboard --logdir "
+        f"{FLAGS.workdir}); kpartial's SavedModel exported to {path}"
     )
 
 

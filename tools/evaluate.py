@@ -1,4 +1,4 @@
-"""Evaluates an exported SavedModel on a test set; counts only annotated test entries.
+r"""Evaluates an exported SavedModel on a test set; counts only annotated test entries.
 
   python tools/evaluate.py --model=savedmodels/yeast \
       --test_data=mulan:../shared/data/mulan/yeast/yeast-test.arff --out=workdirs/yeast_eval
@@ -9,9 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
-
-import cli  # noqa: E402  (before TensorFlow is imported)
+import cli  # before TensorFlow is imported
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel folder written by tools/export.py.")
@@ -29,8 +28,10 @@ flags.mark_flags_as_required(["model", "test_data"])
 
 
 def main(argv):
-    del argv
-    from kpartial import evaluation
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start_tensorflow()
+    from kpartial import export
 
     with cli.one_line_errors():
         result = export.evaluate_saved_model(
@@ -47,6 +48,8 @@ def main(argv):
         f"{result['evaluated_classes']} classes and {result['annotated_entries']} annotated test "
         "entries (unannotated entries are not counted)"
     )
+    if FLAGS.out:
+        print(f"wrote {os.path.join(FLAGS.out, 'metrics.json')}")
 
 
 if __name__ == "__main__":

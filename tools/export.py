@@ -1,4 +1,4 @@
-"""Exports a finished training run as a SavedModel with a `serve` signature.
+r"""Exports a finished training run as a SavedModel with a `serve` signature.
 
 python tools/export.py --workdir=workdirs/yeast --name=yeast      # -> savedmodels/yeast/
 python tools/export.py --workdir=workdirs/yeast --export_dir=/srv/models/yeast
@@ -12,9 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
-
-import cli  # noqa: E402  (before TensorFlow is imported)
+import cli  # before TensorFlow is imported
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Workdir of a finished tools/train.py run.")
@@ -33,7 +32,9 @@ flags.register_multi_flags_validator(
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start_tensorflow()
     from kpartial import export
 
     path = FLAGS.export_dir or os.path.join(cli.EXPORT_ROOT, FLAGS.name)

@@ -1,4 +1,4 @@
-"""Writes a dataset as sharded TFRecords with sparse partial labels (kpartial/tfrecords.py).
+r"""Writes a dataset as sharded TFRecords with sparse partial labels (kpartial/tfrecords.py).
 
   python tools/make_tfrecords.py \
       --data=coco:../shared/data/coco-tiny/annotations/instances_train2017.json \
@@ -14,10 +14,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+import cli  # before TensorFlow is imported
+from absl import app, flags
 
-import cli  # noqa: E402  (before TensorFlow is imported)
-from kpartial import data, simulate, tfrecords  # noqa: E402
+cli.start_tensorflow()
+from kpartial import data, simulate, tfrecords
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "FMT:PATH of the data.")
@@ -40,13 +41,13 @@ def main(argv):
         manifest = tfrecords.write_tfrecords(
             full, FLAGS.out, FLAGS.num_shards, labels, FLAGS.on_bad_input
         )
+    skipped = {**full.skipped, **manifest["skipped"]}
+    for reason, count in skipped.items():
+        print(f"skipped {count} records (on_bad_input=skip): {reason}")
     print(
         f"wrote {manifest['written_examples']} of {manifest['num_examples']} examples in "
         f"{len(manifest['shards'])} shards to {FLAGS.out}"
     )
-    skipped = {**full.skipped, **manifest["skipped"]}
-    for reason, count in skipped.items():
-        print(f"skipped {count} records (on_bad_input=skip): {reason}")
 
 
 if __name__ == "__main__":

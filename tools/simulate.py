@@ -1,4 +1,4 @@
-"""Writes a seeded partial-label simulation of a dataset, for training on identical labels.
+r"""Writes a seeded partial-label simulation of a dataset, for training on identical labels.
 
   python tools/simulate.py --data=mulan:../shared/data/mulan/yeast/yeast-train.arff \
       --scheme=per_image_count --positives=1 --negatives=0 --seed=1 --out=sims/yeast_single.npz
@@ -16,10 +16,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+import cli  # before TensorFlow is imported
+from absl import app, flags
 
-import cli  # noqa: E402  (before TensorFlow is imported)
-from kpartial import data, simulate  # noqa: E402
+cli.start_tensorflow()
+from kpartial import data, simulate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "FMT:PATH of the fully (or natively partially) labelled data.")
@@ -66,8 +67,8 @@ def default_out(path, scheme, params, seed):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    _, path = data.parse_data_spec(FLAGS.data)
     with cli.one_line_errors():
+        _, path = data.parse_data_spec(FLAGS.data)
         full = data.load_spec(FLAGS.data, FLAGS.data_options, FLAGS.on_bad_input)
     names = simulate.SCHEMES[FLAGS.scheme][1]
     params = {n: FLAGS[n].value for n in names}
@@ -83,12 +84,12 @@ def main(argv):
         label_names=full.label_names,
     )
     kept = labels.num_known if hasattr(labels, "num_known") else int((labels != 0).sum())
+    for reason, count in full.skipped.items():
+        print(f"skipped {count} records (on_bad_input=skip): {reason}")
     print(
         f"{FLAGS.scheme} {params} seed {FLAGS.seed}: kept {kept} of {full.num_known} known "
         f"labels of {full.source}; wrote {out}"
     )
-    for reason, count in full.skipped.items():
-        print(f"skipped {count} records (on_bad_input=skip): {reason}")
 
 
 if __name__ == "__main__":

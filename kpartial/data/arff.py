@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from kpartial.data.container import NEGATIVE, POSITIVE, UNKNOWN, DataError
+from kpartial.data.container import NEGATIVE, POSITIVE, UNKNOWN, DataError, MultiLabelData
 
 # One comma-separated token: quoted ('...' or "..." with backslash escapes) or bare.
 _TOKEN = re.compile(r"""\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,'"]*?)\s*(,|$)""", re.DOTALL)
@@ -160,6 +160,20 @@ def decode_label_column(column: np.ndarray, attr: Attribute, path: str, line_num
             np.where(np.isnan(column), len(attr.nominal), column).astype(np.int64)
         ]
     return np.select([column == 1, column == 0], [POSITIVE, NEGATIVE], UNKNOWN).astype(np.int8)
+
+
+def labelled_data(values, attrs, label_cols, feature_cols, path, line_numbers, **fields):
+    """`MultiLabelData` of parsed rows: the label columns decoded (see `decode_label_column`),
+    the other columns as features; `fields` (source, skipped) are passed on."""
+    labels = np.empty((len(values), len(label_cols)), np.int8)
+    for k, j in enumerate(label_cols):
+        labels[:, k] = decode_label_column(values[:, j], attrs[j], path, line_numbers)
+    return MultiLabelData(
+        labels=labels,
+        label_names=tuple(attrs[j].name for j in label_cols),
+        features=np.ascontiguousarray(values[:, feature_cols]),
+        **fields,
+    )
 
 
 def _converter(attr: Attribute) -> Callable[[str], float]:

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from kpartial.data.arff import bad_label, decode_label_column, parse_rows, read_arff, valid_label
+from kpartial.data.arff import bad_label, labelled_data, parse_rows, read_arff, valid_label
 from kpartial.data.container import BadInput, DataError, MultiLabelData, row_reporter
 
 # "-C 14" / "-C -14" anywhere in the relation name, e.g. @relation 'Yeast: -C 14 -split 0.6'.
@@ -68,13 +68,13 @@ def read_meka(path, *, on_bad_input="error") -> MultiLabelData:
         )
     values = values[keep]
     line_numbers = [n for n, k in zip(line_numbers, keep) if k]
-    labels = np.empty((len(values), len(label_cols)), np.int8)
-    for k, j in enumerate(label_cols):
-        labels[:, k] = decode_label_column(values[:, j], attrs[j], path, line_numbers)
-    return MultiLabelData(
-        labels=labels,
-        label_names=tuple(attrs[j].name for j in label_cols),
-        features=np.ascontiguousarray(values[:, feature_cols]),
+    return labelled_data(
+        values,
+        attrs,
+        label_cols,
+        feature_cols,
+        path,
+        line_numbers,
         source=f"meka:{path}",
         skipped=bad.counts,
     )

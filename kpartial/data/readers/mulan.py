@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from kpartial.data.arff import decode_label_column, parse_rows, read_arff
+from kpartial.data.arff import labelled_data, parse_rows, read_arff
 from kpartial.data.container import DataError, MultiLabelData
 
 _SPLIT_SUFFIX = re.compile(r"-(?:train|test).*$", re.IGNORECASE)
@@ -84,20 +84,13 @@ def read_mulan(path, xml_path=None) -> MultiLabelData:
 
     with np.errstate(over="ignore"):  # Overflow becomes inf, reported below with its line.
         values, line_numbers = parse_rows(lines, start, attrs, path)
-    features = np.ascontiguousarray(values[:, feature_cols])
-    bad = ~np.isfinite(features)
+    bad = ~np.isfinite(values[:, feature_cols])
     if bad.any():
         row, col = (int(k) for k in np.argwhere(bad)[0])
         raise DataError(
             f"{path}:{line_numbers[row]}: missing or non-finite value for feature "
             f"{attrs[feature_cols[col]].name!r}"
         )
-    labels = np.empty((len(values), len(label_cols)), np.int8)
-    for k, j in enumerate(label_cols):
-        labels[:, k] = decode_label_column(values[:, j], attrs[j], path, line_numbers)
-    return MultiLabelData(
-        labels=labels,
-        label_names=tuple(attrs[j].name for j in label_cols),
-        features=features,
-        source=f"mulan:{path}",
+    return labelled_data(
+        values, attrs, label_cols, feature_cols, path, line_numbers, source=f"mulan:{path}"
     )

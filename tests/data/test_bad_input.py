@@ -1,7 +1,7 @@
 """Bad input gives one DataError line naming the file (and line or label), never a traceback.
 
 Each test writes a small broken file and checks the exact message; the fuzz-found cases at the
-end pin down what tests/test_fuzz_readers.py found.
+end pin down what tests/data/test_fuzz_readers.py found.
 """
 
 import json
@@ -12,6 +12,7 @@ import pytest
 
 from kpartial import class_stats, data, simulate
 from kpartial.sparse_labels import SparseLabels
+from tests.helpers import save_npz
 
 
 def raises(message, fn, *args, **kwargs):
@@ -20,11 +21,6 @@ def raises(message, fn, *args, **kwargs):
         fn(*args, **kwargs)
     assert str(info.value) == message
     assert "\n" not in str(info.value)
-
-
-def _npz(path, **arrays):
-    np.savez(path, **arrays)
-    return path
 
 
 X, Y = np.ones((3, 2)), np.array([[1, -1], [1, 0], [-1, 1]])
@@ -42,7 +38,7 @@ def test_npz_that_is_not_a_zip_archive(tmp_path):
 
 
 def test_npz_truncated_or_with_a_bad_crc(tmp_path):
-    whole = _npz(tmp_path / "whole.npz", x=X, y=Y).read_bytes()
+    whole = save_npz(tmp_path / "whole.npz", x=X, y=Y).read_bytes()
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(whole[: len(whole) // 2])
     raises(  # was zipfile.BadZipFile
@@ -64,18 +60,18 @@ def test_npz_truncated_or_with_a_bad_crc(tmp_path):
 
 
 def test_npz_missing_x_or_y_or_with_mismatched_rows(tmp_path):
-    no_x = _npz(tmp_path / "no_x.npz", y=Y)
+    no_x = save_npz(tmp_path / "no_x.npz", y=Y)
     raises(f"{no_x}: missing key 'x' (found ['y'])", data.load, "npz", str(no_x))
-    no_y = _npz(tmp_path / "no_y.npz", x=X)
+    no_y = save_npz(tmp_path / "no_y.npz", x=X)
     raises(f"{no_y}: missing key 'y' (found ['x'])", data.load, "npz", str(no_y))
-    rows = _npz(tmp_path / "rows.npz", x=X, y=Y[:2])
+    rows = save_npz(tmp_path / "rows.npz", x=X, y=Y[:2])
     raises(
         f"{rows}: need x [N, D] and y [N, C]; got x (3, 2), y (2, 2)", data.load, "npz", str(rows)
     )
 
 
 def test_npz_label_names_that_are_not_utf8(tmp_path):
-    path = _npz(tmp_path / "names.npz", x=X, y=Y, label_names=np.array([b"\xff", b"b"]))
+    path = save_npz(tmp_path / "names.npz", x=X, y=Y, label_names=np.array([b"\xff", b"b"]))
     raises(  # was UnicodeDecodeError
         f"{path}: label_names are not UTF-8 (invalid start byte)", data.load, "npz", str(path)
     )
@@ -87,7 +83,7 @@ def test_npz_label_names_that_are_not_utf8(tmp_path):
 
 @pytest.fixture
 def full(tmp_path):
-    return data.load("npz", str(_npz(tmp_path / "full.npz", x=X, y=Y)))
+    return data.load("npz", str(save_npz(tmp_path / "full.npz", x=X, y=Y)))
 
 
 def test_simulation_file_that_is_empty(tmp_path, full):
@@ -110,7 +106,7 @@ def test_simulation_file_that_is_another_npz_or_lacks_its_meta(tmp_path, full):
         f"{path}: not a kpartial simulation file: no ['indptr', 'classes', 'values', "
         "'num_classes', 'meta'] (found ['x', 'y'])",
         simulate.load,
-        _npz(path, x=X, y=Y),
+        save_npz(path, x=X, y=Y),
         full,
     )
     no_names = tmp_path / "no_names.npz"
@@ -128,7 +124,7 @@ def test_simulation_file_that_is_another_npz_or_lacks_its_meta(tmp_path, full):
 
 
 def test_duplicate_label_names_in_an_npz(tmp_path):
-    path = _npz(tmp_path / "dup.npz", x=X, y=Y, label_names=np.array(["a", "a"]))
+    path = save_npz(tmp_path / "dup.npz", x=X, y=Y, label_names=np.array(["a", "a"]))
     raises(
         f"npz:{path}: duplicate class name 'a' (classes 0 and 1, 0-based)",
         data.load,
@@ -283,7 +279,7 @@ def test_mulan_label_left_out_of_the_xml_is_a_feature_not_a_crash(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# Found by tests/test_fuzz_readers.py.
+# Found by tests/data/test_fuzz_readers.py.
 
 
 def test_coco_with_an_unhashable_id_or_non_list_annotations(tmp_path):

@@ -1,28 +1,10 @@
+"""kpartial.class_stats: per-class counts and priors, from labels and to/from CSV."""
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from kpartial import class_stats, simulate
-
-
-def test_keep_fraction_is_seeded_and_keeps_about_the_fraction():
-    labels = np.where(np.random.default_rng(0).random((400, 50)) < 0.1, 1, -1).astype(np.int8)
-    kept = simulate.keep_fraction(labels, 0.3, seed=7)
-    assert kept.dtype == np.int8
-    np.testing.assert_array_equal(kept, simulate.keep_fraction(labels, 0.3, seed=7))
-    assert not np.array_equal(kept, simulate.keep_fraction(labels, 0.3, seed=8))
-    known = kept != 0
-    assert abs(known.mean() - 0.3) < 0.01
-    np.testing.assert_array_equal(kept[known], labels[known])  # kept entries are untouched
-
-
-def test_keep_fraction_leaves_unknown_entries_unknown_and_one_keeps_all():
-    labels = np.array([[1, 0, -1], [0, 1, 0]], np.int8)
-    np.testing.assert_array_equal(simulate.keep_fraction(labels, 1.0, 0), labels)
-    assert np.all(simulate.keep_fraction(labels, 0.5, 0)[labels == 0] == 0)
-    for bad in (0.0, -0.1, 1.5):
-        with pytest.raises(ValueError, match="known_fraction"):
-            simulate.keep_fraction(labels, bad, 0)
+from kpartial import class_stats
 
 
 def test_statistics_from_labels_and_csv_round_trip(tmp_path):

@@ -1,173 +1,13 @@
-"""SparseLabels (CSR) and the seeded partial-label simulation schemes."""
+"""kpartial.simulate: the seeded partial-label schemes, simulation files, tools/simulate.py."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from kpartial import data, simulate
-from kpartial.sparse_labels import SparseLabelError, SparseLabels, as_dense, as_sparse
-
-# Rows: several entries, one positive only, empty, negatives only, mixed.
-DENSE = np.array(
-    [
-        [1, -1, 0, 1],
-        [0, 0, 1, 0],
-        [0, 0, 0, 0],
-        [-1, 0, -1, 0],
-        [0, 1, -1, -1],
-    ],
-    np.int8,
-)
-# The same labels written out by hand in CSR form.
-INDPTR = [0, 3, 4, 4, 6, 9]
-CLASSES = [0, 1, 3, 2, 0, 2, 1, 2, 3]
-VALUES = [1, -1, 1, 1, -1, -1, 1, -1, -1]
-
-
-def assert_sparse(sparse, indptr, classes, values, num_classes):
-    np.testing.assert_array_equal(sparse.indptr, indptr)
-    np.testing.assert_array_equal(sparse.classes, classes)
-    np.testing.assert_array_equal(sparse.values, values)
-    assert sparse.num_classes == num_classes
-    assert sparse.indptr.dtype == np.int64
-    assert sparse.classes.dtype == np.int32
-    assert sparse.values.dtype == np.int8
-
-
-# ----------------------------------------------------------------------------
-# SparseLabels
-
-
-def test_from_dense_matches_hand_written_csr_and_round_trips():
-    sparse = SparseLabels.from_dense(DENSE)
-    assert_sparse(sparse, INDPTR, CLASSES, VALUES, 4)
-    assert sparse.shape == (5, 4)
-    assert sparse.num_known == 9
-    assert sparse.nbytes == 6 * 8 + 9 * 4 + 9 * 1
-    np.testing.assert_array_equal(sparse.row_lengths(), [3, 1, 0, 2, 3])
-    np.testing.assert_array_equal(sparse.rows(), [0, 0, 0, 1, 3, 3, 4, 4, 4])
-    dense = sparse.to_dense()
-    assert dense.dtype == np.int8
-    np.testing.assert_array_equal(dense, DENSE)
-
-
-def test_from_entries_sorts_unordered_triplets_into_rows():
-    rng = np.random.default_rng(3)
-    rows = np.array([0, 0, 0, 1, 3, 3, 4, 4, 4])
-    perm = rng.permutation(rows.size)
-    sparse = SparseLabels.from_entries(
-        rows[perm], np.array(CLASSES)[perm], np.array(VALUES)[perm], 5, 4
-    )
-    assert_sparse(sparse, INDPTR, CLASSES, VALUES, 4)
-    # Trailing empty rows come from num_rows.
-    sparse = SparseLabels.from_entries([1, 0], [2, 3], [-1, 1], num_rows=4, num_classes=5)
-    assert_sparse(sparse, [0, 1, 2, 2, 2], [3, 2], [1, -1], 5)
-
-
-def test_take_rows_in_given_order_with_repeats_and_empty_rows():
-    sparse = SparseLabels.from_dense(DENSE)
-    rows = [4, 2, 0, 4, 1]
-    taken = sparse.take_rows(rows)
-    np.testing.assert_array_equal(taken.to_dense(), DENSE[rows])
-    assert_sparse(
-        taken,
-        [0, 3, 3, 6, 9, 10],
-        [1, 2, 3, 0, 1, 3, 1, 2, 3, 2],
-        [1, -1, -1, 1, -1, 1, 1, -1, -1, 1],
-        4,
-    )
-    empty = sparse.take_rows([2, 2])
-    assert empty.shape == (2, 4) and empty.num_known == 0
-    assert sparse.take_rows(np.zeros(0, np.int64)).shape == (0, 4)
-
-
-def test_take_classes_renumbers_and_drops_other_entries():
-    sparse = SparseLabels.from_dense(DENSE)
-    taken = sparse.take_classes([1, 3])
-    np.testing.assert_array_equal(taken.to_dense(), DENSE[:, [1, 3]])
-    assert_sparse(taken, [0, 2, 2, 2, 2, 4], [0, 1, 0, 1], [-1, 1, 1, -1], 2)
-
-
-def test_take_classes_in_another_order_sorts_entries_within_rows():
-    sparse = SparseLabels.from_dense(DENSE)
-    taken = sparse.take_classes([3, 0, 2])
-    np.testing.assert_array_equal(taken.to_dense(), DENSE[:, [3, 0, 2]])
-    # Row 0: class 3 -> 0 (+1), class 0 -> 1 (+1); row 1: 2 -> 2; row 3: 0 -> 1, 2 -> 2; row 4:
-    # 2 -> 2 (-1), 3 -> 0 (-1).
-    assert_sparse(taken, [0, 2, 3, 3, 5, 7], [0, 1, 2, 1, 2, 0, 2], [1, 1, 1, -1, -1, -1, -1], 3)
-
-
-def test_with_entries_keeps_masked_entries_and_replaces_ids_and_values():
-    sparse = SparseLabels.from_dense(DENSE)
-    keep = np.array([0, 1, 0, 1, 0, 0, 0, 0, 1], bool)
-    kept = sparse.with_entries(keep)
-    # Row 0 keeps class 1, row 1 class 2, row 2 stays empty, row 3 loses everything, row 4 class 3.
-    assert_sparse(kept, [0, 1, 2, 2, 2, 3], [1, 2, 3], [-1, 1, -1], 4)
-    replaced = sparse.with_entries(keep, classes=[0, 0, 0], values=[1, 1, 1], num_classes=1)
-    assert_sparse(replaced, [0, 1, 2, 2, 2, 3], [0, 0, 0], [1, 1, 1], 1)
-    nothing = sparse.with_entries(np.zeros(9, bool))
-    assert_sparse(nothing, [0, 0, 0, 0, 0, 0], [], [], 4)
-
-
-def test_positives_and_negatives_per_class():
-    sparse = SparseLabels.from_dense(DENSE)
-    np.testing.assert_array_equal(sparse.positives_per_class(), [1, 1, 1, 1])
-    np.testing.assert_array_equal(sparse.negatives_per_class(), [1, 1, 2, 1])
-    np.testing.assert_array_equal(sparse.positives_per_class(), (DENSE == 1).sum(axis=0))
-    np.testing.assert_array_equal(sparse.negatives_per_class(), (DENSE == -1).sum(axis=0))
-
-
-def test_save_and_load_round_trip_with_extra_arrays(tmp_path):
-    sparse = SparseLabels.from_dense(DENSE)
-    path = tmp_path / "labels.npz"
-    sparse.save(path, note=np.array("hello"))
-    with np.load(path) as npz:
-        restored = SparseLabels.load(npz)
-        assert str(npz["note"]) == "hello"
-    assert_sparse(restored, INDPTR, CLASSES, VALUES, 4)
-
-
-def test_as_sparse_and_as_dense():
-    sparse = SparseLabels.from_dense(DENSE)
-    assert as_sparse(sparse) is sparse
-    assert_sparse(as_sparse(DENSE), INDPTR, CLASSES, VALUES, 4)
-    np.testing.assert_array_equal(as_dense(sparse), DENSE)
-    assert as_dense(DENSE.astype(np.int64)).dtype == np.int8
-
-
-@pytest.mark.parametrize(
-    "indptr, classes, values, num_classes, match",
-    [
-        ([0, 1, 2], [0, 4], [1, 1], 4, r"row 1: class id 4 outside 0\.\.3"),
-        ([0, 1, 2], [-1, 0], [1, 1], 4, r"row 0: class id -1 outside 0\.\.3"),
-        ([0, 2, 2, 3], [0, 1, 2], [1, -1, 0], 4, r"row 2: value 0 is not \+1 or -1"),
-        ([0, 1, 3], [0, 2, 2], [1, -1, 1], 4, r"row 1: class ids must increase.*duplicate"),
-        ([0, 0, 2], [3, 1], [1, 1], 4, r"row 1: class ids must increase.*unsorted"),
-        ([1, 2], [0, 1], [1, 1], 4, "indptr must start at 0"),
-        ([0, 1], [0, 1], [1, 1], 4, "end at the number of entries"),
-        ([0, 2, 1, 2], [0, 1], [1, 1], 4, "indptr decreases at row 1"),
-        ([0, 2], [0, 1], [1], 4, "classes and values must be 1-D and of equal length"),
-    ],
-)
-def test_invalid_sparse_labels_name_the_problem_and_row(
-    indptr, classes, values, num_classes, match
-):
-    with pytest.raises(SparseLabelError, match=match):
-        SparseLabels(indptr, classes, values, num_classes)
-
-
-def test_valid_rows_starting_with_a_smaller_class_are_accepted():
-    # Class ids only need to increase within a row; a new row (also after an empty one) restarts.
-    sparse = SparseLabels([0, 2, 2, 4], [1, 3, 0, 3], [1, -1, -1, 1], 4)
-    np.testing.assert_array_equal(sparse.to_dense(), [[0, 1, 0, -1], [0, 0, 0, 0], [-1, 0, 0, 1]])
-
-
-# ----------------------------------------------------------------------------
-# Simulation schemes
+from kpartial.sparse_labels import SparseLabels, as_dense
+from tests.helpers import DENSE, INDPTR
 
 
 def _random_labels(n=40, c=7, seed=0, known=0.7):
@@ -183,6 +23,26 @@ def _assert_subset(kept, labels):
     known = kept != 0
     np.testing.assert_array_equal(kept[known], labels[known])
     assert not np.any(kept[labels == 0])
+
+
+def test_keep_fraction_is_seeded_and_keeps_about_the_fraction():
+    labels = np.where(np.random.default_rng(0).random((400, 50)) < 0.1, 1, -1).astype(np.int8)
+    kept = simulate.keep_fraction(labels, 0.3, seed=7)
+    assert kept.dtype == np.int8
+    np.testing.assert_array_equal(kept, simulate.keep_fraction(labels, 0.3, seed=7))
+    assert not np.array_equal(kept, simulate.keep_fraction(labels, 0.3, seed=8))
+    known = kept != 0
+    assert abs(known.mean() - 0.3) < 0.01
+    np.testing.assert_array_equal(kept[known], labels[known])  # kept entries are untouched
+
+
+def test_keep_fraction_leaves_unknown_entries_unknown_and_one_keeps_all():
+    labels = np.array([[1, 0, -1], [0, 1, 0]], np.int8)
+    np.testing.assert_array_equal(simulate.keep_fraction(labels, 1.0, 0), labels)
+    assert np.all(simulate.keep_fraction(labels, 0.5, 0)[labels == 0] == 0)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="known_fraction"):
+            simulate.keep_fraction(labels, bad, 0)
 
 
 def test_keep_fraction_dense_and_sparse_keep_a_subset_seeded():
@@ -305,10 +165,6 @@ def test_simulate_checks_scheme_and_parameters():
     )
 
 
-# ----------------------------------------------------------------------------
-# save / load
-
-
 def _full_data(labels, names=("a", "b", "c", "d")):
     return data.MultiLabelData(
         labels=labels,
@@ -383,35 +239,17 @@ def test_saved_meta_is_json(tmp_path):
         np.testing.assert_array_equal(npz["indptr"], INDPTR)
 
 
-# ----------------------------------------------------------------------------
-# tools/simulate.py
-
-
 def _tiny_npz(path):
     y = np.array([[1, -1, 1], [-1, 1, 0], [1, 1, -1], [-1, -1, 1], [0, 1, 1]], np.int8)
     np.savez(path, x=np.arange(10, dtype=np.float32).reshape(5, 2), y=y)
     return y
 
 
-def _cli(*args):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, *args],
-        check=False,
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def test_simulate_cli_writes_a_loadable_simulation(tmp_path):
+def test_simulate_cli_writes_a_loadable_simulation(tmp_path, run_tool):
     y = _tiny_npz(tmp_path / "tiny.npz")
     out = tmp_path / "sims" / "single.npz"
-    done = _cli(
-        "tools/simulate.py",
+    done = run_tool(
+        "simulate.py",
         f"--data=npz:{tmp_path / 'tiny.npz'}",
         "--scheme=per_image_count",
         "--positives=1",
@@ -428,10 +266,10 @@ def test_simulate_cli_writes_a_loadable_simulation(tmp_path):
     assert meta["params"] == {"positives": 1, "negatives": 0}
 
 
-def test_simulate_cli_rejects_a_parameter_of_another_scheme(tmp_path):
+def test_simulate_cli_rejects_a_parameter_of_another_scheme(tmp_path, run_tool):
     _tiny_npz(tmp_path / "tiny.npz")
-    done = _cli(
-        "tools/simulate.py",
+    done = run_tool(
+        "simulate.py",
         f"--data=npz:{tmp_path / 'tiny.npz'}",
         "--scheme=per_image_count",
         "--fraction=0.2",

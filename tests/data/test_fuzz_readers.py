@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from kpartial import data
+from tests.helpers import SHARED_DATA
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CASES_PER_FORMAT = 50  # 9 formats x 50 = 450 damaged files, each loaded under both policies
 
 MULAN_XML = """<?xml version="1.0" encoding="utf-8"?>
@@ -119,7 +119,7 @@ OI_ANNOTATIONS = (
 
 def _coco_instances():
     """A handful of COCO images: the first of coco-tiny's val split, else an inline stand-in."""
-    real = SHARED / "coco-tiny" / "annotations" / "instances_val2017.json"
+    real = SHARED_DATA / "coco-tiny" / "annotations" / "instances_val2017.json"
     if real.is_file():
         coco = json.loads(real.read_text())
         images = sorted(coco["images"], key=lambda im: im["id"])[:5]
@@ -148,7 +148,7 @@ def _coco_instances():
 
 
 def _tox21_text():
-    real = SHARED / "moleculenet" / "tox21.csv"
+    real = SHARED_DATA / "moleculenet" / "tox21.csv"
     if real.is_file():
         return "".join(real.read_text().splitlines(keepends=True)[:41])  # header + 40 molecules
     return TOX21_INLINE
