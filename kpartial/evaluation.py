@@ -1,4 +1,5 @@
-"""Per-epoch evaluation on the test set, logged for TensorBoard (annotated entries only)."""
+"""A training run's test set: per-epoch evaluation and history, the final ranking metrics and the
+AP-by-frequency plot (annotated entries only). Evaluating an exported model is `export`'s job."""
 
 import json
 import os

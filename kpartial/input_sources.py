@@ -2,7 +2,8 @@
 
 A source turns one kind of `MultiLabelData` input into tf.data batches of `{"x", "id"}`:
 `training_batches` in the order drawn from an epoch's stateless seed, augmented, with the
-incomplete last batch dropped; `evaluation_batches` in example order, not augmented. `source_for`
+incomplete last batch dropped (`complete(batch)` adds what a source loads per batch rather than
+per example); `evaluation_batches` in example order, not augmented. `source_for`
 picks the source of a dataset; `kpartial.pipeline` adds labels, epochs and the known length.
 Images are read, decoded, resized and augmented in parallel (AUTOTUNE).
 """
@@ -48,13 +49,16 @@ class FeatureSource:
         self.num_examples = int(features.shape[0])
 
     def training_batches(self, epoch_seed, batch_size, augment=True):
-        """One epoch's batches of `{"x", "id"}` in the order drawn from `epoch_seed` ([2])."""
+        """One epoch's batches of `{"id"}` in the order drawn from `epoch_seed` ([2]); `complete`
+        gathers their rows."""
         del augment  # nothing to augment in a feature row
-        # Batch ids, then gather rows: one gather per batch rather than one per example.
         ids = tf.data.Dataset.from_tensor_slices(_shuffled_ids(self.num_examples, epoch_seed))
-        return ids.batch(batch_size, drop_remainder=True).map(
-            lambda i: {"x": tf.gather(self._features, i), "id": i}, num_parallel_calls=AUTOTUNE
-        )
+        return ids.batch(batch_size, drop_remainder=True).map(lambda i: {"id": i})
+
+    def complete(self, batch):
+        """Adds the rows of `batch["id"]` as "x": one gather per batch, in the pipeline's parallel
+        map rather than in the epoch's dataset, which is built again every epoch."""
+        return {**batch, "x": tf.gather(self._features, batch["id"])}
 
     def evaluation_batches(self, batch_size):
         """Batches of `{"x", "id"}` in example order."""
@@ -78,6 +82,9 @@ class ImageFileSource:
         augment_seed = epoch_seed if augment else None
         images = _images(examples, _read_file, self._image_size, augment_seed)
         return images.batch(batch_size, drop_remainder=True)
+
+    def complete(self, batch):
+        return batch  # decoded while the epoch's examples were read
 
     def evaluation_batches(self, batch_size):
         """Batches of `{"x", "id"}` in example order, not augmented."""
@@ -112,6 +119,9 @@ class RecordSource:
         augment_seed = epoch_seed if augment else None
         images = _images(records, _record_bytes, self._image_size, augment_seed)
         return images.batch(batch_size, drop_remainder=True)
+
+    def complete(self, batch):
+        return batch  # decoded while the epoch's examples were read
 
     def evaluation_batches(self, batch_size):
         """Batches of `{"x", "id"}` in record (= example id) order, not augmented."""

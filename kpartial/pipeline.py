@@ -90,7 +90,9 @@ def training_dataset(data, labels, batch_size, seed, image_size=None, augment=Tr
     batches = _current_epoch(epoch).flat_map(
         lambda epoch: source.training_batches(_epoch_seed(seed, epoch), batch_size, augment)
     )
-    dataset = batches.map(lambda batch: (batch, lookup(batch["id"])), num_parallel_calls=AUTOTUNE)
+    dataset = batches.map(
+        lambda batch: (source.complete(batch), lookup(batch["id"])), num_parallel_calls=AUTOTUNE
+    )
     # flat_map hides the length; Keras needs it for step counts, progress bars and loss means.
     steps = steps_per_epoch(data, batch_size)
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(AUTOTUNE)

@@ -25,14 +25,11 @@ DATA, LOSS, PSEUDO, PRUNING, MODEL, RUNTIME, OUTPUT = GROUPS = (
     "output",
 )
 D = training.TrainConfig()  # the defaults
-# The loss registry, as `--method` names it (the rename of METHODS to LOSSES is under way).
-LOSS_REGISTRY = getattr(losses, "LOSSES", None) or losses.METHODS
 
 
 def _summary(name):
     """A few words on a registered loss: its class docstring's opening words."""
-    loss = LOSS_REGISTRY[name]
-    loss = loss[0] if isinstance(loss, tuple) else loss  # METHODS: (class, uses priors)
+    loss = losses.LOSSES[name]
     mode = ", ".join(map(str, loss.args)) if isinstance(loss, functools.partial) else ""
     loss = getattr(loss, "func", loss)
     opening = " ".join((loss.__doc__ or "").split("\n\n")[0].split())
@@ -112,9 +109,9 @@ flags.DEFINE_string(
 flags.DEFINE_enum(
     "method",
     D.method,
-    list(LOSS_REGISTRY),
+    list(losses.LOSSES),
     "The loss (kpartial's own adds pseudo labels and pruning, see --pseudo_labels, --pruning): "
-    + "; ".join(_summary(name) for name in LOSS_REGISTRY)
+    + "; ".join(_summary(name) for name in losses.LOSSES)
     + ". Formulas: kpartial/losses.py.",
     module_name=LOSS,
 )
