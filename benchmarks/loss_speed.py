@@ -1,12 +1,16 @@
 """Step time of every partial-label loss (value + gradient w.r.t. logits) relative to plain BCE.
 
 Batch 256, 1k and 10k classes, 10% of entries known; each loss is a tf.function (XLA off, the CPU
-default) timed over --steps calls after a warm-up. Writes a Markdown table.
+default) timed over --steps calls after a warm-up. Every one of --repeats rounds times BCE and then
+each loss, so a ratio compares timings taken moments apart (on a shared machine the load drifts
+between rounds); the table gives the median time and the median ratio with its range over rounds.
+Writes a Markdown table.
 
   python benchmarks/loss_speed.py --out=benchmarks/results/loss_speed.md
 """
 
 import os
+import statistics
 import sys
 import time
 
@@ -18,6 +22,8 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results/loss_speed.md", "Markdown table to write.")
 flags.DEFINE_integer("steps", 50, "Timed calls per loss and size.")
+flags.DEFINE_integer("repeats", 3, "Rounds of timing BCE and every loss; medians are reported.")
+flags.DEFINE_list("losses", [], "Losses to time (default: every registered loss).")
 flags.DEFINE_list("classes", ["1000", "10000"], "Label-space sizes.")
 BATCH = 256
 
@@ -49,7 +55,9 @@ def main(argv):
     from kpartial import class_stats, losses, simulate
 
     sizes = [int(c) for c in FLAGS.classes]
-    rows = {}
+    names = FLAGS.losses or list(losses.LOSSES)
+    reference = "keras BinaryCrossentropy (reference)"
+    rows = {}  # name -> size -> (median seconds, median ratio, min ratio, max ratio)
     for num_classes in sizes:
         rng = np.random.default_rng(0)
         full = np.where(rng.random((BATCH, num_classes)) < 0.02, 1, -1).astype(np.int8)
@@ -58,22 +66,31 @@ def main(argv):
         stats = class_stats.ClassStatistics.from_labels(full, [str(c) for c in range(num_classes)])
         bce = keras.losses.BinaryCrossentropy(from_logits=True)
         dense_targets = tf.cast(labels > 0, tf.float32)
-        base = step_seconds(
-            lambda y, z, bce=bce, t=dense_targets: bce(t, z), labels, logits, FLAGS.steps
-        )
-        rows.setdefault("keras BinaryCrossentropy (reference)", {})[num_classes] = (base, 1.0)
-        for name in losses.LOSSES:
-            seconds = step_seconds(losses.get(name, stats), labels, logits, FLAGS.steps)
-            rows.setdefault(name, {})[num_classes] = (seconds, seconds / base)
+        timed = {reference: lambda y, z, bce=bce, t=dense_targets: bce(t, z)}
+        timed |= {name: losses.get(name, stats) for name in names}
+        seconds = {name: [] for name in timed}
+        for _ in range(FLAGS.repeats):
+            for name, loss in timed.items():
+                seconds[name].append(step_seconds(loss, labels, logits, FLAGS.steps))
+        for name, times in seconds.items():
+            ratios = [t / base for t, base in zip(times, seconds[reference])]
+            rows.setdefault(name, {})[num_classes] = (
+                statistics.median(times),
+                statistics.median(ratios),
+                min(ratios),
+                max(ratios),
+            )
             print(
-                f"{name} C={num_classes}: {1e3 * seconds:.2f} ms ({seconds / base:.2f}x)",
+                f"{name} C={num_classes}: {1e3 * statistics.median(times):.2f} ms, x BCE "
+                + " ".join(f"{r:.2f}" for r in ratios),
                 flush=True,
             )
-    header = " | ".join(f"C={c}: ms (x BCE)" for c in sizes)
+    header = " | ".join(f"C={c}: ms (x BCE, range)" for c in sizes)
     lines = [
         (
             f"Loss value + gradient per step, batch {BATCH}, CPU ({os.cpu_count()} cores), "
-            f"TensorFlow {tf.__version__}, mean of {FLAGS.steps} calls."
+            f"TensorFlow {tf.__version__}: median of {FLAGS.repeats} rounds of {FLAGS.steps} "
+            "calls; the ratio to BCE is the median of the per-round ratios, with their range."
         ),
         "",
         f"| loss | {header} |",
@@ -82,7 +99,10 @@ def main(argv):
     for name, cells in rows.items():
         lines.append(
             f"| {name} | "
-            + " | ".join(f"{1e3 * cells[c][0]:.2f} ({cells[c][1]:.2f}x)" for c in sizes)
+            + " | ".join(
+                f"{1e3 * cells[c][0]:.2f} ({cells[c][1]:.2f}x, {cells[c][2]:.2f}-{cells[c][3]:.2f})"
+                for c in sizes
+            )
             + " |"
         )
     tables.write_table(FLAGS.out, lines)

@@ -1,37 +1,62 @@
 """A training run's test set: per-epoch evaluation and history, the final ranking metrics and the
-AP-by-frequency plot (annotated entries only). Evaluating an exported model is `export`'s job."""
+AP-by-frequency plot (annotated entries only). Evaluating an exported model is `export`'s job.
+
+Test sets are evaluated as a stream: each batch's scores are kept at its annotated entries only
+(`metrics.StreamingEvaluation`), and its labels are looked up by example id, so neither the
+scores nor the labels of the test set are ever an [N, C] array.
+"""
 
 import json
 import os
 
 import keras
-import numpy as np
 
-from kpartial import metrics
-from kpartial.partial_model import predict_probabilities
+from kpartial import metrics, pipeline
 from kpartial.workdir import write_json
+
+
+def stream_scores(predict, dataset, labels, from_logits=True):
+    """The `metrics.SparseScores` of `predict` on `dataset`, one batch at a time.
+
+    Args:
+      predict: maps a batch `{"x", "id"}` to its [B, C] logits (or probabilities).
+      dataset: an evaluation dataset (`pipeline.evaluation_dataset`): batches in example order.
+      labels: the dataset's int8 [N, C] labels or `SparseLabels`.
+      from_logits: whether `predict` returns logits.
+    """
+    lookup = pipeline.label_lookup(labels)
+    streaming = metrics.StreamingEvaluation(labels.shape[1])
+    for batch in dataset:
+        streaming.add(predict(batch), lookup(batch["id"]).numpy(), from_logits)
+    return streaming.result()
+
+
+def model_scores(model, dataset, labels):
+    """`stream_scores` of a Keras model of logits: float32 sigmoid scores at annotated entries."""
+    return stream_scores(model.predict_on_batch, dataset, labels)
 
 
 class EvaluationCallback(keras.callbacks.Callback):
     """Adds `test_map`, `test_cf1`, `test_of1` to the epoch logs every `every` epochs and at the end.
 
-    Metrics count only annotated test entries (label != 0).
+    Metrics count only annotated test entries (label != 0). `labels` are the test set's int8
+    [N, C] labels or `SparseLabels`.
     """
 
     def __init__(self, dataset, labels, every=1, total_epochs=None):
         super().__init__()
-        self.dataset, self.labels = dataset, np.asarray(labels)
+        self.dataset, self.labels = dataset, labels
         self.every, self.total_epochs = max(1, every), total_epochs
         self.last = {}
-        # The predictions of the last evaluated epoch, so a run need not predict the test set again.
-        self.probabilities, self.evaluated_epochs = None, 0
+        # The scores of the last evaluated epoch, so a run need not predict the test set again.
+        self.scores, self.evaluated_epochs = None, 0
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every and epoch + 1 != self.total_epochs:
             return
-        self.probabilities = predict_probabilities(self.model, self.dataset)
+        self.scores = model_scores(self.model, self.dataset, self.labels)
         self.evaluated_epochs = epoch + 1
-        result = metrics.evaluate(self.probabilities, self.labels)
+        result = self.scores.evaluate()
         self.last = {
             "test_map": result["map"],
             "test_cf1": result["cf1"],
@@ -73,25 +98,33 @@ class EpochLog(keras.callbacks.Callback):
 
 def ranking_metrics(probabilities, labels, positive_counts, num_train_examples):
     """P@1/3/5, nDCG@3/5, PSP@1/3/5 (Jain et al. propensities from training positives) and
-    top-3 CF1/OF1, all over annotated test entries."""
+    top-3 CF1/OF1, all over annotated test entries, from dense [N, C] arrays."""
+    metric = lambda name, *args: getattr(metrics, name)(probabilities, labels, *args)
+    return _ranking_metrics(metric, positive_counts, num_train_examples)
+
+
+def sparse_ranking_metrics(scores, positive_counts, num_train_examples):
+    """`ranking_metrics` of `metrics.SparseScores`: the same numbers without [N, C] arrays."""
+    metric = lambda name, *args: getattr(scores, name)(*args)
+    return _ranking_metrics(metric, positive_counts, num_train_examples)
+
+
+def _ranking_metrics(metric, positive_counts, num_train_examples):
+    """`metric(name, *args)` is metrics' function `name` on the test set's scores and labels."""
     propensity = metrics.propensities(positive_counts, num_train_examples)
-    result = {f"p@{k}": metrics.precision_at_k(probabilities, labels, k) for k in (1, 3, 5)}
-    result.update({f"ndcg@{k}": metrics.ndcg_at_k(probabilities, labels, k) for k in (3, 5)})
-    result.update(
-        {f"psp@{k}": metrics.psp_at_k(probabilities, labels, propensity, k) for k in (1, 3, 5)}
-    )
-    top3 = metrics.f1_scores_at_top_k(probabilities, labels, k=3)
+    result = {f"p@{k}": metric("precision_at_k", k) for k in (1, 3, 5)}
+    result.update({f"ndcg@{k}": metric("ndcg_at_k", k) for k in (3, 5)})
+    result.update({f"psp@{k}": metric("psp_at_k", propensity, k) for k in (1, 3, 5)})
+    top3 = metric("f1_scores_at_top_k", 3)
     result.update({"cf1@top3": top3["cf1"], "of1@top3": top3["of1"]})
     return result
 
 
-def write_ap_by_frequency(
-    probabilities, labels, positive_counts, workdir, dataset, method, mean_ap
-):
+def write_ap_by_frequency(per_class_ap, positive_counts, workdir, dataset, method, mean_ap):
     """ap_by_frequency.png in `workdir`, and the same picture as the TensorBoard image of that name.
 
     Args:
-      probabilities, labels: float / int [N, C] test predictions and labels.
+      per_class_ap: float [C] test AP per class (nan where not evaluable).
       positive_counts: [C] known training positives per class.
       workdir: the run's folder.
       dataset, method: what the title names, e.g. "mulan:yeast-test.arff" and "kpartial, known
@@ -101,7 +134,7 @@ def write_ap_by_frequency(
     import tensorflow as tf
 
     png = metrics.plot_ap_by_frequency(
-        metrics.per_class_average_precision(probabilities, labels),
+        per_class_ap,
         positive_counts,
         os.path.join(workdir, "ap_by_frequency.png"),
         dataset,

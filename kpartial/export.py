@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from kpartial import data, metrics, pipeline
+from kpartial import data, evaluation, pipeline
 from kpartial.workdir import write_json
 
 
@@ -217,13 +217,17 @@ def evaluate_saved_model(
         if not image_size:
             raise data.DataError(f"{model_path} does not record its image size: give image_size")
         test = data.verify_images(test, on_bad_input)
-    test_labels = test.dense_labels()
     dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))
-    probabilities = np.concatenate(
-        [serve(x=batch["x"])["probabilities"].numpy() for batch in dataset]
+    # Batch by batch, keeping the scores at annotated entries only: no [N, C] array of scores or
+    # of labels (sparse test labels stay sparse).
+    scores = evaluation.stream_scores(
+        lambda batch: serve(x=batch["x"])["probabilities"].numpy(),
+        dataset,
+        test.labels,
+        from_logits=False,
     )
-    result = metrics.evaluate(probabilities, test_labels)
-    at_exported = metrics.f1_scores(probabilities, test_labels, threshold=thresholds)
+    result = scores.evaluate()
+    at_exported = scores.f1_scores(threshold=thresholds)
     result.update(
         {
             "cf1_exported_thresholds": at_exported["cf1"],

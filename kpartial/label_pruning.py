@@ -24,7 +24,7 @@ import math
 import keras
 import numpy as np
 
-from kpartial.partial_model import predict_probabilities
+from kpartial import pipeline
 
 
 def parse_prune_schedule(text):
@@ -100,18 +100,47 @@ def resolve_prune_schedule(schedule, epochs):
     return tuple(resolved)
 
 
+def _known_label_sums(probabilities, known_labels, epsilon):
+    """[4, C] per-class sums over rows: positives' BCE, negatives' BCE, positives, negatives."""
+    p = np.clip(probabilities.astype(np.float64), epsilon, 1 - epsilon)
+    positive, negative = known_labels > 0, known_labels < 0
+    return np.stack(
+        [
+            np.where(positive, -np.log(p), 0.0).sum(axis=0),
+            np.where(negative, -np.log(1 - p), 0.0).sum(axis=0),
+            positive.sum(axis=0),
+            negative.sum(axis=0),
+        ]
+    )
+
+
+def _balanced_loss(sums):
+    positive_loss, negative_loss, num_positive, num_negative = sums
+    balanced = 0.5 * (
+        positive_loss / np.maximum(num_positive, 1) + negative_loss / np.maximum(num_negative, 1)
+    )
+    return np.where((num_positive > 0) & (num_negative > 0), balanced, np.inf)
+
+
 def known_label_loss(probabilities, known_labels, epsilon=1e-7):
     """Class-balanced BCE on known entries, float [C]: the mean of the positives' mean loss and the
     negatives' mean loss; inf for a class without a known positive or without a known negative."""
-    p = np.clip(probabilities.astype(np.float64), epsilon, 1 - epsilon)
-    positive, negative = known_labels > 0, known_labels < 0
-    num_positive, num_negative = positive.sum(axis=0), negative.sum(axis=0)
-    positive_loss = np.where(positive, -np.log(p), 0.0).sum(axis=0) / np.maximum(num_positive, 1)
-    negative_loss = np.where(negative, -np.log(1 - p), 0.0).sum(axis=0) / np.maximum(
-        num_negative, 1
-    )
-    balanced = 0.5 * (positive_loss + negative_loss)
-    return np.where((num_positive > 0) & (num_negative > 0), balanced, np.inf)
+    return _balanced_loss(_known_label_sums(probabilities, known_labels, epsilon))
+
+
+def streamed_known_label_loss(model, dataset, known_labels, epsilon=1e-7):
+    """`known_label_loss` of `model`'s predictions on `dataset`, in one pass batch by batch.
+
+    Per-class sums are accumulated per batch, so memory is [B, C] + [4, C], never [N, C]; the
+    batch's labels come from `pipeline.label_lookup` by example id (dense or `SparseLabels`).
+    """
+    lookup = pipeline.label_lookup(known_labels)
+    sums = 0.0
+    for batch in dataset:
+        logits = np.asarray(model.predict_on_batch(batch), np.float64)
+        probabilities = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)  # as predicted
+        sums = sums + _known_label_sums(probabilities, lookup(batch["id"]).numpy(), epsilon)
+    return _balanced_loss(sums)
 
 
 class FitWell:
@@ -160,7 +189,7 @@ class LabelPruningCallback(keras.callbacks.Callback):
 
     Args:
       dataset: the training inputs, unshuffled and unaugmented, in example-id order.
-      known_labels: int [N, C] training annotations.
+      known_labels: int [N, C] training annotations, or `SparseLabels` (looked up per batch).
       schedule: `((epoch, fraction), ...)` in epoch counts: the output of
         `resolve_prune_schedule`.
       criterion: one of `CRITERIA`.
@@ -178,7 +207,7 @@ class LabelPruningCallback(keras.callbacks.Callback):
                 "through resolve_prune_schedule(schedule, epochs) first"
             )
         self.dataset = dataset
-        self.known_labels = np.asarray(known_labels)
+        self.known_labels = known_labels
         self.schedule = {epoch: float(fraction) for epoch, fraction in schedule}
         self.criterion = criterion
         self.seed = seed
@@ -192,14 +221,14 @@ class LabelPruningCallback(keras.callbacks.Callback):
         count = round(self.schedule[epoch] * num_classes) - int((~active).sum())
         class_loss = None
         if criterion_named(self.criterion).uses_class_loss:
-            class_loss = known_label_loss(
-                predict_probabilities(self.model, self.dataset), self.known_labels
-            )
+            class_loss = streamed_known_label_loss(self.model, self.dataset, self.known_labels)
         # Seeded per event, so a resumed run prunes the same classes.
         rng = np.random.default_rng([self.seed, epoch])
         pruned = choose_classes_to_prune(active, count, self.criterion, class_loss, rng)
         active[pruned] = False
         self.model.active_classes.assign(active.astype(np.float32))
+        # The next steps compute the K active classes only: a new train function (static K).
+        self.model.make_train_function()
         self.log(
             f"epoch {epoch + 1}: pruned {pruned.size} classes by {self.criterion}; "
             f"{int(active.sum())}/{num_classes} remain active"

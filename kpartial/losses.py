@@ -21,10 +21,19 @@ import numpy as np
 from keras import ops
 
 
+def _masks(y_true):
+    """Boolean (positive, negative) masks of the labels.
+
+    The labels are compared with a zero of their own dtype: a Python 0 would make Keras cast
+    every int8 label to int32 first, one more pass over [B, C] per comparison.
+    """
+    zero = ops.zeros((), y_true.dtype)
+    return ops.greater(y_true, zero), ops.less(y_true, zero)
+
+
 def _split(y_true):
-    positive = ops.cast(ops.greater(y_true, 0), "float32")
-    negative = ops.cast(ops.less(y_true, 0), "float32")
-    return positive, negative
+    positive, negative = _masks(y_true)
+    return ops.cast(positive, "float32"), ops.cast(negative, "float32")
 
 
 def _check_priors(priors):
@@ -61,7 +70,11 @@ class PartialLabelLoss(keras.losses.Loss):
         raise NotImplementedError
 
     def regulariser(self, y_true, logits, weight):
-        """An optional per-example term [B] added after normalisation (EPR uses it); None here."""
+        """An optional per-example term [B] added after normalisation (EPR uses it); None here.
+
+        `weight` is the sample weight as [B, 1], [1, C] or [B, C], or None (no weighting).
+        """
+        return
 
     def get_config(self):
         config = super().get_config()
@@ -71,15 +84,17 @@ class PartialLabelLoss(keras.losses.Loss):
     def _weighted_terms(self, y_true, y_pred, sample_weight):
         """(entry losses, counted entries, per-example regulariser or None), all weighted."""
         logits = ops.cast(ops.convert_to_tensor(y_pred), "float32")
-        y_true = ops.cast(ops.convert_to_tensor(y_true), "float32")
+        # Labels keep their (int8) dtype: the label masks compare them, nothing casts them to
+        # float, and an unweighted loss multiplies by no weight at all (each is a pass over [B, C]).
+        y_true = ops.convert_to_tensor(y_true)
         losses, counted = self.entry_losses(y_true, logits)
-        weight = ops.ones_like(losses)
+        weight = None
         if sample_weight is not None:
             weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
             if len(weight.shape) == 1:
                 weight = ops.expand_dims(weight, -1)
-            weight = ops.broadcast_to(weight, ops.shape(losses))
-        return losses * weight, counted * weight, self.regulariser(y_true, logits, weight)
+            losses, counted = losses * weight, counted * weight
+        return losses, counted, self.regulariser(y_true, logits, weight)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         losses, counted, regulariser = self._weighted_terms(y_true, y_pred, sample_weight)
@@ -108,9 +123,11 @@ class IgnoreUnknownBCE(PartialLabelLoss):
         super().__init__(name=name)
 
     def entry_losses(self, y_true, logits):
-        positive, negative = _split(y_true)
-        losses = positive * ops.softplus(-logits) + negative * ops.softplus(logits)
-        return losses, positive + negative
+        zero = ops.zeros((), y_true.dtype)  # see _masks
+        known = ops.cast(ops.not_equal(y_true, zero), "float32")
+        positive = ops.cast(ops.greater(y_true, zero), "float32")
+        # softplus(-z) = softplus(z) - z, so one softplus serves both kinds of label.
+        return known * ops.softplus(logits) - positive * logits, known
 
 
 @keras.saving.register_keras_serializable(package="kpartial")
@@ -175,25 +192,24 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         self.balance = float(balance)
         self.unknown_weight = float(unknown_weight)
         self.max_positive_weight = float(max_positive_weight)
-        self._prior = priors.astype(np.float32)[None, :]
+        self._unknown_target = (self.unknown_weight * priors).astype(np.float32)[None, :]
         self._positive_weight = np.minimum(
             ((1 - priors) / priors) ** self.balance, self.max_positive_weight
         ).astype(np.float32)[None, :]
 
     def entry_losses(self, y_true, logits):
-        positive, negative = _split(y_true)
-        unknown = 1.0 - positive - negative
-        loss_if_positive = ops.softplus(-logits)
-        loss_if_negative = ops.softplus(logits)
-        prior = ops.convert_to_tensor(self._prior)
-        losses = (
-            self._positive_weight * positive * loss_if_positive
-            + negative * loss_if_negative
-            + self.unknown_weight
-            * unknown
-            * (prior * loss_if_positive + (1.0 - prior) * loss_if_negative)
+        # With softplus(-z) = softplus(z) - z the entry loss is a softplus(z) - b z, where
+        # (a, b) = (w_c, w_c) for a positive, (1, 0) for a negative, lambda (1, pi_c) for an
+        # unknown entry: one softplus, and coefficients selected from the label masks.
+        positive, negative = _masks(y_true)
+        a = ops.where(
+            positive, self._positive_weight, ops.where(negative, 1.0, self.unknown_weight)
         )
-        return losses, positive + negative
+        b = ops.where(
+            positive, self._positive_weight, ops.where(negative, 0.0, self._unknown_target)
+        )
+        known = ops.cast(ops.logical_or(positive, negative), "float32")
+        return a * ops.softplus(logits) - b * logits, known
 
     def get_config(self):
         return {
@@ -328,7 +344,8 @@ class ExpectedPositiveRegularization(PartialLabelLoss):
 
     def regulariser(self, y_true, logits, weight):
         num_classes = float(len(self.priors))
-        expected = ops.sum(ops.sigmoid(logits) * weight, axis=-1)
+        probabilities = ops.sigmoid(logits)
+        expected = ops.sum(probabilities if weight is None else probabilities * weight, axis=-1)
         return self.regularisation_weight * ((expected - sum(self.priors)) / num_classes) ** 2
 
     def get_config(self):

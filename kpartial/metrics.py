@@ -20,6 +20,8 @@ Functions:
     evaluate: all of the above as a JSON-serialisable dict.
     f1_scores_at_top_k, precision_at_k, ndcg_at_k, psp_at_k: per-example ranking metrics over
         each example's annotated entries; propensities: Jain et al.'s propensity model.
+    StreamingEvaluation, SparseScores: the same metrics from batches, keeping only the
+        scores at annotated entries (memory O(annotated entries + C), never [N, C]).
     plot_ap_by_frequency: per-class AP against class frequency, as a PNG.
 """
 
@@ -30,6 +32,8 @@ import math
 import numpy as np
 
 __all__ = [
+    "SparseScores",
+    "StreamingEvaluation",
     "average_precision",
     "evaluate",
     "f1_scores",
@@ -64,6 +68,14 @@ def _validate(scores, labels, ndim: int, score_name: str = "scores"):
             label is outside {-1, 0, 1}, if the scores are not numeric, or if
             an annotated entry has a NaN score.
     """
+    s, y = _check_pair(scores, labels, ndim, score_name)
+    s = s.astype(np.float64, copy=False)
+    _check_no_nan(s[y != 0], score_name)
+    return s, y
+
+
+def _check_pair(scores, labels, ndim: int, score_name: str):
+    """`_validate` without the float64 copy and the NaN check: (scores as given, int8 labels)."""
     s = np.asarray(scores)
     y = np.asarray(labels)
     if s.ndim != ndim or y.ndim != ndim:
@@ -84,11 +96,12 @@ def _validate(scores, labels, ndim: int, score_name: str = "scores"):
     if not valid.all():
         bad = np.unique(y[~valid])[:5]
         raise ValueError(f"labels must contain only -1, 0 or 1; found {bad.tolist()}")
-    s = s.astype(np.float64, copy=False)
-    y = y.astype(np.int8)
-    if np.isnan(s[y != 0]).any():
+    return s, y.astype(np.int8)
+
+
+def _check_no_nan(annotated_scores: np.ndarray, score_name: str):
+    if np.isnan(annotated_scores).any():
         raise ValueError(f"{score_name} contain NaN at annotated entries")
-    return s, y
 
 
 def _validate_threshold(threshold, num_classes: int) -> np.ndarray:
@@ -304,10 +317,13 @@ def _f1_from_validated(p: np.ndarray, y: np.ndarray, t: np.ndarray) -> dict:
     pred = p >= t
     is_pos = y == 1
     is_neg = y == -1
-    tp = (pred & is_pos).sum(axis=0)
-    fp = (pred & is_neg).sum(axis=0)
-    fn = (~pred & is_pos).sum(axis=0)
+    return _f1_from_counts(
+        (pred & is_pos).sum(axis=0), (pred & is_neg).sum(axis=0), (~pred & is_pos).sum(axis=0)
+    )
 
+
+def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
+    """The `f1_scores` dict from per-class [C] true positive, false positive, false negative counts."""
     has_pos = (tp + fn) > 0
     pred_cnt = tp + fp
     prec_c = np.where(pred_cnt > 0, tp / np.maximum(pred_cnt, 1), 0.0)
@@ -376,19 +392,18 @@ def evaluate(probabilities, labels, threshold=0.5) -> dict:
 
 
 def _top_k_mask(p: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """bool [N, C]: each row's k highest-scoring annotated entries (fewer if it has fewer)."""
+    """bool [N, C]: each row's k highest-scoring annotated entries (fewer if it has fewer); ties
+    go to the lower class index, as in `_ranked_top_k`."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    k = min(k, p.shape[1])
-    masked = np.where(y != 0, p, -np.inf)
-    top = np.argpartition(-masked, k - 1, axis=1)[:, :k]
     mask = np.zeros(p.shape, bool)
-    np.put_along_axis(mask, top, True, axis=1)
+    np.put_along_axis(mask, _ranked_top_k(p, y, k), True, axis=1)
     return mask & (y != 0)
 
 
 def _ranked_top_k(p: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """int [N, k]: column indices of each row's top-k annotated entries, best first."""
+    """int [N, k]: column indices of each row's top-k annotated entries, best first (ties: the
+    lower class index first)."""
     k = min(k, p.shape[1])
     masked = np.where(y != 0, p, -np.inf)
     return np.argsort(-masked, axis=1, kind="stable")[:, :k]
@@ -451,6 +466,193 @@ def psp_at_k(scores, labels, propensity, k=5) -> float:
     gained = np.take_along_axis(weights, _ranked_top_k(p, y, k), axis=1).sum()
     best = -np.sort(-weights, axis=1)[:, : min(k, p.shape[1])].sum()
     return float(gained / best) if best > 0 else math.nan
+
+
+# ----------------------------------------------------------------------------
+# Streaming evaluation: the same metrics from the annotated entries alone
+# ----------------------------------------------------------------------------
+class StreamingEvaluation:
+    """Collects, batch by batch, the scores at annotated entries: all that the metrics count.
+
+    Feed it the batches of a test set in example order; `result()` gives the `SparseScores` from
+    which every metric of this module comes out as the dense functions give it on the full
+    ``[N, C]`` arrays. Memory holds 21 bytes per annotated entry (example, class, score, label);
+    nothing of size ``[N, C]`` and no float64 copy of a ``[B, C]`` batch is made.
+
+    Args:
+        num_classes: C.
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = int(num_classes)
+        self.num_examples = 0
+        self._parts = []
+
+    def add(self, scores, labels, from_logits: bool = False):
+        """Adds the next batch: scores (probabilities, or logits) and labels, both ``[B, C]``.
+
+        With ``from_logits``, a score becomes ``float32(sigmoid(float64(logit)))``, exactly what
+        `kpartial.partial_model.predict_probabilities` returns, so ties and thresholds fall as
+        they do on its output.
+
+        Raises:
+            ValueError: As for :func:`evaluate`, or if the batch does not have C columns.
+        """
+        s, y = _check_pair(scores, labels, 2, "probabilities")
+        if s.shape[1] != self.num_classes:
+            raise ValueError(f"a batch of {s.shape[1]} classes for {self.num_classes} classes")
+        rows, classes = np.nonzero(y)
+        annotated = s[rows, classes]
+        if from_logits:
+            annotated = (1.0 / (1.0 + np.exp(-annotated.astype(np.float64)))).astype(np.float32)
+        annotated = annotated.astype(np.float64)
+        _check_no_nan(annotated, "probabilities")
+        self._parts.append(
+            (rows + self.num_examples, classes.astype(np.int32), annotated, y[rows, classes])
+        )
+        self.num_examples += s.shape[0]
+
+    def result(self) -> SparseScores:
+        """The scores at the annotated entries of every batch added so far."""
+        empty = [np.zeros(0, dtype) for dtype in (np.int64, np.int32, np.float64, np.int8)]
+        columns = [np.concatenate(part) for part in zip(*self._parts, empty)]
+        return SparseScores(*columns, self.num_examples, self.num_classes)
+
+
+class SparseScores:
+    """Scores at the annotated entries of N examples over C classes, and the metrics they give.
+
+    Each method returns exactly what the module function of the same name returns on the dense
+    ``[N, C]`` scores and labels (unknown entries never count there either); ranking ties go to
+    the lower class index as there. Build it with `StreamingEvaluation` or `from_dense`.
+
+    Attributes:
+        rows: int64 [K] example of each annotated entry, non-decreasing.
+        classes: int32 [K] its class.
+        scores: float64 [K] its score.
+        labels: int8 [K] its label, +1 or -1.
+        num_examples: N.
+        num_classes: C.
+    """
+
+    def __init__(self, rows, classes, scores, labels, num_examples, num_classes):
+        self.rows, self.classes, self.scores, self.labels = rows, classes, scores, labels
+        self.num_examples, self.num_classes = int(num_examples), int(num_classes)
+        self._ranks = None
+
+    @classmethod
+    def from_dense(cls, scores, labels) -> SparseScores:
+        """The annotated entries of dense ``[N, C]`` scores (probabilities) and labels."""
+        streaming = StreamingEvaluation(np.shape(labels)[1] if np.ndim(labels) == 2 else 0)
+        streaming.add(scores, labels)
+        return streaming.result()
+
+    def per_class_average_precision(self) -> np.ndarray:
+        """float64 [C], see :func:`per_class_average_precision`."""
+        # By class, then descending score: one sort of the K entries.
+        order = np.lexsort((-self.scores, self.classes))
+        c, s, pos = self.classes[order], self.scores[order], self.labels[order] == 1
+        first = np.searchsorted(c, np.arange(self.num_classes))  # each class's first position
+        positions = np.arange(c.size)
+        tp_before = np.concatenate([[0], np.cumsum(pos, dtype=np.int64)])
+        tp = tp_before[1:] - tp_before[first[c]]
+        precision = tp / (positions - first[c] + 1)
+        # As in `_ap_columns`: a positive gets the precision at the end of its block of ties.
+        is_end = np.ones(c.size, bool)
+        is_end[:-1] = (c[:-1] != c[1:]) | (s[:-1] != s[1:])
+        end = np.minimum.accumulate(np.where(is_end, positions, c.size)[::-1])[::-1]
+        summed = np.bincount(c[pos], precision[end[pos]], minlength=self.num_classes)
+        n_pos = np.bincount(c[pos], minlength=self.num_classes)
+        n_neg = np.bincount(c[~pos], minlength=self.num_classes)
+        out = np.full(self.num_classes, np.nan)
+        evaluable = (n_pos > 0) & (n_neg > 0)
+        out[evaluable] = summed[evaluable] / n_pos[evaluable]
+        return out
+
+    def mean_average_precision(self) -> float:
+        """See :func:`mean_average_precision`."""
+        return _nanmean_or_nan(self.per_class_average_precision())
+
+    def f1_scores(self, threshold=0.5) -> dict:
+        """See :func:`f1_scores`."""
+        t = np.broadcast_to(_validate_threshold(threshold, self.num_classes), self.num_classes)
+        return self._f1(self.scores >= t[self.classes])
+
+    def _f1(self, predicted: np.ndarray) -> dict:
+        """The F1 dict of [K] bool predictions at the annotated entries."""
+        pos = self.labels == 1
+        count = lambda mask: np.bincount(self.classes[mask], minlength=self.num_classes)
+        return _f1_from_counts(
+            count(predicted & pos), count(predicted & ~pos), count(~predicted & pos)
+        )
+
+    def evaluate(self, threshold=0.5) -> dict:
+        """See :func:`evaluate`."""
+        ap = self.per_class_average_precision()
+        f1 = self.f1_scores(threshold)
+        return {
+            "map": _nanmean_or_nan(ap),
+            **{key: f1[key] for key in ("cf1", "of1", "cp", "cr", "op", "or")},
+            "evaluated_classes": int(np.count_nonzero(~np.isnan(ap))),
+            "annotated_entries": int(self.scores.size),
+        }
+
+    def _rank(self) -> np.ndarray:
+        """int64 [K]: each entry's 0-based place among its example's annotated entries."""
+        if self._ranks is None:
+            order = np.lexsort((self.classes, -self.scores, self.rows))
+            rows = self.rows[order]
+            self._ranks = np.empty(order.size, np.int64)
+            self._ranks[order] = np.arange(order.size) - np.searchsorted(rows, rows)
+        return self._ranks
+
+    def _top(self, k: int) -> np.ndarray:
+        """bool [K]: the entry is among its example's top-k annotated entries (`_ranked_top_k`)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return self._rank() < min(k, self.num_classes)
+
+    def _per_example(self, mask, weights=None) -> np.ndarray:
+        """float64 [N]: the entries at `mask` counted (or their `weights` summed) per example."""
+        weights = None if weights is None else weights[mask]
+        return np.bincount(self.rows[mask], weights, minlength=self.num_examples)
+
+    def f1_scores_at_top_k(self, k=3) -> dict:
+        """See :func:`f1_scores_at_top_k`."""
+        return self._f1(self._top(k))
+
+    def precision_at_k(self, k=1) -> float:
+        """See :func:`precision_at_k`."""
+        pos = self.labels == 1
+        hits = self._per_example(self._top(k) & pos)
+        rows = self._per_example(pos) > 0
+        return float(hits[rows].mean() / k) if rows.any() else math.nan
+
+    def ndcg_at_k(self, k=5) -> float:
+        """See :func:`ndcg_at_k`."""
+        pos = self.labels == 1
+        top = self._top(k) & pos
+        discounts = 1.0 / np.log2(np.arange(2, min(k, self.num_classes) + 2))
+        dcg = self._per_example(top, discounts[np.minimum(self._rank(), discounts.size - 1)])
+        num_positive = self._per_example(pos).astype(np.int64)
+        ideal = np.cumsum(discounts)[np.clip(num_positive, 1, discounts.size) - 1]
+        rows = num_positive > 0
+        return float((dcg[rows] / ideal[rows]).mean()) if rows.any() else math.nan
+
+    def psp_at_k(self, propensity, k=5) -> float:
+        """See :func:`psp_at_k`."""
+        top = self._top(k)
+        pos = self.labels == 1
+        inverse = 1.0 / np.broadcast_to(np.asarray(propensity, np.float64), self.num_classes)
+        weights = inverse[self.classes]
+        gained = weights[top & pos].sum()
+        # The best achievable: each example's k largest weights among its positives.
+        rows, best = self.rows[pos], weights[pos]
+        order = np.lexsort((-best, rows))
+        rows, best = rows[order], best[order]
+        best = best[np.arange(rows.size) - np.searchsorted(rows, rows) < min(k, self.num_classes)]
+        best = best.sum()
+        return float(gained / best) if best > 0 else math.nan
 
 
 def plot_ap_by_frequency(per_class_ap, positive_counts, path, dataset="", method="", mean_ap=None):

@@ -1,95 +1,84 @@
-"""Pseudo-labelling: a callback that turns unknown entries into pseudo positives and negatives.
+"""Pseudo-labelling: per-class thresholds that turn unknown entries into pseudo positives/negatives.
 
-On a schedule (first refresh after `start_epoch` epochs, then every `every` epochs) the callback
-predicts on the training set without augmentation and, per class c, labels unknown entries with
+The rule lives in the train step (`PartialLabelModel.resolve_labels`): an unknown entry of class c
+with stop-gradient logit z counts as
 
-    pseudo_ic = +1 if p_ic > t+_c,  -1 if p_ic < t-_c,  0 otherwise.
+    pseudo = +1 if z > t+_c,  -1 if z < t-_c,  0 otherwise.
 
-The inequalities are strict so that ties at a threshold stay unknown: a network that cannot yet
-tell entries apart (e.g. constant outputs early in training) labels nothing.
+The inequalities are strict so that ties at a threshold stay unknown. This module refreshes the
+[C] thresholds on a schedule (first after `start_epoch` epochs, then every `every` epochs) by ONE
+streaming pass over the training set without augmentation: batch by batch, the unknown entries'
+logits are counted into per-class histograms (`NUM_BINS` bins of width `BIN_WIDTH` on the logit
+scale; logits beyond the range land in the end bins), with the known labels looked up per batch by
+example id (sparse labels stay sparse). Nothing N x C is kept; the state is O(C x NUM_BINS) during
+a refresh and O(C) after it.
 
 Thresholds are either fixed (`mode="fixed"`: t+ and t- the same for every class) or derived from
-the class prior pi_c (`mode="prior"`): among the U_c unknown entries of class c, t+_c is the score
-above which a fraction pi_c of them lies (so the pseudo-positive rate matches the prior), never
-below `min_positive_probability`; t-_c is the score below which a fraction
-`negative_coverage * (1 - pi_c)` lies, so only the most confident share of the expected negatives
-is labelled. Known labels always win: pseudo labels are only read where the annotation is 0.
+the class prior pi_c (`mode="prior"`): among the U_c unknown entries of class c, t+_c is the lowest
+bin edge above which at most a fraction pi_c of them lies (so the pseudo-positive rate matches the
+prior to within one bin), never below `min_positive_probability`; t-_c is the highest edge below
+which at most `negative_coverage * (1 - pi_c)` of them lies, so only the most confident share of
+the expected negatives is labelled. A network that cannot yet tell entries apart (all scores in one
+bin) labels nothing. Known labels always win.
 
-The labels are written into `PartialLabelModel.pseudo_labels`, a variable the compiled train step
-gathers by example id; t+ goes into `pseudo_thresholds` (checkpointed with the model).
+Quality (coverage, and precision/recall against the hidden true labels when the labels were
+simulated) is counted in the same pass: the histograms are kept per hidden-label group, so the
+counts are exact for thresholds on bin edges (the prior rule's) and at bin resolution otherwise.
 """
 
 import inspect
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from kpartial.partial_model import predict_probabilities
+from kpartial import pipeline
+
+# The logit histogram: NUM_BINS bins of BIN_WIDTH from LOWEST_LOGIT (sigmoid(16) = 1 - 1e-7).
+NUM_BINS = 1024
+LOWEST_LOGIT = -16.0
+BIN_WIDTH = 32.0 / NUM_BINS
 
 
-def prior_matched_thresholds(
-    probabilities, known_labels, priors, min_positive_probability=0.5, negative_coverage=0.5
-):
-    """Per-class (t+, t-) so that unknown entries are pseudo-labelled at the prior's rates.
+def bin_edges():
+    """float64 [NUM_BINS + 1]: the logit at the lower edge of each bin, and the top edge."""
+    return LOWEST_LOGIT + BIN_WIDTH * np.arange(NUM_BINS + 1)
+
+
+def _logit(probability):
+    with np.errstate(divide="ignore"):
+        return np.log(probability) - np.log1p(-np.asarray(probability, np.float64))
+
+
+def prior_matched_thresholds(counts, priors, min_positive_probability=0.5, negative_coverage=0.5):
+    """Per-class logit (t+, t-) so that unknown entries are pseudo-labelled at the prior's rates.
 
     Args:
-      probabilities: float [N, C] predictions on the training set.
-      known_labels: int [N, C] in {+1, -1, 0}.
+      counts: int [C, NUM_BINS] histogram of the unknown entries' logits per class.
       priors: float [C] class priors.
-      min_positive_probability: floor of t+.
+      min_positive_probability: floor of t+ (a probability).
       negative_coverage: share of the expected unknown negatives that become pseudo negatives.
 
     Returns:
-      Two float32 arrays [C]. Classes without unknown entries get t+ = inf and t- = -inf.
+      Two float64 arrays [C] of logits (bin edges, or the floor). A class whose share is below one
+      bin's worth at the end gets t+ = inf (or t- = -inf); without unknown entries, both.
     """
-    num_classes = probabilities.shape[1]
-    positive = np.full(num_classes, np.inf, dtype=np.float32)
-    negative = np.full(num_classes, -np.inf, dtype=np.float32)
-    for c in range(num_classes):
-        scores = probabilities[known_labels[:, c] == 0, c]
-        if scores.size == 0:
-            continue
-        positive[c] = max(np.quantile(scores, 1.0 - priors[c]), min_positive_probability)
-        negative[c] = min(np.quantile(scores, negative_coverage * (1.0 - priors[c])), positive[c])
-    return positive, negative
-
-
-def assign_pseudo_labels(probabilities, known_labels, positive_thresholds, negative_thresholds):
-    """Pseudo labels int8 [N, C]: 0 wherever the entry is known, else by strict thresholds."""
-    unknown = known_labels == 0
-    pseudo = np.zeros(known_labels.shape, dtype=np.int8)
-    pseudo[unknown & (probabilities > positive_thresholds)] = 1
-    pseudo[unknown & (probabilities < negative_thresholds) & (pseudo == 0)] = -1
-    return pseudo
-
-
-def pseudo_label_quality(pseudo_labels, known_labels, true_labels=None):
-    """Coverage of unknown entries and, given the hidden true labels, precision and recall.
-
-    Returns:
-      dict with `pseudo_coverage` (share of unknown entries with a pseudo label),
-      `pseudo_positives`, `pseudo_negatives` and, with `true_labels`, `pseudo_pos_precision`,
-      `pseudo_pos_recall` (share of hidden positives found) and `pseudo_neg_precision`.
-    """
-    unknown = known_labels == 0
-    is_positive, is_negative = pseudo_labels > 0, pseudo_labels < 0
-    quality = {
-        "pseudo_coverage": float((is_positive | is_negative).sum() / max(unknown.sum(), 1)),
-        "pseudo_positives": int(is_positive.sum()),
-        "pseudo_negatives": int(is_negative.sum()),
-    }
-    if true_labels is not None:
-        hidden_positive = unknown & (true_labels > 0)
-        quality["pseudo_pos_precision"] = float(
-            (is_positive & (true_labels > 0)).sum() / max(is_positive.sum(), 1)
-        )
-        quality["pseudo_pos_recall"] = float(
-            (is_positive & hidden_positive).sum() / max(hidden_positive.sum(), 1)
-        )
-        quality["pseudo_neg_precision"] = float(
-            (is_negative & (true_labels < 0)).sum() / max(is_negative.sum(), 1)
-        )
-    return quality
+    counts = np.asarray(counts, np.int64)
+    total = counts.sum(axis=1)
+    # above[c, k]: entries in bins k.. (at or above edge k); above[:, NUM_BINS] = 0.
+    above = total[:, None] - np.concatenate(
+        [np.zeros((len(total), 1), np.int64), np.cumsum(counts, axis=1)], axis=1
+    )
+    priors = np.asarray(priors, np.float64)
+    edges = np.concatenate([bin_edges()[:-1], [np.inf]])  # nothing lies above the top bin's edge
+    positive_edge = np.argmax(above <= (priors * total)[:, None], axis=1)
+    positive = np.maximum(edges[positive_edge], _logit(min_positive_probability))
+    below = total[:, None] - above
+    negative_edge = (below <= (negative_coverage * (1.0 - priors) * total)[:, None]).sum(1) - 1
+    negative = np.where(negative_edge > 0, bin_edges()[negative_edge], -np.inf)
+    negative = np.minimum(negative, positive)
+    empty = total == 0
+    return np.where(empty, np.inf, positive), np.where(empty, -np.inf, negative)
 
 
 class PriorMatchedRule:
@@ -105,9 +94,9 @@ class PriorMatchedRule:
     def __init__(self, positive_threshold=0.5, negative_coverage=0.5):
         self.positive_threshold, self.negative_coverage = positive_threshold, negative_coverage
 
-    def thresholds(self, probabilities, known_labels, priors):
+    def thresholds(self, counts, priors):
         return prior_matched_thresholds(
-            probabilities, known_labels, priors, self.positive_threshold, self.negative_coverage
+            counts, priors, self.positive_threshold, self.negative_coverage
         )
 
 
@@ -119,15 +108,15 @@ class FixedThresholdRule:
     def __init__(self, positive_threshold=0.5, negative_threshold=0.05):
         self.positive_threshold, self.negative_threshold = positive_threshold, negative_threshold
 
-    def thresholds(self, probabilities, known_labels, priors):
-        num_classes = probabilities.shape[1]
+    def thresholds(self, counts, priors):
+        num_classes = len(counts)
         return (
-            np.full(num_classes, self.positive_threshold, np.float32),
-            np.full(num_classes, self.negative_threshold, np.float32),
+            np.full(num_classes, _logit(self.positive_threshold)),
+            np.full(num_classes, _logit(self.negative_threshold)),
         )
 
 
-# --pseudo_mode name -> rule: `thresholds(probabilities, known, priors)` gives per-class (t+, t-).
+# --pseudo_mode name -> rule: `thresholds(counts [C, NUM_BINS], priors)` gives logit (t+, t-) [C].
 RULES = {"prior": PriorMatchedRule, "fixed": FixedThresholdRule}
 
 
@@ -141,12 +130,97 @@ def make_rule(name, **options):
     return rule(**{key: value for key, value in options.items() if key in accepted})
 
 
-class PseudoLabelCallback(keras.callbacks.Callback):
-    """Refreshes `model.pseudo_labels` on a schedule; logs coverage (and precision/recall).
+def score_histograms(network, dataset, known_lookup, num_classes, truth_lookup=None):
+    """Per-class histograms of the unknown entries' logits, in one pass over `dataset`.
 
     Args:
-      dataset: the training inputs, unshuffled and unaugmented, in example-id order.
-      known_labels: int [N, C] training annotations.
+      network: maps a batch's inputs to [B, C] logits.
+      dataset: batches of `{"x", "id"}`, finite, without augmentation.
+      known_lookup: `pipeline.label_lookup` of the training labels: ids -> int8 [B, C].
+      num_classes: C.
+      truth_lookup: the same for the hidden true labels, or None.
+
+    Returns:
+      int64 [G, C, NUM_BINS]: G = 1 without truth, else 3 (hidden label unknown, +1, -1).
+    """
+    groups = 1 if truth_lookup is None else 3
+    table = num_classes * NUM_BINS
+    # Added to in place, one entry per counted score: a dense per-batch histogram would cost
+    # C x NUM_BINS a batch. The hidden-label groups count only their (few) entries: +1 and
+    # unknown; the -1 group is the rest.
+    counts = tf.Variable(tf.zeros([groups * table], tf.int32), trainable=False)
+    class_offset = tf.range(num_classes, dtype=tf.int32) * NUM_BINS
+
+    def add(index, where):
+        selected = tf.boolean_mask(index, where)
+        counts.scatter_add(tf.IndexedSlices(tf.ones_like(selected), selected))
+
+    @tf.function
+    def count(dataset):
+        for batch in dataset:
+            logits = tf.cast(network(batch["x"], training=False), tf.float32)
+            bins = tf.cast(tf.floor((logits - LOWEST_LOGIT) / BIN_WIDTH), tf.int32)
+            index = tf.clip_by_value(bins, 0, NUM_BINS - 1) + class_offset
+            unknown = tf.equal(known_lookup(batch["id"]), 0)
+            add(index, unknown)
+            if truth_lookup is not None:
+                truth = truth_lookup(batch["id"])
+                add(index + table, unknown & (truth > 0))
+                add(index + 2 * table, unknown & tf.equal(truth, 0))
+
+    count(dataset)
+    result = counts.numpy().astype(np.int64).reshape(groups, num_classes, NUM_BINS)
+    if groups == 3:  # [all, +1, unknown] -> [unknown, +1, -1]
+        result = np.stack([result[2], result[1], result[0] - result[1] - result[2]])
+    return result
+
+
+def labelled_counts(counts, positive, negative):
+    """(pseudo positives, pseudo negatives) per histogram row under logit thresholds [C].
+
+    A bin counts as positive when its lower edge is at or above t+, as negative when its upper
+    edge is at or below t-: exact for thresholds on bin edges.
+    """
+    lower = bin_edges()[:-1]
+    is_positive = lower[None, :] >= np.asarray(positive)[:, None]
+    is_negative = (lower + BIN_WIDTH)[None, :] <= np.asarray(negative)[:, None]
+    is_negative &= ~is_positive
+    return (counts * is_positive).sum(axis=-1), (counts * is_negative).sum(axis=-1)
+
+
+def pseudo_label_quality(counts, positive, negative):
+    """Coverage of unknown entries and, given hidden-label groups, precision and recall.
+
+    Args:
+      counts: `score_histograms`'s output, [1 or 3, C, NUM_BINS].
+      positive, negative: logit thresholds [C].
+
+    Returns:
+      dict with `pseudo_coverage` (share of unknown entries with a pseudo label),
+      `pseudo_positives`, `pseudo_negatives` and, with hidden labels, `pseudo_pos_precision`,
+      `pseudo_pos_recall` (share of hidden positives found) and `pseudo_neg_precision`.
+    """
+    positives, negatives = (x.sum(axis=1) for x in labelled_counts(counts, positive, negative))
+    unknown = counts.sum()
+    quality = {
+        "pseudo_coverage": float((positives.sum() + negatives.sum()) / max(unknown, 1)),
+        "pseudo_positives": int(positives.sum()),
+        "pseudo_negatives": int(negatives.sum()),
+    }
+    if len(counts) == 3:
+        hidden_positives = counts[1].sum()
+        quality["pseudo_pos_precision"] = float(positives[1] / max(positives.sum(), 1))
+        quality["pseudo_pos_recall"] = float(positives[1] / max(hidden_positives, 1))
+        quality["pseudo_neg_precision"] = float(negatives[2] / max(negatives.sum(), 1))
+    return quality
+
+
+class PseudoLabelCallback(keras.callbacks.Callback):
+    """Refreshes the model's pseudo-label thresholds on a schedule; logs coverage (and quality).
+
+    Args:
+      dataset: the training inputs, unshuffled and unaugmented (`{"x", "id"}` batches).
+      known_labels: the training annotations, int [N, C] or `SparseLabels` (never made dense).
       start_epoch: epochs trained before the first refresh.
       every: refresh period in epochs.
       mode: a name in `RULES` ("prior" or "fixed"), or a rule object.
@@ -154,7 +228,8 @@ class PseudoLabelCallback(keras.callbacks.Callback):
       positive_threshold: t+ in mode "fixed"; the floor of t+ (min_positive_probability) in "prior".
       negative_threshold: t- in mode "fixed".
       negative_coverage: see `prior_matched_thresholds`.
-      true_labels: the hidden full labels when the partial labels were simulated, for monitoring.
+      true_labels: the hidden full labels when the partial labels were simulated, for monitoring
+        (int [N, C] or `SparseLabels`).
       log: a function that prints one line.
     """
 
@@ -188,29 +263,43 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         if self.rule.needs_priors and priors is None:
             raise ValueError(f"pseudo-label mode {mode!r} needs priors")
         self.dataset = dataset
-        self.known_labels = np.asarray(known_labels)
+        self.known_labels, self.true_labels = known_labels, true_labels
         self.start_epoch, self.every = start_epoch, every
         self.priors = None if priors is None else np.asarray(priors)
         self.default_threshold = positive_threshold
-        self.true_labels = true_labels
         self.log = log
         self.quality = {}
 
     def is_refresh_epoch(self, epoch):
         return epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every == 0
 
+    def refresh(self):
+        """One streaming pass: new thresholds into the model; returns the quality counts."""
+        network = getattr(self.model, "network", self.model)
+        truth = self.true_labels
+        counts = score_histograms(
+            network,
+            self.dataset,
+            pipeline.label_lookup(self.known_labels),
+            self.known_labels.shape[1],
+            None if truth is None else pipeline.label_lookup(truth),
+        )
+        positive, negative = self.rule.thresholds(counts.sum(axis=0), self.priors)
+        # A class without unknown entries (t+ = inf) records the floor: no entry reads it.
+        unknown = counts.sum(axis=(0, 2)) > 0
+        probability = 1.0 / (1.0 + np.exp(-positive))
+        self.model.pseudo_thresholds.assign(
+            np.where(unknown, probability, self.default_threshold).astype(np.float32)
+        )
+        self.model.pseudo_negative_thresholds.assign(
+            (1.0 / (1.0 + np.exp(-negative))).astype(np.float32)
+        )
+        return pseudo_label_quality(counts, positive, negative)
+
     def on_epoch_begin(self, epoch, logs=None):
         if not self.is_refresh_epoch(epoch):
             return
-        probabilities = predict_probabilities(self.model, self.dataset)
-        positive, negative = self.rule.thresholds(probabilities, self.known_labels, self.priors)
-        pseudo = assign_pseudo_labels(probabilities, self.known_labels, positive, negative)
-        self.model.pseudo_labels.assign(pseudo)
-        # A class without unknown entries (t+ = inf) records the floor.
-        self.model.pseudo_thresholds.assign(
-            np.where(np.isfinite(positive), np.clip(positive, 0.0, 1.0), self.default_threshold)
-        )
-        self.quality = pseudo_label_quality(pseudo, self.known_labels, self.true_labels)
+        self.quality = self.refresh()
         self.log(
             f"epoch {epoch + 1}: pseudo labels refreshed: "
             + ", ".join(
@@ -220,8 +309,8 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         )
 
     def on_epoch_end(self, epoch, logs=None):
-        # Figures on refresh epochs only (other epochs did not change the pseudo labels), and
-        # only the shares: Keras prints every log value with four decimals, so the counts are in
-        # the refresh line instead.
+        # Figures on refresh epochs only (other epochs did not change the thresholds), and only
+        # the shares: Keras prints every log value with four decimals, so the counts are in the
+        # refresh line instead.
         if logs is not None and self.is_refresh_epoch(epoch):
             logs.update({k: v for k, v in self.quality.items() if isinstance(v, float)})

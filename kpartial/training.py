@@ -20,15 +20,13 @@ from kpartial import (
     evaluation,
     label_pruning,
     losses,
-    metrics,
     models,
     pipeline,
     pseudo_labels,
     simulate,
     workdir,
 )
-from kpartial.partial_model import EpochClock, PartialLabelModel, predict_probabilities
-from kpartial.sparse_labels import as_dense
+from kpartial.partial_model import EpochClock, PartialLabelModel
 
 # Exported per-class decision thresholds; the CF1/OF1 that runs report use the same value.
 DECISION_THRESHOLD = 0.5
@@ -232,7 +230,8 @@ def training_labels(config, train, log=print):
     return simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
 
 
-# Beyond this many N x C entries, per-example state (pseudo labels) is not built densely.
+# Beyond this many N x C entries, the dense per-example state of LL-Cp's corrections is refused
+# (pseudo labels and label pruning keep none).
 MAX_DENSE_ENTRIES = 2**31
 
 
@@ -361,10 +360,10 @@ def _train(config, log, inputs, extra_callbacks, resuming):
     ]
     train_seconds = _fit(config, model, datasets.train, callbacks, start_epoch)
     if test_evaluation.evaluated_epochs == config.epochs:  # predicted after the last epoch
-        probabilities = test_evaluation.probabilities
+        scores = test_evaluation.scores
     else:
-        probabilities = predict_probabilities(model, datasets.test)
-    result = _report(config, model, probabilities, datasets.test_labels, inputs, log)
+        scores = evaluation.model_scores(model, datasets.test, datasets.test_labels)
+    result = _report(config, model, scores, inputs, log)
     result.update(
         {
             "train_seconds": round(train_seconds, 3),
@@ -373,7 +372,7 @@ def _train(config, log, inputs, extra_callbacks, resuming):
         }
     )
     if config.workdir:
-        _write_outputs(config, model, inputs, probabilities, datasets.test_labels, result)
+        _write_outputs(config, model, inputs, scores, result)
     return result
 
 
@@ -403,20 +402,16 @@ def _log_data(log, inputs):
 def build_model(config, train, stats):
     """The compiled `PartialLabelModel` of the run."""
     loss = losses.get(config.method, stats, **data.parse_options(config.loss_options))
-    # The [N, C] pseudo-label table: for pseudo labelling, or a loss that writes per-example
-    # labels (LL-Cp); label pruning needs only the active-class mask.
-    example_state = config.uses_pseudo_labels or loss.needs_example_state
-    if example_state:
-        _check_dense_state(
-            config, train, "pseudo labels" if config.uses_pseudo_labels else loss.name
-        )
+    # Only a loss that writes per-example labels (LL-Cp) makes the model keep an [N, C] table.
+    if loss.needs_example_state:
+        _check_dense_state(config, train, loss.name)
     model = PartialLabelModel(
         build_network(config, train),
         train.num_examples,
         train.num_classes,
         loss,
         config.pseudo_weight,
-        example_state=example_state,
+        pseudo_labelling=config.uses_pseudo_labels,
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(config.learning_rate, config.weight_decay),
@@ -429,9 +424,9 @@ def build_model(config, train, stats):
 def _check_dense_state(config, train, what):
     if train.num_examples * train.num_classes > MAX_DENSE_ENTRIES:
         raise data.DataError(
-            f"{config.train_data}: {what} keep dense [N, C] state, and {train.num_examples} x "
-            f"{train.num_classes} is too large; use --pseudo_labels=off --pruning=off and a "
-            "method without per-example state"
+            f"{config.train_data}: {what} keeps dense [N, C] state, and {train.num_examples} x "
+            f"{train.num_classes} is too large; use --pruning=off and a method without "
+            "per-example state"
         )
 
 
@@ -451,7 +446,7 @@ class _Datasets(NamedTuple):
     train: tf.data.Dataset  # shuffled, augmented batches of one epoch per iteration
     train_inputs: tf.data.Dataset  # the training inputs in example order, for the techniques
     test: tf.data.Dataset
-    test_labels: np.ndarray
+    test_labels: object  # int8 [N, C] or SparseLabels: looked up per batch, never made dense
 
 
 def _datasets(config, inputs, model):
@@ -469,7 +464,7 @@ def _datasets(config, inputs, model):
         train,
         pipeline.evaluation_dataset(inputs.train, eval_batch_size, image_size),
         pipeline.evaluation_dataset(inputs.test, eval_batch_size, image_size),
-        inputs.test.dense_labels(),
+        inputs.test.labels,
     )
 
 
@@ -479,14 +474,12 @@ def _technique_callbacks(config, inputs, train_inputs, log):
     callbacks = []
     if not (config.uses_pseudo_labels or config.uses_pruning):
         return callbacks
-    _check_dense_state(config, train, "pseudo labels and pruning")
-    known = as_dense(inputs.known)
     if config.uses_pseudo_labels:
         simulated = config.known_fraction < 1.0 or bool(config.simulation)
         callbacks.append(
             pseudo_labels.PseudoLabelCallback(
                 train_inputs,
-                known,
+                inputs.known,  # looked up per batch: sparse labels stay sparse
                 config.pseudo_start_epoch,
                 config.pseudo_every,
                 config.pseudo_mode,
@@ -494,7 +487,7 @@ def _technique_callbacks(config, inputs, train_inputs, log):
                 config.pseudo_positive_threshold,
                 config.pseudo_negative_threshold,
                 config.pseudo_negative_coverage,
-                true_labels=train.dense_labels() if simulated else None,
+                true_labels=train.labels if simulated else None,
                 log=log,
             )
         )
@@ -502,7 +495,7 @@ def _technique_callbacks(config, inputs, train_inputs, log):
         callbacks.append(
             label_pruning.LabelPruningCallback(
                 train_inputs,
-                known,
+                inputs.known,  # looked up per batch: sparse labels stay sparse
                 label_pruning.resolve_prune_schedule(config.prune_schedule, config.epochs),
                 config.prune_criterion,
                 config.seed,
@@ -533,12 +526,11 @@ def _fit(config, model, train_dataset, callbacks, start_epoch):
     return time.perf_counter() - started
 
 
-def _report(config, model, probabilities, test_labels, inputs, log):
+def _report(config, model, scores, inputs, log):
+    """The run's metrics dict from the test set's `metrics.SparseScores`; logs the headline."""
     train, test, _, stats = inputs
-    result = metrics.evaluate(probabilities, test_labels)
-    result.update(
-        evaluation.ranking_metrics(probabilities, test_labels, stats.positives, train.num_examples)
-    )
+    result = scores.evaluate()
+    result.update(evaluation.sparse_ranking_metrics(scores, stats.positives, train.num_examples))
     result.update(
         {
             "method": config.method,
@@ -566,12 +558,11 @@ def _report(config, model, probabilities, test_labels, inputs, log):
     return result
 
 
-def _write_outputs(config, model, inputs, probabilities, test_labels, result):
+def _write_outputs(config, model, inputs, scores, result):
     """The plot, then the artifacts (metrics.json last: it marks the run finished)."""
     stats = inputs.stats
     evaluation.write_ap_by_frequency(
-        probabilities,
-        test_labels,
+        scores.per_class_average_precision(),
         stats.positives,
         config.workdir,
         dataset=inputs.test.source,

@@ -14,15 +14,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpartial import data, losses, models, pipeline
+from kpartial import class_stats, data, losses, models, pipeline
 from kpartial.label_pruning import (
     LabelPruningCallback,
     choose_classes_to_prune,
     known_label_loss,
     parse_prune_schedule,
     resolve_prune_schedule,
+    streamed_known_label_loss,
 )
 from kpartial.partial_model import PartialLabelModel, predict_probabilities
+from kpartial.sparse_labels import SparseLabels
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -264,6 +266,18 @@ def _tiny_model(loss=None, seed=0):
     return model
 
 
+def test_streamed_known_label_loss_is_the_dense_one_for_dense_and_sparse_labels():
+    train, known = _tiny_data()
+    model = _tiny_model()
+    eval_ds = pipeline.evaluation_dataset(train, batch_size=20)  # a last, smaller batch too
+    dense = known_label_loss(predict_probabilities(model, eval_ds), known)
+    assert np.isfinite(dense).any()
+    for labels in (known, SparseLabels.from_dense(known)):
+        np.testing.assert_allclose(
+            streamed_known_label_loss(model, eval_ds, labels), dense, rtol=1e-12
+        )
+
+
 def test_callback_cumulative_schedule_fit_well():
     train, known = _tiny_data()
     model = _tiny_model()
@@ -338,9 +352,9 @@ def _bce_by_hand(targets, logits):
 def test_pruned_class_gets_zero_gradient_and_no_loss():
     train, known = _tiny_data(seed=2)
     model = _tiny_model()
-    rng = np.random.default_rng(5)
-    pseudo = np.where(known == 0, rng.choice(np.array([1, -1, 0], np.int8), size=known.shape), 0)
-    model.pseudo_labels.assign(pseudo.astype(np.int8))
+    # t+ = t- = 0.5: the online rule pseudo-labels every unknown entry by its logit's sign.
+    model.pseudo_thresholds.assign(np.full(NUM_CLASSES, 0.5, np.float32))
+    model.pseudo_negative_thresholds.assign(np.full(NUM_CLASSES, 0.5, np.float32))
     pruned = [1, 6]
     active = np.ones(NUM_CLASSES, np.float32)
     active[pruned] = 0.0
@@ -362,12 +376,12 @@ def test_pruned_class_gets_zero_gradient_and_no_loss():
     assert all(np.abs(g).max() > 0 for g in hidden_grads)
 
     # The loss equals IgnoreUnknownBCE with the pruned classes' labels removed.
-    ids = inputs["id"].numpy()
-    resolved = np.where(labels.numpy() != 0, labels.numpy(), pseudo[ids])
+    logits = model.network(inputs["x"], training=False)
+    pseudo = np.sign(logits.numpy()).astype(np.int8)
+    resolved = np.where(labels.numpy() != 0, labels.numpy(), pseudo)
     removed = resolved.copy()
     removed[:, pruned] = 0
     assert (resolved[:, pruned] != 0).any()  # there was something to remove
-    logits = model.network(inputs["x"], training=False)
     expected = losses.IgnoreUnknownBCE()(removed, logits)
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-6)
     np.testing.assert_allclose(
@@ -413,6 +427,38 @@ def test_pruned_class_output_unchanged_by_train_step(optimizer, jit_compile):
     np.testing.assert_array_equal(kernel_after[:, 3], kernel_before[:, 3])
     assert bias_after[3] == bias_before[3]
     assert (np.abs(kernel_after - kernel_before).max(axis=0)[active > 0] > 0).all()
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_a_pruned_train_function_computes_the_active_classes_only(jit_compile):
+    """With most classes pruned the train step gathers the active head columns: the loss is the
+    loss of the active classes alone, pruned columns (and their Adam momentum) stay exactly, and
+    the model still predicts every class."""
+    train, known = _tiny_data(seed=4)
+    network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
+    stats = class_stats.ClassStatistics.from_labels(known, [str(c) for c in range(NUM_CLASSES)])
+    model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, losses.get("kpartial", stats))
+    model.compile(optimizer=keras.optimizers.AdamW(0.1, weight_decay=0.5), jit_compile=jit_compile)
+    batches = pipeline.training_dataset(train, known, batch_size=16, seed=1)
+    model.fit(batches, epochs=1, verbose=0)  # Adam has momentum in every column now
+    active = np.zeros(NUM_CLASSES, np.float32)
+    active[[1, 5, 6]] = 1.0
+    model.active_classes.assign(active)
+    first = model.make_train_function()
+    np.testing.assert_array_equal(model._class_ids, [1, 5, 6])
+    assert model.make_train_function() is first  # one train function per active set
+    batch = next(iter(batches))
+    full = float(model.compute_partial_loss(batch[0], batch[1], training=False))
+    gathered = model._forward(batch[0], batch[1], False, class_ids=tf.constant([1, 5, 6]))[0]
+    np.testing.assert_allclose(float(gathered), full, rtol=1e-5)
+    layer = network.get_layer("logits")
+    kernel_before, bias_before = layer.kernel.numpy().copy(), layer.bias.numpy().copy()
+    model.fit(batches, epochs=1, verbose=0)
+    pruned = active == 0
+    np.testing.assert_array_equal(layer.kernel.numpy()[:, pruned], kernel_before[:, pruned])
+    np.testing.assert_array_equal(layer.bias.numpy()[pruned], bias_before[pruned])
+    assert (np.abs(layer.kernel.numpy() - kernel_before).max(axis=0)[~pruned] > 0).all()
+    assert model.predict(pipeline.evaluation_dataset(train, 16), verbose=0).shape[1] == NUM_CLASSES
 
 
 # ----------------------------------------------------------------------------

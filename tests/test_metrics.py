@@ -508,3 +508,157 @@ def test_plot_ap_by_frequency_writes_a_png(tmp_path):
 def test_bad_k():
     with pytest.raises(ValueError, match="k must be"):
         metrics.f1_scores_at_top_k(RANKING_SCORES, RANKING_LABELS, k=0)
+
+
+def test_top_k_ties_go_to_the_lower_class_index():
+    # Four tied annotated entries: the top 2 are c0 and c1, for the F1 as for P@k.
+    scores, labels = np.full((1, 4), 0.5), np.array([[1, -1, 1, 1]])
+    result = metrics.f1_scores_at_top_k(scores, labels, k=2)
+    assert result["op"] == 0.5 and result["or"] == pytest.approx(1 / 3)
+    assert metrics.precision_at_k(scores, labels, k=2) == 0.5
+
+
+# ----------------------------------------------------------------------------
+# Streaming evaluation: the dense functions are the reference
+
+
+def _dense_reference(scores, labels, positive_counts, num_train, thresholds):
+    from kpartial import evaluation
+
+    return {
+        **evaluate(scores, labels),
+        **evaluation.ranking_metrics(scores, labels, positive_counts, num_train),
+        **{f"{k}@t": v for k, v in f1_scores(scores, labels, thresholds).items()},
+    }
+
+
+def _streamed(scores, labels, positive_counts, num_train, thresholds, batch_sizes):
+    from kpartial import evaluation
+
+    streaming = metrics.StreamingEvaluation(labels.shape[1])
+    start = 0
+    for size in batch_sizes:
+        streaming.add(scores[start : start + size], labels[start : start + size])
+        start += size
+    assert start == len(labels)
+    sparse = streaming.result()
+    assert sparse.scores.size == np.count_nonzero(labels)  # only annotated entries are kept
+    result = {
+        **sparse.evaluate(),
+        **evaluation.sparse_ranking_metrics(sparse, positive_counts, num_train),
+        **{f"{k}@t": v for k, v in sparse.f1_scores(thresholds).items()},
+    }
+    return result, sparse
+
+
+def _assert_same(got, expected):
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(got[key]), key
+        else:
+            assert got[key] == pytest.approx(value, abs=1e-6, rel=0), key
+
+
+def _random_case(rng, n, c):
+    """Labels with unknown entries, classes without positives (or negatives), tied scores."""
+    labels = rng.choice([-1, 0, 1], size=(n, c), p=[0.4, 0.4, 0.2]).astype(np.int8)
+    labels[:, 0] = np.where(labels[:, 0] == 1, -1, labels[:, 0])  # no positive
+    labels[:, 1] = np.where(labels[:, 1] == -1, 0, labels[:, 1])  # no negative
+    labels[:, 2] = 0  # nothing annotated
+    labels[n // 2] = 0  # an example without annotated entries
+    scores = np.round(rng.random((n, c)), 1).astype(np.float32)  # ten values: many ties
+    scores[labels == 0] = np.where(rng.random(int((labels == 0).sum())) < 0.3, np.nan, 2.0)
+    return scores, labels
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_streaming_metrics_equal_the_dense_ones(seed):
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(20, 120)), int(rng.integers(4, 15))
+    scores, labels = _random_case(rng, n, c)
+    counts, thresholds = rng.integers(0, 30, c), rng.random(c)
+    expected = _dense_reference(scores, labels, counts, 200, thresholds)
+    sizes = [int(rng.integers(1, 20)) for _ in range(n)]
+    sizes = [s for s in np.diff(np.minimum(np.cumsum([0, *sizes]), n)) if s] or [n]
+    got, sparse = _streamed(scores, labels, counts, 200, thresholds, sizes)
+    _assert_same(got, expected)
+    np.testing.assert_allclose(
+        sparse.per_class_average_precision(),
+        per_class_average_precision(scores, labels),
+        atol=1e-6,
+        rtol=0,
+    )
+    for k in (1, 2, 7, c + 3):  # k beyond C is clipped as in the dense functions
+        assert sparse.precision_at_k(k) == pytest.approx(
+            metrics.precision_at_k(scores, labels, k), abs=1e-6
+        )
+        assert sparse.ndcg_at_k(k) == pytest.approx(metrics.ndcg_at_k(scores, labels, k), abs=1e-6)
+
+
+def test_streaming_from_logits_matches_predict_probabilities():
+    rng = np.random.default_rng(3)
+    logits = (rng.normal(size=(50, 6)) * 4).astype(np.float32)
+    labels = rng.choice([-1, 0, 1], size=(50, 6)).astype(np.int8)
+    # partial_model.predict_probabilities' conversion, float64 then float32.
+    probabilities = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    streaming = metrics.StreamingEvaluation(6)
+    streaming.add(logits[:30], labels[:30], from_logits=True)
+    streaming.add(logits[30:], labels[30:], from_logits=True)
+    np.testing.assert_array_equal(
+        streaming.result().scores, probabilities[labels != 0].astype(np.float64)
+    )
+
+
+def test_streaming_edge_cases():
+    empty = metrics.StreamingEvaluation(3).result()
+    assert empty.num_examples == 0 and math.isnan(empty.evaluate()["map"])
+    unannotated = metrics.SparseScores.from_dense(np.zeros((4, 3)), np.zeros((4, 3), np.int8))
+    assert unannotated.evaluate()["annotated_entries"] == 0
+    assert math.isnan(unannotated.precision_at_k(1)) and math.isnan(unannotated.ndcg_at_k(3))
+    assert math.isnan(unannotated.psp_at_k(np.ones(3), 3))
+    streaming = metrics.StreamingEvaluation(3)
+    with pytest.raises(ValueError, match="a batch of 2 classes for 3 classes"):
+        streaming.add(np.zeros((1, 2)), np.ones((1, 2)))
+    with pytest.raises(ValueError, match="NaN at annotated"):
+        streaming.add(np.array([[np.nan, 0, 0]]), np.array([[1, 0, 0]]))
+    with pytest.raises(ValueError, match="labels must contain only"):
+        streaming.add(np.zeros((1, 3)), np.array([[2, 0, 0]]))
+    with pytest.raises(ValueError, match="k must be"):
+        unannotated.precision_at_k(0)
+    with pytest.raises(ValueError, match="threshold"):
+        unannotated.f1_scores([0.5, 0.5])
+
+
+def test_stream_scores_looks_labels_up_by_id_dense_or_sparse():
+    import tensorflow as tf
+
+    from kpartial import evaluation
+    from kpartial.sparse_labels import SparseLabels
+
+    rng = np.random.default_rng(4)
+    scores, labels = _random_case(rng, 45, 7)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {"x": np.nan_to_num(scores), "id": np.arange(45, dtype=np.int64)}
+    ).batch(16)
+    expected = evaluate(scores, labels)
+    for given in (labels, SparseLabels.from_dense(labels)):
+        sparse = evaluation.stream_scores(lambda b: b["x"].numpy(), dataset, given, False)
+        _assert_same(sparse.evaluate(), expected)
+
+
+@pytest.mark.parametrize("name", ["yeast", "enron"])
+def test_streaming_metrics_equal_the_dense_ones_on_mulan(shared_data, name):
+    from kpartial import data, simulate
+
+    test = data.load("mulan", str(shared_data(f"mulan/{name}/{name}-test.arff")))
+    labels = simulate.keep_fraction(test.dense_labels(), 0.5, seed=1)
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(test.features.shape[1], test.num_classes)).astype(np.float32)
+    logits = test.features @ weights / np.sqrt(test.features.shape[1])
+    scores = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    counts, thresholds = (labels == 1).sum(0), np.full(test.num_classes, 0.5)
+    expected = _dense_reference(scores, labels, counts, len(labels), thresholds)
+    sizes = [256] * (len(labels) // 256) + [len(labels) % 256]
+    got, _ = _streamed(scores, labels, counts, len(labels), thresholds, [s for s in sizes if s])
+    _assert_same(got, expected)

@@ -56,11 +56,12 @@ def test_xla_train_step_matches_non_xla(loss_name):
     initial = [w.copy() for w in network.get_weights()]
     xla_model = _compiled(network, make_loss())
     plain_model = _compiled(_clone(network), make_loss())
-    rng = np.random.default_rng(1)
-    pseudo = rng.choice(np.array([1, -1, 0], np.int8), size=(NUM_EXAMPLES, NUM_CLASSES))
+    # Thresholds near 0.5 so the online rule pseudo-labels entries of the batch.
+    upper, lower = np.full(NUM_CLASSES, 0.52, np.float32), np.full(NUM_CLASSES, 0.48, np.float32)
     active = np.array([1, 0, 1, 1, 1], np.float32)
     for model in (xla_model, plain_model):
-        model.pseudo_labels.assign(pseudo)
+        model.pseudo_thresholds.assign(upper)
+        model.pseudo_negative_thresholds.assign(lower)
         model.active_classes.assign(active)
 
     batch = next(iter(pipeline.training_dataset(train, known, batch_size=32, seed=0)))
@@ -78,7 +79,8 @@ def test_xla_train_step_matches_non_xla(loss_name):
     # The loss is that of the step's starting weights.
     reference = _compiled(_clone(network), make_loss())
     reference.network.set_weights(initial)
-    reference.pseudo_labels.assign(pseudo)
+    reference.pseudo_thresholds.assign(upper)
+    reference.pseudo_negative_thresholds.assign(lower)
     reference.active_classes.assign(active)
     expected_loss = float(reference.compute_partial_loss(batch[0], batch[1], training=True))
     np.testing.assert_allclose(xla_loss, expected_loss, atol=1e-5, rtol=0)
@@ -91,7 +93,8 @@ def test_xla_train_step_matches_non_xla(loss_name):
         moved += int(np.abs(xla_w - start).max() > 1e-4)
     assert moved == len(initial)  # every variable took a step
     # Label variables are not touched by a train step.
-    np.testing.assert_array_equal(xla_model.pseudo_labels.numpy(), pseudo)
+    np.testing.assert_array_equal(xla_model.pseudo_thresholds.numpy(), upper)
+    np.testing.assert_array_equal(xla_model.pseudo_negative_thresholds.numpy(), lower)
     np.testing.assert_array_equal(xla_model.active_classes.numpy(), active)
 
 
@@ -118,12 +121,11 @@ def test_compile_jit_fit_matches_eager_free_fit():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def _checkpoint_state(num_examples=NUM_EXAMPLES):
-    rng = np.random.default_rng(2)
-    pseudo = rng.choice(np.array([1, -1, 0], np.int8), size=(num_examples, NUM_CLASSES))
+def _checkpoint_state():
+    negative = np.array([0.25, 0.125, 0.5, 0.0, 0.0625], np.float32)
     active = np.array([1, 0, 1, 0, 1], np.float32)
     thresholds = np.array([0.5, 0.25, 0.75, 0.9, 0.125], np.float32)
-    return pseudo, active, thresholds
+    return negative, active, thresholds
 
 
 def _new_model(seed):
@@ -133,9 +135,8 @@ def _new_model(seed):
     return PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
 
 
-def _assert_restored(fresh, model, pseudo, active, thresholds):
-    assert fresh.pseudo_labels.numpy().dtype == np.int8
-    np.testing.assert_array_equal(fresh.pseudo_labels.numpy(), pseudo)
+def _assert_restored(fresh, model, negative, active, thresholds):
+    np.testing.assert_array_equal(fresh.pseudo_negative_thresholds.numpy(), negative)
     np.testing.assert_array_equal(fresh.active_classes.numpy(), active)
     np.testing.assert_array_equal(fresh.pseudo_thresholds.numpy(), thresholds)
     for got, want in zip(fresh.network.get_weights(), model.network.get_weights(), strict=True):
@@ -149,8 +150,8 @@ def test_checkpoint_round_trip(tmp_path):
     )
     model = _new_model(seed=0)
     model(batch_inputs)
-    pseudo, active, thresholds = _checkpoint_state()
-    model.pseudo_labels.assign(pseudo)
+    negative, active, thresholds = _checkpoint_state()
+    model.pseudo_negative_thresholds.assign(negative)
     model.active_classes.assign(active)
     model.pseudo_thresholds.assign(thresholds)
     path = tmp_path / "ckpt.weights.h5"
@@ -159,9 +160,9 @@ def test_checkpoint_round_trip(tmp_path):
     fresh = _new_model(seed=1)
     fresh(batch_inputs)
     assert not np.array_equal(fresh.network.get_weights()[0], model.network.get_weights()[0])
-    assert not fresh.pseudo_labels.numpy().any()
+    assert not fresh.pseudo_negative_thresholds.numpy().any()
     fresh.load_weights(str(path))
-    _assert_restored(fresh, model, pseudo, active, thresholds)
+    _assert_restored(fresh, model, negative, active, thresholds)
     # The restored variables are the ones the loss reads.
     np.testing.assert_allclose(
         float(fresh.compute_partial_loss(batch_inputs, batch_labels, training=False)),
@@ -172,15 +173,15 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_checkpoint_round_trip_without_forward_pass(tmp_path):
     model = _new_model(seed=0)
-    pseudo, active, thresholds = _checkpoint_state()
-    model.pseudo_labels.assign(pseudo)
+    negative, active, thresholds = _checkpoint_state()
+    model.pseudo_negative_thresholds.assign(negative)
     model.active_classes.assign(active)
     model.pseudo_thresholds.assign(thresholds)
     path = tmp_path / "ckpt.weights.h5"
     model.save_weights(str(path))
     fresh = _new_model(seed=1)
     fresh.load_weights(str(path))
-    _assert_restored(fresh, model, pseudo, active, thresholds)
+    _assert_restored(fresh, model, negative, active, thresholds)
 
 
 def test_resolve_labels_known_win():
@@ -190,10 +191,11 @@ def test_resolve_labels_known_win():
         3,
         losses.IgnoreUnknownBCE(),
     )
-    model.pseudo_labels.assign(np.array([[1, 1, 1], [-1, -1, -1], [0, 0, 0], [1, -1, 0]], np.int8))
+    model.pseudo_thresholds.assign(np.full(3, 0.5, np.float32))
+    model.pseudo_negative_thresholds.assign(np.full(3, 0.5, np.float32))
     labels = np.array([[0, -1, 1], [0, 0, 0], [0, 1, 0]], np.int8)
-    ids = np.array([3, 1, 2], np.int32)
-    resolved = np.asarray(model.resolve_labels(labels, ids))
+    logits = np.array([[2.0, 2.0, -2.0], [-1.0, -1.0, -1.0], [0.0, 3.0, 0.0]], np.float32)
+    resolved = np.asarray(model.resolve_labels(labels, logits))
     np.testing.assert_array_equal(resolved, [[1, -1, 1], [-1, -1, -1], [0, 1, 0]])
 
 
@@ -222,8 +224,8 @@ def test_fit_two_epochs_on_synthetic_data():
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_ll_cp_corrections_persist_in_the_pseudo_label_variable(tmp_path, jit_compile):
-    """LL-Cp's permanent corrections are written into pseudo_labels, survive later steps (known
+def test_ll_cp_corrections_persist_in_the_corrected_labels_variable(tmp_path, jit_compile):
+    """LL-Cp's permanent corrections are written into corrected_labels, survive later steps (known
     labels still win) and are saved with the checkpoint, together with the loss's epoch."""
     train, known = _tiny_data()
     network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
@@ -238,19 +240,19 @@ def test_ll_cp_corrections_persist_in_the_pseudo_label_variable(tmp_path, jit_co
 
     loss.epoch.assign(0)  # rate 0: nothing is corrected
     step(batch)
-    assert not model.pseudo_labels.numpy().any()
+    assert not model.corrected_labels.numpy().any()
 
     loss.epoch.assign(2)  # rate 0.1 of the 32 x 5 entries: ceil(16) corrections
-    targets = model.resolve_labels(labels, inputs["id"])
     logits = network(inputs["x"])
+    targets = model.resolve_labels(labels, logits, inputs["id"])
     expected = loss.selection(targets, logits).numpy() > 0
     step(batch)
-    pseudo = model.pseudo_labels.numpy()
+    pseudo = model.corrected_labels.numpy()
     assert expected.sum() == 16
     np.testing.assert_array_equal(pseudo[ids] == 1, expected)
     assert not pseudo[ids][labels.numpy() != 0].any()  # only unknown entries are corrected
     step(batch)  # corrections are permanent: a later step only adds to them
-    assert np.all(model.pseudo_labels.numpy()[ids][expected] == 1)
+    assert np.all(model.corrected_labels.numpy()[ids][expected] == 1)
 
     model.save_weights(tmp_path / "ckpt.weights.h5")
     fresh_loss = losses.LargeLossModification("permanent", delta_rel=0.05)
@@ -261,5 +263,5 @@ def test_ll_cp_corrections_persist_in_the_pseudo_label_variable(tmp_path, jit_co
         fresh_loss,
     )
     fresh.load_weights(tmp_path / "ckpt.weights.h5")
-    np.testing.assert_array_equal(fresh.pseudo_labels.numpy(), model.pseudo_labels.numpy())
+    np.testing.assert_array_equal(fresh.corrected_labels.numpy(), model.corrected_labels.numpy())
     assert int(fresh_loss.epoch.numpy()) == 2

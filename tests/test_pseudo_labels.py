@@ -1,5 +1,5 @@
-"""Tests for kpartial.pseudo_labels (thresholds, assignment, quality, callback) and for the
-pseudo-label variable as seen by compiled code."""
+"""Tests for kpartial.pseudo_labels (histograms, thresholds, quality, callback) and for the
+online rule as seen by compiled code."""
 
 import os
 
@@ -11,163 +11,142 @@ import pytest
 import tensorflow as tf
 
 from kpartial import data, losses, models, pipeline
-from kpartial.partial_model import PartialLabelModel, predict_probabilities
+from kpartial.partial_model import PartialLabelModel
 from kpartial.pseudo_labels import (
+    BIN_WIDTH,
+    NUM_BINS,
     PseudoLabelCallback,
-    assign_pseudo_labels,
+    bin_edges,
     prior_matched_thresholds,
     pseudo_label_quality,
+    score_histograms,
 )
+from kpartial.sparse_labels import SparseLabels
+
+
+def _histogram(logits, known):
+    """[C, NUM_BINS] counts of the unknown entries' logits, by hand."""
+    bins = np.clip(np.floor((logits - bin_edges()[0]) / BIN_WIDTH), 0, NUM_BINS - 1).astype(int)
+    return np.stack(
+        [np.bincount(bins[known[:, c] == 0, c], minlength=NUM_BINS) for c in range(known.shape[1])]
+    )
+
+
+def _assign(logits, known, positive, negative):
+    """The train step's rule in numpy: strict thresholds on unknown entries."""
+    pseudo = np.where(logits > positive, 1, np.where(logits < negative, -1, 0)).astype(np.int8)
+    return np.where(known == 0, pseudo, 0).astype(np.int8)
+
 
 # ----------------------------------------------------------------------------
 # prior_matched_thresholds
 
 
 def _threshold_case():
-    """Rows 0-9 unknown in classes 0 and 1 with scores 0.05 .. 0.95; rows 10-11 known with extreme
-    scores that must not move the quantiles; class 2 is fully known."""
-    unknown_scores = np.arange(10) / 10.0 + 0.05  # 0.05, 0.15, ..., 0.95
-    probabilities = np.zeros((12, 3), np.float32)
-    probabilities[:10, 0] = unknown_scores
-    probabilities[:10, 1] = unknown_scores[::-1]
-    probabilities[10:, :2] = [[0.999, 0.001], [0.001, 0.999]]
-    probabilities[:, 2] = np.linspace(0.1, 0.9, 12)
+    """Classes 0 and 1: 10 unknown logits at bin edges -4.5 .. 4.5 (+ a quarter bin); two known
+    entries with extreme logits that must not count; class 2 is fully known."""
+    unknown = np.arange(10) - 4.5 + BIN_WIDTH / 4
+    logits = np.zeros((12, 3))
+    logits[:10, 0] = unknown
+    logits[:10, 1] = unknown[::-1]
+    logits[10:, :2] = [[9.0, -9.0], [-9.0, 9.0]]
+    logits[:, 2] = np.linspace(-3, 3, 12)
     known = np.zeros((12, 3), np.int8)
     known[10:, :2] = [[1, -1], [-1, 1]]
     known[:, 2] = np.where(np.arange(12) % 2 == 0, 1, -1)
-    return probabilities, known
+    return logits, known
 
 
 def test_prior_matched_thresholds_exact_values():
-    probabilities, known = _threshold_case()
-    priors = np.array([0.2, 0.6, 0.3])
+    logits, known = _threshold_case()
+    counts = _histogram(logits, known)
     positive, negative = prior_matched_thresholds(
-        probabilities, known, priors, min_positive_probability=0.5, negative_coverage=0.5
+        counts, np.array([0.2, 0.6, 0.3]), min_positive_probability=0.5, negative_coverage=0.5
     )
-    assert positive.dtype == np.float32 and negative.dtype == np.float32
-    # Class 0: 80% quantile of 0.05..0.95 (linear) = 0.77; 40% quantile = 0.41.
-    assert positive[0] == pytest.approx(0.77, abs=1e-6)
-    assert negative[0] == pytest.approx(0.41, abs=1e-6)
-    # Class 1: 40% quantile = 0.41 < floor 0.5 -> t+ = 0.5; t- = 20% quantile = 0.23.
-    assert positive[1] == pytest.approx(0.5, abs=1e-7)
-    assert negative[1] == pytest.approx(0.23, abs=1e-6)
-    # Class 2 has no unknown entry.
-    assert positive[2] == np.inf and negative[2] == -np.inf
+    # Class 0: the 2 highest of 10 lie at or above edge 3.5; the 4 lowest below edge -0.5.
+    # (The lowest such edge: just above the third highest.)
+    assert positive[0] == 2.5 + BIN_WIDTH and negative[0] == -0.5
+    # Class 1: 6 above edge -1.5, but the floor (logit 0.5 = 0) binds; 2 lowest below -2.5.
+    assert positive[1] == 0.0 and negative[1] == -2.5
+    assert positive[2] == np.inf and negative[2] == -np.inf  # nothing unknown in class 2
 
 
-def test_prior_matched_thresholds_rates_match_prior():
-    probabilities, known = _threshold_case()
-    priors = np.array([0.2, 0.3, 0.3])
-    positive, negative = prior_matched_thresholds(
-        probabilities, known, priors, min_positive_probability=0.0
-    )
-    pseudo = assign_pseudo_labels(probabilities, known, positive, negative)
-    unknown = known == 0
-    for c in (0, 1):
-        count = unknown[:, c].sum()
-        assert count == 10
-        assert (pseudo[unknown[:, c], c] == 1).sum() == round(priors[c] * count)
-        assert (pseudo[unknown[:, c], c] == -1).sum() == round(0.5 * (1 - priors[c]) * count)
-    assert not pseudo[:, 2].any()  # nothing unknown in class 2
-
-
-def test_prior_matched_thresholds_random_rates_and_floor():
+def test_prior_matched_thresholds_rates_match_prior_random():
     rng = np.random.default_rng(3)
-    n, c = 2000, 4
-    probabilities = rng.random((n, c)).astype(np.float32) * 0.9  # scores in [0, 0.9)
+    n, c = 4000, 4
+    logits = rng.normal(size=(n, c)) * 3
     known = rng.choice(np.array([1, -1, 0], np.int8), size=(n, c), p=[0.1, 0.3, 0.6])
     priors = np.array([0.05, 0.1, 0.25, 0.8])
     floor = 0.3
-    positive, negative = prior_matched_thresholds(
-        probabilities, known, priors, min_positive_probability=floor, negative_coverage=0.5
-    )
-    pseudo = assign_pseudo_labels(probabilities, known, positive, negative)
+    counts = _histogram(logits, known)
+    positive, negative = prior_matched_thresholds(counts, priors, floor, negative_coverage=0.5)
+    pseudo = _assign(logits, known, positive, negative)
     for k in range(c):
         unknown = known[:, k] == 0
-        scores = probabilities[unknown, k]
+        scores = logits[unknown, k]
+        # At most the prior's share, and short of it by at most one bin's worth of entries.
+        in_bin = np.max(counts[k]) / unknown.sum()
         rate = (pseudo[unknown, k] == 1).mean()
-        assert positive[k] >= floor
-        if np.quantile(scores, 1 - priors[k]) >= floor:
-            assert abs(rate - priors[k]) <= 1.0 / unknown.sum() + 1e-9
-        else:  # the floor binds: everything at or above it, and more than the prior would not be
-            assert positive[k] == pytest.approx(floor)
-            assert rate == pytest.approx((scores >= floor).mean())
-            assert rate < priors[k]
+        exact = np.quantile(scores, 1 - priors[k])
+        if exact > np.log(floor / (1 - floor)) + BIN_WIDTH:
+            assert priors[k] - in_bin <= rate <= priors[k] + 1e-12
+            assert abs(positive[k] - exact) <= 2 * BIN_WIDTH
+        else:  # the floor binds
+            assert positive[k] == pytest.approx(np.log(floor / (1 - floor)))
+        negative_rate = (pseudo[unknown, k] == -1).mean()
+        assert negative_rate <= 0.5 * (1 - priors[k]) + 1e-12
         assert negative[k] <= positive[k]
-    # Prior 0.8 with scores below 0.9: its 20% quantile (~0.18) is under the floor.
-    assert positive[3] == pytest.approx(floor)
 
 
-def test_negative_threshold_never_exceeds_positive():
-    probabilities = np.array([[0.6], [0.6], [0.6], [0.6]], np.float32)
-    known = np.zeros((4, 1), np.int8)
-    positive, negative = prior_matched_thresholds(
-        probabilities, known, np.array([0.1]), min_positive_probability=0.5, negative_coverage=1.0
-    )
-    assert negative[0] <= positive[0]
-    pseudo = assign_pseudo_labels(probabilities, known, positive, negative)
-    # All scores tie at t+ = t- = 0.6: strict thresholds leave every tied entry unknown.
-    np.testing.assert_array_equal(pseudo, np.zeros((4, 1), np.int8))
+def test_one_bin_labels_nothing():
+    """Scores a network cannot yet tell apart (one bin) label nothing, whatever the shares."""
+    counts = np.zeros((1, NUM_BINS), np.int64)
+    counts[0, 600] = 50
+    positive, negative = prior_matched_thresholds(counts, np.array([0.1]), 0.0, 1.0)
+    assert positive[0] > bin_edges()[600] and negative[0] <= bin_edges()[600]
+    logits = np.full((50, 1), bin_edges()[600] + BIN_WIDTH / 2)
+    assert not _assign(logits, np.zeros((50, 1), np.int8), positive, negative).any()
 
 
 # ----------------------------------------------------------------------------
-# assign_pseudo_labels
+# score_histograms and pseudo_label_quality
 
 
-def test_assign_pseudo_labels_exact():
-    probabilities = np.array(
-        [[0.9, 0.10, 0.50], [0.7, 0.02, 0.95], [0.3, 0.60, 0.04], [0.95, 0.01, 0.5]], np.float32
-    )
-    known = np.array([[0, 0, 0], [0, 1, -1], [1, 0, 0], [-1, -1, 0]], np.int8)
-    positive = np.array([0.8, 0.5, 0.9], np.float32)
-    negative = np.array([0.3, 0.05, 0.05], np.float32)
-    pseudo = assign_pseudo_labels(probabilities, known, positive, negative)
-    expected = np.array(
-        [
-            [1, 0, 0],
-            [0, 0, 0],  # 0.7 in the gap; 0.02 and 0.95 are known entries
-            [0, 1, -1],  # 0.3 is known positive
-            [0, 0, 0],
-        ],
-        np.int8,
-    )
-    assert pseudo.dtype == np.int8
-    np.testing.assert_array_equal(pseudo, expected)
-    assert not pseudo[known != 0].any()  # known entries always stay 0
+def test_histograms_and_quality_count_what_the_rule_labels():
+    train, known = _tiny_data(seed=4)
+    network = _tiny_model().network
+    dataset = pipeline.evaluation_dataset(train, batch_size=16)
+    logits = network.predict(dataset, verbose=0).astype(np.float64)
+    for labels in (known, SparseLabels.from_dense(known)):  # sparse labels stay sparse
+        counts = score_histograms(
+            network,
+            dataset,
+            pipeline.label_lookup(labels),
+            NUM_CLASSES,
+            pipeline.label_lookup(train.labels),
+        )
+        assert counts.shape == (3, NUM_CLASSES, NUM_BINS)
+        np.testing.assert_array_equal(counts.sum(axis=0), _histogram(logits, known))
+    hidden = [np.where(known == 0, train.labels == sign, False) for sign in (1, -1)]
+    np.testing.assert_array_equal(counts[1].sum(axis=1), hidden[0].sum(axis=0))
+    np.testing.assert_array_equal(counts[2].sum(axis=1), hidden[1].sum(axis=0))
 
-
-def test_assign_pseudo_labels_known_entries_stay_zero_random():
-    rng = np.random.default_rng(0)
-    probabilities = rng.random((50, 6)).astype(np.float32)
-    known = rng.choice(np.array([1, -1, 0], np.int8), size=(50, 6))
-    pseudo = assign_pseudo_labels(
-        probabilities, known, np.full(6, 0.0, np.float32), np.full(6, 1.0, np.float32)
-    )
-    assert not pseudo[known != 0].any()
-    assert (pseudo[known == 0] == 1).all()  # t+ = 0: every unknown is positive (it wins over t-)
-
-
-# ----------------------------------------------------------------------------
-# pseudo_label_quality
-
-
-def test_pseudo_label_quality_exact():
-    known = np.array([[1, 0, 0], [0, 0, -1], [0, 0, 0]], np.int8)  # 7 unknown entries
-    pseudo = np.array(
-        [[0, 1, -1], [1, 0, 0], [-1, 1, 0]], np.int8
-    )  # 5 labelled: 3 positive, 2 negative
-    true = np.array([[1, 1, 1], [-1, 1, -1], [-1, -1, 1]], np.int8)
-    quality = pseudo_label_quality(pseudo, known, true)
-    # Hidden positives: (0,1), (0,2), (1,1), (2,2) -> 4; found: (0,1) only.
-    assert quality == {
-        "pseudo_coverage": pytest.approx(5 / 7),
-        "pseudo_positives": 3,
-        "pseudo_negatives": 2,
-        "pseudo_pos_precision": pytest.approx(1 / 3),  # (0,1) right; (1,0), (2,1) wrong
-        "pseudo_pos_recall": pytest.approx(1 / 4),
-        "pseudo_neg_precision": pytest.approx(1 / 2),  # (2,0) right, (0,2) wrong
+    positive, negative = prior_matched_thresholds(counts.sum(0), np.array([0.3, 0.2, 0.4]), 0.0)
+    pseudo = _assign(logits, known, positive, negative)
+    assert (pseudo == 1).any() and (pseudo == -1).any()  # a non-trivial case
+    unknown, true = known == 0, train.labels
+    is_positive, is_negative = pseudo > 0, pseudo < 0
+    assert pseudo_label_quality(counts, positive, negative) == {
+        "pseudo_coverage": pytest.approx((is_positive | is_negative).sum() / unknown.sum()),
+        "pseudo_positives": int(is_positive.sum()),
+        "pseudo_negatives": int(is_negative.sum()),
+        "pseudo_pos_precision": pytest.approx((is_positive & (true > 0)).sum() / is_positive.sum()),
+        "pseudo_pos_recall": pytest.approx(
+            (is_positive & (true > 0)).sum() / (unknown & (true > 0)).sum()
+        ),
+        "pseudo_neg_precision": pytest.approx((is_negative & (true < 0)).sum() / is_negative.sum()),
     }
-    assert set(pseudo_label_quality(pseudo, known)) == {
+    assert set(pseudo_label_quality(counts[:1].sum(0, keepdims=True), positive, negative)) == {
         "pseudo_coverage",
         "pseudo_positives",
         "pseudo_negatives",
@@ -175,9 +154,8 @@ def test_pseudo_label_quality_exact():
 
 
 def test_pseudo_label_quality_empty():
-    known = np.ones((2, 2), np.int8)
-    pseudo = np.zeros((2, 2), np.int8)
-    quality = pseudo_label_quality(pseudo, known, known)
+    counts = np.zeros((3, 2, NUM_BINS), np.int64)
+    quality = pseudo_label_quality(counts, np.full(2, np.inf), np.full(2, -np.inf))
     assert quality["pseudo_coverage"] == 0.0
     assert quality["pseudo_pos_precision"] == 0.0 and quality["pseudo_pos_recall"] == 0.0
 
@@ -221,8 +199,12 @@ def test_refresh_schedule():
     assert refresh == [2, 5, 8, 11, 14]
 
 
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 @pytest.mark.parametrize("mode", ["fixed", "prior"])
-def test_callback_writes_assigned_pseudo_labels(mode):
+def test_callback_writes_thresholds_the_train_step_applies(mode):
     train, known = _tiny_data()
     model = _tiny_model()
     eval_ds = pipeline.evaluation_dataset(train, batch_size=16)
@@ -241,24 +223,36 @@ def test_callback_writes_assigned_pseudo_labels(mode):
         log=logged.append,
     )
     callback.set_model(model)
+    logits = model.network.predict(eval_ds, verbose=0)
+    # Before the first refresh nothing is pseudo-labelled.
+    np.testing.assert_array_equal(model.resolve_labels(known, logits), known)
 
     callback.on_epoch_begin(1)  # not a refresh epoch: nothing happens
-    assert not model.pseudo_labels.numpy().any() and not logged
+    assert not logged and model.pseudo_thresholds.numpy().min() == 1.0
 
     callback.on_epoch_begin(2)
-    probabilities = predict_probabilities(model, eval_ds)
+    counts = _histogram(logits.astype(np.float64), known)
     if mode == "prior":
-        positive, negative = prior_matched_thresholds(probabilities, known, priors, 0.55, 0.5)
+        positive, negative = prior_matched_thresholds(counts, priors, 0.55, 0.5)
     else:
-        positive = np.full(NUM_CLASSES, 0.55, np.float32)
-        negative = np.full(NUM_CLASSES, 0.45, np.float32)
-    expected = assign_pseudo_labels(probabilities, known, positive, negative)
+        positive = np.full(NUM_CLASSES, np.log(0.55 / 0.45))
+        negative = np.full(NUM_CLASSES, np.log(0.45 / 0.55))
+    np.testing.assert_allclose(model.pseudo_thresholds.numpy(), _sigmoid(positive), atol=1e-7)
+    np.testing.assert_allclose(
+        model.pseudo_negative_thresholds.numpy(), _sigmoid(negative), atol=1e-7
+    )
+    expected = _assign(logits, known, positive, negative)
     assert (expected == 1).any() and (expected == -1).any()  # a non-trivial case
-    got = model.pseudo_labels.numpy()
-    assert got.dtype == np.int8
-    np.testing.assert_array_equal(got, expected)
-    np.testing.assert_allclose(model.pseudo_thresholds.numpy(), np.clip(positive, 0, 1), atol=1e-7)
-    assert callback.quality == pseudo_label_quality(expected, known, train.labels)
+    resolved = np.asarray(model.resolve_labels(known, logits))
+    assert resolved.dtype == np.int8
+    np.testing.assert_array_equal(resolved, np.where(known != 0, known, expected))
+    unknown, true = known == 0, train.labels
+    assert callback.quality["pseudo_positives"] == (expected > 0).sum()
+    assert callback.quality["pseudo_negatives"] == (expected < 0).sum()
+    if mode == "prior":  # thresholds on bin edges: the quality counts are exact
+        assert callback.quality["pseudo_pos_recall"] == pytest.approx(
+            ((expected > 0) & (true > 0)).sum() / (unknown & (true > 0)).sum()
+        )
     # Before the third epoch, which Keras prints as "Epoch 3/N"; counts print as integers.
     assert len(logged) == 1 and logged[0].startswith("epoch 3: pseudo labels refreshed")
     assert f"pseudo_positives={callback.quality['pseudo_positives']:d}," in logged[0]
@@ -273,7 +267,8 @@ def test_callback_writes_assigned_pseudo_labels(mode):
     assert quiet == {"loss": 1.0}
 
 
-def test_callback_refreshes_after_training_changed_predictions():
+def test_online_rule_follows_the_network_between_refreshes():
+    """Pseudo labels come from the current scores: a weight change flips them without a refresh."""
     train, known = _tiny_data(seed=1)
     model = _tiny_model()
     eval_ds = pipeline.evaluation_dataset(train, batch_size=64)
@@ -289,22 +284,15 @@ def test_callback_refreshes_after_training_changed_predictions():
     )
     callback.set_model(model)
     callback.on_epoch_begin(0)
-    first = model.pseudo_labels.numpy().copy()
-    # With t+ = t- = 0.5 every unknown entry gets a label; a big weight change flips some.
+    first = np.asarray(model.resolve_labels(known, model.network.predict(eval_ds, verbose=0)))
+    # With t+ = t- = 0.5 every unknown entry gets a label; negated outputs flip every one.
     assert (first[known == 0] != 0).all()
-    kernel = model.network.get_layer("logits").kernel
-    kernel.assign(-kernel.numpy())
-    model.network.get_layer("logits").bias.assign(-model.network.get_layer("logits").bias.numpy())
-    callback.on_epoch_begin(1)
-    second = model.pseudo_labels.numpy()
-    expected = assign_pseudo_labels(
-        predict_probabilities(model, eval_ds),
-        known,
-        np.full(NUM_CLASSES, 0.5, np.float32),
-        np.full(NUM_CLASSES, 0.5, np.float32),
-    )
-    np.testing.assert_array_equal(second, expected)
-    assert (second != first).any()
+    layer = model.network.get_layer("logits")
+    layer.kernel.assign(-layer.kernel.numpy())
+    layer.bias.assign(-layer.bias.numpy())
+    second = np.asarray(model.resolve_labels(known, model.network.predict(eval_ds, verbose=0)))
+    np.testing.assert_array_equal(second[known == 0], -first[known == 0])
+    np.testing.assert_array_equal(second[known != 0], known[known != 0])
 
 
 # ----------------------------------------------------------------------------
@@ -312,27 +300,28 @@ def test_callback_refreshes_after_training_changed_predictions():
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_compiled_resolve_labels_sees_assigned_pseudo_labels(jit_compile):
+def test_compiled_resolve_labels_sees_assigned_thresholds(jit_compile):
     model = _tiny_model(num_examples=6, num_classes=3)
     fn = tf.function(model.resolve_labels, jit_compile=jit_compile)
     labels = tf.constant([[1, 0, -1], [0, 0, 0], [0, 1, 0]], tf.int8)
-    ids = tf.constant([4, 0, 2], tf.int32)
+    logits = tf.constant([[5.0, 5.0, 5.0], [-5.0, 0.0, 2.0], [-2.0, 3.0, -0.5]])
 
-    first = fn(labels, ids).numpy()
-    np.testing.assert_array_equal(first, labels.numpy())  # pseudo labels are all 0 initially
+    first = fn(labels, logits).numpy()
+    np.testing.assert_array_equal(first, labels.numpy())  # nothing pseudo-labelled initially
 
-    pseudo = np.array(
-        [[1, 1, 1], [0, 0, 0], [-1, -1, -1], [1, 1, 1], [-1, -1, 1], [0, 0, 0]], np.int8
-    )
-    model.pseudo_labels.assign(pseudo)
-    second = fn(labels, ids).numpy()
-    # Row 0 is example 4 ([-1, -1, 1]) under known [1, 0, -1]; row 1 is example 0; row 2 example 2.
-    np.testing.assert_array_equal(second, [[1, -1, -1], [1, 1, 1], [-1, 1, -1]])
+    model.pseudo_thresholds.assign(_sigmoid(np.array([1.0, 1.0, 2.5])))
+    model.pseudo_negative_thresholds.assign(_sigmoid(np.array([-1.0, -1.0, -0.25])))
+    second = fn(labels, logits).numpy()
+    np.testing.assert_array_equal(second, [[1, 1, -1], [-1, 0, 0], [-1, 1, -1]])
     assert second.dtype == np.int8
+    # A class subset (as pruning gathers it): the columns' own thresholds apply.
+    subset = tf.function(model.resolve_labels, jit_compile=jit_compile)
+    got = subset(labels[:, 1:], logits[:, 1:], class_ids=tf.constant([1, 2])).numpy()
+    np.testing.assert_array_equal(got, second[:, 1:])
 
-    model.pseudo_labels.assign(-pseudo)
-    third = fn(labels, ids).numpy()
-    np.testing.assert_array_equal(third, [[1, 1, -1], [-1, -1, -1], [1, 1, 1]])
+    model.pseudo_thresholds.assign(np.ones(3, np.float32))
+    model.pseudo_negative_thresholds.assign(np.zeros(3, np.float32))
+    np.testing.assert_array_equal(fn(labels, logits).numpy(), labels.numpy())
     assert fn.experimental_get_tracing_count() == 1
 
 
@@ -354,6 +343,5 @@ def test_fully_known_class_keeps_a_usable_decision_threshold():
     )
     callback.set_model(model)
     callback.on_epoch_begin(0)
-    assert not model.pseudo_labels.numpy()[:, 1].any()  # nothing to pseudo-label there (passes)
     thresholds = model.pseudo_thresholds.numpy()
     assert thresholds[1] == pytest.approx(0.5)  # the floor / default, not 1.0
