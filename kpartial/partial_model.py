@@ -4,11 +4,14 @@ The wrapped network is ordinary (features or images in, C logits out). What trai
 the labels lives in non-trainable variables of this model, so compiled (and XLA-compiled) steps see
 every update, and checkpoints (`save_weights`) carry them:
 
+- `pseudo_positives` int32 [N, L] (only with pseudo labelling): each example's pseudo-positive
+  classes (class + 1; 0 = empty slot), written by each refresh and read by example id: at most L
+  per example, so the store grows with N x L, never N x C.
 - `pseudo_thresholds`, `pseudo_negative_thresholds` float32 [C]: the per-class t+ and t-
-  (probabilities) of the last pseudo-label refresh. Each step, an unknown entry whose
-  stop-gradient score is above t+ counts as a positive, below t- as a negative (strictly, so
-  ties stay unknown). They start at 1 and 0: nothing is pseudo-labelled before the first refresh.
-  Known labels always win. No state grows with N: the rule needs only the current scores.
+  (probabilities) of the last refresh. t+ is a record (the store holds the entries above it); t-
+  is applied online: each step, an unknown entry whose stop-gradient score is below t- counts as a
+  negative (strictly, so ties stay unknown). They start at 1 and 0, the store empty: nothing is
+  pseudo-labelled before the first refresh. Known labels always win.
 - `corrected_labels` int8 [N, C], only for a loss that `needs_example_state` (LL-Cp): the +1
   labels its permanent corrections wrote, looked up by the example id the pipeline yields.
 - `active_classes` float32 [C]: 1 for classes still trained, 0 for pruned ones.
@@ -47,8 +50,9 @@ class PartialLabelModel(keras.Model):
       partial_loss: a `kpartial.losses.PartialLabelLoss`.
       pseudo_weight: loss weight of a pseudo-labelled (or corrected) entry relative to an
         annotated one.
-      pseudo_labelling: whether the train step applies the threshold rule. False skips its
-        [B, C] comparisons; the threshold variables exist either way, so checkpoints are uniform.
+      pseudo_labelling: whether the train step applies pseudo labels. False skips its [B, C]
+        comparisons and keeps no store; the threshold variables exist either way.
+      max_pseudo_positives: L, the store's pseudo-positive slots per example.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class PartialLabelModel(keras.Model):
         partial_loss,
         pseudo_weight=1.0,
         pseudo_labelling=True,
+        max_pseudo_positives=16,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -74,6 +79,15 @@ class PartialLabelModel(keras.Model):
                 initializer="zeros",
                 trainable=False,
                 name="corrected_labels",
+            )
+        self.pseudo_positives = None
+        if self.pseudo_labelling:
+            self.pseudo_positives = self.add_weight(
+                shape=(num_examples, min(int(max_pseudo_positives), num_classes)),
+                dtype="int32",
+                initializer="zeros",
+                trainable=False,
+                name="pseudo_positives",
             )
         self.active_classes = self.add_weight(
             shape=(num_classes,), initializer="ones", trainable=False, name="active_classes"
@@ -111,27 +125,46 @@ class PartialLabelModel(keras.Model):
         return self.network(inputs, training=training)
 
     def resolve_labels(self, labels, logits, example_ids=None, class_ids=None):
-        """Known labels win; then LL-Cp's corrections; then the threshold rule on `logits`.
+        """Known labels win; then LL-Cp's corrections; then stored positives; then the online t-.
 
         Args:
           labels: int [B, K] annotations {+1, -1, 0}.
           logits: float [B, K] scores of the same entries (no gradient flows through the rule).
-          example_ids: int [B] ids, to look up LL-Cp's corrections.
+          example_ids: int [B] ids, to look up stored pseudo positives and LL-Cp's corrections.
           class_ids: int [K] the classes of the columns, when they are a subset of the C classes.
         """
         labels = ops.cast(labels, "int8")
-        if self.corrected_labels is not None and example_ids is not None:
-            corrected = ops.take(self.corrected_labels, ops.cast(example_ids, "int32"), axis=0)
+        ids = None if example_ids is None else ops.cast(example_ids, "int32")
+        if self.corrected_labels is not None and ids is not None:
+            corrected = ops.take(self.corrected_labels, ids, axis=0)
             if class_ids is not None:
                 corrected = ops.take(corrected, class_ids, axis=1)
             labels = ops.where(ops.not_equal(labels, 0), labels, corrected)
         if not self.pseudo_labelling:
             return labels
-        upper = _logit(self._per_class(self.pseudo_thresholds, class_ids))
         lower = _logit(self._per_class(self.pseudo_negative_thresholds, class_ids))
-        scores = ops.stop_gradient(logits)
-        pseudo = ops.where(ops.greater(scores, upper), 1, ops.where(ops.less(scores, lower), -1, 0))
+        pseudo = ops.where(ops.less(ops.stop_gradient(logits), lower), -1, 0)
+        if ids is not None:
+            pseudo = ops.where(self._stored_positives(ids, class_ids, ops.shape(labels)), 1, pseudo)
         return ops.where(ops.not_equal(labels, 0), labels, ops.cast(pseudo, "int8"))
+
+    def _stored_positives(self, ids, class_ids, shape):
+        """bool [B, K]: the entries of rows `ids` that the store holds (columns `class_ids`)."""
+        slots = ops.take(self.pseudo_positives, ids, axis=0)  # [B, L]: class + 1, or 0
+        if class_ids is not None:  # class + 1 -> column + 1; a pruned class -> 0
+            num_classes = self.pseudo_thresholds.shape[0]
+            columns = ops.arange(1, ops.shape(class_ids)[0] + 1, dtype="int32")
+            position = ops.scatter(ops.expand_dims(class_ids, -1), columns, (num_classes,))
+            slots = ops.where(slots > 0, ops.take(position, ops.maximum(slots - 1, 0)), 0)
+        rows = ops.broadcast_to(
+            ops.expand_dims(ops.arange(shape[0], dtype="int32"), -1), ops.shape(slots)
+        )
+        # Empty slots point at column 0 with a 0 added: scatter sums, and a row's classes differ.
+        index = ops.stack([rows, ops.maximum(slots - 1, 0)], axis=-1)
+        hits = ops.scatter(
+            ops.reshape(index, (-1, 2)), ops.reshape(ops.cast(slots > 0, "int32"), (-1,)), shape
+        )
+        return ops.greater(hits, 0)
 
     @staticmethod
     def _per_class(variable, class_ids):

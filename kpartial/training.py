@@ -82,6 +82,7 @@ class TrainConfig:
     pseudo_negative_threshold: float = 0.05
     pseudo_negative_coverage: float = 0.1
     pseudo_weight: float = 0.5
+    pseudo_max_positives: int = 16
     pruning: str = "auto"
     prune_schedule: tuple = ()
     prune_criterion: str = "fit_well"
@@ -119,6 +120,8 @@ class TrainConfig:
                 label_pruning.resolve_prune_schedule(self.prune_schedule, self.epochs)
             except ValueError as e:
                 raise ValueError(f"prune_schedule: {e}") from None
+        if self.pseudo_max_positives < 1:
+            raise ValueError(f"pseudo_max_positives={self.pseudo_max_positives} must be >= 1")
         if self.uses_pseudo_labels and self.pseudo_start_epoch >= self.epochs:
             raise ValueError(
                 f"pseudo_start_epoch={self.pseudo_start_epoch} is not before epochs={self.epochs}, "
@@ -412,6 +415,7 @@ def build_model(config, train, stats):
         loss,
         config.pseudo_weight,
         pseudo_labelling=config.uses_pseudo_labels,
+        max_pseudo_positives=config.pseudo_max_positives,
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(config.learning_rate, config.weight_decay),

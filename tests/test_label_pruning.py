@@ -352,15 +352,19 @@ def _bce_by_hand(targets, logits):
 def test_pruned_class_gets_zero_gradient_and_no_loss():
     train, known = _tiny_data(seed=2)
     model = _tiny_model()
-    # t+ = t- = 0.5: the online rule pseudo-labels every unknown entry by its logit's sign.
-    model.pseudo_thresholds.assign(np.full(NUM_CLASSES, 0.5, np.float32))
+    ((inputs, labels),) = pipeline.training_dataset(train, known, batch_size=16, seed=0).take(1)
+    # Every unknown entry pseudo-labelled by its logit's sign: t- = 0.5, and the store holds
+    # the positive ones (L = C slots).
     model.pseudo_negative_thresholds.assign(np.full(NUM_CLASSES, 0.5, np.float32))
+    positive = model.network(inputs["x"], training=False).numpy() > 0
+    store = np.zeros((NUM_EXAMPLES, NUM_CLASSES), np.int32)
+    store[inputs["id"].numpy()] = np.where(positive, np.arange(1, NUM_CLASSES + 1), 0)
+    model.pseudo_positives.assign(store)
     pruned = [1, 6]
     active = np.ones(NUM_CLASSES, np.float32)
     active[pruned] = 0.0
     model.active_classes.assign(active)
 
-    ((inputs, labels),) = pipeline.training_dataset(train, known, batch_size=16, seed=0).take(1)
     layer = model.network.get_layer("logits")
     with tf.GradientTape() as tape:
         loss = model.compute_partial_loss(inputs, labels, training=True)

@@ -191,11 +191,12 @@ def test_resolve_labels_known_win():
         3,
         losses.IgnoreUnknownBCE(),
     )
-    model.pseudo_thresholds.assign(np.full(3, 0.5, np.float32))
     model.pseudo_negative_thresholds.assign(np.full(3, 0.5, np.float32))
+    # Stored positives: row 0 classes 0, 1 and 2; row 2 class 1 (all but row 0's class 0 known).
+    model.pseudo_positives.assign(np.array([[1, 2, 3], [0, 0, 0], [2, 0, 0], [0, 0, 0]], np.int32))
     labels = np.array([[0, -1, 1], [0, 0, 0], [0, 1, 0]], np.int8)
     logits = np.array([[2.0, 2.0, -2.0], [-1.0, -1.0, -1.0], [0.0, 3.0, 0.0]], np.float32)
-    resolved = np.asarray(model.resolve_labels(labels, logits))
+    resolved = np.asarray(model.resolve_labels(labels, logits, np.arange(3)))
     np.testing.assert_array_equal(resolved, [[1, -1, 1], [-1, -1, -1], [0, 1, 0]])
 
 

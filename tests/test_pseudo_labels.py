@@ -15,6 +15,7 @@ from kpartial.partial_model import PartialLabelModel
 from kpartial.pseudo_labels import (
     BIN_WIDTH,
     NUM_BINS,
+    PositiveCandidates,
     PseudoLabelCallback,
     bin_edges,
     prior_matched_thresholds,
@@ -224,8 +225,9 @@ def test_callback_writes_thresholds_the_train_step_applies(mode):
     )
     callback.set_model(model)
     logits = model.network.predict(eval_ds, verbose=0)
+    ids = np.arange(NUM_EXAMPLES)
     # Before the first refresh nothing is pseudo-labelled.
-    np.testing.assert_array_equal(model.resolve_labels(known, logits), known)
+    np.testing.assert_array_equal(model.resolve_labels(known, logits, ids), known)
 
     callback.on_epoch_begin(1)  # not a refresh epoch: nothing happens
     assert not logged and model.pseudo_thresholds.numpy().min() == 1.0
@@ -243,11 +245,13 @@ def test_callback_writes_thresholds_the_train_step_applies(mode):
     )
     expected = _assign(logits, known, positive, negative)
     assert (expected == 1).any() and (expected == -1).any()  # a non-trivial case
-    resolved = np.asarray(model.resolve_labels(known, logits))
+    resolved = np.asarray(model.resolve_labels(known, logits, ids))
     assert resolved.dtype == np.int8
     np.testing.assert_array_equal(resolved, np.where(known != 0, known, expected))
     unknown, true = known == 0, train.labels
     assert callback.quality["pseudo_positives"] == (expected > 0).sum()
+    assert callback.quality["stored_pseudo_positives"] == (expected > 0).sum()
+    assert callback.quality["candidates_over_cap"] == 0
     assert callback.quality["pseudo_negatives"] == (expected < 0).sum()
     if mode == "prior":  # thresholds on bin edges: the quality counts are exact
         assert callback.quality["pseudo_pos_recall"] == pytest.approx(
@@ -267,8 +271,8 @@ def test_callback_writes_thresholds_the_train_step_applies(mode):
     assert quiet == {"loss": 1.0}
 
 
-def test_online_rule_follows_the_network_between_refreshes():
-    """Pseudo labels come from the current scores: a weight change flips them without a refresh."""
+def test_positives_are_stored_and_negatives_follow_the_network():
+    """Between refreshes the stored positives stay; the negative rule reads the current scores."""
     train, known = _tiny_data(seed=1)
     model = _tiny_model()
     eval_ds = pipeline.evaluation_dataset(train, batch_size=64)
@@ -284,15 +288,49 @@ def test_online_rule_follows_the_network_between_refreshes():
     )
     callback.set_model(model)
     callback.on_epoch_begin(0)
-    first = np.asarray(model.resolve_labels(known, model.network.predict(eval_ds, verbose=0)))
-    # With t+ = t- = 0.5 every unknown entry gets a label; negated outputs flip every one.
+    ids = np.arange(NUM_EXAMPLES)
+    logits = model.network.predict(eval_ds, verbose=0)
+    first = np.asarray(model.resolve_labels(known, logits, ids))
+    # With t+ = t- = 0.5 every unknown entry gets a label.
     assert (first[known == 0] != 0).all()
-    layer = model.network.get_layer("logits")
-    layer.kernel.assign(-layer.kernel.numpy())
-    layer.bias.assign(-layer.bias.numpy())
-    second = np.asarray(model.resolve_labels(known, model.network.predict(eval_ds, verbose=0)))
-    np.testing.assert_array_equal(second[known == 0], -first[known == 0])
-    np.testing.assert_array_equal(second[known != 0], known[known != 0])
+    np.testing.assert_array_equal(first, np.where(known != 0, known, np.where(logits > 0, 1, -1)))
+    # Negated scores: the negatives flip to unknown-above-t- ... except stored positives.
+    second = np.asarray(model.resolve_labels(known, -logits, ids))
+    unknown = known == 0
+    np.testing.assert_array_equal(second[unknown & (first > 0)], 1)  # stored: unchanged
+    np.testing.assert_array_equal(second[unknown & (first < 0)], 0)  # now above t-: unknown
+    np.testing.assert_array_equal(second[~unknown], known[~unknown])
+
+
+def test_store_keeps_the_highest_logits_and_counts_the_rest():
+    model = _tiny_model(num_examples=2, num_classes=3)
+    model_store = PartialLabelModel(
+        model.network, 2, 3, losses.IgnoreUnknownBCE(), max_pseudo_positives=2
+    )
+    assert tuple(model_store.pseudo_positives.shape) == (2, 2)
+    candidates = PositiveCandidates(2, 2, floor=0.0)
+    logits = tf.constant([[3.0, 1.0, 2.0], [-1.0, 0.5, 4.0]])
+    unknown = tf.constant([[True, True, True], [True, True, False]])
+    tf.function(candidates.add)(tf.constant([1, 0]), logits, unknown)
+    # Row 1 (first batch row): the two highest of three candidates; one over the cap.
+    # Row 0: class 1 only (class 0 is below the floor, class 2 is known).
+    np.testing.assert_array_equal(candidates.classes.numpy(), [[2, 0], [1, 3]])
+    assert int(candidates.over_cap.numpy()) == 1
+    # t+ per class (logits): class 0 at 2.5 keeps row 1's 3.0; class 2 at 2.5 drops its 2.0.
+    np.testing.assert_array_equal(candidates.positives([2.5, 0.0, 2.5]), [[2, 0], [1, 0]])
+
+
+def test_stored_positives_map_to_the_active_columns():
+    model = _tiny_model(num_examples=3, num_classes=NUM_CLASSES)
+    model.pseudo_positives.assign(np.array([[1, 3, 0], [2, 0, 0], [0, 0, 0]], np.int32))
+    labels = np.zeros((3, NUM_CLASSES), np.int8)
+    logits = np.zeros((3, NUM_CLASSES), np.float32)
+    ids = np.array([2, 0, 1])
+    full = np.asarray(model.resolve_labels(labels, logits, ids))
+    np.testing.assert_array_equal(full, [[0, 0, 0], [1, 0, 1], [0, 1, 0]])
+    subset = tf.function(model.resolve_labels, jit_compile=True)
+    got = subset(labels[:, [0, 2]], logits[:, [0, 2]], ids, class_ids=tf.constant([0, 2]))
+    np.testing.assert_array_equal(got.numpy(), full[:, [0, 2]])
 
 
 # ----------------------------------------------------------------------------
@@ -306,22 +344,23 @@ def test_compiled_resolve_labels_sees_assigned_thresholds(jit_compile):
     labels = tf.constant([[1, 0, -1], [0, 0, 0], [0, 1, 0]], tf.int8)
     logits = tf.constant([[5.0, 5.0, 5.0], [-5.0, 0.0, 2.0], [-2.0, 3.0, -0.5]])
 
-    first = fn(labels, logits).numpy()
+    ids = tf.constant([0, 1, 2])
+    first = fn(labels, logits, ids).numpy()
     np.testing.assert_array_equal(first, labels.numpy())  # nothing pseudo-labelled initially
 
-    model.pseudo_thresholds.assign(_sigmoid(np.array([1.0, 1.0, 2.5])))
     model.pseudo_negative_thresholds.assign(_sigmoid(np.array([-1.0, -1.0, -0.25])))
-    second = fn(labels, logits).numpy()
-    np.testing.assert_array_equal(second, [[1, 1, -1], [-1, 0, 0], [-1, 1, -1]])
+    model.pseudo_positives.assign(np.array([[2, 0, 0], [3, 0, 0]] + [[0, 0, 0]] * 4, np.int32))
+    second = fn(labels, logits, ids).numpy()
+    np.testing.assert_array_equal(second, [[1, 1, -1], [-1, 0, 1], [-1, 1, -1]])
     assert second.dtype == np.int8
-    # A class subset (as pruning gathers it): the columns' own thresholds apply.
+    # A class subset (as pruning gathers it): the columns' own thresholds and stored classes.
     subset = tf.function(model.resolve_labels, jit_compile=jit_compile)
-    got = subset(labels[:, 1:], logits[:, 1:], class_ids=tf.constant([1, 2])).numpy()
+    got = subset(labels[:, 1:], logits[:, 1:], ids, class_ids=tf.constant([1, 2])).numpy()
     np.testing.assert_array_equal(got, second[:, 1:])
 
-    model.pseudo_thresholds.assign(np.ones(3, np.float32))
+    model.pseudo_positives.assign(np.zeros((6, 3), np.int32))
     model.pseudo_negative_thresholds.assign(np.zeros(3, np.float32))
-    np.testing.assert_array_equal(fn(labels, logits).numpy(), labels.numpy())
+    np.testing.assert_array_equal(fn(labels, logits, ids).numpy(), labels.numpy())
     assert fn.experimental_get_tracing_count() == 1
 
 

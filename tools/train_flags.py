@@ -177,6 +177,13 @@ flags.DEFINE_float(
     lower_bound=0,
     module_name=PSEUDO,
 )
+flags.DEFINE_integer(
+    "pseudo_max_positives",
+    D.pseudo_max_positives,
+    "Pseudo positives stored per example at most (the highest logits win; the rest are counted).",
+    lower_bound=1,
+    module_name=PSEUDO,
+)
 
 flags.DEFINE_enum(
     "pruning",
