@@ -20,8 +20,10 @@ every class.
 """
 
 import math
+import time
 
 import keras
+
 import numpy as np
 
 from kpartial import pipeline
@@ -216,6 +218,7 @@ class LabelPruningCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch not in self.schedule:
             return
+        started = time.perf_counter()
         active = self.model.active_classes.numpy() > 0
         num_classes = active.size
         count = round(self.schedule[epoch] * num_classes) - int((~active).sum())
@@ -229,11 +232,14 @@ class LabelPruningCallback(keras.callbacks.Callback):
         self.model.active_classes.assign(active.astype(np.float32))
         # The next steps compute the K active classes only: a new train function (static K).
         self.model.make_train_function()
+        self.prune_seconds = time.perf_counter() - started
         self.log(
             f"epoch {epoch + 1}: pruned {pruned.size} classes by {self.criterion}; "
-            f"{int(active.sum())}/{num_classes} remain active"
+            f"{int(active.sum())}/{num_classes} remain active ({self.prune_seconds:.2f} s)"
         )
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["active_classes"] = float(self.model.active_classes.numpy().sum())
+            if epoch in self.schedule:
+                logs["prune_seconds"] = self.prune_seconds

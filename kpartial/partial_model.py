@@ -19,22 +19,85 @@ every update, and checkpoints (`save_weights`) carry them:
 
 The loss's entry weight is `active_c * (pseudo_weight if the entry holds a pseudo label else 1)`:
 a pruned class adds neither loss nor gradient, and pseudo labels can count less than annotations.
-Once classes are pruned, the train step computes the network's `logits` layer and the loss for the
-K active classes only ([B, K]: the head's kernel and bias columns are gathered), one train function
-per active set. A pruned class's output weights stay exactly where pruning left them without any
-copy: their gradient is zero, their Adam momentum is cleared at pruning, and the decoupled weight
-decay of the output layer is applied by the train step to active classes only.
+Once classes are pruned, the train step computes the network's `logits` layer, the loss and the
+head's optimizer update for the K active classes only ([B, K] and [D, K]): each pruning phase
+copies the head's active columns, and their optimizer slots, into variables of its own
+(`_HeadPhase`), updated by an optimizer of the same configuration, and writes them back after
+every epoch (and before anything else reads the network: a refresh, pruning, evaluation, a
+checkpoint). Pruned columns are never touched, so they keep their weights exactly and cost
+nothing; the exported network still predicts every class. There is one train function (one
+compilation) per phase.
 """
+
+import time
 
 import keras
 import numpy as np
 from keras import ops
 
-# The train step gathers the active head columns once at most this share of classes is active.
-# Gathering adds a [D, C] scatter of the head's gradient (AdamW still updates the whole head), so
-# it pays only when many classes are pruned: benchmarks/pruning_speed.py (C=10k, D=512) measured
-# 1.29x the unpruned step with 25% pruned, 0.75x with 50%, 0.49x with 90%.
-GATHER_SHARE = 0.5
+
+class _HeadPhase:
+    """The head's active columns as their own variables, with an optimizer of their own.
+
+    A plain object, so Keras does not track its variables: checkpoints hold the full head, which
+    `write_back` brings up to date.
+    """
+
+    def __init__(self, head, optimizer, class_ids, trainable_variables):
+        self.head, self.main_optimizer, self.class_ids = head, optimizer, class_ids
+        if not optimizer.built:  # as Keras builds it at the first step: on every trainable variable
+            optimizer.build(trainable_variables)
+        self.sources = head.trainable_variables  # kernel [D, C], bias [C]
+        self.variables = [
+            keras.Variable(ops.take(v, class_ids, axis=-1), name=f"active_{v.name}")
+            for v in self.sources
+        ]
+        self.optimizer = type(optimizer).from_config(optimizer.get_config())
+        self.optimizer.build(self.variables)
+        self.optimizer.iterations.assign(optimizer.iterations)
+        for source, phase in self._slot_pairs():
+            phase.assign(ops.take(source, class_ids, axis=-1))
+
+    def _slot_pairs(self):
+        """(main optimizer slot of a head variable, the same slot of its active copy)."""
+        pairs = []
+        phase, main_optimizer = self.optimizer, self.main_optimizer
+        for name, slots in vars(phase).items():
+            main = getattr(main_optimizer, name, None)
+            # Per-variable slots are lists parallel to the optimizer's variables (Keras' layout).
+            if not (
+                isinstance(slots, list)
+                and isinstance(main, list)
+                and len(slots) == len(phase._trainable_variables)
+                and len(main) == len(main_optimizer._trainable_variables)
+            ):
+                continue
+            for source, variable in zip(self.sources, self.variables):
+                slot = slots[phase._get_variable_index(variable)]
+                main_slot = main[main_optimizer._get_variable_index(source)]
+                if isinstance(slot, keras.Variable) and tuple(slot.shape) == tuple(variable.shape):
+                    pairs.append((main_slot, slot))
+        return pairs
+
+    def follow_learning_rate(self):
+        """A callback may have changed the main optimizer's (non-schedule) learning rate."""
+        if isinstance(self.main_optimizer._learning_rate, keras.Variable):
+            self.optimizer.learning_rate.assign(self.main_optimizer.learning_rate)
+
+    def logits(self, hidden):
+        kernel = ops.cast(self.variables[0], hidden.dtype)
+        logits = ops.matmul(hidden, kernel)
+        if len(self.variables) > 1:
+            logits = logits + ops.cast(self.variables[1], hidden.dtype)
+        return logits
+
+    def write_back(self):
+        """The active columns (weights and optimizer slots) into the full head and its slots."""
+        pairs = list(zip(self.sources, self.variables)) + self._slot_pairs()
+        for full, active in pairs:
+            values = full.numpy()
+            values[..., self.class_ids] = active.numpy()
+            full.assign(values)
 
 
 class PartialLabelModel(keras.Model):
@@ -114,7 +177,7 @@ class PartialLabelModel(keras.Model):
         self._features = None
         if self.output_layer is not None:
             self._features = keras.Model(network.inputs, self.output_layer.input)
-        self._class_ids = None  # int32 [K] active classes of the current train function, or None
+        self._head_phase = None  # the current pruning phase's head, or None
         # The network is built and every variable of this model exists, so checkpoints can load
         # into a freshly constructed model.
         self.built = True
@@ -203,8 +266,10 @@ class PartialLabelModel(keras.Model):
         return loss, targets, logits
 
     def _active_logits(self, x, class_ids, training):
-        """[B, K] logits of the classes `class_ids`: the head's gathered columns, nothing else."""
+        """[B, K] logits of the classes `class_ids`: the phase's head, or the gathered columns."""
         hidden = self._features(x, training=training)
+        if self._head_phase is not None:
+            return self._head_phase.logits(hidden)
         head = self.output_layer
         kernel = ops.cast(ops.take(head.kernel, class_ids, axis=1), hidden.dtype)
         logits = ops.matmul(hidden, kernel)
@@ -212,66 +277,67 @@ class PartialLabelModel(keras.Model):
             logits = logits + ops.cast(ops.take(head.bias, class_ids), hidden.dtype)
         return logits
 
+    def _phase_class_ids(self):
+        phase = self._head_phase
+        return None if phase is None else ops.convert_to_tensor(phase.class_ids)
+
     def train_step(self, data):
         import tensorflow as tf  # the TF backend's train step needs a GradientTape
 
         inputs, labels = data
-        class_ids = None if self._class_ids is None else ops.convert_to_tensor(self._class_ids)
+        phase = self._head_phase
         with tf.GradientTape() as tape:
-            loss, targets, logits = self._forward(inputs, labels, True, class_ids=class_ids)
+            loss, targets, logits = self._forward(
+                inputs, labels, True, class_ids=self._phase_class_ids()
+            )
         variables = self.network.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        # A pruned class's head column gets an exact zero gradient (it was never gathered) and
-        # zero Adam momentum (cleared when it was pruned), so the update leaves it where it is;
-        # only the decoupled weight decay would move it, and that is applied here, masked.
-        self._decay_output_layer()
+        if phase is not None:  # the phase's optimizer updates the head's active copy
+            head = {id(v) for v in phase.sources}
+            variables = [v for v in variables if id(v) not in head]
+            gradients = tape.gradient(loss, variables + phase.variables)
+            split = len(variables)
+            phase.optimizer.apply_gradients(zip(gradients[split:], phase.variables))
+            gradients = gradients[:split]
+        else:
+            gradients = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self._apply_permanent_corrections(inputs["id"], targets, logits, class_ids)
+        self._apply_permanent_corrections(inputs["id"], targets, logits, self._phase_class_ids())
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
-
-    def compile(self, optimizer="rmsprop", **kwargs):
-        """Keras `compile`; the optimizer's weight decay of the output layer moves here.
-
-        The output layer is excluded from the optimizer's decoupled weight decay, and
-        `_decay_output_layer` applies the same decay (same expression, same point of the step)
-        to active classes only, so pruned classes keep their weights exactly.
-        """
-        super().compile(optimizer=optimizer, **kwargs)
-        self._decays_output_layer = False
-        if self.output_layer is not None and getattr(self.optimizer, "weight_decay", None):
-            self.optimizer.exclude_from_weight_decay(var_list=self.output_layer.trainable_variables)
-            self._decays_output_layer = True
-
-    def _decay_output_layer(self):
-        if not getattr(self, "_decays_output_layer", False):
-            return
-        lr = ops.cast(self.optimizer.learning_rate, "float32")
-        wd = ops.cast(self.optimizer.weight_decay, "float32")
-        for variable in self.output_layer.trainable_variables:
-            # Keras's own expression, times 1 (bitwise the same) for an active class.
-            variable.assign(variable - variable * wd * lr * self.active_classes)
 
     def make_train_function(self, force=False):
         """Keras's, rebuilt (one trace, one XLA compilation) whenever the active set changed.
 
-        With at most `GATHER_SHARE` of the classes active, the train step computes the head and
-        the loss for the K active classes only, K static: each pruning phase has its own train
-        function. Called by Keras as `fit` starts (after a resume restored `active_classes`) and
-        by the pruning callback after pruning.
+        With classes pruned (and a `logits` layer) the train step computes the head, the loss and
+        the head's update for the K active classes only, K static: each pruning phase has its own
+        train function and `_HeadPhase`. Called by Keras as `fit` starts (after a resume restored
+        `active_classes`) and by the pruning callback after pruning.
         """
         active = self.active_classes.numpy() > 0
         if not np.array_equal(active, getattr(self, "_active_mask", None)):
+            self.write_back_head()
             self._active_mask = active
-            self._class_ids = None
-            if self.output_layer is not None and active.sum() <= GATHER_SHARE * active.size:
-                self._class_ids = np.flatnonzero(active).astype(np.int32)
-            self._active_loss = self._loss_for_classes(self._class_ids)
-            if not active.all():
-                self._clear_pruned_momentum(active)
+            self._head_phase = None
+            class_ids = None
+            if self.output_layer is not None and not active.all():
+                class_ids = np.flatnonzero(active).astype(np.int32)
+                self._head_phase = _HeadPhase(
+                    self.output_layer, self.optimizer, class_ids, self.trainable_variables
+                )
+            self._active_loss = self._loss_for_classes(class_ids)
             force = True
         super().make_train_function(force=force)
         return self.train_function
+
+    def write_back_head(self):
+        """Brings the network's head up to date with the current phase (after every epoch)."""
+        if self._head_phase is not None:
+            self._head_phase.write_back()
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """Keras `fit`, with the head written back after every epoch, before other callbacks."""
+        callbacks = [_HeadWriteBack(), *(callbacks or [])]
+        return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _loss_for_classes(self, class_ids):
         """The partial loss of the classes `class_ids` alone: a loss with class priors gets theirs."""
@@ -281,15 +347,6 @@ class PartialLabelModel(keras.Model):
         config = loss.get_config()
         config["priors"] = np.asarray(config["priors"])[class_ids].tolist()
         return type(loss).from_config(config)
-
-    def _clear_pruned_momentum(self, active):
-        """Zeroes the optimizer's first moments of pruned head columns (once per pruning)."""
-        momentums = getattr(self.optimizer, "_momentums", None) if self.optimizer else None
-        if self.output_layer is None or not momentums:
-            return
-        for variable in self.output_layer.trainable_variables:
-            momentum = momentums[self.optimizer._get_variable_index(variable)]
-            momentum.assign(momentum.numpy() * active.astype(momentum.dtype))
 
     def _apply_permanent_corrections(self, example_ids, targets, logits, class_ids=None):
         """LL-Cp: entries the loss corrects for good become +1 in `corrected_labels`.
@@ -317,15 +374,28 @@ class PartialLabelModel(keras.Model):
         self.corrected_labels.value.scatter_nd_update(ops.expand_dims(ids, -1), rows)
 
     def test_step(self, data):
-        # Evaluation data has its own example ids, which index no training pseudo labels.
+        # Evaluation data has its own example ids, which index no training pseudo labels. During a
+        # phase the head's active copy is current (Keras validates before callbacks run).
         inputs, labels = data
-        loss = self.compute_partial_loss(inputs, labels, training=False, use_pseudo_labels=False)
+        loss = self._forward(inputs, labels, False, False, class_ids=self._phase_class_ids())[0]
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
     @property
     def metrics(self):
         return [self.loss_tracker]
+
+
+class _HeadWriteBack(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.model._head_phase is not None:
+            self.model._head_phase.follow_learning_rate()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.write_back_head()
+
+    def on_train_end(self, logs=None):
+        self.model.write_back_head()
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -335,7 +405,8 @@ class EpochClock(keras.callbacks.Callback):
     and reseeds every dropout-style random layer of the network from (its seed, e), so the random
     masks of epoch e do not depend on whether the run was resumed before it (Keras does not save
     seed-generator state in checkpoints). At the end it counts the epoch in `epochs_done`, which
-    checkpoints carry.
+    checkpoints carry. It adds `epoch_seconds` to the epoch's logs: the epoch's wall time so far
+    (the refresh and pruning that begin it included; the monitoring that ends it not).
     """
 
     def on_train_begin(self, logs=None):
@@ -344,6 +415,7 @@ class EpochClock(keras.callbacks.Callback):
         self._base_seeds = [int(v.numpy()[0]) for v in self._seed_states]
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = time.perf_counter()
         loss_epoch = getattr(self.model, "loss_epoch", None)
         if loss_epoch is not None:
             loss_epoch.assign(epoch)
@@ -351,6 +423,8 @@ class EpochClock(keras.callbacks.Callback):
             state.assign(np.array([(base * 1_000_003 + epoch) % 2**31, 0], state.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._epoch_started
         epochs_done = getattr(self.model, "epochs_done", None)
         if epochs_done is not None:
             epochs_done.assign(epoch + 1)

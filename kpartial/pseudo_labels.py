@@ -39,6 +39,7 @@ resolution otherwise.
 """
 
 import inspect
+import time
 
 import keras
 import numpy as np
@@ -329,6 +330,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
 
     def refresh(self):
         """One streaming pass: new thresholds and stored positives into the model; the quality."""
+        started = time.perf_counter()
         model = self.model
         network = getattr(model, "network", model)
         truth = self.true_labels
@@ -357,6 +359,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         quality = pseudo_label_quality(counts, positive, negative)
         quality["stored_pseudo_positives"] = int(np.count_nonzero(stored))
         quality["candidates_over_cap"] = int(candidates.over_cap.numpy())
+        quality["refresh_seconds"] = time.perf_counter() - started
         return quality
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -233,9 +233,15 @@ def training_labels(config, train, log=print):
     return simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
 
 
-# Beyond this many N x C entries, the dense per-example state of LL-Cp's corrections is refused
-# (pseudo labels and label pruning keep none).
-MAX_DENSE_ENTRIES = 2**31
+# LL-Cp rewrites a growing share of all N x C entries for good, so its corrections are a dense int8
+# [N, C] table (a sparse store would cost 8 bytes per corrected entry, more than the table once an
+# eighth is corrected). It is refused, before anything is built, beyond this share of the
+# machine's memory; pseudo labels, pruning and every other loss keep no N x C state.
+MAX_DENSE_MEMORY_SHARE = 0.5
+
+
+def _physical_memory():
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def build_network(config, train):
@@ -426,11 +432,12 @@ def build_model(config, train, stats):
 
 
 def _check_dense_state(config, train, what):
-    if train.num_examples * train.num_classes > MAX_DENSE_ENTRIES:
+    size = train.num_examples * train.num_classes  # int8 entries
+    if size > MAX_DENSE_MEMORY_SHARE * _physical_memory():
         raise data.DataError(
-            f"{config.train_data}: {what} keeps dense [N, C] state, and {train.num_examples} x "
-            f"{train.num_classes} is too large; use --pruning=off and a method without "
-            "per-example state"
+            f"{config.train_data}: {what} keeps a dense int8 [N, C] table of its corrections, and "
+            f"{train.num_examples} x {train.num_classes} ({size / 2**30:.1f} GiB) exceeds half "
+            "of this machine's memory; use a method without per-example state"
         )
 
 

@@ -414,19 +414,15 @@ def test_pruned_class_output_unchanged_by_train_step(optimizer, jit_compile):
     train, known = _tiny_data(seed=4)
     network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
     model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
-    model.compile(optimizer=optimizer())
+    model.compile(optimizer=optimizer(), jit_compile=jit_compile)
+    batches = pipeline.training_dataset(train, known, batch_size=16, seed=1)
+    model.fit(batches, epochs=1, verbose=0)  # momentum in every column
     active = np.ones(NUM_CLASSES, np.float32)
     active[3] = 0.0
     model.active_classes.assign(active)
     layer = network.get_layer("logits")
     kernel_before, bias_before = layer.kernel.numpy().copy(), layer.bias.numpy().copy()
-    batch = next(iter(pipeline.training_dataset(train, known, batch_size=16, seed=1)))
-    step = model.train_step
-    if jit_compile:
-        model.optimizer.build(network.trainable_variables)
-        step = tf.function(model.train_step, jit_compile=True)
-    step(batch)
-    step(batch)  # a second step, when Adam's momentum alone would move the column
+    model.fit(batches, epochs=1, verbose=0)  # several steps, where momentum alone would move it
     kernel_after, bias_after = layer.kernel.numpy(), layer.bias.numpy()
     np.testing.assert_array_equal(kernel_after[:, 3], kernel_before[:, 3])
     assert bias_after[3] == bias_before[3]
@@ -435,9 +431,9 @@ def test_pruned_class_output_unchanged_by_train_step(optimizer, jit_compile):
 
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 def test_a_pruned_train_function_computes_the_active_classes_only(jit_compile):
-    """With most classes pruned the train step gathers the active head columns: the loss is the
-    loss of the active classes alone, pruned columns (and their Adam momentum) stay exactly, and
-    the model still predicts every class."""
+    """With classes pruned the train step computes the active head columns only: the loss is the
+    loss of the active classes alone, pruned columns stay exactly, and the model still predicts
+    every class."""
     train, known = _tiny_data(seed=4)
     network = models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0)
     stats = class_stats.ClassStatistics.from_labels(known, [str(c) for c in range(NUM_CLASSES)])
@@ -449,7 +445,7 @@ def test_a_pruned_train_function_computes_the_active_classes_only(jit_compile):
     active[[1, 5, 6]] = 1.0
     model.active_classes.assign(active)
     first = model.make_train_function()
-    np.testing.assert_array_equal(model._class_ids, [1, 5, 6])
+    np.testing.assert_array_equal(model._head_phase.class_ids, [1, 5, 6])
     assert model.make_train_function() is first  # one train function per active set
     batch = next(iter(batches))
     full = float(model.compute_partial_loss(batch[0], batch[1], training=False))
@@ -463,6 +459,38 @@ def test_a_pruned_train_function_computes_the_active_classes_only(jit_compile):
     np.testing.assert_array_equal(layer.bias.numpy()[pruned], bias_before[pruned])
     assert (np.abs(layer.kernel.numpy() - kernel_before).max(axis=0)[~pruned] > 0).all()
     assert model.predict(pipeline.evaluation_dataset(train, 16), verbose=0).shape[1] == NUM_CLASSES
+
+
+def test_a_pruning_phase_trains_like_the_masked_full_head():
+    """The phase's own head variables and optimizer (slots carried over) give the active columns
+    and the shared layers the same trajectory as masking the loss of the full head would."""
+    train, known = _tiny_data(seed=4)
+    batches = pipeline.training_dataset(train, known, batch_size=16, seed=1)
+    twins = []
+    for _ in range(2):
+        network = models.build_mlp(
+            NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0
+        )
+        model = PartialLabelModel(network, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
+        model.compile(optimizer=keras.optimizers.AdamW(0.05, weight_decay=0.1))
+        model.fit(batches, epochs=1, verbose=0)
+        twins.append(model)
+    phased, masked = twins
+    active = np.ones(NUM_CLASSES, np.float32)
+    active[[0, 3, 4]] = 0.0
+    for model in twins:
+        model.active_classes.assign(active)
+    phased.fit(batches, epochs=2, verbose=0)  # one phase: the active columns' own variables
+    assert phased._head_phase is not None
+    for _ in range(2):
+        for batch in batches:
+            masked.train_step(batch)  # no phase: the full head, pruned classes weighted 0
+    on = active > 0
+    for mine, theirs in zip(phased.network.weights, masked.network.weights):
+        mine, theirs = mine.numpy(), theirs.numpy()
+        if mine.shape[-1] == NUM_CLASSES:  # the head: active columns only
+            mine, theirs = mine[..., on], theirs[..., on]
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------

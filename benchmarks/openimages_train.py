@@ -1,0 +1,214 @@
+"""End to end at Open Images shape: `tools/train.py` on generated verified labels, timed and measured.
+
+For each size it generates Open Images-format human-verified labels (`openimages_data.generate`:
+16-hex ImageIDs, 9.6k classes, about 8 verified labels per image, Zipf-like class frequencies,
+55% positive) for the training images and for a 30k-image test split, reads them with the
+`openimages` reader (sparse labels, no images), gives every image a 32-float feature stand-in
+(the sum of a random embedding of its verified positive classes, plus noise, so the scores mean
+something), writes both as TFRecords (`kpartial.tfrecords`), and then runs, each in its own process:
+
+- `tools/train.py --method=ignore`
+- `tools/train.py --method=kpartial` with pseudo labels refreshed before epochs 2 and 3 and half of
+  the classes pruned before epoch 3 (`--pseudo_start_epoch=1 --pseudo_every=1
+  --prune_schedule=2:0.5`)
+
+both with an MLP of 64 units, batch 256, 3 epochs and the test set evaluated once, at the end.
+It reports the child's peak RSS (`wait4`), each epoch's time from `history.json` (`epoch_seconds`,
+which includes the refresh and pruning that begin it), the refresh and pruning times on their own,
+the test evaluation, and the fit to 9M images.
+
+  python benchmarks/openimages_train.py --images=100000,300000,1000000 \
+      --out=benchmarks/results/openimages_train.md
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import tables
+from openimages_data import generate
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("images", ["100000", "300000", "1000000"], "Training images per size.")
+flags.DEFINE_integer("test_images", 30000, "Test images.")
+flags.DEFINE_integer("classes", 9600, "Trainable classes.")
+flags.DEFINE_integer("epochs", 3, "Training epochs.")
+flags.DEFINE_list("methods", ["ignore", "kpartial"], "Methods to run.")
+flags.DEFINE_string("out", "benchmarks/results/openimages_train.md", "Markdown table to write.")
+flags.DEFINE_string("tmp", "", "Folder for the generated data (default: a temporary folder).")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FULL_IMAGES = 9_000_000
+FEATURES = 32
+
+
+def make_records(folder, split, num_images, num_classes, seed):
+    """Open Images CSVs -> sparse labels + feature stand-in -> TFRecords in `folder/records`."""
+    from kpartial import data, tfrecords
+
+    generate(folder, num_images, num_classes, 8.0, seed=seed)
+    if split != "train":
+        os.replace(
+            os.path.join(folder, "oidv7-train-annotations-human-imagelabels.csv"),
+            os.path.join(folder, f"oidv7-{split}-annotations-human-imagelabels.csv"),
+        )
+    dataset = data.load("openimages", folder, split=split, with_images=False)
+    labels = dataset.labels
+    rng = np.random.default_rng(1234)  # the same embedding for train and test
+    embedding = rng.normal(size=(dataset.num_classes, FEATURES)).astype(np.float32)
+    features = np.random.default_rng(seed).normal(size=(dataset.num_examples, FEATURES))
+    features = features.astype(np.float32)
+    positive = labels.values > 0
+    np.add.at(features, labels.rows()[positive], embedding[labels.classes[positive]])
+    inputs = data.MultiLabelData(labels, dataset.label_names, features=features)
+    out = os.path.join(folder, "records")
+    tfrecords.write_tfrecords(inputs, out, num_shards=8)
+    return out, labels.num_known
+
+
+def train(method, train_records, test_records, workdir):
+    """Runs tools/train.py; (peak RSS bytes, wall seconds, metrics.json)."""
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "train.py"),
+        f"--train_data=tfrecord:{train_records}",
+        f"--test_data=tfrecord:{test_records}",
+        f"--method={method}",
+        "--hidden_units=64",
+        "--dropout=0",
+        "--batch_size=256",
+        f"--epochs={FLAGS.epochs}",
+        f"--eval_every={FLAGS.epochs}",
+        "--pseudo_start_epoch=1",
+        "--pseudo_every=1",
+        "--prune_schedule=2:0.5",
+        "--jit_compile=auto",
+        "--verbose=0",
+        f"--workdir={workdir}",
+        "--overwrite",
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    started = time.perf_counter()
+    with open(os.path.join(os.path.dirname(workdir), f"{method}.log"), "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise RuntimeError(f"{method} failed (status {status}); see {log.name}")
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        return usage.ru_maxrss * 1024, seconds, json.load(f)
+
+
+def summarise(method, num_images, known, rss, seconds, metrics):
+    history = metrics["history"]
+    steps = [
+        r["epoch_seconds"] - r.get("refresh_seconds", 0.0) - r.get("prune_seconds", 0.0)
+        for r in history
+    ]
+    refresh = [r["refresh_seconds"] for r in history if "refresh_seconds" in r]
+    prune = [r["prune_seconds"] for r in history if "prune_seconds" in r]
+    return {
+        "images": num_images,
+        "known": known,
+        "method": method,
+        "peak_rss_gb": rss / 1e9,
+        "epoch_s": [round(r["epoch_seconds"], 1) for r in history],
+        "steps_s": [round(s, 1) for s in steps],
+        "mean_epoch_s": float(np.mean([r["epoch_seconds"] for r in history])),
+        "refresh_s": [round(s, 1) for s in refresh],
+        "prune_s": [round(s, 1) for s in prune],
+        "train_s": metrics["train_seconds"],
+        "process_s": seconds,
+        "map": metrics["map"],
+    }
+
+
+def fit_to_full(rows, key):
+    """Least-squares a + b * images, evaluated at 9M."""
+    x = np.array([r["images"] for r in rows], float)
+    y = np.array([r[key] for r in rows], float)
+    if len(x) < 2:
+        return float("nan")
+    b, a = np.polyfit(x, y, 1)
+    return a + b * FULL_IMAGES
+
+
+def main(argv):
+    del argv
+    tmp = FLAGS.tmp or tempfile.mkdtemp(prefix="kpartial-oi-train-")
+    results = []
+    test_dir = os.path.join(tmp, "test")
+    test_records, _ = make_records(test_dir, "test", FLAGS.test_images, FLAGS.classes, seed=99)
+    for num_images in (int(n) for n in FLAGS.images):
+        folder = os.path.join(tmp, f"train_{num_images}")
+        started = time.perf_counter()
+        records, known = make_records(folder, "train", num_images, FLAGS.classes, seed=0)
+        print(f"{num_images} images: data in {time.perf_counter() - started:.0f} s", flush=True)
+        for method in FLAGS.methods:
+            workdir = os.path.join(folder, f"run_{method}")
+            rss, seconds, metrics = train(method, records, test_records, workdir)
+            row = summarise(method, num_images, known, rss, seconds, metrics)
+            print(json.dumps(row), flush=True)
+            results.append(row)
+        shutil.rmtree(os.path.join(folder, "records"))
+    header = (
+        "images",
+        "known labels",
+        "method",
+        "peak RSS GB",
+        "epoch s (each)",
+        "of which refresh / pruning s",
+        "kpartial epoch / ignore epoch",
+        "test mAP",
+    )
+    by_size = {}
+    for row in results:
+        by_size.setdefault(row["images"], {})[row["method"]] = row
+    lines = []
+    for row in results:
+        ignore = by_size[row["images"]].get("ignore")
+        ratio = row["mean_epoch_s"] / ignore["mean_epoch_s"] if ignore else float("nan")
+        lines.append(
+            (
+                f"{row['images']:,}",
+                f"{row['known']:,}",
+                row["method"],
+                f"{row['peak_rss_gb']:.2f}",
+                " / ".join(f"{s:.1f}" for s in row["epoch_s"]),
+                (" / ".join(f"{s:.1f}" for s in row["refresh_s"] + row["prune_s"]) or "-"),
+                f"{ratio:.2f}x",
+                f"{100 * row['map']:.2f}",
+            )
+        )
+    extrapolated = []
+    for method in FLAGS.methods:
+        rows = [r for r in results if r["method"] == method]
+        extrapolated.append(
+            f"- `{method}` at 9M images (linear fit): peak RSS {fit_to_full(rows, 'peak_rss_gb'):.1f}"
+            f" GB, epoch {fit_to_full(rows, 'mean_epoch_s'):.0f} s"
+        )
+    title = (
+        "Open Images shape, end to end (`benchmarks/openimages_train.py`; 2 CPU cores, "
+        f"{FLAGS.classes} classes, {FLAGS.test_images} test images, MLP 64, batch 256, "
+        f"{FLAGS.epochs} epochs; kpartial refreshes pseudo labels before epochs 2 and 3 and prunes "
+        "half of the classes before epoch 3)"
+    )
+    table = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table += ["| " + " | ".join(line) + " |" for line in lines]
+    tables.write_table(FLAGS.out, table + [""] + extrapolated)
+    with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)
