@@ -35,8 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tables
-from openimages_data import generate
 from absl import app, flags
+from openimages_data import generate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("images", ["100000", "300000", "1000000"], "Training images per size.")

@@ -31,8 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tables
-from openimages_data import generate
 from absl import app, flags
+from openimages_data import generate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("fractions", ["0.01", "0.03", "0.1"], "Fractions of 9M images to generate.")

@@ -23,7 +23,6 @@ import math
 import time
 
 import keras
-
 import numpy as np
 
 from kpartial import pipeline

@@ -300,7 +300,10 @@ class PartialLabelModel(keras.Model):
             gradients = gradients[:split]
         else:
             gradients = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        if variables:
+            self.optimizer.apply_gradients(zip(gradients, variables))
+        else:  # a network that is its head alone: the step still counts
+            self.optimizer.iterations.assign_add(1)
         self._apply_permanent_corrections(inputs["id"], targets, logits, self._phase_class_ids())
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
