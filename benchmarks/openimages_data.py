@@ -5,8 +5,12 @@ import os
 import numpy as np
 
 
-def generate(folder, num_images, num_classes, labels_per_image, seed=0):
-    """Writes oidv7-class-descriptions.csv, oidv7-classes-trainable.txt and the train labels."""
+def generate(folder, num_images, num_classes, labels_per_image, seed=0, every_class=False):
+    """Writes oidv7-class-descriptions.csv, oidv7-classes-trainable.txt and the train labels.
+
+    With `every_class`, class k also gets a verified label on image k mod N, so that no class is
+    empty even in a small split (the readers refuse an empty class).
+    """
     import pandas as pd
 
     os.makedirs(folder, exist_ok=True)
@@ -32,6 +36,9 @@ def generate(folder, num_images, num_classes, labels_per_image, seed=0):
             counts = per_image[start:stop]
             rows = np.repeat(np.arange(start, stop), counts)
             classes = rng.choice(num_classes, size=rows.size, p=weights)
+            if every_class and start == 0:
+                rows = np.concatenate([rows, np.arange(num_classes) % stop])
+                classes = np.concatenate([classes, np.arange(num_classes)])
             pairs = np.unique(rows.astype(np.int64) * num_classes + classes)
             rows, classes = pairs // num_classes, pairs % num_classes
             nibbles = (keys[rows][:, None] >> np.arange(60, -4, -4, dtype=np.uint64)) & np.uint64(

@@ -1,10 +1,10 @@
-r"""The online pseudo-label rule against the dense snapshot it replaced, on the Mulan sets.
+r"""The pseudo-label store against the dense snapshot it replaced, on the Mulan sets.
 
 Runs `tools/compare.py --methods=kpartial` (flags/mlp.cfg: pseudo labels from epoch 10, every 5,
-prior mode) at known 0.1 and 0.3 with seeds 1,2,3, once with this checkout's code ("online") and
-once with another checkout's ("snapshot", e.g. the commit before the online rule:
+prior mode) at known 0.1 and 0.3 with seeds 1,2,3, once with this checkout's code ("store") and
+once with another checkout's ("snapshot", e.g. main before issue 10:
 `git worktree add /tmp/old <commit>`), and writes benchmarks/results/pseudo_rule_comparison.md:
-test mAP mean ± std per dataset, rule and known fraction, and whether online is within one std.
+test mAP mean ± std per dataset, rule and known fraction, and whether store is within one std.
 
   .venv/bin/python benchmarks/pseudo_rule_comparison.py --old_root=/tmp/old yeast enron
 
@@ -52,15 +52,15 @@ def run_compare(code_root, name, out):
 
 
 def summary(rows):
-    """Markdown: one row per (dataset, known fraction), snapshot vs online mAP (%)."""
-    header = "| dataset | known | snapshot (before) | online (this rule) | online - snapshot |"
+    """Markdown: one row per (dataset, known fraction), snapshot vs store mAP (%)."""
+    header = "| dataset | known | snapshot (before) | store (this rule) | store - snapshot |"
     lines = [header + " within 1 std |", "|---|---|---|---|---|---|"]
     for (name, known), group in rows.groupby(["dataset", "known_fraction"], sort=False):
         stats = {
             rule: group[group.rule == rule]["map"].agg(["mean", "std"]) * 100
-            for rule in ("snapshot", "online")
+            for rule in ("snapshot", "store")
         }
-        old, new = stats["snapshot"], stats["online"]
+        old, new = stats["snapshot"], stats["store"]
         diff = new["mean"] - old["mean"]
         ok = diff >= -max(old["std"], new["std"])
         lines.append(
@@ -77,7 +77,7 @@ def main():
     args = parser.parse_args()
     frames = []
     for name in args.datasets:
-        for rule, root in (("snapshot", args.old_root), ("online", ROOT)):
+        for rule, root in (("snapshot", args.old_root), ("store", ROOT)):
             out = os.path.join(OUT, "pseudo_rule", f"{name}_{rule}")
             run_compare(root, name, out)
             frame = pd.read_csv(os.path.join(out, "results.csv"))
@@ -87,7 +87,8 @@ def main():
         "Test mAP (%) of `--method=kpartial` (flags/mlp.cfg, 40 epochs, pseudo labels from epoch "
         "10 every 5, prior mode), mean ± std over seeds 1,2,3; annotated test entries only. "
         "snapshot: pseudo labels predicted into a dense [N, C] table at each refresh (before); "
-        "online: the train step's rule with [C] thresholds from one streaming histogram pass.\n"
+        "store: [C] thresholds from one streaming histogram pass, each example's pseudo positives "
+        "stored (at most 16), pseudo negatives applied online in the train step.\n"
         f"Written by `benchmarks/pseudo_rule_comparison.py {' '.join(args.datasets)}`.\n\n"
         f"{summary(rows)}\n"
     )

@@ -24,6 +24,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kpartial import pipeline
 
@@ -130,18 +131,38 @@ def known_label_loss(probabilities, known_labels, epsilon=1e-7):
 
 
 def streamed_known_label_loss(model, dataset, known_labels, epsilon=1e-7):
-    """`known_label_loss` of `model`'s predictions on `dataset`, in one pass batch by batch.
+    """`known_label_loss` of `model`'s predictions on `dataset`, in one compiled pass.
 
-    Per-class sums are accumulated per batch, so memory is [B, C] + [4, C], never [N, C]; the
-    batch's labels come from `pipeline.label_lookup` by example id (dense or `SparseLabels`).
+    Per-class sums are accumulated batch by batch (float64, from the float32 probabilities the
+    model predicts), so memory is [B, C] + [4, C], never [N, C]; the batch's labels come from
+    `pipeline.label_lookup` by example id (dense or `SparseLabels`).
     """
+    network = getattr(model, "network", model)
     lookup = pipeline.label_lookup(known_labels)
-    sums = 0.0
-    for batch in dataset:
-        logits = np.asarray(model.predict_on_batch(batch), np.float64)
-        probabilities = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)  # as predicted
-        sums = sums + _known_label_sums(probabilities, lookup(batch["id"]).numpy(), epsilon)
-    return _balanced_loss(sums)
+    sums = tf.Variable(tf.zeros([4, known_labels.shape[1]], tf.float64), trainable=False)
+
+    @tf.function
+    def accumulate(dataset):
+        for batch in dataset:
+            logits = tf.cast(network(batch["x"], training=False), tf.float64)
+            p = tf.cast(tf.cast(1.0 / (1.0 + tf.exp(-logits)), tf.float32), tf.float64)
+            p = tf.clip_by_value(p, epsilon, 1 - epsilon)
+            known = lookup(batch["id"])
+            positive, negative = known > 0, known < 0
+            zero = tf.zeros_like(p)
+            sums.assign_add(
+                tf.stack(
+                    [
+                        tf.reduce_sum(tf.where(positive, -tf.math.log(p), zero), axis=0),
+                        tf.reduce_sum(tf.where(negative, -tf.math.log(1 - p), zero), axis=0),
+                        tf.reduce_sum(tf.cast(positive, tf.float64), axis=0),
+                        tf.reduce_sum(tf.cast(negative, tf.float64), axis=0),
+                    ]
+                )
+            )
+
+    accumulate(dataset)
+    return _balanced_loss(sums.numpy())
 
 
 class FitWell:

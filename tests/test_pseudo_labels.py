@@ -18,6 +18,7 @@ from kpartial.pseudo_labels import (
     PositiveCandidates,
     PseudoLabelCallback,
     bin_edges,
+    in_sample,
     prior_matched_thresholds,
     pseudo_label_quality,
     score_histograms,
@@ -152,6 +153,25 @@ def test_histograms_and_quality_count_what_the_rule_labels():
         "pseudo_positives",
         "pseudo_negatives",
     }
+
+
+def test_histograms_of_a_hashed_sample_count_only_its_rows():
+    train, known = _tiny_data(seed=4)
+    network = _tiny_model().network
+    dataset = pipeline.evaluation_dataset(train, batch_size=16)
+    logits = network.predict(dataset, verbose=0).astype(np.float64)
+    candidates = PositiveCandidates(NUM_EXAMPLES, 2, floor=0.0)
+    counts = score_histograms(
+        network, dataset, pipeline.label_lookup(known), NUM_CLASSES, None, candidates, share=0.5
+    )
+    rows = in_sample(np.arange(NUM_EXAMPLES), 0.5).numpy()
+    assert 0.3 < rows.mean() < 0.7  # the hash spreads consecutive ids
+    np.testing.assert_array_equal(counts[0], _histogram(logits[rows], known[rows]))
+    # The candidates see every example: each row's 2 highest unknown logits above 0.
+    scores = np.where((known == 0) & (logits > 0), logits, -np.inf)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :2] + 1
+    expected = np.where(np.take_along_axis(scores, expected - 1, 1) > -np.inf, expected, 0)
+    np.testing.assert_array_equal(candidates.classes.numpy(), expected)
 
 
 def test_pseudo_label_quality_empty():

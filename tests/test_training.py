@@ -330,6 +330,15 @@ def test_every_method_trains(base_config, method):
     assert result["method"] == method and np.isfinite(result["map"])
 
 
+def test_ll_cp_table_beyond_the_memory_share_is_refused(base_config, monkeypatch, tmp_path):
+    """LL-Cp's dense corrections are refused by memory (one line naming the data), not by count."""
+    monkeypatch.setattr(training, "_physical_memory", lambda: 1000)  # bytes
+    config = dataclasses.replace(base_config, method="ll_cp", epochs=1, workdir=str(tmp_path / "w"))
+    with pytest.raises(data.DataError, match="exceeds half of this machine's memory"):
+        training.run(config, log=lambda line: None)
+    assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
 def test_pseudo_labels_and_pruning_combine_with_any_loss(base_config):
     lines = []
     config = dataclasses.replace(base_config, method="asl", pseudo_labels="on", pruning="on")
