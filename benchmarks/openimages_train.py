@@ -262,8 +262,10 @@ def main(argv):
     passes = [r for r in results if "passes_s" in r]
     table += [
         "",
-        "One pass over the training set with the trained kpartial network (a fresh process; the "
-        "second run of each, the first traces):",
+        (
+            "One pass over the training set with the trained kpartial network (a fresh process; "
+            "the second run of each, the first traces):"
+        ),
         "",
         "| images | inference s | pseudo-label refresh s (x inference) | fit_well s (x inference) |",
         "|---|---|---|---|",

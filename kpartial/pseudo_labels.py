@@ -388,7 +388,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         quality = pseudo_label_quality(counts, positive, negative)
         if share < 1.0:  # the sample's counts, scaled to the whole set (the shares stay)
             for key in ("pseudo_positives", "pseudo_negatives"):
-                quality[key] = int(round(quality[key] / share))
+                quality[key] = round(quality[key] / share)
             quality["histogram_share"] = share
         quality["stored_pseudo_positives"] = int(np.count_nonzero(stored))
         quality["candidates_over_cap"] = int(candidates.over_cap.numpy())
