@@ -133,32 +133,37 @@ def known_label_loss(probabilities, known_labels, epsilon=1e-7):
 def streamed_known_label_loss(model, dataset, known_labels, epsilon=1e-7):
     """`known_label_loss` of `model`'s predictions on `dataset`, in one compiled pass.
 
-    Per-class sums are accumulated batch by batch (float64, from the float32 probabilities the
-    model predicts), so memory is [B, C] + [4, C], never [N, C]; the batch's labels come from
-    `pipeline.label_lookup` by example id (dense or `SparseLabels`).
+    Per-class sums over the known entries are accumulated batch by batch (float64, from the
+    float32 probabilities the model predicts), so memory is [B, C] + [4, C], never [N, C]; the
+    batch's labels come from `pipeline.label_lookup` by example id (dense or `SparseLabels`).
     """
     network = getattr(model, "network", model)
     lookup = pipeline.label_lookup(known_labels)
     sums = tf.Variable(tf.zeros([4, known_labels.shape[1]], tf.float64), trainable=False)
 
+    num_classes = known_labels.shape[1]
+
     @tf.function
     def accumulate(dataset):
         for batch in dataset:
-            logits = tf.cast(network(batch["x"], training=False), tf.float64)
-            p = tf.cast(tf.cast(1.0 / (1.0 + tf.exp(-logits)), tf.float32), tf.float64)
-            p = tf.clip_by_value(p, epsilon, 1 - epsilon)
+            logits = tf.cast(network(batch["x"], training=False), tf.float32)
             known = lookup(batch["id"])
-            positive, negative = known > 0, known < 0
+            # Only the known entries count: a few per example, so the float64 work is that small.
+            where = tf.where(tf.not_equal(known, 0))
+            z = tf.cast(tf.gather_nd(logits, where), tf.float64)
+            p = tf.cast(tf.cast(1.0 / (1.0 + tf.exp(-z)), tf.float32), tf.float64)
+            p = tf.clip_by_value(p, epsilon, 1 - epsilon)
+            positive = tf.gather_nd(known, where) > 0
+            classes = tf.cast(where[:, 1], tf.int32)
             zero = tf.zeros_like(p)
+            parts = [
+                tf.where(positive, -tf.math.log(p), zero),
+                tf.where(positive, zero, -tf.math.log(1 - p)),
+                tf.cast(positive, tf.float64),
+                tf.cast(tf.logical_not(positive), tf.float64),
+            ]
             sums.assign_add(
-                tf.stack(
-                    [
-                        tf.reduce_sum(tf.where(positive, -tf.math.log(p), zero), axis=0),
-                        tf.reduce_sum(tf.where(negative, -tf.math.log(1 - p), zero), axis=0),
-                        tf.reduce_sum(tf.cast(positive, tf.float64), axis=0),
-                        tf.reduce_sum(tf.cast(negative, tf.float64), axis=0),
-                    ]
-                )
+                tf.stack([tf.math.unsorted_segment_sum(x, classes, num_classes) for x in parts])
             )
 
     accumulate(dataset)

@@ -27,9 +27,10 @@ cross t+, and on the demo the pseudo-positive precision fell from 0.97 to 0.70 w
 during a refresh and O(C + N x L) after it.
 
 Thresholds are either fixed (`mode="fixed"`: t+ and t- the same for every class) or derived from
-the class prior pi_c (`mode="prior"`): among the U_c unknown entries of class c, t+_c is the lowest
-bin edge above which at most a fraction pi_c of them lies (so the pseudo-positive rate matches the
-prior to within one bin), never below `min_positive_probability`; t-_c is the highest edge below
+the class prior pi_c (`mode="prior"`): among the U_c unknown entries of class c, t+_c lets exactly
+floor(pi_c U_c) of them through (the next candidate's logit: every entry above the floor is a
+candidate, so this needs no histogram and is exact for the rarest class), never below
+`min_positive_probability`; t-_c is the highest histogram edge below
 which at most `negative_coverage * (1 - pi_c)` of them lies, so only the most confident share of
 the expected negatives is labelled. A network that cannot yet tell entries apart (all scores in one
 bin) labels nothing. Known labels always win.
@@ -48,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from kpartial import pipeline
+from kpartial.sparse_labels import as_sparse
 
 # The logit histogram: NUM_BINS bins of BIN_WIDTH from LOWEST_LOGIT (sigmoid(16) = 1 - 1e-7).
 NUM_BINS = 1024
@@ -113,10 +115,15 @@ class PriorMatchedRule:
     def __init__(self, positive_threshold=0.5, negative_coverage=0.5):
         self.positive_threshold, self.negative_coverage = positive_threshold, negative_coverage
 
-    def thresholds(self, counts, priors):
-        return prior_matched_thresholds(
+    def thresholds(self, counts, priors, candidates=None, unknown_counts=None):
+        """Logit (t+, t-) [C]; t+ exactly from `candidates` when given (with `unknown_counts`)."""
+        positive, negative = prior_matched_thresholds(
             counts, priors, self.positive_threshold, self.negative_coverage
         )
+        if candidates is not None:
+            positive = candidates.prior_matched_thresholds(priors, unknown_counts)
+            negative = np.minimum(negative, positive)
+        return positive, negative
 
 
 class FixedThresholdRule:
@@ -127,7 +134,8 @@ class FixedThresholdRule:
     def __init__(self, positive_threshold=0.5, negative_threshold=0.05):
         self.positive_threshold, self.negative_threshold = positive_threshold, negative_threshold
 
-    def thresholds(self, counts, priors):
+    def thresholds(self, counts, priors, candidates=None, unknown_counts=None):
+        del candidates, unknown_counts
         num_classes = len(counts)
         return (
             np.full(num_classes, _logit(self.positive_threshold)),
@@ -178,6 +186,29 @@ class PositiveCandidates:
         self.logits.scatter_nd_update(rows, values)
         over = tf.math.count_nonzero(scores > -np.inf) - tf.math.count_nonzero(kept)
         self.over_cap.assign_add(over)
+
+    def prior_matched_thresholds(self, priors, unknown_counts):
+        """Logit t+ [C], exact: at most floor(pi_c U_c) of class c's U_c unknown entries lie
+        strictly above it (ties aside), never below the floor; inf for a class without unknowns.
+
+        Every entry above the floor is a candidate (unless its example had more than L), so the
+        (k + 1)-th largest candidate of class c is the threshold that lets k through.
+        """
+        priors = np.asarray(priors, np.float64)
+        unknown_counts = np.asarray(unknown_counts, np.int64)
+        classes, logits = self.classes.numpy(), self.logits.numpy()
+        kept = classes > 0
+        classes, logits = classes[kept] - 1, logits[kept]
+        order = np.lexsort((-logits, classes))
+        classes, logits = classes[order], logits[order]
+        num_classes = len(priors)
+        start = np.searchsorted(classes, np.arange(num_classes))
+        count = np.bincount(classes, minlength=num_classes)
+        k = np.floor(priors * unknown_counts).astype(np.int64)
+        positive = np.full(num_classes, self.floor)
+        enough = count > k
+        positive[enough] = np.maximum(logits[start[enough] + k[enough]], self.floor)
+        return np.where(unknown_counts > 0, positive, np.inf)
 
     def positives(self, thresholds):
         """int32 [N, L] store (class + 1; 0 = empty): the candidates above their class's logit t+."""
@@ -373,7 +404,11 @@ class PseudoLabelCallback(keras.callbacks.Callback):
             candidates,
             share,
         )
-        positive, negative = self.rule.thresholds(counts.sum(axis=0), self.priors)
+        known = as_sparse(self.known_labels)
+        unknown_counts = store.shape[0] - known.positives_per_class() - known.negatives_per_class()
+        positive, negative = self.rule.thresholds(
+            counts.sum(axis=0), self.priors, candidates, unknown_counts
+        )
         stored = candidates.positives(positive)
         store.assign(stored)
         # A class without unknown entries (t+ = inf) records the floor: no entry reads it.
@@ -386,11 +421,10 @@ class PseudoLabelCallback(keras.callbacks.Callback):
             (1.0 / (1.0 + np.exp(-negative))).astype(np.float32)
         )
         quality = pseudo_label_quality(counts, positive, negative)
-        if share < 1.0:  # the sample's counts, scaled to the whole set (the shares stay)
-            for key in ("pseudo_positives", "pseudo_negatives"):
-                quality[key] = round(quality[key] / share)
+        if share < 1.0:  # the sample's count, scaled to the whole set (the shares stay)
+            quality["pseudo_negatives"] = round(quality["pseudo_negatives"] / share)
             quality["histogram_share"] = share
-        quality["stored_pseudo_positives"] = int(np.count_nonzero(stored))
+        quality["pseudo_positives"] = int(np.count_nonzero(stored))  # exact: the store
         quality["candidates_over_cap"] = int(candidates.over_cap.numpy())
         quality["refresh_seconds"] = time.perf_counter() - started
         return quality
