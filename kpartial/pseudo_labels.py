@@ -58,7 +58,7 @@ BIN_WIDTH = 32.0 / NUM_BINS
 
 
 # Examples counted into a refresh's histograms at most (see `PseudoLabelCallback`).
-HISTOGRAM_EXAMPLES = 65536
+HISTOGRAM_EXAMPLES = 16384
 
 
 def bin_edges():
