@@ -342,7 +342,11 @@ def _inputs(config, datasets, log):
     """Data, training labels and class statistics: everything read from the user's files."""
     train, test = datasets if datasets is not None else load_data(config)
     known = training_labels(config, train, log)
-    return RunInputs(train, test, known, _class_statistics(config, known, train))
+    stats = _class_statistics(config, known, train)
+    loss = losses.get(config.method, stats, **data.parse_options(config.loss_options))
+    if loss.needs_example_state:  # refused now, before the run writes anything
+        _check_dense_state(config, train, loss.name)
+    return RunInputs(train, test, known, stats)
 
 
 def _train(config, log, inputs, extra_callbacks, resuming):
@@ -411,9 +415,6 @@ def _log_data(log, inputs):
 def build_model(config, train, stats):
     """The compiled `PartialLabelModel` of the run."""
     loss = losses.get(config.method, stats, **data.parse_options(config.loss_options))
-    # Only a loss that writes per-example labels (LL-Cp) makes the model keep an [N, C] table.
-    if loss.needs_example_state:
-        _check_dense_state(config, train, loss.name)
     model = PartialLabelModel(
         build_network(config, train),
         train.num_examples,

@@ -56,12 +56,16 @@ def test_xla_train_step_matches_non_xla(loss_name):
     initial = [w.copy() for w in network.get_weights()]
     xla_model = _compiled(network, make_loss())
     plain_model = _compiled(_clone(network), make_loss())
-    # Thresholds near 0.5 so the online rule pseudo-labels entries of the batch.
+    # t- near 0.5 so the online negative rule labels entries of the batch; stored positives
+    # (classes 1 and 3 of every example) as a refresh would write them.
     upper, lower = np.full(NUM_CLASSES, 0.52, np.float32), np.full(NUM_CLASSES, 0.48, np.float32)
     active = np.array([1, 0, 1, 1, 1], np.float32)
+    store = np.zeros(tuple(xla_model.pseudo_positives.shape), np.int32)
+    store[:, :2] = [2, 4]
     for model in (xla_model, plain_model):
         model.pseudo_thresholds.assign(upper)
         model.pseudo_negative_thresholds.assign(lower)
+        model.pseudo_positives.assign(store)
         model.active_classes.assign(active)
 
     batch = next(iter(pipeline.training_dataset(train, known, batch_size=32, seed=0)))
@@ -81,6 +85,7 @@ def test_xla_train_step_matches_non_xla(loss_name):
     reference.network.set_weights(initial)
     reference.pseudo_thresholds.assign(upper)
     reference.pseudo_negative_thresholds.assign(lower)
+    reference.pseudo_positives.assign(store)
     reference.active_classes.assign(active)
     expected_loss = float(reference.compute_partial_loss(batch[0], batch[1], training=True))
     np.testing.assert_allclose(xla_loss, expected_loss, atol=1e-5, rtol=0)
@@ -95,6 +100,7 @@ def test_xla_train_step_matches_non_xla(loss_name):
     # Label variables are not touched by a train step.
     np.testing.assert_array_equal(xla_model.pseudo_thresholds.numpy(), upper)
     np.testing.assert_array_equal(xla_model.pseudo_negative_thresholds.numpy(), lower)
+    np.testing.assert_array_equal(xla_model.pseudo_positives.numpy(), store)
     np.testing.assert_array_equal(xla_model.active_classes.numpy(), active)
 
 

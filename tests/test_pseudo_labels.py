@@ -1,5 +1,5 @@
 """Tests for kpartial.pseudo_labels (histograms, thresholds, quality, callback) and for the
-online rule as seen by compiled code."""
+train step's rule (stored positives, online negatives) as seen by compiled code."""
 
 import os
 
