@@ -1,4 +1,4 @@
-"""A Keras model whose train step pseudo-labels online and reads the active-class mask from variables.
+"""A Keras model whose train step reads pseudo labels and the active-class mask from variables.
 
 The wrapped network is ordinary (features or images in, C logits out). What training changes about
 the labels lives in non-trainable variables of this model, so compiled (and XLA-compiled) steps see
@@ -44,7 +44,7 @@ class _HeadPhase:
     """
 
     def __init__(self, head, optimizer, class_ids, trainable_variables):
-        self.head, self.main_optimizer, self.class_ids = head, optimizer, class_ids
+        self.main_optimizer, self.class_ids = optimizer, class_ids
         if not optimizer.built:  # as Keras builds it at the first step: on every trainable variable
             optimizer.build(trainable_variables)
         self.sources = head.trainable_variables  # kernel [D, C], bias [C]
@@ -285,11 +285,9 @@ class PartialLabelModel(keras.Model):
         import tensorflow as tf  # the TF backend's train step needs a GradientTape
 
         inputs, labels = data
-        phase = self._head_phase
+        phase, class_ids = self._head_phase, self._phase_class_ids()
         with tf.GradientTape() as tape:
-            loss, targets, logits = self._forward(
-                inputs, labels, True, class_ids=self._phase_class_ids()
-            )
+            loss, targets, logits = self._forward(inputs, labels, True, class_ids=class_ids)
         variables = self.network.trainable_variables
         if phase is not None:  # the phase's optimizer updates the head's active copy
             head = {id(v) for v in phase.sources}
@@ -304,7 +302,7 @@ class PartialLabelModel(keras.Model):
             self.optimizer.apply_gradients(zip(gradients, variables))
         else:  # a network that is its head alone: the step still counts
             self.optimizer.iterations.assign_add(1)
-        self._apply_permanent_corrections(inputs["id"], targets, logits, self._phase_class_ids())
+        self._apply_permanent_corrections(inputs["id"], targets, logits, class_ids)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
