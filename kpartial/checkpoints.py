@@ -32,10 +32,12 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     Args:
       backup_dir: folder of the checkpoint (a run's `workdir/checkpoint`).
+      is_chief: whether this process writes it; the other workers of a cluster only restore.
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, is_chief=True):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.is_chief = is_chief
 
     @property
     def weights_path(self):
@@ -46,15 +48,18 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         0 when there is no checkpoint."""
         if not os.path.isfile(self._weights_path):
             return 0
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        model.load_weights(self._weights_path)
+        with model.distribute_strategy.scope():  # the optimizer's slots are mirrored too
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            model.load_weights(self._weights_path)
         return int(model.epochs_done.numpy())
 
     def on_train_begin(self, logs=None):
         pass  # restored by `restore`, before the dataset was positioned at the resumed epoch
 
     def _save_model(self):
+        if not self.is_chief:
+            return
         os.makedirs(self.backup_dir, exist_ok=True)
         for stale in glob.glob(os.path.join(self.backup_dir, "*.tmp-*.weights.h5")):
             os.remove(stale)  # a write cut short by a kill

@@ -32,8 +32,21 @@ def stream_scores(predict, dataset, labels, from_logits=True):
 
 
 def model_scores(model, dataset, labels):
-    """`stream_scores` of a Keras model of logits: float32 sigmoid scores at annotated entries."""
-    return stream_scores(model.predict_on_batch, dataset, labels)
+    """`stream_scores` of a Keras model of logits: float32 sigmoid scores at annotated entries.
+
+    The model is called on this process's device, not through its distribution strategy (whose
+    `predict` would split or replicate batches across replicas and workers).
+    """
+    return stream_scores(logits_function(model), dataset, labels)
+
+
+def logits_function(model):
+    """A compiled `batch -> logits [B, C]` of `model` (the network of a `PartialLabelModel`)."""
+    import tensorflow as tf
+
+    network = getattr(model, "network", model)
+    logits = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+    return lambda batch: logits(batch["x"]).numpy()
 
 
 class EvaluationCallback(keras.callbacks.Callback):

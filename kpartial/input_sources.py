@@ -8,6 +8,8 @@ picks the source of a dataset; `kpartial.pipeline` adds labels, epochs and the k
 Images are read, decoded, resized and augmented in parallel (AUTOTUNE).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
 
@@ -17,6 +19,41 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 # Records are shuffled in blocks (plus shard order); paths and feature rows are shuffled fully.
 SHUFFLE_BUFFER = 10_000
+
+
+class BatchShard(NamedTuple):
+    """One input pipeline's share of every global batch (data parallelism, `kpartial.distribution`).
+
+    Of each global batch of `global_size` examples, in the epoch's order, the `size` examples from
+    `offset` on; `training_batches` splits them into batches of its `batch_size`, one per local
+    replica. Every pipeline draws the same epoch order, so the global batches are those of a
+    single-device run, and each example is seen once per epoch.
+    """
+
+    global_size: int
+    offset: int
+    size: int
+
+    def keeps(self, position, num_examples):
+        """Whether the example at `position` of the epoch's order is this pipeline's (bool tensor);
+        the incomplete last global batch is nobody's."""
+        position = tf.cast(position, tf.int64)
+        in_batch = position % self.global_size
+        complete = position < num_examples // self.global_size * self.global_size
+        return complete & (in_batch >= self.offset) & (in_batch < self.offset + self.size)
+
+
+class WorkerPart(NamedTuple):
+    """The examples whose id is `index` modulo `count`: one worker's part of an inference pass."""
+
+    index: int
+    count: int
+
+    def ids(self, num_examples):
+        return tf.range(self.index, num_examples, self.count, dtype=tf.int32)
+
+    def keeps(self, example_id):
+        return tf.equal(tf.cast(example_id, tf.int64) % self.count, self.index)
 
 
 def source_for(data, image_size=None):
@@ -48,11 +85,17 @@ class FeatureSource:
         self._features = tf.constant(features)
         self.num_examples = int(features.shape[0])
 
-    def training_batches(self, epoch_seed, batch_size, augment=True):
+    def training_batches(self, epoch_seed, batch_size, augment=True, shard=None):
         """One epoch's batches of `{"id"}` in the order drawn from `epoch_seed` ([2]); `complete`
-        gathers their rows."""
+        gathers their rows. With a `BatchShard`, only its share of each global batch."""
         del augment  # nothing to augment in a feature row
         ids = tf.data.Dataset.from_tensor_slices(_shuffled_ids(self.num_examples, epoch_seed))
+        if shard is not None:
+            ids = (
+                ids.batch(shard.global_size, drop_remainder=True)
+                .map(lambda batch: batch[shard.offset : shard.offset + shard.size])
+                .unbatch()
+            )
         return ids.batch(batch_size, drop_remainder=True).map(lambda i: {"id": i})
 
     def complete(self, batch):
@@ -60,9 +103,13 @@ class FeatureSource:
         map rather than in the epoch's dataset, which is built again every epoch."""
         return {**batch, "x": tf.gather(self._features, batch["id"])}
 
-    def evaluation_batches(self, batch_size):
-        """Batches of `{"x", "id"}` in example order."""
-        examples = {"x": self._features, "id": tf.range(self.num_examples, dtype=tf.int32)}
+    def evaluation_batches(self, batch_size, part=None):
+        """Batches of `{"x", "id"}` in example order (of a `WorkerPart`'s examples only)."""
+        if part is None:
+            examples = {"x": self._features, "id": tf.range(self.num_examples, dtype=tf.int32)}
+        else:
+            ids = part.ids(self.num_examples)
+            examples = {"x": tf.gather(self._features, ids), "id": ids}
         return tf.data.Dataset.from_tensor_slices(examples).batch(batch_size)
 
 
@@ -74,22 +121,29 @@ class ImageFileSource:
         self._image_size = image_size
         self.num_examples = len(paths)
 
-    def training_batches(self, epoch_seed, batch_size, augment=True):
-        """One epoch's batches of `{"x", "id"}` in the order drawn from `epoch_seed` ([2])."""
+    def training_batches(self, epoch_seed, batch_size, augment=True, shard=None):
+        """One epoch's batches of `{"x", "id"}` in the order drawn from `epoch_seed` ([2]); with a
+        `BatchShard`, only its share of each global batch (the others are never read)."""
         # Shuffle ids, not decoded images, so nothing large is held.
         ids = tf.data.Dataset.from_tensor_slices(_shuffled_ids(self.num_examples, epoch_seed))
         examples = ids.map(lambda i: {"path": tf.gather(self._paths, i), "id": i})
         augment_seed = epoch_seed if augment else None
-        images = _images(examples, _read_file, self._image_size, augment_seed)
+        keep = None if shard is None else lambda p: shard.keeps(p, self.num_examples)
+        images = _images(examples, _read_file, self._image_size, augment_seed, keep)
         return images.batch(batch_size, drop_remainder=True)
 
     def complete(self, batch):
         return batch  # decoded while the epoch's examples were read
 
-    def evaluation_batches(self, batch_size):
-        """Batches of `{"x", "id"}` in example order, not augmented."""
-        ids = tf.range(self.num_examples, dtype=tf.int32)
-        examples = tf.data.Dataset.from_tensor_slices({"path": self._paths, "id": ids})
+    def evaluation_batches(self, batch_size, part=None):
+        """Batches of `{"x", "id"}` in example order (of a `WorkerPart`'s examples), not augmented."""
+        ids = (
+            tf.range(self.num_examples, dtype=tf.int32)
+            if part is None
+            else part.ids(self.num_examples)
+        )
+        examples = {"path": tf.gather(self._paths, ids), "id": ids}
+        examples = tf.data.Dataset.from_tensor_slices(examples)
         return _images(examples, _read_file, self._image_size, None).batch(batch_size)
 
 
@@ -100,12 +154,13 @@ class RecordSource:
         self._folder, self._index = tfrecords.read_shard_index(folder)
         self._image_size = image_size
 
-    def training_batches(self, epoch_seed, batch_size, augment=True):
+    def training_batches(self, epoch_seed, batch_size, augment=True, shard=None):
         """One epoch's batches of `{"x", "id"}` in an order drawn from `epoch_seed` ([2]).
 
         The shard order is a permutation drawn from the seed and records are shuffled in
         consecutive blocks of `SHUFFLE_BUFFER`, each by its own stateless permutation, so the
-        epoch's order is a function of the seed alone.
+        epoch's order is a function of the seed alone. With a `BatchShard`, every pipeline reads
+        the records in that order and decodes only its share of each global batch.
         """
         records = (
             tfrecords.record_dataset(self._folder, self._index, file_order_seed=epoch_seed)
@@ -117,15 +172,20 @@ class RecordSource:
             .unbatch()
         )
         augment_seed = epoch_seed if augment else None
-        images = _images(records, _record_bytes, self._image_size, augment_seed)
+        num_examples = int(self._index["num_examples"])
+        keep = None if shard is None else lambda p: shard.keeps(p, num_examples)
+        images = _images(records, _record_bytes, self._image_size, augment_seed, keep)
         return images.batch(batch_size, drop_remainder=True)
 
     def complete(self, batch):
         return batch  # decoded while the epoch's examples were read
 
-    def evaluation_batches(self, batch_size):
-        """Batches of `{"x", "id"}` in record (= example id) order, not augmented."""
+    def evaluation_batches(self, batch_size, part=None):
+        """Batches of `{"x", "id"}` in record (= example id) order (of a `WorkerPart`'s records,
+        the others are not decoded), not augmented."""
         records = tfrecords.record_dataset(self._folder, self._index)
+        if part is not None:
+            records = records.filter(lambda record: part.keeps(record["id"]))
         return _images(records, _record_bytes, self._image_size, None).batch(batch_size)
 
 
@@ -152,12 +212,13 @@ def _record_bytes(record):
     return record["image"], record["key"]
 
 
-def _images(examples, encoded, image_size, augment_seed):
+def _images(examples, encoded, image_size, augment_seed, keep=None):
     """Maps examples to `{"x": image, "id"}`; `encoded(example)` gives (bytes, name to report).
 
     With `augment_seed` ([2]), the example at position p of the epoch is augmented with the seed
     folded with p, so an image gets a different crop every epoch while the run as a whole,
-    resumed or not, stays reproducible.
+    resumed or not, stays reproducible. `keep(p)` (bool tensor) selects the positions to decode:
+    a shard's examples get the crops they get in a single-device run.
     """
     size = tf.constant(image_size, tf.int32)
 
@@ -168,7 +229,10 @@ def _images(examples, encoded, image_size, augment_seed):
             image = _augment(image, size, seed)
         return {"x": image, "id": tf.cast(example["id"], tf.int32)}
 
-    return examples.enumerate().map(load, num_parallel_calls=AUTOTUNE)
+    positioned = examples.enumerate()
+    if keep is not None:
+        positioned = positioned.filter(lambda position, _: keep(position))
+    return positioned.map(load, num_parallel_calls=AUTOTUNE)
 
 
 def _decode_image(contents, name, image_size):

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kpartial import pipeline
+from kpartial import distribution, pipeline
 
 
 def parse_prune_schedule(text):
@@ -136,6 +136,7 @@ def streamed_known_label_loss(model, dataset, known_labels, epsilon=1e-7):
     Per-class sums over the known entries are accumulated batch by batch (float64, from the
     float32 probabilities the model predicts), so memory is [B, C] + [4, C], never [N, C]; the
     batch's labels come from `pipeline.label_lookup` by example id (dense or `SparseLabels`).
+    With several workers, `dataset` is this worker's part and the sums are added across workers.
     """
     network = getattr(model, "network", model)
     lookup = pipeline.label_lookup(known_labels)
@@ -167,7 +168,8 @@ def streamed_known_label_loss(model, dataset, known_labels, epsilon=1e-7):
             )
 
     accumulate(dataset)
-    return _balanced_loss(sums.numpy())
+    # With several workers, each passed over its part of the examples.
+    return _balanced_loss(distribution.sum_across_workers(sums.numpy(), model.distribute_strategy))
 
 
 class FitWell:
@@ -215,7 +217,8 @@ class LabelPruningCallback(keras.callbacks.Callback):
     """Prunes classes from `model.active_classes` following `schedule`.
 
     Args:
-      dataset: the training inputs, unshuffled and unaugmented, in example-id order.
+      dataset: the training inputs, unshuffled and unaugmented, in example-id order (with several
+        workers, this worker's part: see `streamed_known_label_loss`).
       known_labels: int [N, C] training annotations, or `SparseLabels` (looked up per batch).
       schedule: `((epoch, fraction), ...)` in epoch counts: the output of
         `resolve_prune_schedule`.

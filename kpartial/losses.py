@@ -96,10 +96,23 @@ class PartialLabelLoss(keras.losses.Loss):
             losses, counted = losses * weight, counted * weight
         return losses, counted, self.regulariser(y_true, logits, weight)
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def sums(self, y_true, y_pred, sample_weight=None):
+        """The loss before it is normalised: (sum s l, sum s k, sum_i r_i or None), scalars.
+
+        The loss is `sums[0] / max(1, sums[1]) + sums[2] / B`. A data-parallel train step adds up
+        the counted entries of every replica's share of the global batch before it divides
+        (`kpartial.distribution.replica_loss`), so that its gradient is the global batch's.
+        """
         losses, counted, regulariser = self._weighted_terms(y_true, y_pred, sample_weight)
-        loss = ops.sum(losses) / ops.maximum(ops.sum(counted), 1.0)
-        return loss if regulariser is None else loss + ops.mean(regulariser)
+        regulariser = None if regulariser is None else ops.sum(regulariser)
+        return ops.sum(losses), ops.sum(counted), regulariser
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        numerator, counted, regulariser = self.sums(y_true, y_pred, sample_weight)
+        loss = numerator / ops.maximum(counted, 1.0)
+        if regulariser is None:
+            return loss
+        return loss + regulariser / ops.cast(ops.shape(y_pred)[0], "float32")
 
     def call(self, y_true, y_pred):
         """Per-example values whose batch mean is the loss (for Keras utilities that call `call`)."""

@@ -33,7 +33,10 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
+
+from kpartial import distribution
 
 
 class _HeadPhase:
@@ -260,9 +263,11 @@ class PartialLabelModel(keras.Model):
             targets = self.resolve_labels(labels, logits, inputs["id"], class_ids)
         weights = self.entry_weights(labels, targets, class_ids)
         partial_loss = self.partial_loss if class_ids is None else self._active_loss
-        loss = partial_loss(targets, logits, sample_weight=weights)
+        loss, replicas = distribution.replica_loss(
+            *partial_loss.sums(targets, logits, sample_weight=weights), ops.shape(logits)[0]
+        )
         if self.network.losses:
-            loss = loss + ops.sum(self.network.losses)
+            loss = loss + ops.sum(self.network.losses) / replicas
         return loss, targets, logits
 
     def _active_logits(self, x, class_ids, training):
@@ -282,29 +287,47 @@ class PartialLabelModel(keras.Model):
         return None if phase is None else ops.convert_to_tensor(phase.class_ids)
 
     def train_step(self, data):
-        import tensorflow as tf  # the TF backend's train step needs a GradientTape
-
         inputs, labels = data
         phase, class_ids = self._head_phase, self._phase_class_ids()
         with tf.GradientTape() as tape:
             loss, targets, logits = self._forward(inputs, labels, True, class_ids=class_ids)
         variables = self.network.trainable_variables
+        phase_gradients = []
         if phase is not None:  # the phase's optimizer updates the head's active copy
             head = {id(v) for v in phase.sources}
             variables = [v for v in variables if id(v) not in head]
             gradients = tape.gradient(loss, variables + phase.variables)
-            split = len(variables)
-            phase.optimizer.apply_gradients(zip(gradients[split:], phase.variables))
-            gradients = gradients[:split]
+            gradients, phase_gradients = gradients[: len(variables)], gradients[len(variables) :]
         else:
             gradients = tape.gradient(loss, variables)
         if variables:
             self.optimizer.apply_gradients(zip(gradients, variables))
         else:  # a network that is its head alone: the step still counts
             self.optimizer.iterations.assign_add(1)
+        if phase is not None:
+            # Each optimizer all-reduces its gradients across replicas; every replica must issue
+            # the two collectives in the same order, so the phase's waits for the main update.
+            with tf.control_dependencies([ops.convert_to_tensor(self.optimizer.iterations)]):
+                phase_gradients = [tf.identity(g) for g in phase_gradients]
+            phase.optimizer.apply_gradients(zip(phase_gradients, phase.variables))
         self._apply_permanent_corrections(inputs["id"], targets, logits, class_ids)
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+        self._track_loss(loss)
+        return self._step_logs()
+
+    def _track_loss(self, share):
+        """The tracker averages its updates over replicas: each adds its share times R, so the
+        mean is the global batch's loss."""
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        self.loss_tracker.update_state(share * replicas)
+
+    def _step_logs(self):
+        loss = self.loss_tracker.result()
+        if distribution.place(self.distribute_strategy).count > 1:
+            # Keras reduces a step's outputs across workers with a mean over axis 0 (Keras 3.15),
+            # which a scalar does not have.
+            loss = ops.reshape(loss, (1,))
+        return {"loss": loss}
 
     def make_train_function(self, force=False):
         """Keras's, rebuilt (one trace, one XLA compilation) whenever the active set changed.
@@ -322,13 +345,26 @@ class PartialLabelModel(keras.Model):
             class_ids = None
             if self.output_layer is not None and not active.all():
                 class_ids = np.flatnonzero(active).astype(np.int32)
-                self._head_phase = _HeadPhase(
-                    self.output_layer, self.optimizer, class_ids, self.trainable_variables
-                )
+                with self.distribute_strategy.scope():  # mirrored like the head it copies
+                    self._head_phase = _HeadPhase(
+                        self.output_layer, self.optimizer, class_ids, self.trainable_variables
+                    )
             self._active_loss = self._loss_for_classes(class_ids)
             force = True
         super().make_train_function(force=force)
         return self.train_function
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds the optimizer under the strategy's scope; every other variable exists already.
+
+        Keras' version (TF backend, under a strategy) first takes a batch and reduces it across
+        replicas to trace the model symbolically, which this model does not need, and which fails
+        for a dict batch under `MultiWorkerMirroredStrategy` (seen with Keras 3.15).
+        """
+        del iterator, data_batch
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def write_back_head(self):
         """Brings the network's head up to date with the current phase (after every epoch)."""
@@ -379,8 +415,8 @@ class PartialLabelModel(keras.Model):
         # phase the head's active copy is current (Keras validates before callbacks run).
         inputs, labels = data
         loss = self._forward(inputs, labels, False, False, class_ids=self._phase_class_ids())[0]
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+        self._track_loss(loss)
+        return self._step_logs()
 
     @property
     def metrics(self):

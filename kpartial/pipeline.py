@@ -63,7 +63,9 @@ def _current_epoch(epoch):
     return tf.data.Dataset.range(1).map(lambda _: tf.cast(variable.read_value(), tf.int64))
 
 
-def training_dataset(data, labels, batch_size, seed, image_size=None, augment=True, epoch=0):
+def training_dataset(
+    data, labels, batch_size, seed, image_size=None, augment=True, epoch=0, shard=None, epochs=None
+):
     """Shuffled batches of `({"x", "id"}, labels)`: one epoch each time the dataset is iterated.
 
     The epoch's order (and augmentation) is drawn from (seed, epoch) alone. `epoch` is an int, or
@@ -81,24 +83,37 @@ def training_dataset(data, labels, batch_size, seed, image_size=None, augment=Tr
       image_size: (height, width) for image data.
       augment: random crop and flip for image data.
       epoch: the 0-based epoch (int), or a scalar integer variable holding it.
+      shard: an `input_sources.BatchShard`: this input pipeline's share of every global batch of
+        the same order (data parallelism); `batch_size` is then the per-replica batch.
+      epochs: if given, the dataset holds the epochs `epoch` (an int), ..., `epochs` - 1 back to
+        back and is iterated once, by a caller that counts each epoch's steps (a distributed run:
+        an epoch that ends by running out of data would leave one replica a step ahead).
     """
     if labels.shape[0] != data.num_examples:
         raise ValueError(f"{labels.shape[0]} label rows for {data.num_examples} examples")
     batch_size = min(batch_size, data.num_examples)
     source = input_sources.source_for(data, image_size)
     lookup = label_lookup(labels)
-    batches = _current_epoch(epoch).flat_map(
-        lambda epoch: source.training_batches(_epoch_seed(seed, epoch), batch_size, augment)
+    epoch_numbers = _current_epoch(epoch)
+    if epochs is not None:
+        epoch_numbers = tf.data.Dataset.range(epoch, epochs)
+    batches = epoch_numbers.flat_map(
+        lambda epoch: source.training_batches(
+            _epoch_seed(seed, epoch), batch_size, augment, shard=shard
+        )
     )
     dataset = batches.map(
         lambda batch: (source.complete(batch), lookup(batch["id"])), num_parallel_calls=AUTOTUNE
     )
     # flat_map hides the length; Keras needs it for step counts, progress bars and loss means.
-    steps = steps_per_epoch(data, batch_size)
-    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(AUTOTUNE)
+    if shard is None:
+        steps = steps_per_epoch(data, batch_size)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    return dataset.prefetch(AUTOTUNE)
 
 
-def evaluation_dataset(data, batch_size, image_size=None):
-    """Batches of `{"x", "id"}` in example order, without augmentation."""
+def evaluation_dataset(data, batch_size, image_size=None, part=None):
+    """Batches of `{"x", "id"}` in example order, without augmentation; with an
+    `input_sources.WorkerPart`, of that part's examples only."""
     source = input_sources.source_for(data, image_size)
-    return source.evaluation_batches(batch_size).prefetch(AUTOTUNE)
+    return source.evaluation_batches(batch_size, part=part).prefetch(AUTOTUNE)

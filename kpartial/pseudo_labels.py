@@ -48,7 +48,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kpartial import pipeline
+from kpartial import distribution, pipeline
 from kpartial.sparse_labels import as_sparse
 
 # The logit histogram: NUM_BINS bins of BIN_WIDTH from LOWEST_LOGIT (sigmoid(16) = 1 - 1e-7).
@@ -186,6 +186,19 @@ class PositiveCandidates:
         self.logits.scatter_nd_update(rows, values)
         over = tf.math.count_nonzero(scores > -np.inf) - tf.math.count_nonzero(kept)
         self.over_cap.assign_add(over)
+
+    def sum_across_workers(self, strategy):
+        """Every worker's candidates in every worker: each filled the rows of its part (the other
+        rows hold no candidate), so the sum over workers is the whole set's."""
+        if distribution.place(strategy).count == 1:
+            return
+        classes = self.classes.numpy()
+        logits = np.where(classes > 0, self.logits.numpy(), 0.0).astype(np.float32)
+        classes = distribution.sum_across_workers(classes, strategy)
+        logits = distribution.sum_across_workers(logits, strategy)
+        self.classes.assign(classes)
+        self.logits.assign(np.where(classes > 0, logits, -np.inf).astype(np.float32))
+        self.over_cap.assign(distribution.sum_across_workers(self.over_cap.numpy(), strategy))
 
     def prior_matched_thresholds(self, priors, unknown_counts):
         """Logit t+ [C], exact: at most floor(pi_c U_c) of class c's U_c unknown entries lie
@@ -327,7 +340,8 @@ class PseudoLabelCallback(keras.callbacks.Callback):
     """Refreshes the model's pseudo-label thresholds on a schedule; logs coverage (and quality).
 
     Args:
-      dataset: the training inputs, unshuffled and unaugmented (`{"x", "id"}` batches).
+      dataset: the training inputs, unshuffled and unaugmented (`{"x", "id"}` batches); with
+        several workers, this worker's part of them (the statistics are summed across workers).
       known_labels: the training annotations, int [N, C] or `SparseLabels` (never made dense).
       start_epoch: epochs trained before the first refresh.
       every: refresh period in epochs.
@@ -404,6 +418,11 @@ class PseudoLabelCallback(keras.callbacks.Callback):
             candidates,
             share,
         )
+        # Each worker passed over its part of the examples: the statistics of the whole set,
+        # identical on every worker, before any threshold is computed.
+        strategy = model.distribute_strategy
+        counts = distribution.sum_across_workers(counts, strategy)
+        candidates.sum_across_workers(strategy)
         known = as_sparse(self.known_labels)
         unknown_counts = store.shape[0] - known.positives_per_class() - known.negatives_per_class()
         positive, negative = self.rule.thresholds(

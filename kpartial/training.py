@@ -17,7 +17,9 @@ from kpartial import (
     checkpoints,
     class_stats,
     data,
+    distribution,
     evaluation,
+    input_sources,
     label_pruning,
     losses,
     models,
@@ -50,6 +52,9 @@ class TrainConfig:
 
     `pseudo_labels` and `pruning` are "auto" (on for `method="kpartial"` only, so the other methods
     run as published), "on" (combine kpartial's pseudo labels / pruning with any loss) or "off".
+
+    `strategy` is a name in `kpartial.distribution.STRATEGIES`; `batch_size` is the global batch,
+    split evenly over the replicas.
     """
 
     train_data: str = "synthetic:train"
@@ -90,6 +95,7 @@ class TrainConfig:
     backbone_weights: str = ""
     image_size: int = 224
     eval_every: int = 1
+    strategy: str = "auto"
     workdir: str = ""
     verbose: int = 0
 
@@ -112,6 +118,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not 0.0 < self.known_fraction <= 1.0:
             raise ValueError(f"known_fraction must be in (0, 1], got {self.known_fraction}")
+        if self.strategy not in distribution.STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {', '.join(distribution.STRATEGIES)}, got "
+                f"{self.strategy!r}"
+            )
         if self.jit_compile not in ("auto", "true", "false"):
             raise ValueError(f"jit_compile must be auto, true or false, got {self.jit_compile!r}")
         check_loss_options(self.method, self.loss_options)
@@ -276,12 +287,20 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
         removed). Without `resume` or `overwrite`, a workdir holding a run is refused.
       files: {name: text} written into the workdir once it is claimed (e.g. the resolved flags).
 
+    With several workers (`strategy="multi_worker"`), every worker calls `run` with the same
+    config; only the chief claims and writes the workdir, which the others read (a resumed run's
+    checkpoint) but never write. A worker that is not the chief returns its own few figures.
+
     Raises:
       WorkdirError: the workdir is unusable, in use, or holds a run and neither flag was given.
       DataError: bad input data.
     """
+    # First: a multi-worker strategy must exist before any other TensorFlow op runs.
+    strategy = distribution.make_strategy(config.strategy)
     if not config.workdir:
         return _train(config, log, _inputs(config, datasets, log), callbacks, resuming=False)
+    if not distribution.place(strategy).is_chief:
+        return _run_worker(config, log, datasets, callbacks, resume, strategy)
     with workdir.claim(config.workdir, resume, overwrite, log) as resuming:
         if resuming:
             _check_resumable(config)
@@ -300,8 +319,24 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
         return _train(config, log, inputs, callbacks, resuming)
 
 
-# TrainConfig fields that may differ between a run and its resumption.
-RESUME_MAY_CHANGE = ("verbose",)
+def _run_worker(config, log, datasets, callbacks, resume, strategy):
+    """A worker that is not the chief: trains its share, reads the chief's workdir, writes nothing.
+
+    The chief claims the workdir at the same time; a worker resumes from the checkpoint there
+    when `resume` is asked for and the run has one (else it starts, as the chief does).
+    """
+    resuming = resume and os.path.isfile(os.path.join(config.workdir, "config.json"))
+    if resuming:
+        _check_resumable(config)
+        if workdir.is_finished(config.workdir):
+            log(f"--resume: {config.workdir} holds a finished run; nothing to train")
+            return {"worker": distribution.place(strategy).index, "finished": True}
+    return _train(config, log, _inputs(config, datasets, log), callbacks, resuming)
+
+
+# TrainConfig fields that may differ between a run and its resumption: how it is run, not what
+# it trains (a different strategy sums the same gradients in another order).
+RESUME_MAY_CHANGE = ("verbose", "strategy")
 
 
 def _config_json(config):
@@ -346,16 +381,48 @@ def _inputs(config, datasets, log):
     loss = losses.get(config.method, stats, **data.parse_options(config.loss_options))
     if loss.needs_example_state:  # refused now, before the run writes anything
         _check_dense_state(config, train, loss.name)
+        if distribution.make_strategy(config.strategy).num_replicas_in_sync > 1:
+            raise ValueError(
+                f"--method={config.method} writes per-example corrections inside each train "
+                "step, which tf.distribute cannot keep identical across replicas; use one "
+                "device (--strategy=one_device) or another method"
+            )
+    _check_global_batch(config, train)
     return RunInputs(train, test, known, stats)
+
+
+def _check_global_batch(config, train):
+    replicas = distribution.make_strategy(config.strategy).num_replicas_in_sync
+    batch = min(config.batch_size, train.num_examples)
+    if batch % replicas:
+        raise ValueError(
+            f"--batch_size={config.batch_size} (the global batch) is not a multiple of the "
+            f"{replicas} replicas of --strategy={config.strategy}"
+        )
 
 
 def _train(config, log, inputs, extra_callbacks, resuming):
     """Model -> datasets -> callbacks -> fit -> report -> artifacts."""
     keras.utils.set_random_seed(config.seed)
+    strategy = distribution.make_strategy(config.strategy)
+    place = distribution.place(strategy)
     _log_data(log, inputs)
-    model = build_model(config, inputs.train, inputs.stats)
-    backup, start_epoch = _checkpointing(config, model, resuming, log)
-    datasets = _datasets(config, inputs, model)
+    if strategy.num_replicas_in_sync > 1 or place.count > 1:
+        log(
+            f"strategy {type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas on "
+            f"{place.count} worker(s), global batch {config.batch_size}; this is worker "
+            f"{place.index}{' (chief: it writes the workdir)' if place.is_chief else ''}"
+        )
+    with strategy.scope():
+        model = build_model(config, inputs.train, inputs.stats)
+    backup, start_epoch = _checkpointing(config, model, resuming, log, place.is_chief)
+    datasets = _datasets(config, inputs, model, strategy)
+    if not place.is_chief:  # trains its share; the chief monitors, reports and writes
+        callbacks = [EpochClock(), *_technique_callbacks(config, inputs, datasets, log)]
+        callbacks += extra_callbacks
+        train_seconds = _fit(config, model, datasets, callbacks, start_epoch)
+        _log_digest(model, place, log)
+        return {"worker": place.index, "train_seconds": round(train_seconds, 3)}
     test_evaluation = evaluation.EvaluationCallback(
         datasets.test, datasets.test_labels, config.eval_every, config.epochs
     )
@@ -364,14 +431,15 @@ def _train(config, log, inputs, extra_callbacks, resuming):
         epoch_log.resume(start_epoch)
     callbacks = [
         EpochClock(),
-        *_technique_callbacks(config, inputs, datasets.train_inputs, log),
+        *_technique_callbacks(config, inputs, datasets, log),
         test_evaluation,
         *_output_callbacks(config, inputs.stats),
         *extra_callbacks,
         epoch_log,
         *([backup] if backup else []),  # last: the checkpoint holds everything the epoch changed
     ]
-    train_seconds = _fit(config, model, datasets.train, callbacks, start_epoch)
+    train_seconds = _fit(config, model, datasets, callbacks, start_epoch)
+    _log_digest(model, place, log)
     if test_evaluation.evaluated_epochs == config.epochs:  # predicted after the last epoch
         scores = test_evaluation.scores
     else:
@@ -387,6 +455,11 @@ def _train(config, log, inputs, extra_callbacks, resuming):
     if config.workdir:
         _write_outputs(config, model, inputs, scores, result)
     return result
+
+
+def _log_digest(model, place, log):
+    if place.count > 1:  # the same digest on every worker: they hold the same model and state
+        log(f"worker {place.index}: state digest {distribution.state_digest(model)}")
 
 
 def _in_workdir(config, name):
@@ -427,9 +500,16 @@ def build_model(config, train, stats):
     model.compile(
         optimizer=keras.optimizers.AdamW(config.learning_rate, config.weight_decay),
         jit_compile=resolve_jit_compile(config.jit_compile),
-        steps_per_execution=config.steps_per_execution,
+        steps_per_execution=steps_per_execution(config),
     )
     return model
+
+
+def steps_per_execution(config):
+    """`config.steps_per_execution`, or 1 with several replicas: Keras 3's multi-step loop fails
+    under a multi-replica strategy (keras-team/keras#19246, open; seen with Keras 3.15 here)."""
+    replicas = distribution.make_strategy(config.strategy).num_replicas_in_sync
+    return config.steps_per_execution if replicas == 1 else 1
 
 
 def _check_dense_state(config, train, what):
@@ -442,11 +522,14 @@ def _check_dense_state(config, train, what):
         )
 
 
-def _checkpointing(config, model, resuming, log):
-    """(the checkpoint callback or None, epochs already done): restores a resumed run's state."""
+def _checkpointing(config, model, resuming, log, is_chief=True):
+    """(the checkpoint callback or None, epochs already done): restores a resumed run's state.
+
+    Every worker restores from the chief's checkpoint; only the chief writes it.
+    """
     if not config.workdir:
         return None, 0
-    backup = checkpoints.ResumableBackup(os.path.join(config.workdir, "checkpoint"))
+    backup = checkpoints.ResumableBackup(os.path.join(config.workdir, "checkpoint"), is_chief)
     if not resuming:
         return backup, 0
     start_epoch = backup.restore(model)
@@ -455,34 +538,70 @@ def _checkpointing(config, model, resuming, log):
 
 
 class _Datasets(NamedTuple):
-    train: tf.data.Dataset  # shuffled, augmented batches of one epoch per iteration
-    train_inputs: tf.data.Dataset  # the training inputs in example order, for the techniques
+    # Shuffled, augmented batches of one epoch per iteration; with several replicas, a
+    # distributed dataset of each replica's share of the same global batches, all epochs in one
+    # iteration of `steps_per_epoch` steps each.
+    train: object
+    steps_per_epoch: object  # int, or None: Keras reads the length of `train`
+    train_inputs: tf.data.Dataset  # this worker's part of the training inputs, in example order
     test: tf.data.Dataset
     test_labels: object  # int8 [N, C] or SparseLabels: looked up per batch, never made dense
 
 
-def _datasets(config, inputs, model):
+def _datasets(config, inputs, model, strategy):
     image_size = (config.image_size, config.image_size)
-    train = pipeline.training_dataset(
-        inputs.train,
-        inputs.known,
-        config.batch_size,
-        config.seed,
-        image_size,
-        epoch=model.epochs_done,  # read as each epoch starts: a resumed run continues the order
-    )
+
+    steps = None  # Keras counts the steps of a dataset with a known length
+    if strategy.num_replicas_in_sync == 1:
+        train = pipeline.training_dataset(
+            inputs.train,
+            inputs.known,
+            config.batch_size,
+            config.seed,
+            image_size,
+            epoch=model.epochs_done,  # read as each epoch starts: a resumed run continues
+        )
+    else:
+        global_batch = min(config.batch_size, inputs.train.num_examples)
+
+        start_epoch = int(model.epochs_done.numpy())
+
+        def replica_shares(context):
+            # This input pipeline's local replicas take consecutive shares of each global batch.
+            replica_batch = context.get_per_replica_batch_size(global_batch)
+            worker_share = global_batch // context.num_input_pipelines
+            shard = input_sources.BatchShard(
+                global_batch, context.input_pipeline_id * worker_share, worker_share
+            )
+            return pipeline.training_dataset(
+                inputs.train,
+                inputs.known,
+                replica_batch,
+                config.seed,
+                image_size,
+                epoch=start_epoch,
+                shard=shard,
+                epochs=config.epochs,
+            )
+
+        train = strategy.distribute_datasets_from_function(replica_shares)
+        steps = pipeline.steps_per_epoch(inputs.train, global_batch)
+    place = distribution.place(strategy)
+    part = None if place.count == 1 else input_sources.WorkerPart(place.index, place.count)
     eval_batch_size = 1024 if inputs.train.features is not None else config.batch_size
     return _Datasets(
         train,
-        pipeline.evaluation_dataset(inputs.train, eval_batch_size, image_size),
+        steps,
+        pipeline.evaluation_dataset(inputs.train, eval_batch_size, image_size, part),
         pipeline.evaluation_dataset(inputs.test, eval_batch_size, image_size),
         inputs.test.labels,
     )
 
 
-def _technique_callbacks(config, inputs, train_inputs, log):
+def _technique_callbacks(config, inputs, datasets, log):
     """Pseudo labels and label pruning, as the config switches them on."""
     train, stats = inputs.train, inputs.stats
+    train_inputs = datasets.train_inputs
     callbacks = []
     if not (config.uses_pseudo_labels or config.uses_pruning):
         return callbacks
@@ -524,13 +643,14 @@ def _output_callbacks(config, stats):
     return [keras.callbacks.TensorBoard(os.path.join(config.workdir, "tensorboard"))]
 
 
-def _fit(config, model, train_dataset, callbacks, start_epoch):
+def _fit(config, model, datasets, callbacks, start_epoch):
     """Trains from `start_epoch` to `config.epochs`; returns the seconds it took."""
     started = time.perf_counter()
     model.fit(
-        train_dataset,
+        datasets.train,
         epochs=config.epochs,
         initial_epoch=start_epoch,
+        steps_per_epoch=datasets.steps_per_epoch,
         callbacks=callbacks,
         shuffle=False,
         verbose=config.verbose,

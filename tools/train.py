@@ -10,7 +10,8 @@ history.json, metrics.json (last: the run finished), class_stats.csv, network.ke
 ap_by_frequency.png, checkpoint/ (the training state after every epoch), tensorboard/; with
 --export_name also a SavedModel under savedmodels/<name>/. A workdir that holds a run is refused
 unless --resume (continue it from its last checkpoint) or --overwrite (replace kpartial's
-artifacts in it). Flag defaults are those of `kpartial.training.TrainConfig` (the flags are
+artifacts in it). With --strategy=multi_worker, start the same command on every worker, each with
+its TF_CONFIG: only the chief writes the workdir and the export. Flag defaults are those of `kpartial.training.TrainConfig` (the flags are
 defined in tools/train_flags.py); presets live in flags/*.cfg.
 """
 
@@ -24,7 +25,7 @@ import cli
 import train_flags
 from absl import app, flags
 
-from kpartial import export, label_pruning, training
+from kpartial import distribution, export, label_pruning, training
 
 FLAGS = flags.FLAGS
 GROUPS = train_flags.GROUPS
@@ -70,14 +71,19 @@ def main(argv):
         os.path.join(cli.EXPORT_ROOT, FLAGS.export_name) if FLAGS.export_name else ""
     )
     with cli.one_line_errors():
+        # First: a multi-worker strategy must exist before any other TensorFlow op runs.
+        is_chief = distribution.place(distribution.make_strategy(FLAGS.strategy)).is_chief
+        export_path = export_path if is_chief else ""  # the chief exports; workers write nothing
         if export_path:  # refuse before training, not after it
             export.check_target(export_path, FLAGS.overwrite)
-        training.run(
+        result = training.run(
             config_from_flags(),
             resume=FLAGS.resume,
             overwrite=FLAGS.overwrite,
             files={"flags.txt": resolved},
         )
+        if not is_chief:
+            print(f"worker {result['worker']} done; the chief writes the run into {FLAGS.workdir}")
         if export_path:
             path = export.export_workdir(FLAGS.workdir, export_path, FLAGS.overwrite)
             print(f"workdir {FLAGS.workdir}; exported SavedModel to {path}")

@@ -13,7 +13,7 @@ import cli
 from absl import flags
 
 cli.start_tensorflow()  # before kpartial imports it
-from kpartial import data, label_pruning, losses, models, training
+from kpartial import data, distribution, label_pruning, losses, models, training
 
 DATA, LOSS, PSEUDO, PRUNING, MODEL, RUNTIME, OUTPUT = GROUPS = (
     "data",
@@ -247,6 +247,15 @@ flags.DEFINE_integer(
     D.steps_per_execution,
     "Train steps per compiled call.",
     lower_bound=1,
+    module_name=RUNTIME,
+)
+flags.DEFINE_enum(
+    "strategy",
+    D.strategy,
+    list(distribution.STRATEGIES),
+    "tf.distribute strategy: auto = mirrored with several GPUs, else one device; mirrored = every "
+    "local GPU; multi_worker = one process per machine, each with its TF_CONFIG (--batch_size "
+    "is the global batch).",
     module_name=RUNTIME,
 )
 flags.DEFINE_integer(

@@ -1,0 +1,235 @@
+"""tf.distribute for kpartial: the strategy of a run, which worker it is, and sums across workers.
+
+kpartial trains with TensorFlow's own distribution engine. A run's strategy is one of
+
+- `one_device`: `tf.distribute.OneDeviceStrategy` on the first GPU (or the CPU);
+- `mirrored`: `tf.distribute.MirroredStrategy`, one replica per local GPU (without a GPU, one per
+  logical CPU device: the CPU, unless the program split it into several);
+- `multi_worker`: `tf.distribute.MultiWorkerMirroredStrategy`, one process per machine, each
+  reading its place in the cluster from `TF_CONFIG`;
+- `auto`: `mirrored` when several GPUs are visible, else TensorFlow's default strategy (one
+  device, no tf.distribute machinery at all).
+
+Every process of a cluster runs the same program with the same flags: each builds the model, the
+optimizer and kpartial's state variables under the strategy's scope (so they are mirrored, and
+created with the chief's initial values), trains on its share of each global batch, and takes
+part in every collective: the gradient all-reduce of each step, and the sums of a pseudo-label
+refresh's or a pruning event's statistics (`sum_across_workers`), after which every worker holds
+the same thresholds, stored pseudo labels and active classes. Only the chief (worker 0, or the
+task of type "chief") writes into the workdir.
+"""
+
+import hashlib
+import json
+import os
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+def _gpus():
+    return tf.config.list_physical_devices("GPU")
+
+
+_created = {}
+
+
+def make_strategy(name):
+    """The `tf.distribute.Strategy` called `name` (one of `STRATEGIES`), one per process.
+
+    A multi-worker strategy must exist before the process runs any other TensorFlow op, so a
+    program creates it first; asking again for the same name returns the same object.
+
+    Raises:
+      ValueError: an unknown name, or `multi_worker` without a usable `TF_CONFIG`.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    if name not in _created:
+        _created[name] = _new_strategy(name)
+    return _created[name]
+
+
+def _new_strategy(name):
+    if name == "auto":
+        return (
+            tf.distribute.MirroredStrategy() if len(_gpus()) > 1 else tf.distribute.get_strategy()
+        )
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if _gpus() else "/cpu:0")
+    if name == "mirrored":
+        if _gpus():
+            return tf.distribute.MirroredStrategy()
+        # CPUs only: one replica per logical CPU device (several only when a program configured
+        # them, as the tests do to check data parallelism without GPUs).
+        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(cpus)
+    check_tf_config(os.environ.get("TF_CONFIG", ""))
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def check_tf_config(text):
+    """Raises a one-line `ValueError` unless `text` is a TF_CONFIG this process can join with."""
+    if not text:
+        raise ValueError(
+            "--strategy=multi_worker needs TF_CONFIG: set it in each worker's environment to "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}'
+        )
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        members = cluster[task["type"]]
+        index = int(task["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"TF_CONFIG is not a cluster with this task in it ({e!r}): {text}"
+        ) from None
+    if not 0 <= index < len(members):
+        raise ValueError(f"TF_CONFIG: task index {index} is not among the {len(members)} tasks")
+
+
+class Place(NamedTuple):
+    """Where this process is: worker `index` of `count`; worker 0 is the chief."""
+
+    index: int
+    count: int
+
+    @property
+    def is_chief(self):
+        return self.index == 0
+
+
+def place(strategy=None):
+    """This process's `Place` in `strategy` (the current one by default)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return Place(0, 1)
+    cluster = resolver.cluster_spec().as_dict()
+    chiefs = len(cluster.get("chief", ()))
+    count = chiefs + len(cluster.get("worker", ()))
+    if resolver.task_type == "chief":
+        return Place(0, count)
+    return Place(chiefs + int(resolver.task_id), count)
+
+
+def local_replicas(strategy):
+    """Replicas of `strategy` in this process."""
+    return len(strategy.extended.worker_devices)
+
+
+def sum_across_workers(array, strategy=None):
+    """The sum over every worker of each worker's `array` (same shape and dtype everywhere).
+
+    A collective: every worker must call it at the same point. Without several workers it returns
+    `array` as it is.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if place(strategy).count == 1:
+        return np.asarray(array)
+    value = tf.constant(array)
+    first = local_replicas(strategy)
+
+    def per_replica(context):
+        # The worker's value on its first local replica, zeros on the others: the sum over all
+        # replicas is then the sum over workers.
+        if context.replica_id_in_sync_group % first == 0:
+            return tf.identity(value)
+        return tf.zeros_like(value)
+
+    values = strategy.experimental_distribute_values_from_function(per_replica)
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
+
+
+def state_digest(model):
+    """A short hash of every variable of `model` and its optimizer, as this process holds them:
+    workers that print the same digest hold the same weights, optimizer slots and kpartial state."""
+    digest = hashlib.sha256()
+    optimizer_variables = model.optimizer.variables if model.optimizer is not None else []
+    for variable in [*model.weights, *optimizer_variables]:
+        digest.update(variable.path.encode())
+        digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def replica_loss(numerator, counted, regulariser, batch_size):
+    """(this replica's share of the global batch's loss, replicas) from `PartialLabelLoss.sums`.
+
+    In a replica of a strategy with R > 1 replicas, the counted entries are summed over all
+    replicas first, so the shares add up to the loss of the global batch, and the optimizer's sum
+    of the replicas' gradients is the gradient a single device computes on that batch (its
+    normaliser is the global count, not each replica's). Elsewhere it is the loss itself.
+    `batch_size` is the replica's batch; the regulariser is averaged over the global batch.
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = 1 if context is None else context.num_replicas_in_sync
+    if replicas > 1:
+        counted = context.all_reduce(tf.distribute.ReduceOp.SUM, counted)
+    loss = numerator / tf.maximum(counted, 1.0)
+    if regulariser is not None:
+        loss = loss + regulariser / tf.cast(batch_size * replicas, loss.dtype)
+    return loss, replicas
+
+
+def local_tf_configs(num_workers, host="127.0.0.1"):
+    """TF_CONFIG texts of a cluster of `num_workers` workers on this machine, on free ports."""
+    import socket
+
+    ports = []
+    sockets = [socket.socket() for _ in range(num_workers)]
+    try:
+        for sock in sockets:  # all held open at once, so the ports differ
+            sock.bind((host, 0))
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in sockets:
+            sock.close()
+    cluster = {"worker": [f"{host}:{port}" for port in ports]}
+    return [
+        json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        for index in range(num_workers)
+    ]
+
+
+def run_local_cluster(command, num_workers, timeout, env=None):
+    """Runs `command` (argv) once per worker of a local cluster, each with its TF_CONFIG.
+
+    Returns each worker's (exit status, output) in worker order. A worker still running after
+    `timeout` seconds, or after another one failed, is killed (its status is then negative):
+    one worker alone would wait for the others forever.
+    """
+    import subprocess
+    import tempfile
+    import time
+
+    outputs = [tempfile.TemporaryFile(mode="w+") for _ in range(num_workers)]  # noqa: SIM115
+    processes = [
+        subprocess.Popen(
+            command,
+            env={**(env or os.environ), "TF_CONFIG": tf_config},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for tf_config, output in zip(local_tf_configs(num_workers), outputs)
+    ]
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+            if any(p.returncode not in (None, 0) for p in processes):
+                break
+            time.sleep(0.2)
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    results = []
+    for p, output in zip(processes, outputs):
+        output.seek(0)
+        results.append((p.returncode, output.read()))
+        output.close()
+    return results
