@@ -138,6 +138,26 @@ def test_shards_of_image_batches_decode_only_their_share(tmp_path):
     np.testing.assert_array_equal(first["x"].numpy(), single_batches[0]["x"].numpy()[4:6])
 
 
+def test_shards_of_tfrecord_batches_are_the_single_device_batches(tmp_path):
+    from kpartial import tfrecords
+    from tests.test_tfrecords import LABELS, NAMES, write_jpegs
+
+    paths = write_jpegs(tmp_path / "images", 7)
+    images = data.MultiLabelData(LABELS, NAMES, image_paths=paths, source="coco:/x/i.json")
+    tfrecords.write_tfrecords(images, str(tmp_path / "rec"), num_shards=2)
+    source = input_sources.RecordSource(str(tmp_path / "rec"), (8, 8))
+    seed = tf.constant([7, 3], tf.int64)
+    single = list(source.training_batches(seed, 2))  # 3 steps; one example left over
+    shards = [  # two workers of one replica, one example each per global batch of 2
+        _epoch_ids(source.training_batches(seed, 1, shard=input_sources.BatchShard(2, p, 1)))
+        for p in (0, 1)
+    ]
+    reassembled = [np.concatenate([shards[0][i], shards[1][i]]) for i in range(3)]
+    np.testing.assert_array_equal(np.stack(reassembled), np.stack([b["id"] for b in single]))
+    part = list(source.evaluation_batches(4, input_sources.WorkerPart(1, 2)))
+    assert np.concatenate([b["id"].numpy() for b in part]).tolist() == [1, 3, 5]
+
+
 def test_worker_parts_cover_every_example_once():
     features = np.zeros((11, 2), np.float32)
     source = input_sources.FeatureSource(features)

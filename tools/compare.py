@@ -65,6 +65,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from kpartial import comparison, losses
 
+    if FLAGS.strategy == "multi_worker":
+        raise app.UsageError(
+            "--strategy=multi_worker trains one run on a cluster: use tools/train.py (compare's "
+            "runs can use the GPUs of one machine with --strategy=mirrored)"
+        )
     methods = list(losses.LOSSES) if "all" in FLAGS.methods else FLAGS.methods
     with cli.one_line_errors():
         os.makedirs(FLAGS.out, exist_ok=True)
