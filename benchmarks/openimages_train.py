@@ -84,6 +84,8 @@ def train(method, train_records, test_records, workdir):
         os.path.join(ROOT, "tools", "train.py"),
         f"--train_data=tfrecord:{train_records}",
         f"--test_data=tfrecord:{test_records}",
+        "--validation_fraction=0",
+        "--select_epoch=last",
         f"--method={method}",
         "--hidden_units=64",
         "--dropout=0",

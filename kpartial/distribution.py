@@ -155,23 +155,28 @@ def state_digest(model):
     return digest.hexdigest()[:16]
 
 
-def replica_loss(numerator, counted, regulariser, batch_size):
-    """(this replica's share of the global batch's loss, replicas) from `PartialLabelLoss.sums`.
+def replica_loss(loss, sums, batch_size):
+    """(this replica's share of the global batch's loss, replicas) from `loss.sums(...)`.
 
-    In a replica of a strategy with R > 1 replicas, the counted entries are summed over all
-    replicas first, so the shares add up to the loss of the global batch, and the optimizer's sum
-    of the replicas' gradients is the gradient a single device computes on that batch (its
-    normaliser is the global count, not each replica's). Elsewhere it is the loss itself.
-    `batch_size` is the replica's batch; the regulariser is averaged over the global batch.
+    In a replica of a strategy with R > 1 replicas, the counted entries (and a loss's batch
+    statistics) are summed over all replicas first, so the shares add up to the loss of the
+    global batch, and the optimizer's sum of the replicas' gradients is the gradient a single
+    device computes on that batch (its normalisers are the global counts, not each replica's;
+    the all-reduce passes gradients back to every replica). Elsewhere it is the loss itself.
+    `batch_size` is the replica's batch.
     """
+    numerators, counts, statistics = sums
     context = tf.distribute.get_replica_context()
     replicas = 1 if context is None else context.num_replicas_in_sync
     if replicas > 1:
-        counted = context.all_reduce(tf.distribute.ReduceOp.SUM, counted)
-    loss = numerator / tf.maximum(counted, 1.0)
-    if regulariser is not None:
-        loss = loss + regulariser / tf.cast(batch_size * replicas, loss.dtype)
-    return loss, replicas
+        counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
+        if statistics is not None:
+            statistics = context.all_reduce(tf.distribute.ReduceOp.SUM, statistics)
+    value = tf.reduce_sum(numerators / tf.maximum(counts, 1.0))
+    if statistics is not None:  # a term of the global batch: each replica adds 1/R of it
+        means = statistics / tf.cast(batch_size * replicas, statistics.dtype)
+        value = value + loss.batch_term(means) / replicas
+    return value, replicas
 
 
 def local_tf_configs(num_workers, host="127.0.0.1"):

@@ -8,6 +8,7 @@ scores nor the labels of the test set are ever an [N, C] array.
 
 import json
 import os
+import weakref
 
 import keras
 
@@ -40,25 +41,35 @@ def model_scores(model, dataset, labels):
     return stream_scores(logits_function(model), dataset, labels)
 
 
+_COMPILED = weakref.WeakKeyDictionary()
+
+
 def logits_function(model):
-    """A compiled `batch -> logits [B, C]` of `model` (the network of a `PartialLabelModel`)."""
+    """A compiled `batch -> logits [B, C]` of `model` (the network of a `PartialLabelModel`),
+    compiled once per network."""
     import tensorflow as tf
 
     network = getattr(model, "network", model)
-    logits = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+    if network not in _COMPILED:
+        _COMPILED[network] = tf.function(
+            lambda x: network(x, training=False), reduce_retracing=True
+        )
+    logits = _COMPILED[network]
     return lambda batch: logits(batch["x"]).numpy()
 
 
 class EvaluationCallback(keras.callbacks.Callback):
-    """Adds `test_map`, `test_cf1`, `test_of1` to the epoch logs every `every` epochs and at the end.
+    """Adds `{prefix}_map`, `_cf1`, `_of1` to the epoch logs every `every` epochs and at the end.
 
-    Metrics count only annotated test entries (label != 0). `labels` are the test set's int8
-    [N, C] labels or `SparseLabels`.
+    Metrics count only annotated entries (label != 0), with every class's threshold at 0.5.
+    `labels` are the evaluated set's int8 [N, C] labels or `SparseLabels`; `prefix` is "val" for
+    the validation split (monitoring and epoch selection), "test" for the test set (monitoring
+    only, on request: nothing in training reads it).
     """
 
-    def __init__(self, dataset, labels, every=1, total_epochs=None):
+    def __init__(self, dataset, labels, every=1, total_epochs=None, prefix="test"):
         super().__init__()
-        self.dataset, self.labels = dataset, labels
+        self.dataset, self.labels, self.prefix = dataset, labels, prefix
         self.every, self.total_epochs = max(1, every), total_epochs
         self.last = {}
         # The scores of the last evaluated epoch, so a run need not predict the test set again.
@@ -70,13 +81,56 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.scores = model_scores(self.model, self.dataset, self.labels)
         self.evaluated_epochs = epoch + 1
         result = self.scores.evaluate()
-        self.last = {
-            "test_map": result["map"],
-            "test_cf1": result["cf1"],
-            "test_of1": result["of1"],
-        }
+        self.last = {f"{self.prefix}_{key}": result[key] for key in ("map", "cf1", "of1")}
         if logs is not None:
             logs.update(self.last)
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Keeps the network weights of the epoch with the highest `monitor` (`val_map`).
+
+    Goes after the validation callback that puts `monitor` into the logs. With `path` (a run's
+    `checkpoint/best.weights.h5`) the weights are written there, atomically, so a resumed run
+    keeps them; without, they are kept in memory. `restore(model)` loads them into the network.
+    """
+
+    def __init__(self, monitor="val_map", path=None):
+        super().__init__()
+        self.monitor, self.path = monitor, path
+        self.best_value, self.best_epoch, self._weights = -float("inf"), None, None
+
+    def resume(self, records):
+        """Takes the best of a resumed run's epoch `records` (`EpochLog.epochs`, up to its
+        checkpoint); its weights are in `path` (rewritten if a later epoch was lost to the kill)."""
+        for record in records:
+            value = record.get(self.monitor)
+            if value is not None and value > self.best_value:
+                self.best_value, self.best_epoch = value, record["epoch"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value > self.best_value:  # NaN never wins
+            return
+        self.best_value, self.best_epoch = float(value), epoch + 1
+        network = getattr(self.model, "network", self.model)
+        if self.path is None:
+            self._weights = network.get_weights()
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f"{self.path[: -len('.weights.h5')]}.tmp-{os.getpid()}.weights.h5"
+        network.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self.path)
+
+    def restore(self, model):
+        """Loads the best epoch's weights into `model`'s network; returns that epoch (1-based)."""
+        if self.best_epoch is None:
+            raise ValueError(f"no epoch reported {self.monitor}: nothing to select")
+        network = getattr(model, "network", model)
+        if self.path is None:
+            network.set_weights(self._weights)
+        else:
+            network.load_weights(self.path)
+        return self.best_epoch
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -1,16 +1,29 @@
 """Partial-label losses. `y_true` is int {+1 positive, -1 negative, 0 unknown}; `y_pred` are logits.
 
-Every loss here reduces the same way: the weighted sum of entry losses over the batch, divided by
-the number of entries it counts (for masked losses: the known labels), floored at 1 so a batch
-without a known label gives 0 rather than NaN:
+Every loss here reduces the same way. It has one or more parts p, each a weighted sum of entry
+losses divided by the number of entries that part counts, floored at 1 (a part that counts
+nothing in a batch gives 0, not NaN), plus an optional term R of batch means:
 
-    L = sum_{i,c} s_ic * l_ic / max(1, sum_{i,c} s_ic * k_ic)
+    L = sum_p [ sum_{i,c} s_ic l^p_ic / max(1, sum_{i,c} s_ic k^p_ic) ]  +  R(mean_i r_i)
+
+Most losses have one part. For a masked loss it counts the known labels, so a batch without a
+known label gives exactly 0 (`ignore`, `focal`/`asl` with unknown="ignore"); a loss that reads
+unknown entries as (weak) negatives counts them too, and is not 0 there (`assume_negative`, `wan`,
+`an_ls`, `hill`, `splc`, `ll_*`, and `p_asl`'s unannotated entries it does not ignore). kpartial's
+loss has two parts, the known labels and the unknown entries, so the weight of its unknown term
+does not depend on how many labels are known; on a batch without a known label only its unknown
+part remains. EPR's regulariser is its R.
 
 `s` is the optional `sample_weight`: shape [B] (per example), [1, C] (per class) or [B, C] (per
 entry). kpartial's label-space reduction passes the active-class mask here, so a pruned class
-contributes neither to the loss nor to its normaliser nor to the gradients. All arithmetic is
+contributes neither to the loss nor to its normalisers nor to the gradients. All arithmetic is
 `keras.ops` in float32 with static shapes, so the losses compile under XLA and stay finite for
 float16/bfloat16 logits.
+
+Under data parallelism (`kpartial.distribution.replica_loss`) each replica computes `sums` of its
+share of the global batch and the counts and batch sums are added over replicas before dividing,
+so the gradient is the global batch's, except for the losses with `selects_across_batch` (LL-*,
+P-ASL), which select entries among a replica's share of the batch.
 """
 
 import functools
@@ -54,9 +67,13 @@ class PartialLabelLoss(keras.losses.Loss):
         first argument (`get` passes them from the class statistics).
       needs_example_state: True when the loss writes per-example labels (LL-Cp's permanent
         corrections), so the model must keep the [N, C] pseudo-label table.
+      selects_across_batch: class attribute; True when the loss ranks entries across the batch.
     """
 
     uses_priors = False
+    # Whether the loss ranks entries across the whole batch (so a replica's share of it selects
+    # among fewer entries than one device would).
+    selects_across_batch = False
 
     def __init__(self, name=None):
         # Always float32 arithmetic (see the module docstring), so there is no dtype argument.
@@ -67,59 +84,82 @@ class PartialLabelLoss(keras.losses.Loss):
         return False
 
     def entry_losses(self, y_true, logits):
+        """(entry losses l [B, C], counted entries k [B, C]) of a loss with one part."""
         raise NotImplementedError
 
-    def regulariser(self, y_true, logits, weight):
-        """An optional per-example term [B] added after normalisation (EPR uses it); None here.
+    def parts(self, y_true, logits):
+        """[(l^p [B, C], k^p [B, C]) for each part p]: `entry_losses` for a loss of one part."""
+        return [self.entry_losses(y_true, logits)]
+
+    def batch_statistics(self, y_true, logits, weight):
+        """Per-example statistics r [B, S] whose batch mean `batch_term` takes; None here.
 
         `weight` is the sample weight as [B, 1], [1, C] or [B, C], or None (no weighting).
         """
         return
+
+    def batch_term(self, means):
+        """R: a scalar from the batch means [S] of `batch_statistics`."""
+        raise NotImplementedError
 
     def get_config(self):
         config = super().get_config()
         config.pop("reduction", None)  # fixed: always normalised by counted entries
         return config
 
-    def _weighted_terms(self, y_true, y_pred, sample_weight):
-        """(entry losses, counted entries, per-example regulariser or None), all weighted."""
+    def sums(self, y_true, y_pred, sample_weight=None):
+        """The loss before it is normalised: (numerators [P], counts [P], statistics [S] or None).
+
+        Per part p, sum s l^p and sum s k^p; the statistics are summed over the examples. The loss
+        is `sum(numerators / max(1, counts)) + batch_term(statistics / B)`; a data-parallel
+        train step adds the counts and statistics of every replica first
+        (`kpartial.distribution.replica_loss`), so that its gradient is the global batch's.
+        """
         logits = ops.cast(ops.convert_to_tensor(y_pred), "float32")
         # Labels keep their (int8) dtype: the label masks compare them, nothing casts them to
         # float, and an unweighted loss multiplies by no weight at all (each is a pass over [B, C]).
         y_true = ops.convert_to_tensor(y_true)
-        losses, counted = self.entry_losses(y_true, logits)
         weight = None
         if sample_weight is not None:
             weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
             if len(weight.shape) == 1:
                 weight = ops.expand_dims(weight, -1)
-            losses, counted = losses * weight, counted * weight
-        return losses, counted, self.regulariser(y_true, logits, weight)
+        numerators, counts = [], []
+        for losses, counted in self.parts(y_true, logits):
+            if weight is not None:
+                losses, counted = losses * weight, counted * weight
+            numerators.append(ops.sum(losses))
+            counts.append(ops.sum(counted))
+        statistics = self.batch_statistics(y_true, logits, weight)
+        if statistics is not None:
+            statistics = ops.sum(statistics, axis=0)
+        return ops.stack(numerators), ops.stack(counts), statistics
 
-    def sums(self, y_true, y_pred, sample_weight=None):
-        """The loss before it is normalised: (sum s l, sum s k, sum_i r_i or None), scalars.
-
-        The loss is `sums[0] / max(1, sums[1]) + sums[2] / B`. A data-parallel train step adds up
-        the counted entries of every replica's share of the global batch before it divides
-        (`kpartial.distribution.replica_loss`), so that its gradient is the global batch's.
-        """
-        losses, counted, regulariser = self._weighted_terms(y_true, y_pred, sample_weight)
-        regulariser = None if regulariser is None else ops.sum(regulariser)
-        return ops.sum(losses), ops.sum(counted), regulariser
+    def normalised(self, numerators, counts, statistics, batch_size):
+        """The loss from `sums` (of one batch of `batch_size` examples, or of several added)."""
+        loss = ops.sum(numerators / ops.maximum(counts, 1.0))
+        if statistics is None:
+            return loss
+        return loss + self.batch_term(statistics / ops.cast(batch_size, "float32"))
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        numerator, counted, regulariser = self.sums(y_true, y_pred, sample_weight)
-        loss = numerator / ops.maximum(counted, 1.0)
-        if regulariser is None:
-            return loss
-        return loss + regulariser / ops.cast(ops.shape(y_pred)[0], "float32")
+        batch_size = ops.shape(y_pred)[0]
+        return self.normalised(*self.sums(y_true, y_pred, sample_weight), batch_size)
 
     def call(self, y_true, y_pred):
         """Per-example values whose batch mean is the loss (for Keras utilities that call `call`)."""
-        losses, counted, regulariser = self._weighted_terms(y_true, y_pred, None)
-        batch_size = ops.cast(ops.shape(losses)[0], "float32")
-        per_example = ops.sum(losses, axis=-1) * batch_size / ops.maximum(ops.sum(counted), 1.0)
-        return per_example if regulariser is None else per_example + regulariser
+        logits = ops.cast(ops.convert_to_tensor(y_pred), "float32")
+        y_true = ops.convert_to_tensor(y_true)
+        batch_size = ops.cast(ops.shape(logits)[0], "float32")
+        per_example = 0.0
+        for losses, counted in self.parts(y_true, logits):
+            per_example += (
+                ops.sum(losses, axis=-1) * batch_size / ops.maximum(ops.sum(counted), 1.0)
+            )
+        statistics = self.batch_statistics(y_true, logits, None)
+        if statistics is not None:
+            per_example += self.batch_term(ops.mean(statistics, axis=0))
+        return per_example
 
 
 @keras.saving.register_keras_serializable(package="kpartial")
@@ -170,14 +210,21 @@ class StatisticsWeightedLoss(PartialLabelLoss):
     class are up-weighted by the odds against it, capped at `max_positive_weight`:
 
         w_c    = min(((1 - pi_c) / pi_c) ** beta, max_positive_weight)
-        l_ic   = w_c [y_ic = +1] softplus(-z_ic) + [y_ic = -1] softplus(z_ic)
-               + lambda [y_ic = 0] (pi_c softplus(-z_ic) + (1 - pi_c) softplus(z_ic))
-        k_ic   = [y_ic != 0]
+        l^known_ic   = w_c [y_ic = +1] softplus(-z_ic) + [y_ic = -1] softplus(z_ic)
+        l^unknown_ic = lambda [y_ic = 0] (pi_c softplus(-z_ic) + (1 - pi_c) softplus(z_ic))
 
     The unknown term is the cross-entropy against the expected label pi_c of an unannotated entry:
     it costs almost nothing where the prior is right and keeps unknown logits from drifting up, which
-    masking alone (lambda = 0) allows. beta = 0 and lambda = 0 give `IgnoreUnknownBCE`. The loss is
-    normalised by the number of known labels only.
+    masking alone (lambda = 0) allows. beta = 0 and lambda = 0 give `IgnoreUnknownBCE`. The two
+    terms are two parts (see the module docstring), each normalised by its own count:
+
+        L = sum_ic s l^known_ic / max(1, sum_ic s [y_ic != 0])
+          + sum_ic s l^unknown_ic / max(1, sum_ic s [y_ic = 0])
+
+    so lambda is the weight of the mean unknown-entry term against the mean annotation term at
+    any label density (with one normaliser, at 0.1% known labels lambda = 0.1 would weigh the
+    unknown entries 100 : 1 against the annotations). A batch without a known label gives the
+    unknown part alone; one without unknown entries (full labels), the known part alone.
 
     Args:
       priors: C per-class positive priors in (0, 1).
@@ -210,7 +257,7 @@ class StatisticsWeightedLoss(PartialLabelLoss):
             ((1 - priors) / priors) ** self.balance, self.max_positive_weight
         ).astype(np.float32)[None, :]
 
-    def entry_losses(self, y_true, logits):
+    def parts(self, y_true, logits):
         # With softplus(-z) = softplus(z) - z the entry loss is a softplus(z) - b z, where
         # (a, b) = (w_c, w_c) for a positive, (1, 0) for a negative, lambda (1, pi_c) for an
         # unknown entry: one softplus, and coefficients selected from the label masks.
@@ -221,8 +268,10 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         b = ops.where(
             positive, self._positive_weight, ops.where(negative, 0.0, self._unknown_target)
         )
+        entry = a * ops.softplus(logits) - b * logits
         known = ops.cast(ops.logical_or(positive, negative), "float32")
-        return a * ops.softplus(logits) - b * logits, known
+        unknown = 1.0 - known
+        return [(entry * known, known), (entry * unknown, unknown)]
 
     def get_config(self):
         return {
@@ -297,9 +346,10 @@ class WeakAssumeNegativeBCE(PartialLabelLoss):
 class AssumeNegativeLabelSmoothing(PartialLabelLoss):
     """Assume-negative BCE with label smoothing (AN-LS; Cole et al., CVPR 2021).
 
-    Unknown entries are negatives; every target is smoothed towards 1/2:
+    Unknown entries are negatives; positives' targets become 1 - epsilon and negatives' epsilon,
+    as in the authors' code (`ls_coef`, 0.1 in their experiments):
 
-        t_ic = (1 - epsilon) [y=+1] + epsilon / 2
+        t_ic = (1 - epsilon) [y=+1] + epsilon [y != +1]
         l_ic = t_ic softplus(-z) + (1 - t_ic) softplus(z),   k_ic = 1
 
     Args:
@@ -315,7 +365,7 @@ class AssumeNegativeLabelSmoothing(PartialLabelLoss):
 
     def entry_losses(self, y_true, logits):
         positive, _ = _split(y_true)
-        target = (1.0 - self.smoothing) * positive + self.smoothing / 2.0
+        target = (1.0 - 2.0 * self.smoothing) * positive + self.smoothing
         loss_pos, loss_neg = _log_sigmoid_pair(logits)
         losses = target * loss_pos + (1.0 - target) * loss_neg
         return losses, ops.ones_like(losses)
@@ -328,12 +378,13 @@ class AssumeNegativeLabelSmoothing(PartialLabelLoss):
 class ExpectedPositiveRegularization(PartialLabelLoss):
     """Expected positive regularisation (EPR; Cole et al., CVPR 2021).
 
-    BCE on known labels plus a penalty on the distance between the expected number of positives
-    of each example and k, here taken from the class statistics (k = sum_c pi_c) instead of a
-    hard-coded number:
+    BCE on known labels plus a penalty on the distance between the batch's mean expected number
+    of positives per example and k, here taken from the class statistics (k = sum_c pi_c) instead
+    of a hard-coded number. As in the authors' code, the batch mean is squared (not each
+    example's distance):
 
         L = sum_ic [y != 0] BCE_ic / max(1, sum_ic [y != 0])
-            + lambda mean_i ((sum_c s_ic p_ic - k) / C) ** 2
+            + lambda ((mean_i sum_c s_ic p_ic) - k) ** 2 / C ** 2
 
     (Cole et al. use positives only; with partial labels the known negatives are used too.)
 
@@ -355,11 +406,14 @@ class ExpectedPositiveRegularization(PartialLabelLoss):
         loss_pos, loss_neg = _log_sigmoid_pair(logits)
         return positive * loss_pos + negative * loss_neg, positive + negative
 
-    def regulariser(self, y_true, logits, weight):
-        num_classes = float(len(self.priors))
+    def batch_statistics(self, y_true, logits, weight):
         probabilities = ops.sigmoid(logits)
-        expected = ops.sum(probabilities if weight is None else probabilities * weight, axis=-1)
-        return self.regularisation_weight * ((expected - sum(self.priors)) / num_classes) ** 2
+        expected = probabilities if weight is None else probabilities * weight
+        return ops.sum(expected, axis=-1, keepdims=True)  # [B, 1]
+
+    def batch_term(self, means):
+        num_classes = float(len(self.priors))
+        return self.regularisation_weight * (means[0] - sum(self.priors)) ** 2 / num_classes**2
 
     def get_config(self):
         return {
@@ -470,9 +524,10 @@ class PartialSelectiveAsymmetricLoss(PartialLabelLoss):
     "Multi-label classification with partial annotations using class-aware selective loss").
 
     Separate terms for positives, annotated negatives and unannotated entries. An unannotated entry
-    is ignored when its class is likely present: the class prior is at least `prior_threshold`,
-    or the entry is among the example's `likelihood_top_k` highest scores. The other unannotated
-    entries are negatives with their own, stronger focusing:
+    is ignored when its class is likely present: the class prior is above `prior_threshold`, or
+    the entry is among the `likelihood_top_k x B` highest-scoring unannotated entries of the
+    batch (as the authors' code ranks them: over the whole batch, annotated entries excluded).
+    The other unannotated entries are negatives with their own, stronger focusing:
 
         l_ic = [y=+1] (1-p)^g+ (-log p) + [y=-1] p^g- (-log(1-p))
              + [y=0] (1 - ignore_ic) p^gu (-log(1-p))
@@ -481,13 +536,14 @@ class PartialSelectiveAsymmetricLoss(PartialLabelLoss):
     Args:
       priors: C class priors (from `kpartial.class_stats`).
       gamma_positive, gamma_negative, gamma_unannotated: g+, g-, gu (paper: 0, 1, 4).
-      prior_threshold: classes with prior >= this keep their unannotated entries out of the loss.
-      likelihood_top_k: per example, unannotated entries among the k highest scores are ignored
-        (0 = off).
+      prior_threshold: classes with prior > this keep their unannotated entries out of the loss.
+      likelihood_top_k: k; the k x B highest-scoring unannotated entries of a batch of B are
+        ignored (0 = off).
       name: loss name.
     """
 
     uses_priors = True
+    selects_across_batch = True
 
     def __init__(
         self,
@@ -512,12 +568,18 @@ class PartialSelectiveAsymmetricLoss(PartialLabelLoss):
         unknown = 1.0 - positive - negative
         p = ops.sigmoid(logits)
         loss_pos, loss_neg = _log_sigmoid_pair(logits)
-        likely = np.asarray(self.priors)[None, :] >= self.prior_threshold
+        likely = np.asarray(self.priors)[None, :] > self.prior_threshold
         ignore = ops.cast(ops.convert_to_tensor(likely), "float32") * ops.ones_like(p)
-        k = min(self.likelihood_top_k, logits.shape[-1])
+        batch, num_classes = logits.shape
+        k = min(self.likelihood_top_k * batch, batch * num_classes)
         if k > 0:
-            kth_score = ops.top_k(ops.stop_gradient(p), k)[0][:, -1:]
-            ignore = ops.maximum(ignore, ops.cast(ops.greater_equal(p, kth_score), "float32"))
+            # The k highest-scoring unannotated entries of the whole batch (exactly k, as a sort
+            # would pick them; annotated entries rank last and are never picked).
+            scores = ops.where(ops.equal(unknown, 1.0), ops.stop_gradient(p), -1.0)
+            values, index = ops.top_k(ops.reshape(scores, (-1,)), k)
+            picked = ops.cast(ops.greater(values, -1.0), "float32")
+            top = ops.scatter(ops.expand_dims(index, -1), picked, (batch * num_classes,))
+            ignore = ops.maximum(ignore, ops.reshape(top, (batch, num_classes)))
         ignore = ops.stop_gradient(ignore)
         losses = (
             positive * _focus(1.0 - p, self.gamma_positive) * loss_pos
@@ -640,6 +702,8 @@ class LargeLossModification(PartialLabelLoss, _EpochAware):
       max_rate: cap on the share.
       name: loss name.
     """
+
+    selects_across_batch = True
 
     def __init__(self, mode="reject", delta_rel=0.002, max_rate=0.2, name=None):
         if mode not in LARGE_LOSS_MODES.values():

@@ -578,6 +578,61 @@ class SparseScores:
         t = np.broadcast_to(_validate_threshold(threshold, self.num_classes), self.num_classes)
         return self._f1(self.scores >= t[self.classes])
 
+    def best_f1_thresholds(self, min_positives: int = 3, default: float = 0.5):
+        """Per-class thresholds maximising each class's F1 on these entries, and where they apply.
+
+        A class is predicted positive iff its score >= its threshold. For a class with at least
+        ``min_positives`` positives and one negative among the annotated entries, the threshold is
+        the score (one of its own) at which F1 = 2 TP / (2 TP + FP + FN) is highest (the higher
+        threshold among equal F1s); every other class keeps ``default``.
+
+        Returns:
+            (float64 [C] thresholds, bool [C] whether the class's threshold was chosen here).
+        """
+        order = np.lexsort((-self.scores, self.classes))
+        c, s, pos = self.classes[order], self.scores[order], self.labels[order] == 1
+        positives = np.bincount(c[pos], minlength=self.num_classes)
+        negatives = np.bincount(c[~pos], minlength=self.num_classes)
+        chosen = (positives >= min_positives) & (negatives > 0)
+        thresholds = np.full(self.num_classes, float(default))
+        first = np.searchsorted(c, np.arange(self.num_classes))
+        tp = np.cumsum(pos) - np.concatenate([[0], np.cumsum(pos)])[first[c]]
+        predicted = np.arange(c.size) - first[c] + 1
+        # Predicting a score's whole block of ties: only the last entry of a block is a cut.
+        last_of_tie = np.ones(c.size, bool)
+        last_of_tie[:-1] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
+        f1 = 2 * tp / (predicted + positives[c])
+        f1 = np.where(last_of_tie, f1, -1.0)
+        for k in np.flatnonzero(chosen):
+            block = slice(first[k], first[k] + positives[k] + negatives[k])
+            best = np.flatnonzero(f1[block] == f1[block].max())[0]  # the highest threshold
+            thresholds[k] = s[block][best]
+        return thresholds, chosen
+
+    def precision_floors(self, target: float, min_positives: int = 3):
+        """Per class, the lowest score s such that the annotated entries scoring >= s are
+        positives at a rate of at least ``target``, with at least ``min_positives`` of them;
+        inf for a class that has ``min_positives`` positives but no such score, -inf for a class
+        with fewer positives (no evidence either way).
+
+        Returns:
+            float64 [C].
+        """
+        order = np.lexsort((-self.scores, self.classes))
+        c, s, pos = self.classes[order], self.scores[order], self.labels[order] == 1
+        first = np.searchsorted(c, np.arange(self.num_classes))
+        tp = np.cumsum(pos) - np.concatenate([[0], np.cumsum(pos)])[first[c]]
+        predicted = np.arange(c.size) - first[c] + 1
+        last_of_tie = np.ones(c.size, bool)
+        last_of_tie[:-1] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
+        good = last_of_tie & (tp >= min_positives) & (tp >= target * predicted)
+        positives = np.bincount(c[pos], minlength=self.num_classes)
+        floors = np.where(positives >= min_positives, np.inf, -np.inf)
+        # The last good cut of each class is its lowest score.
+        at = np.flatnonzero(good)
+        floors[c[at]] = s[at]  # later (lower) cuts of a class overwrite earlier ones
+        return floors
+
     def _f1(self, predicted: np.ndarray) -> dict:
         """The F1 dict of [K] bool predictions at the annotated entries."""
         pos = self.labels == 1

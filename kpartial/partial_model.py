@@ -264,7 +264,7 @@ class PartialLabelModel(keras.Model):
         weights = self.entry_weights(labels, targets, class_ids)
         partial_loss = self.partial_loss if class_ids is None else self._active_loss
         loss, replicas = distribution.replica_loss(
-            *partial_loss.sums(targets, logits, sample_weight=weights), ops.shape(logits)[0]
+            partial_loss, partial_loss.sums(targets, logits, weights), ops.shape(logits)[0]
         )
         if self.network.losses:
             loss = loss + ops.sum(self.network.losses) / replicas

@@ -48,7 +48,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kpartial import distribution, pipeline
+from kpartial import distribution, evaluation, pipeline
 from kpartial.sparse_labels import as_sparse
 
 # The logit histogram: NUM_BINS bins of BIN_WIDTH from LOWEST_LOGIT (sigmoid(16) = 1 - 1e-7).
@@ -356,6 +356,13 @@ class PseudoLabelCallback(keras.callbacks.Callback):
       histogram_examples: at most this many examples (a fixed hash of their ids) are counted into
         the histograms; the thresholds' quantiles need no more, and binning every entry of a
         large set would cost several inference passes.
+      validation: (dataset, labels) of held-out training examples with their known labels, for
+        `min_precision`.
+      min_precision: if > 0, a class is pseudo-labelled positive only at scores where its
+        held-out known entries are positive at least this often: for a class with at least 3
+        validation positives, t+_c is raised to the lowest validation score with that precision
+        (and 3 positives above it), or to inf (no pseudo positives) if no score has it; a class
+        with fewer validation positives keeps the rule's t+ (no evidence either way).
     """
 
     def __init__(
@@ -372,9 +379,14 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         true_labels=None,
         log=print,
         histogram_examples=HISTOGRAM_EXAMPLES,
+        validation=None,
+        min_precision=0.0,
     ):
         super().__init__()
         self.histogram_examples = histogram_examples
+        self.validation, self.min_precision = validation, float(min_precision)
+        if self.min_precision and validation is None:
+            raise ValueError("min_precision needs validation data (held-out known labels)")
         if start_epoch < 0 or every < 1:
             raise ValueError(f"need start_epoch >= 0 and every >= 1, got {start_epoch}, {every}")
         self.rule = (
@@ -428,6 +440,10 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         positive, negative = self.rule.thresholds(
             counts.sum(axis=0), self.priors, candidates, unknown_counts
         )
+        validated = None
+        if self.min_precision:
+            positive, validated = self._validated(positive, network)
+            negative = np.minimum(negative, positive)
         stored = candidates.positives(positive)
         store.assign(stored)
         # A class without unknown entries (t+ = inf) records the floor: no entry reads it.
@@ -444,9 +460,23 @@ class PseudoLabelCallback(keras.callbacks.Callback):
             quality["pseudo_negatives"] = round(quality["pseudo_negatives"] / share)
             quality["histogram_share"] = share
         quality["pseudo_positives"] = int(np.count_nonzero(stored))  # exact: the store
+        if validated is not None:
+            quality["validated_classes"] = validated  # classes whose floor was measured
         quality["candidates_over_cap"] = int(candidates.over_cap.numpy())
         quality["refresh_seconds"] = time.perf_counter() - started
         return quality
+
+    def _validated(self, positive, network):
+        """(t+ raised to the validated precision floors, how many classes may have positives)."""
+        dataset, labels = self.validation
+        scores = evaluation.model_scores(network, dataset, labels)
+        floors = scores.precision_floors(self.min_precision)
+        finite = np.isfinite(floors)
+        # Just below the floor: the rule is strict (z > t+) and the floor's own score qualifies.
+        logits = np.nextafter(_logit(np.clip(floors, 0.0, 1.0)), -np.inf)
+        floors = np.where(finite, logits, floors)  # inf: no precise score; -inf: no evidence
+        raised = np.maximum(positive, floors)
+        return raised, int(np.count_nonzero(finite))
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self.is_refresh_epoch(epoch):

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from kpartial import (
@@ -29,8 +30,9 @@ from kpartial import (
     workdir,
 )
 from kpartial.partial_model import EpochClock, PartialLabelModel
+from kpartial.sparse_labels import SparseLabels
 
-# Exported per-class decision thresholds; the CF1/OF1 that runs report use the same value.
+# The decision threshold of a class without a validated one of its own (and of cf1@0.5, of1@0.5).
 DECISION_THRESHOLD = 0.5
 
 
@@ -55,6 +57,12 @@ class TrainConfig:
 
     `strategy` is a name in `kpartial.distribution.STRATEGIES`; `batch_size` is the global batch,
     split evenly over the replicas.
+
+    `validation_fraction` of the training examples (seeded by `split_seed`) are held out with the
+    labels the run may see: every `eval_every` epochs they are evaluated (`val_map`, ...), and
+    `select_epoch="best"` ends the run with the weights of the best `val_map` epoch; per-class
+    decision thresholds are chosen on them. The test set is evaluated once, at the end
+    (`monitor_test` also evaluates it every `eval_every` epochs, for the logs only).
     """
 
     train_data: str = "synthetic:train"
@@ -88,6 +96,7 @@ class TrainConfig:
     pseudo_negative_coverage: float = 0.1
     pseudo_weight: float = 0.5
     pseudo_max_positives: int = 16
+    pseudo_min_precision: float = 0.0
     pruning: str = "auto"
     prune_schedule: tuple = ()
     prune_criterion: str = "fit_well"
@@ -95,6 +104,9 @@ class TrainConfig:
     backbone_weights: str = ""
     image_size: int = 224
     eval_every: int = 1
+    validation_fraction: float = 0.1
+    select_epoch: str = "best"
+    monitor_test: bool = False
     strategy: str = "auto"
     workdir: str = ""
     verbose: int = 0
@@ -118,6 +130,17 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not 0.0 < self.known_fraction <= 1.0:
             raise ValueError(f"known_fraction must be in (0, 1], got {self.known_fraction}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+        if self.select_epoch not in ("best", "last"):
+            raise ValueError(f"select_epoch must be best or last, got {self.select_epoch!r}")
+        if self.select_epoch == "best" and not self.validation_fraction:
+            raise ValueError(
+                "select_epoch=best needs a validation split: give validation_fraction > 0, or "
+                "select_epoch=last"
+            )
         if self.strategy not in distribution.STRATEGIES:
             raise ValueError(
                 f"strategy must be one of {', '.join(distribution.STRATEGIES)}, got "
@@ -131,6 +154,11 @@ class TrainConfig:
                 label_pruning.resolve_prune_schedule(self.prune_schedule, self.epochs)
             except ValueError as e:
                 raise ValueError(f"prune_schedule: {e}") from None
+        if self.pseudo_min_precision and not self.validation_fraction:
+            raise ValueError(
+                "pseudo_min_precision measures precision on the validation split: give "
+                "validation_fraction > 0"
+            )
         if self.pseudo_max_positives < 1:
             raise ValueError(f"pseudo_max_positives={self.pseudo_max_positives} must be >= 1")
         if self.uses_pseudo_labels and self.pseudo_start_epoch >= self.epochs:
@@ -151,6 +179,7 @@ class TrainConfig:
 # Hyperparameters that must be finite and non-negative (NaN would pass any range check).
 FINITE_FIELDS = (
     "test_fraction",
+    "validation_fraction",
     "known_fraction",
     "learning_rate",
     "weight_decay",
@@ -159,6 +188,7 @@ FINITE_FIELDS = (
     "pseudo_negative_threshold",
     "pseudo_negative_coverage",
     "pseudo_weight",
+    "pseudo_min_precision",
 )
 
 
@@ -367,16 +397,21 @@ def _check_resumable(config):
 class RunInputs(NamedTuple):
     """Everything a run reads from the user's files, read before anything is written."""
 
-    train: data.MultiLabelData
+    train: data.MultiLabelData  # the examples trained on (their labels: the full truth)
     test: data.MultiLabelData
     known: object  # the training labels the run may see: int8 [N, C] or SparseLabels
     stats: class_stats.ClassStatistics
+    # Held-out training examples with the labels the run may see (partial), or None.
+    validation: object = None
 
 
 def _inputs(config, datasets, log):
     """Data, training labels and class statistics: everything read from the user's files."""
     train, test = datasets if datasets is not None else load_data(config)
     known = training_labels(config, train, log)
+    validation = None
+    if config.validation_fraction:
+        train, validation, known = split_validation(train, known, config)
     stats = _class_statistics(config, known, train)
     loss = losses.get(config.method, stats, **data.parse_options(config.loss_options))
     if loss.needs_example_state:  # refused now, before the run writes anything
@@ -388,7 +423,36 @@ def _inputs(config, datasets, log):
                 "device (--strategy=one_device) or another method"
             )
     _check_global_batch(config, train)
-    return RunInputs(train, test, known, stats)
+    return RunInputs(train, test, known, stats, validation)
+
+
+def split_validation(train, known, config):
+    """(training part, validation part, the training part's known labels).
+
+    A seeded `config.validation_fraction` of the training examples is held out; the validation
+    part's labels are the ones the run may see (`known`), so it never reads a hidden label.
+    """
+    if train.records is not None:
+        raise data.DataError(
+            f"{config.train_data}: --validation_fraction cannot hold out examples of TFRecord "
+            "shards (they are streamed); write the validation examples to shards of their own "
+            "and pass them as data of their own, or --validation_fraction=0 --select_epoch=last"
+        )
+    order = np.random.default_rng([config.split_seed, 1]).permutation(train.num_examples)
+    size = round(config.validation_fraction * train.num_examples)
+    if size == 0 or size == train.num_examples:
+        raise data.DataError(
+            f"{config.train_data}: --validation_fraction={config.validation_fraction} of "
+            f"{train.num_examples} examples leaves an empty part"
+        )
+    rows, held_out = np.sort(order[size:]), np.sort(order[:size])
+    take = lambda labels, at: (
+        labels.take_rows(at) if isinstance(labels, SparseLabels) else np.asarray(labels)[at]
+    )
+    tag = f"validation fraction {config.validation_fraction}, split seed {config.split_seed}"
+    validation = train.take(held_out, f"{train.source} ({tag}: validation)")
+    validation = dataclasses.replace(validation.with_labels(take(known, held_out)), skipped={})
+    return train.take(rows), validation, take(known, rows)
 
 
 def _check_global_batch(config, train):
@@ -423,16 +487,16 @@ def _train(config, log, inputs, extra_callbacks, resuming):
         train_seconds = _fit(config, model, datasets, callbacks, start_epoch)
         _log_digest(model, place, log)
         return {"worker": place.index, "train_seconds": round(train_seconds, 3)}
-    test_evaluation = evaluation.EvaluationCallback(
-        datasets.test, datasets.test_labels, config.eval_every, config.epochs
-    )
     epoch_log = evaluation.EpochLog(_in_workdir(config, "history.json"))
     if resuming:
         epoch_log.resume(start_epoch)
+    monitoring, best = _monitoring_callbacks(config, inputs, datasets)
+    if best is not None and resuming:
+        best.resume(epoch_log.epochs)
     callbacks = [
         EpochClock(),
         *_technique_callbacks(config, inputs, datasets, log),
-        test_evaluation,
+        *monitoring,
         *_output_callbacks(config, inputs.stats),
         *extra_callbacks,
         epoch_log,
@@ -440,11 +504,10 @@ def _train(config, log, inputs, extra_callbacks, resuming):
     ]
     train_seconds = _fit(config, model, datasets, callbacks, start_epoch)
     _log_digest(model, place, log)
-    if test_evaluation.evaluated_epochs == config.epochs:  # predicted after the last epoch
-        scores = test_evaluation.scores
-    else:
-        scores = evaluation.model_scores(model, datasets.test, datasets.test_labels)
-    result = _report(config, model, scores, inputs, log)
+    selected_epoch = config.epochs if best is None else best.restore(model)
+    thresholds, chosen = _decision_thresholds(model, inputs, datasets)
+    scores = evaluation.model_scores(model, datasets.test, datasets.test_labels)
+    result = _report(config, model, scores, inputs, log, thresholds, chosen, selected_epoch)
     result.update(
         {
             "train_seconds": round(train_seconds, 3),
@@ -453,8 +516,49 @@ def _train(config, log, inputs, extra_callbacks, resuming):
         }
     )
     if config.workdir:
-        _write_outputs(config, model, inputs, scores, result)
+        _write_outputs(config, model, inputs, scores, result, thresholds, chosen)
     return result
+
+
+def _monitoring_callbacks(config, inputs, datasets):
+    """(callbacks that evaluate the validation part, and the test set if asked, every
+    `eval_every` epochs; the `BestEpoch` that selects on `val_map`, or None)."""
+    callbacks, best = [], None
+    if inputs.validation is not None:
+        callbacks.append(
+            evaluation.EvaluationCallback(
+                datasets.validation,
+                inputs.validation.labels,
+                config.eval_every,
+                config.epochs,
+                prefix="val",
+            )
+        )
+    if config.monitor_test:  # logs only: nothing below reads a test_* value
+        callbacks.append(
+            evaluation.EvaluationCallback(
+                datasets.test, datasets.test_labels, config.eval_every, config.epochs
+            )
+        )
+    if config.select_epoch == "best":
+        path = _in_workdir(config, os.path.join("checkpoint", "best.weights.h5"))
+        best = evaluation.BestEpoch("val_map", path)
+        callbacks.append(best)
+    return callbacks, best
+
+
+# A class needs this many validation positives (and a negative) for a threshold of its own.
+MIN_THRESHOLD_POSITIVES = 3
+
+
+def _decision_thresholds(model, inputs, datasets):
+    """(float32 [C] thresholds, bool [C] chosen on validation) of the selected weights."""
+    num_classes = inputs.train.num_classes
+    if inputs.validation is None:
+        return np.full(num_classes, DECISION_THRESHOLD, np.float32), np.zeros(num_classes, bool)
+    scores = evaluation.model_scores(model, datasets.validation, inputs.validation.labels)
+    thresholds, chosen = scores.best_f1_thresholds(MIN_THRESHOLD_POSITIVES, DECISION_THRESHOLD)
+    return thresholds.astype(np.float32), chosen
 
 
 def _log_digest(model, place, log):
@@ -473,8 +577,13 @@ def _class_statistics(config, known, train):
 
 
 def _log_data(log, inputs):
-    train, test, _, stats = inputs
+    train, test, stats = inputs.train, inputs.test, inputs.stats
     num_known = int(stats.positives.sum() + stats.negatives.sum())
+    if inputs.validation is not None:
+        log(
+            f"validation: {inputs.validation.num_examples} training examples held out with "
+            "their known labels (epoch selection, thresholds); not trained on"
+        )
     log(
         f"train {train.source}: {train.num_examples} examples, {train.num_classes} classes, "
         f"{num_known} known labels ({num_known / (train.num_examples * train.num_classes):.1%}); "
@@ -546,6 +655,7 @@ class _Datasets(NamedTuple):
     train_inputs: tf.data.Dataset  # this worker's part of the training inputs, in example order
     test: tf.data.Dataset
     test_labels: object  # int8 [N, C] or SparseLabels: looked up per batch, never made dense
+    validation: object  # the held-out examples' dataset, or None
 
 
 def _datasets(config, inputs, model, strategy):
@@ -589,12 +699,16 @@ def _datasets(config, inputs, model, strategy):
     place = distribution.place(strategy)
     part = None if place.count == 1 else input_sources.WorkerPart(place.index, place.count)
     eval_batch_size = 1024 if inputs.train.features is not None else config.batch_size
+    validation = None
+    if inputs.validation is not None:
+        validation = pipeline.evaluation_dataset(inputs.validation, eval_batch_size, image_size)
     return _Datasets(
         train,
         steps,
         pipeline.evaluation_dataset(inputs.train, eval_batch_size, image_size, part),
         pipeline.evaluation_dataset(inputs.test, eval_batch_size, image_size),
         inputs.test.labels,
+        validation,
     )
 
 
@@ -620,6 +734,10 @@ def _technique_callbacks(config, inputs, datasets, log):
                 config.pseudo_negative_coverage,
                 true_labels=train.labels if simulated else None,
                 log=log,
+                validation=None
+                if inputs.validation is None
+                else (datasets.validation, inputs.validation.labels),
+                min_precision=config.pseudo_min_precision,
             )
         )
     if config.uses_pruning:
@@ -658,11 +776,26 @@ def _fit(config, model, datasets, callbacks, start_epoch):
     return time.perf_counter() - started
 
 
-def _report(config, model, scores, inputs, log):
-    """The run's metrics dict from the test set's `metrics.SparseScores`; logs the headline."""
-    train, test, _, stats = inputs
-    result = scores.evaluate()
+def _report(config, model, scores, inputs, log, thresholds, chosen, selected_epoch):
+    """The run's metrics dict from the test set's `metrics.SparseScores`; logs the headline.
+
+    CF1/OF1 use the per-class `thresholds` (chosen on the validation part where `chosen`, else
+    0.5); `cf1@0.5` and `of1@0.5` are at 0.5 for every class.
+    """
+    train, test, stats = inputs.train, inputs.test, inputs.stats
+    result = scores.evaluate(threshold=thresholds)
+    at_half = scores.f1_scores(DECISION_THRESHOLD)
+    result.update({"cf1@0.5": at_half["cf1"], "of1@0.5": at_half["of1"]})
     result.update(evaluation.sparse_ranking_metrics(scores, stats.positives, train.num_examples))
+    validation = inputs.validation
+    result["selection"] = {
+        "select_epoch": config.select_epoch,
+        "selected_epoch": selected_epoch,
+        "validation_examples": 0 if validation is None else validation.num_examples,
+        "thresholds_from_validation": int(chosen.sum()),
+        "note": "the epoch and the thresholds were chosen on held-out training examples (their "
+        "known labels); the test set was evaluated once, after both were chosen",
+    }
     result.update(
         {
             "method": config.method,
@@ -684,13 +817,16 @@ def _report(config, model, scores, inputs, log):
     log(
         f"{config.method} {labels_used} seed={config.seed}: "
         f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} "
-        f"({result['evaluated_classes']} classes, annotated test entries only)"
+        f"({result['evaluated_classes']} classes, annotated test entries only; epoch "
+        f"{selected_epoch} of {config.epochs}"
+        + (", selected on validation" if config.select_epoch == "best" else "")
+        + ")"
         + (f"; artifacts in {config.workdir}" if config.workdir else "")
     )
     return result
 
 
-def _write_outputs(config, model, inputs, scores, result):
+def _write_outputs(config, model, inputs, scores, result, thresholds, chosen):
     """The plot, then the artifacts (metrics.json last: it marks the run finished)."""
     stats = inputs.stats
     evaluation.write_ap_by_frequency(
@@ -701,7 +837,22 @@ def _write_outputs(config, model, inputs, scores, result):
         method=f"{config.method}, known fraction {config.known_fraction}",
         mean_ap=result["map"],
     )
-    thresholds = np.full(inputs.train.num_classes, DECISION_THRESHOLD, np.float32)
+    validation_positives = np.zeros(len(chosen), np.int64)
+    if inputs.validation is not None:
+        validation_positives = class_stats.ClassStatistics.from_labels(
+            inputs.validation.labels, inputs.train.label_names
+        ).positives
+    table = pd.DataFrame(
+        {
+            "label": list(inputs.train.label_names),
+            "threshold": thresholds,
+            "source": np.where(chosen, "validation F1", "default 0.5"),
+            "validation_positives": validation_positives,
+        }
+    )
+    workdir.write_atomically(
+        os.path.join(config.workdir, "thresholds.csv"), table.to_csv(index=False)
+    )
     write_artifacts(config, model, inputs.train.label_names, thresholds, result)
 
 

@@ -25,6 +25,7 @@ ARTIFACTS = (
     "network.keras",
     "label_names.txt",
     "thresholds.npy",
+    "thresholds.csv",
     "ap_by_frequency.png",
     "checkpoint",
     "checkpoint.weights.h5",  # written by kpartial before checkpoints moved to checkpoint/

@@ -4,10 +4,11 @@ Logical devices must be configured before TensorFlow starts, so these checks run
 their own and print one JSON object:
 
 - "gradients": {case: max |update of a one-step SGD(1) under MirroredStrategy (2 replicas, each
-  its half of the global batch) - the same step on one device|} for every loss whose value
-  decomposes over entries (LL-* excluded: they select among the batch's entries, per replica),
+  its half of the global batch) - the same step on one device|} for every loss that does not
+  rank entries across the batch (LL-* and P-ASL do, among a replica's share of it),
   with pseudo labels and with a pruning phase; SGD with learning rate 1 makes the update the
-  gradient itself.
+  gradient itself. EPR's regulariser, a square of a batch mean, is exact too: the batch sums
+  are all-reduced before it is taken.
 - "batches": whether the two replicas' halves of the first global batch are the single-device
   batch (same ids, same labels).
 - "replica_state": for a mirrored run with pseudo labels, pruning and an epoch-aware loss, at the
@@ -91,9 +92,9 @@ def gradient_differences(inputs):
     single = tf.distribute.get_strategy()
     weights = _model(single, "ignore", inputs, False).network.get_weights()
     cases = {}
-    for method in losses.LOSSES:
-        if method.startswith("ll_"):
-            continue
+    for method, constructor in losses.LOSSES.items():
+        if getattr(constructor, "func", constructor).selects_across_batch:
+            continue  # LL-*, P-ASL: each replica ranks its own share of the batch
         variants = [(method, False, False)]
         if method in ("kpartial", "splc"):
             variants += [(f"{method}+pseudo", True, False), (f"{method}+pseudo+pruned", True, True)]

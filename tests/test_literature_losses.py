@@ -41,15 +41,17 @@ def wan(y, z, gamma=None):
 
 
 def an_ls(y, z, eps=0.1):
-    t = (1 - eps) * (y > 0) + eps / 2
+    # Cole et al.'s code: positives' target 1 - eps, every other entry's eps.
+    t = np.where(y > 0, 1 - eps, eps)
     return (t * sp(-z) + (1 - t) * sp(z)).mean()
 
 
 def epr(y, z, priors=PRIORS, lam=1.0):
+    # Cole et al.'s code: the batch mean of the expected positives, squared, over C ** 2.
     pos, neg, _ = masks(y)
     bce = (pos * sp(-z) + neg * sp(z)).sum() / max((pos + neg).sum(), 1)
-    reg = ((sig(z).sum(axis=1) - priors.sum()) / z.shape[1]) ** 2
-    return bce + lam * reg.mean()
+    reg = (sig(z).sum(axis=1).mean() - priors.sum()) ** 2 / z.shape[1] ** 2
+    return bce + lam * reg
 
 
 def focal(y, z, gamma=2.0, unknown="negative"):
@@ -68,12 +70,22 @@ def asl(y, z, gp=0.0, gn=4.0, m=0.05, unknown="negative"):
     return entry.sum() / max((pos + neg).sum(), 1)
 
 
+def csl_ignored(y, p, priors, thr, k):
+    """CSL's selection, as its code does it: the unannotated entries of classes with prior > thr,
+    and the k x B unannotated entries of the batch with the highest scores (argsort of 1 - p over
+    the flattened unannotated entries)."""
+    unannotated = (y == 0).ravel()
+    ignore = np.broadcast_to(priors[None, :] > thr, p.shape).astype(float).ravel().copy()
+    candidates = np.flatnonzero(unannotated)
+    order = np.argsort(1 - p.ravel()[candidates], kind="stable")
+    ignore[candidates[order[: k * p.shape[0]]]] = 1
+    return ignore.reshape(p.shape)
+
+
 def p_asl(y, z, priors=PRIORS, gp=0.0, gn=1.0, gu=4.0, thr=0.05, k=2):
     pos, neg, unk = masks(y)
     p = sig(z)
-    ignore = np.broadcast_to(priors[None, :] >= thr, p.shape).astype(float)
-    kth = np.sort(p, axis=1)[:, -k][:, None]
-    ignore = np.maximum(ignore, (p >= kth).astype(float))
+    ignore = csl_ignored(y, p, priors, thr, k)
     entry = (
         pos * (1 - p) ** gp * -np.log(p)
         + neg * p**gn * -np.log(1 - p)
@@ -156,6 +168,46 @@ def test_all_unknown_batch_matches_numpy(name):
     loss = CASES[name][0]()
     value = float(loss(np.zeros_like(Y), Z.astype(np.float32)))
     np.testing.assert_allclose(value, CASES[name][1](np.zeros_like(Y), Z), rtol=1e-5)
+
+
+def test_p_asl_ignores_the_batch_top_k_unannotated_entries_as_csl_does():
+    # B = 2, k = 1: CSL ignores the 2 highest-scoring unannotated entries of the batch, both in
+    # row 0 here; a per-example top-1 would ignore one per row, and ranking over all scores would
+    # spend row 0's slot on its annotated positive. Class 2's prior equals the threshold: CSL's
+    # test is prior > threshold, so it is not ignored for its prior.
+    y = np.array([[1, 0, 0, 0], [0, 0, -1, 0]], np.int8)
+    z = np.array([[4.0, 2.0, 1.5, -1.0], [0.5, -2.0, 3.0, -0.5]])
+    priors = np.array([0.01, 0.01, 0.05, 0.01])
+    p = sig(z)
+    expected_ignored = np.array([[0, 1, 1, 0], [0, 0, 0, 0]], float)
+    np.testing.assert_array_equal(csl_ignored(y, p, priors, 0.05, 1), expected_ignored)
+    loss = losses.PartialSelectiveAsymmetricLoss(priors, prior_threshold=0.05, likelihood_top_k=1)
+    reference = p_asl(y, z, priors, thr=0.05, k=1)
+    np.testing.assert_allclose(float(loss(y, z.astype(np.float32))), reference, rtol=1e-5)
+    # Unannotated entries left in the loss: row 0 col 3, row 1 cols 0, 1, 3; with a positive and a
+    # negative, 6 counted entries (CSL sums them; here the sum is divided by the count).
+    assert float(loss.sums(y, z.astype(np.float32))[1][0]) == 6.0
+
+
+def test_an_ls_targets_are_cole_et_al_s():
+    loss = losses.AssumeNegativeLabelSmoothing(0.1)
+    y = np.array([[1, 0, -1]], np.int8)
+    z = np.zeros((1, 3), np.float32)
+    with tf.GradientTape() as tape:
+        logits = tf.constant(z)
+        tape.watch(logits)
+        value = loss(y, logits)
+    # d/dz of t softplus(-z) + (1 - t) softplus(z) at z = 0 is 0.5 - t: t = 0.9, 0.1, 0.1.
+    np.testing.assert_allclose(tape.gradient(value, logits).numpy() * 3, [[-0.4, 0.4, 0.4]])
+
+
+def test_epr_squares_the_batch_mean_as_cole_et_al_do():
+    loss = losses.ExpectedPositiveRegularization([0.25, 0.25], regularisation_weight=1.0)
+    y = np.zeros((2, 2), np.int8)  # no known label: the regulariser alone
+    z = np.array([[20.0, 20.0], [-20.0, -20.0]], np.float32)  # expected positives 2 and 0
+    # ((2 + 0) / 2 - 0.5) ** 2 / 2 ** 2 = 0.0625; the mean of each example's squared distance,
+    # ((1.5 / 2) ** 2 + (0.5 / 2) ** 2) / 2 = 0.3125, is what the port computed before.
+    np.testing.assert_allclose(float(loss(y, z)), 0.0625, rtol=1e-5)
 
 
 def test_get_passes_modes_options_and_priors():

@@ -155,13 +155,16 @@ def _class_weight():
 
 
 def _documented_value(loss, weight):
-    """The module docstring's reduction: sum s l / max(1, sum s k), plus a regulariser's mean."""
+    """The module docstring's reduction: each part's sum s l / max(1, sum s k), then R."""
     y, z = tf.constant(Y, tf.float32), tf.constant(Z)
-    entry, counted = loss.entry_losses(y, z)
-    weight = tf.broadcast_to(weight if weight.ndim == 2 else weight[:, None], entry.shape)
-    value = tf.reduce_sum(weight * entry) / tf.maximum(tf.reduce_sum(weight * counted), 1.0)
-    regulariser = loss.regulariser(y, z, weight)
-    return float(value if regulariser is None else value + tf.reduce_mean(regulariser))
+    weight = tf.broadcast_to(weight if weight.ndim == 2 else weight[:, None], (B, C))
+    value = 0.0
+    for entry, counted in loss.parts(y, z):
+        value += tf.reduce_sum(weight * entry) / tf.maximum(tf.reduce_sum(weight * counted), 1.0)
+    statistics = loss.batch_statistics(y, z, weight)
+    if statistics is not None:
+        value += loss.batch_term(tf.reduce_mean(statistics, axis=0))
+    return float(value)
 
 
 def test_example_and_entry_weights_reduce_as_documented(config):

@@ -34,16 +34,20 @@ def reference(name, y, z, weight=None, **kw):
         grad = pos * (p - 1) + (1 - pos) * p
         counted = np.ones_like(y)
     else:
+        # Two parts, each over its own count: the known labels and the unknown entries.
         pi = kw["priors"][None, :]
         w = np.minimum(((1 - pi) / pi) ** kw["balance"], kw["max_positive_weight"])
         lam = kw["unknown_weight"]
-        entry = (
-            w * pos * softplus(-z)
-            + neg * softplus(z)
-            + lam * unk * (pi * softplus(-z) + (1 - pi) * softplus(z))
+        weight = np.ones_like(y) if weight is None else np.broadcast_to(weight, y.shape)
+        known_norm = max((weight * (pos + neg)).sum(), 1.0)
+        unknown_norm = max((weight * unk).sum(), 1.0)
+        known = weight * (w * pos * softplus(-z) + neg * softplus(z))
+        unknown = weight * lam * unk * (pi * softplus(-z) + (1 - pi) * softplus(z))
+        value = known.sum() / known_norm + unknown.sum() / unknown_norm
+        grad = weight * (
+            (w * pos * (p - 1) + neg * p) / known_norm + lam * unk * (p - pi) / unknown_norm
         )
-        grad = w * pos * (p - 1) + neg * p + lam * unk * (p - pi)
-        counted = pos + neg
+        return value, grad
     if weight is not None:
         entry, grad, counted = entry * weight, grad * weight, counted * weight
     norm = max(counted.sum(), 1.0)
@@ -101,7 +105,7 @@ def test_masked_losses_are_zero_without_known_labels():
     ):
         value, grad = value_and_grad(loss, y, z)
         assert value == 0.0 and np.all(grad == 0.0)
-    # With the prior term, an all-unknown batch is a finite, prior-pulling loss (normaliser 1).
+    # With the prior term, an all-unknown batch is its unknown part alone: a prior-pulling mean.
     value, _ = value_and_grad(losses.StatisticsWeightedLoss(**KPARTIAL_KW), y, z)
     np.testing.assert_allclose(value, reference("kpartial", y, z, **KPARTIAL_KW)[0], rtol=1e-5)
 

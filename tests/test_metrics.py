@@ -662,3 +662,39 @@ def test_streaming_metrics_equal_the_dense_ones_on_mulan(shared_data, name):
     sizes = [256] * (len(labels) // 256) + [len(labels) % 256]
     got, _ = _streamed(scores, labels, counts, len(labels), thresholds, [s for s in sizes if s])
     _assert_same(got, expected)
+
+
+def test_best_f1_thresholds_match_a_brute_force_search():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array([-1, 0, 1], np.int8), size=(200, 6), p=[0.5, 0.3, 0.2])
+    labels[:, 5] = np.where(labels[:, 5] > 0, -1, labels[:, 5])
+    labels[:2, 5] = 1  # two positives: too few for a threshold of its own
+    scores = np.round(np.clip(rng.random((200, 6)) * 0.6 + (labels > 0) * 0.3, 0, 1), 2)
+    thresholds, chosen = metrics.SparseScores.from_dense(scores, labels).best_f1_thresholds(3)
+    assert chosen.tolist() == [True] * 5 + [False] and thresholds[5] == 0.5
+    for c in range(5):
+        annotated = labels[:, c] != 0
+        s, positive = scores[annotated, c], labels[annotated, c] > 0
+        best, best_threshold = -1.0, None
+        for t in sorted(set(s), reverse=True):  # the highest threshold among equal F1s
+            f1 = 2 * (positive & (s >= t)).sum() / ((s >= t).sum() + positive.sum())
+            if f1 > best + 1e-12:
+                best, best_threshold = f1, t
+        assert thresholds[c] == pytest.approx(best_threshold), c
+
+
+def test_precision_floors_match_a_brute_force_search():
+    rng = np.random.default_rng(1)
+    labels = rng.choice(np.array([-1, 0, 1], np.int8), size=(300, 4), p=[0.5, 0.2, 0.3])
+    scores = np.round(np.clip(rng.random((300, 4)) * 0.7 + (labels > 0) * 0.3, 0, 1), 2)
+    labels[:, 3] = np.where(labels[:, 3] > 0, -1, labels[:, 3])  # no positives: no evidence
+    labels[:5, 3] = 1
+    scores[:5, 3] = 0.01  # five positives, all at the bottom: no score is precise
+    floors = metrics.SparseScores.from_dense(scores, labels).precision_floors(0.8, 3)
+    assert floors[3] == np.inf
+    assert metrics.SparseScores.from_dense(scores, labels).precision_floors(0.8, 6)[3] == -np.inf
+    for c in range(3):
+        annotated = labels[:, c] != 0
+        s, positive = scores[annotated, c], labels[annotated, c] > 0
+        ok = [t for t in set(s) if positive[s >= t].sum() >= 3 and positive[s >= t].mean() >= 0.8]
+        assert floors[c] == pytest.approx(min(ok)), c

@@ -36,6 +36,7 @@ def base_config(tiny_npz):
         pseudo_every=1,
         prune_schedule=((3, 0.25),),
         eval_every=1,
+        monitor_test=True,
         hidden_units=(32,),
         jit_compile="false",
     )
@@ -93,8 +94,13 @@ def test_metrics_json(kpartial_run):
     assert written["active_classes"] == 6
     # The returned dict is what was written (JSON round trip of plain numbers).
     assert written == json.loads(json.dumps(result))
-    # The last epoch's logged test mAP is the final model's mAP.
-    assert series(written["history"], "test_map")[-1] == pytest.approx(written["map"], abs=1e-12)
+    # The run ends with the weights of its best val_map epoch: the test mAP logged at that epoch
+    # (monitor_test) is the final model's.
+    selected = written["selection"]["selected_epoch"]
+    val_map = series(written["history"], "val_map")
+    assert selected == 1 + int(np.argmax(val_map))
+    test_map = series(written["history"], "test_map")[selected - 1]
+    assert test_map == pytest.approx(written["map"], abs=1e-12)
 
 
 def test_history_schedule(kpartial_run):
@@ -131,8 +137,7 @@ def test_class_stats_csv(kpartial_run):
     assert os.path.isfile(path)
     table = pd.read_csv(path)
     assert list(table.columns) == ["label", "positives", "negatives", "prior"]
-    train = data.load(*data.parse_data_spec(config.train_data))
-    known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
+    train, known = _trained_part(config)  # the validation part's labels are not counted
     expected = class_stats.ClassStatistics.from_labels(known, train.label_names)
     assert tuple(table["label"]) == train.label_names
     np.testing.assert_array_equal(table["positives"].to_numpy(), expected.positives)
@@ -141,6 +146,14 @@ def test_class_stats_csv(kpartial_run):
     # And from_csv reads it back to the same statistics.
     reread = class_stats.ClassStatistics.from_csv(path, train.label_names)
     np.testing.assert_allclose(reread.priors, expected.priors, rtol=1e-12)
+
+
+def _trained_part(config):
+    """(the examples a run trained on, their known labels): without the validation part."""
+    train = data.load(*data.parse_data_spec(config.train_data))
+    known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
+    train, _, known = training.split_validation(train, known, config)
+    return train, known
 
 
 def test_other_artifacts(kpartial_run):
@@ -156,15 +169,17 @@ def test_other_artifacts(kpartial_run):
 
 def test_checkpoint_restores_training_state(kpartial_run):
     config, _, _ = kpartial_run
-    network = keras.models.load_model(os.path.join(config.workdir, "network.keras"), compile=False)
+    train, known = _trained_part(config)
     fresh = models.build_mlp(
         NUM_FEATURES, NUM_CLASSES, config.hidden_units, config.dropout, seed=config.seed + 1
     )
-    model = PartialLabelModel(fresh, NUM_EXAMPLES, NUM_CLASSES, losses.IgnoreUnknownBCE())
+    model = PartialLabelModel(fresh, train.num_examples, NUM_CLASSES, losses.IgnoreUnknownBCE())
     model(np.zeros((1, NUM_FEATURES), np.float32))  # build before loading
     model.load_weights(os.path.join(config.workdir, "checkpoint/latest.weights.h5"))
-    for a, b in zip(fresh.get_weights(), network.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    # The checkpoint holds the last epoch's weights (network.keras: the selected epoch's).
+    last = keras.Model(fresh.inputs, fresh.outputs)
+    assert int(model.epochs_done.numpy()) == config.epochs
+    assert all(np.isfinite(w).all() for w in last.get_weights())
     assert sorted(model.active_classes.numpy().tolist()) == [0.0] * 2 + [1.0] * 6
     # The checkpoint holds the last refresh's t+ (prior mode floors it at 0.5), not the init.
     restored_thresholds = model.pseudo_thresholds.numpy()
@@ -172,8 +187,6 @@ def test_checkpoint_restores_training_state(kpartial_run):
     assert np.any(restored_thresholds > 0.5)
     negative = model.pseudo_negative_thresholds.numpy()
     assert np.all(negative <= restored_thresholds) and np.any(negative > 0)
-    train = data.load(*data.parse_data_spec(config.train_data))
-    known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
     # The restored thresholds drive the train step's rule: labels only where unknown.
     resolved = model.resolve_labels(known, model.predict(train.features, verbose=0)).numpy()
     pseudo = np.where(known == 0, resolved, 0)
@@ -282,7 +295,12 @@ def test_fully_known_classes_keep_a_usable_threshold(base_config, tmp_path):
     training.run(config, log=lines.append)
     assert any("pseudo labels refreshed" in line for line in lines)  # the callback did run
     thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
-    np.testing.assert_array_equal(thresholds, np.full(NUM_CLASSES, 0.5, np.float32))
+    table = pd.read_csv(os.path.join(config.workdir, "thresholds.csv"))
+    np.testing.assert_array_equal(table["threshold"].to_numpy(np.float32), thresholds)
+    assert np.all((thresholds > 0) & (thresholds < 1))  # chosen on validation, or 0.5
+    default = table["source"] == "default 0.5"
+    assert (table["threshold"][default] == 0.5).all()
+    assert (table["validation_positives"][~default] >= training.MIN_THRESHOLD_POSITIVES).all()
 
 
 def test_class_stats_from_another_dataset_set_the_priors(base_config, tmp_path):
@@ -354,8 +372,9 @@ def test_pseudo_labels_and_pruning_combine_with_any_loss(base_config):
 
 def test_final_metrics_are_those_of_the_last_epoch_and_of_the_saved_network(kpartial_run):
     config, result, _ = kpartial_run
-    assert result["map"] == pytest.approx(result["history"][-1]["test_map"], abs=1e-6)
-    # The final metrics reuse the last epoch's predictions: they must be those of the final weights.
+    selected = result["selection"]["selected_epoch"]
+    assert result["map"] == pytest.approx(result["history"][selected - 1]["test_map"], abs=1e-6)
+    # The final metrics are those of the saved (selected) weights.
     network = keras.saving.load_model(os.path.join(config.workdir, "network.keras"))
     test = data.load(*data.parse_data_spec(config.test_data))
     probabilities = 1 / (1 + np.exp(-network.predict(test.features, verbose=0)))
@@ -366,8 +385,10 @@ def test_final_metrics_are_those_of_the_last_epoch_and_of_the_saved_network(kpar
     # on the whole test set give the same numbers.
     train = data.load(*data.parse_data_spec(config.train_data))
     known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
+    _, _, known = training.split_validation(train, known, config)
+    thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
     dense = {
-        **metrics.evaluate(probabilities.astype(np.float32), test.labels),
+        **metrics.evaluate(probabilities.astype(np.float32), test.labels, thresholds),
         **evaluation.ranking_metrics(
             probabilities.astype(np.float32), test.labels, (known == 1).sum(0), len(known)
         ),
@@ -464,6 +485,7 @@ def test_tiny_run_from_tfrecord_shards_and_make_tfrecords_cli(tmp_path, run_tool
     np.testing.assert_array_equal(back.labels.to_dense(), full.labels)
     np.testing.assert_array_equal(back.features, full.features)
 
+    # Feature records are read into memory, so a validation part can be held out of them.
     config = training.TrainConfig(train_data=f"tfrecord:{out}", **RUN)
     result = training.run(config, log=lambda *_: None)
     check_result(result, test_examples=18)

@@ -184,6 +184,15 @@ flags.DEFINE_integer(
     lower_bound=1,
     module_name=PSEUDO,
 )
+flags.DEFINE_float(
+    "pseudo_min_precision",
+    D.pseudo_min_precision,
+    "If > 0: pseudo-label a class positive only above the lowest score at which its validation "
+    "entries are positive at least this often (0 = no such check).",
+    lower_bound=0.0,
+    upper_bound=1.0,
+    module_name=PSEUDO,
+)
 
 flags.DEFINE_enum(
     "pruning",
@@ -261,8 +270,31 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "eval_every",
     D.eval_every,
-    "Test evaluation period in epochs.",
+    "Validation (and --monitor_test) evaluation period in epochs.",
     lower_bound=1,
+    module_name=RUNTIME,
+)
+flags.DEFINE_float(
+    "validation_fraction",
+    D.validation_fraction,
+    "Share of the training examples held out (seeded by --split_seed) with their known labels, "
+    "for val_map monitoring, --select_epoch and per-class decision thresholds; 0 = none.",
+    lower_bound=0.0,
+    upper_bound=0.99,
+    module_name=RUNTIME,
+)
+flags.DEFINE_enum(
+    "select_epoch",
+    D.select_epoch,
+    ["best", "last"],
+    "The weights the run ends with: those of the best val_map epoch, or of the last epoch.",
+    module_name=RUNTIME,
+)
+flags.DEFINE_bool(
+    "monitor_test",
+    D.monitor_test,
+    "Also evaluate the test set every --eval_every epochs (logged only: it never selects "
+    "anything); without it the test set is evaluated once, at the end.",
     module_name=RUNTIME,
 )
 flags.DEFINE_enum(
@@ -349,6 +381,11 @@ flags.register_multi_flags_validator(
     "give --test_data or --test_fraction, not both",
 )
 flags.register_multi_flags_validator(["method", "loss_options"], _check_loss_options)
+flags.register_multi_flags_validator(
+    ["select_epoch", "validation_fraction"],
+    lambda v: not (v["select_epoch"] == "best" and not v["validation_fraction"]),
+    "--select_epoch=best needs --validation_fraction > 0 (or give --select_epoch=last)",
+)
 flags.register_validator("train_data_options", _check_options)
 flags.register_validator("test_data_options", _check_options)
 flags.register_validator(
