@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.environ.get("PYTHONPATH") or os.path.dirname(os.path.dirname(__file__)))
 
+import tables
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -54,10 +55,12 @@ def main(argv):
     variants = dict(_variant(text) for text in FLAGS.variants)
     runs, means = [], {}
     for dataset in FLAGS.datasets:
-        folder = os.path.join(FLAGS.mulan_root, dataset)
+        train_file, test_file = (
+            os.path.join(FLAGS.mulan_root, f) for f in tables.MULAN_FILES[dataset]
+        )
         base = training.TrainConfig(
-            train_data=f"mulan:{folder}/{dataset}-train.arff",
-            test_data=f"mulan:{folder}/{dataset}-test.arff",
+            train_data=f"mulan:{train_file}",
+            test_data=f"mulan:{test_file}",
             epochs=FLAGS.epochs,
             hidden_units=(512,),
             loss_options="balance=0.5,unknown_weight=0.1",

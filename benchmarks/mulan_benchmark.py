@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tables
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -29,12 +30,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("out_dir", os.path.join(os.path.dirname(__file__), "results"), "Output folder.")
 
-FILES = {
-    "yeast": ("yeast/yeast-train.arff", "yeast/yeast-test.arff"),
-    "enron": ("enron/enron-train.arff", "enron/enron-test.arff"),
-    "bibtex": ("bibtex/bibtex-train.arff", "bibtex/bibtex-test.arff"),
-    "corel5k": ("corel5k/Corel5k-train-sparse.arff", "corel5k/Corel5k-test-sparse.arff"),
-}
+FILES = tables.MULAN_FILES
 ABLATIONS = {
     "kpartial w/o pseudo labels": {"pseudo_start_epoch": -1},
     "kpartial w/o statistics (beta = lambda = 0)": {"loss_options": "balance=0,unknown_weight=0"},

@@ -9,3 +9,12 @@ def write_table(path, lines):
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+# The Mulan sets' train and test files under ../shared/data/mulan.
+MULAN_FILES = {
+    "yeast": ("yeast/yeast-train.arff", "yeast/yeast-test.arff"),
+    "enron": ("enron/enron-train.arff", "enron/enron-test.arff"),
+    "bibtex": ("bibtex/bibtex-train.arff", "bibtex/bibtex-test.arff"),
+    "corel5k": ("corel5k/Corel5k-train-sparse.arff", "corel5k/Corel5k-test-sparse.arff"),
+}

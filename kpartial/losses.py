@@ -9,10 +9,11 @@ nothing in a batch gives 0, not NaN), plus an optional term R of batch means:
 Most losses have one part. For a masked loss it counts the known labels, so a batch without a
 known label gives exactly 0 (`ignore`, `focal`/`asl` with unknown="ignore"); a loss that reads
 unknown entries as (weak) negatives counts them too, and is not 0 there (`assume_negative`, `wan`,
-`an_ls`, `hill`, `splc`, `ll_*`, and `p_asl`'s unannotated entries it does not ignore). kpartial's
-loss has two parts, the known labels and the unknown entries, so the weight of its unknown term
-does not depend on how many labels are known; on a batch without a known label only its unknown
-part remains. EPR's regulariser is its R.
+`an_ls`, `hill`, `splc`, `ll_*`, `focal`/`asl` with unknown="negative", and `p_asl` for the
+unannotated entries it does not ignore). kpartial's loss has two parts, the known labels and the
+unknown entries, so the weight of its unknown term does not depend on how many labels are known;
+on a batch without a known label only its unknown part remains (0 only with lambda = 0). EPR's
+regulariser is its R, so EPR is not 0 there either.
 
 `s` is the optional `sample_weight`: shape [B] (per example), [1, C] (per class) or [B, C] (per
 entry). kpartial's label-space reduction passes the active-class mask here, so a pruned class
@@ -696,6 +697,9 @@ class LargeLossModification(PartialLabelLoss, _EpochAware):
                            checkpoints) instead of being recomputed.
         k_ic = 1 (mean over all entries, as assume-negative)
 
+    k is exact: the authors' code takes the entries above the k-th largest loss of a sort and is
+    off by one when rho(t) B C is a whole number; with the same k the two agree entry for entry.
+
     Args:
       mode: "reject", "temporary" or "permanent".
       delta_rel: growth of the selected share per epoch (paper: 0.002 on COCO-style data).
@@ -770,6 +774,10 @@ class SelfPacedLossCorrection(PartialLabelLoss, _EpochAware):
         l+ = (1 - sigmoid(z - m))^gamma softplus(-(z - m)),   l- = p^gamma softplus(z)
         l_ic = [y=+1] l+ + [y=-1] l- + [y=0] (c_ic l+ + (1 - c_ic) l-)
         c_ic = [p_ic > tau] [epoch >= warmup_epochs],   k_ic = 1
+
+    This follows the paper's formula: a corrected entry gets the focal-margin positive term l+.
+    The authors' code applies the focal margin to the original positives only (a corrected entry
+    gets plain BCE towards 1 there); we keep the paper's form.
 
     Args:
       tau: correction threshold on the probability (paper: 0.6).

@@ -189,6 +189,17 @@ def test_a_batch_without_known_labels_is_finite(config):
     assert_finite(value, grad)
 
 
+# As the module docstring says: the masked losses are 0 on a batch without a known label.
+ZERO_WITHOUT_KNOWN_LABELS = {"ignore", "focal_ignore"}
+
+
+def test_a_batch_without_known_labels_is_zero_exactly_where_the_docstring_says(config):
+    if config == "p_asl":
+        pytest.skip("0 or not by the batch: whether its top-k x B covers every unannotated entry")
+    value = float(make(config)(np.zeros_like(Y), Z))
+    assert (value == 0.0) == (config in ZERO_WITHOUT_KNOWN_LABELS), value
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_extreme_low_precision_logits_stay_finite(config, dtype):
     z = np.resize(np.array([1e4, -1e4, 6e4, -6e4, 0.0, 3e4, 30.0, -30.0]), (B, C))
