@@ -534,6 +534,9 @@ class PartialSelectiveAsymmetricLoss(PartialLabelLoss):
              + [y=0] (1 - ignore_ic) p^gu (-log(1-p))
         k_ic = [y != 0] + [y = 0] (1 - ignore_ic)
 
+    The authors' code sums the entry losses; like every loss here this one divides the sum by the
+    counted entries (with Adam only a change of scale).
+
     Args:
       priors: C class priors (from `kpartial.class_stats`).
       gamma_positive, gamma_negative, gamma_unannotated: g+, g-, gu (paper: 0, 1, 4).
