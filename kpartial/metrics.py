@@ -547,19 +547,29 @@ class SparseScores:
         streaming.add(scores, labels)
         return streaming.result()
 
-    def per_class_average_precision(self) -> np.ndarray:
-        """float64 [C], see :func:`per_class_average_precision`."""
-        # By class, then descending score: one sort of the K entries.
+    def _ranked(self):
+        """The entries by class, then descending score (one sort), with per-position counts.
+
+        Returns (c, s, pos, first, tp, predicted, is_end): class, score and whether positive of
+        each sorted entry; each class's first position [C]; positives and entries of its class up
+        to and including each position; whether a position ends its block of tied scores.
+        """
         order = np.lexsort((-self.scores, self.classes))
         c, s, pos = self.classes[order], self.scores[order], self.labels[order] == 1
-        first = np.searchsorted(c, np.arange(self.num_classes))  # each class's first position
-        positions = np.arange(c.size)
+        first = np.searchsorted(c, np.arange(self.num_classes))
         tp_before = np.concatenate([[0], np.cumsum(pos, dtype=np.int64)])
         tp = tp_before[1:] - tp_before[first[c]]
-        precision = tp / (positions - first[c] + 1)
-        # As in `_ap_columns`: a positive gets the precision at the end of its block of ties.
+        predicted = np.arange(c.size) - first[c] + 1
         is_end = np.ones(c.size, bool)
         is_end[:-1] = (c[:-1] != c[1:]) | (s[:-1] != s[1:])
+        return c, s, pos, first, tp, predicted, is_end
+
+    def per_class_average_precision(self) -> np.ndarray:
+        """float64 [C], see :func:`per_class_average_precision`."""
+        c, _, pos, _, tp, predicted, is_end = self._ranked()
+        positions = np.arange(c.size)
+        precision = tp / predicted
+        # As in `_ap_columns`: a positive gets the precision at the end of its block of ties.
         end = np.minimum.accumulate(np.where(is_end, positions, c.size)[::-1])[::-1]
         summed = np.bincount(c[pos], precision[end[pos]], minlength=self.num_classes)
         n_pos = np.bincount(c[pos], minlength=self.num_classes)
@@ -589,20 +599,13 @@ class SparseScores:
         Returns:
             (float64 [C] thresholds, bool [C] whether the class's threshold was chosen here).
         """
-        order = np.lexsort((-self.scores, self.classes))
-        c, s, pos = self.classes[order], self.scores[order], self.labels[order] == 1
+        c, s, pos, first, tp, predicted, is_end = self._ranked()
         positives = np.bincount(c[pos], minlength=self.num_classes)
         negatives = np.bincount(c[~pos], minlength=self.num_classes)
         chosen = (positives >= min_positives) & (negatives > 0)
         thresholds = np.full(self.num_classes, float(default))
-        first = np.searchsorted(c, np.arange(self.num_classes))
-        tp = np.cumsum(pos) - np.concatenate([[0], np.cumsum(pos)])[first[c]]
-        predicted = np.arange(c.size) - first[c] + 1
         # Predicting a score's whole block of ties: only the last entry of a block is a cut.
-        last_of_tie = np.ones(c.size, bool)
-        last_of_tie[:-1] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
-        f1 = 2 * tp / (predicted + positives[c])
-        f1 = np.where(last_of_tie, f1, -1.0)
+        f1 = np.where(is_end, 2 * tp / (predicted + positives[c]), -1.0)
         for k in np.flatnonzero(chosen):
             block = slice(first[k], first[k] + positives[k] + negatives[k])
             best = np.flatnonzero(f1[block] == f1[block].max())[0]  # the highest threshold
@@ -618,14 +621,8 @@ class SparseScores:
         Returns:
             float64 [C].
         """
-        order = np.lexsort((-self.scores, self.classes))
-        c, s, pos = self.classes[order], self.scores[order], self.labels[order] == 1
-        first = np.searchsorted(c, np.arange(self.num_classes))
-        tp = np.cumsum(pos) - np.concatenate([[0], np.cumsum(pos)])[first[c]]
-        predicted = np.arange(c.size) - first[c] + 1
-        last_of_tie = np.ones(c.size, bool)
-        last_of_tie[:-1] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
-        good = last_of_tie & (tp >= min_positives) & (tp >= target * predicted)
+        c, s, pos, _, tp, predicted, is_end = self._ranked()
+        good = is_end & (tp >= min_positives) & (tp >= target * predicted)
         positives = np.bincount(c[pos], minlength=self.num_classes)
         floors = np.where(positives >= min_positives, np.inf, -np.inf)
         # The last good cut of each class is its lowest score.
