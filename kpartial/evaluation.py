@@ -72,15 +72,11 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.dataset, self.labels, self.prefix = dataset, labels, prefix
         self.every, self.total_epochs = max(1, every), total_epochs
         self.last = {}
-        # The scores of the last evaluated epoch, so a run need not predict the test set again.
-        self.scores, self.evaluated_epochs = None, 0
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every and epoch + 1 != self.total_epochs:
             return
-        self.scores = model_scores(self.model, self.dataset, self.labels)
-        self.evaluated_epochs = epoch + 1
-        result = self.scores.evaluate()
+        result = model_scores(self.model, self.dataset, self.labels).evaluate()
         self.last = {f"{self.prefix}_{key}": result[key] for key in ("map", "cf1", "of1")}
         if logs is not None:
             logs.update(self.last)

@@ -190,6 +190,13 @@ def as_sparse(labels):
     return labels if isinstance(labels, SparseLabels) else SparseLabels.from_dense(labels)
 
 
+def take_rows(labels, rows):
+    """The rows `rows` of dense labels or `SparseLabels`, as the same kind."""
+    if isinstance(labels, SparseLabels):
+        return labels.take_rows(rows)
+    return np.asarray(labels)[rows]
+
+
 def as_dense(labels):
     """`labels` as a dense int8 [N, C] array."""
     return labels.to_dense() if isinstance(labels, SparseLabels) else np.asarray(labels, np.int8)

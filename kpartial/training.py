@@ -27,10 +27,10 @@ from kpartial import (
     pipeline,
     pseudo_labels,
     simulate,
+    sparse_labels,
     workdir,
 )
 from kpartial.partial_model import EpochClock, PartialLabelModel
-from kpartial.sparse_labels import SparseLabels
 
 # The decision threshold of a class without a validated one of its own (and of cf1@0.5, of1@0.5).
 DECISION_THRESHOLD = 0.5
@@ -446,13 +446,11 @@ def split_validation(train, known, config):
             f"{train.num_examples} examples leaves an empty part"
         )
     rows, held_out = np.sort(order[size:]), np.sort(order[:size])
-    take = lambda labels, at: (
-        labels.take_rows(at) if isinstance(labels, SparseLabels) else np.asarray(labels)[at]
-    )
     tag = f"validation fraction {config.validation_fraction}, split seed {config.split_seed}"
     validation = train.take(held_out, f"{train.source} ({tag}: validation)")
-    validation = dataclasses.replace(validation.with_labels(take(known, held_out)), skipped={})
-    return train.take(rows), validation, take(known, rows)
+    validation = validation.with_labels(sparse_labels.take_rows(known, held_out))
+    validation = dataclasses.replace(validation, skipped={})
+    return train.take(rows), validation, sparse_labels.take_rows(known, rows)
 
 
 def _check_global_batch(config, train):

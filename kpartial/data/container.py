@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from kpartial.sparse_labels import SparseLabels, as_dense
+from kpartial.sparse_labels import SparseLabels, as_dense, take_rows
 
 POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
 LABEL_VALUES = (POSITIVE, NEGATIVE, UNKNOWN)
@@ -136,14 +136,9 @@ class MultiLabelData:
     def take(self, rows, source=None) -> MultiLabelData:
         """The examples at `rows` (int indices), in that order."""
         rows = np.asarray(rows, np.int64)
-        labels = (
-            self.labels.take_rows(rows)
-            if isinstance(self.labels, SparseLabels)
-            else self.labels[rows]
-        )
         return dataclasses.replace(
             self,
-            labels=labels,
+            labels=take_rows(self.labels, rows),
             features=None if self.features is None else self.features[rows],
             image_paths=None
             if self.image_paths is None
