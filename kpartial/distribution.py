@@ -172,7 +172,7 @@ def replica_loss(loss, sums, batch_size):
         counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
         if statistics is not None:
             statistics = context.all_reduce(tf.distribute.ReduceOp.SUM, statistics)
-    value = tf.reduce_sum(numerators / tf.maximum(counts, 1.0))
+    value = loss.normalised(numerators, counts, None, batch_size)  # the parts, global counts
     if statistics is not None:  # a term of the global batch: each replica adds 1/R of it
         means = statistics / tf.cast(batch_size * replicas, statistics.dtype)
         value = value + loss.batch_term(means) / replicas

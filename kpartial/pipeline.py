@@ -94,8 +94,9 @@ def training_dataset(
     batch_size = min(batch_size, data.num_examples)
     source = input_sources.source_for(data, image_size)
     lookup = label_lookup(labels)
-    epoch_numbers = _current_epoch(epoch)
-    if epochs is not None:
+    if epochs is None:
+        epoch_numbers = _current_epoch(epoch)
+    else:
         epoch_numbers = tf.data.Dataset.range(epoch, epochs)
     batches = epoch_numbers.flat_map(
         lambda epoch: source.training_batches(
