@@ -45,6 +45,7 @@ flags.DEFINE_integer("classes", 9600, "Trainable classes.")
 flags.DEFINE_integer("epochs", 3, "Training epochs.")
 flags.DEFINE_list("methods", ["ignore", "kpartial"], "Methods to run.")
 flags.DEFINE_string("out", "benchmarks/results/openimages_train.md", "Markdown table to write.")
+flags.DEFINE_multi_string("train_flag", [], "Extra tools/train.py flag for every run (ablations).")
 flags.DEFINE_string("tmp", "", "Folder for the generated data (default: a temporary folder).")
 flags.DEFINE_string("measure_passes", "", "Internal: time the passes of RECORDS,WORKDIR.")
 
@@ -99,6 +100,7 @@ def train(method, train_records, test_records, workdir):
         "--verbose=0",
         f"--workdir={workdir}",
         "--overwrite",
+        *FLAGS.train_flag,
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.perf_counter()

@@ -7,6 +7,30 @@ The prior is the Laplace-smoothed positive rate among annotated entries,
 which is unbiased up to smoothing when annotations are missing at random. Statistics are either
 computed from the training annotations or read from a CSV of an existing dataset
 (`label,positives,negatives,prior`), so a small annotated subset can borrow a big dataset's priors.
+
+The positive rate among the *unknown* entries (`unknown_priors`, which kpartial's unknown term
+and pseudo-label quota use) equals the prior only if annotation does not depend on the label.
+That cannot be checked per entry, but its usual violation shows in the counts: when annotators
+were asked about the classes likely present in each example (Open Images' verification), the
+annotated share of a class follows its frequency and differs by orders of magnitude between
+classes, while labels missing at random leave every class annotated on about the same share of
+the examples. So:
+
+    a_c = (n+_c + n-_c) / N                       (annotated share of class c)
+    spread = P90(a) / P10(a)                      (over the classes with an annotation)
+    D = var_c(N a_c) / (N mean(a) (1 - mean(a)))  (1 for binomial noise alone)
+    unknown_prior_c = (n+_c + 1) / (N + 2)        if spread > RANDOM_ANNOTATION_SPREAD and D > 4
+                    = prior_c                     otherwise
+
+(D keeps a small set's binomial noise, which can spread the shares by more than 2x, from
+counting as dependence.)
+
+The second is the class's known positives over all examples: what an unknown entry's rate is
+when the annotations already hold most positives (a lower bound in general). With verified
+labels 55% positive, as in Open Images, the prior would make more than half of every class's
+unknown entries positive. Statistics read from a CSV keep its priors for the unknown entries too.
+With class-dependent annotation kpartial's pseudo labels are off unless asked for, and then make
+no pseudo positives (u_c is only a lower bound there), only pseudo negatives.
 """
 
 import dataclasses
@@ -19,6 +43,10 @@ from kpartial.sparse_labels import SparseLabels
 
 CSV_COLUMNS = ("label", "positives", "negatives", "prior")
 
+# Annotated shares of classes within this factor (10th to 90th percentile) are read as labels
+# missing at random: binomial noise, or tasks measured on fewer examples (Tox21: 1.4x).
+RANDOM_ANNOTATION_SPREAD = 2.0
+
 
 @dataclasses.dataclass(frozen=True)
 class ClassStatistics:
@@ -29,12 +57,21 @@ class ClassStatistics:
       positives: int64 [C], annotated positives per class.
       negatives: int64 [C], annotated negatives per class.
       priors: float64 [C], estimated probability that an entry of the class is positive.
+      unknown_priors: float64 [C], estimated positive rate among the unknown entries (see the
+        module docstring); the priors when not given.
+      annotation: one line saying how `unknown_priors` were chosen ("" when not computed).
     """
 
     label_names: tuple
     positives: np.ndarray
     negatives: np.ndarray
     priors: np.ndarray
+    unknown_priors: np.ndarray = None
+    annotation: str = ""
+
+    def __post_init__(self):
+        if self.unknown_priors is None:
+            object.__setattr__(self, "unknown_priors", self.priors)
 
     @classmethod
     def from_labels(cls, labels, label_names):
@@ -47,7 +84,8 @@ class ClassStatistics:
             positives = (labels > 0).sum(axis=0).astype(np.int64)
             negatives = (labels < 0).sum(axis=0).astype(np.int64)
         priors = (positives + 1.0) / (positives + negatives + 2.0)
-        return cls(tuple(label_names), positives, negatives, priors)
+        unknown, annotation = unknown_priors(positives, negatives, priors, labels.shape[0])
+        return cls(tuple(label_names), positives, negatives, priors, unknown, annotation)
 
     @classmethod
     def from_csv(cls, path, label_names):
@@ -104,14 +142,49 @@ class ClassStatistics:
                 f"{where(k)}prior of {label_names[k]!r} must be a number in (0, 1), got "
                 f"{table['prior'].iloc[k]!r}"
             )
-        return cls(tuple(label_names), counts["positives"], counts["negatives"], priors)
+        return cls(
+            tuple(label_names),
+            counts["positives"],
+            counts["negatives"],
+            priors,
+            annotation=f"unknown entries take the priors of {path}",
+        )
 
     def to_csv(self, path):
+        """Writes `CSV_COLUMNS` and `unknown_prior` (which `from_csv` does not read)."""
         pd.DataFrame(
             {
                 "label": self.label_names,
                 "positives": self.positives,
                 "negatives": self.negatives,
                 "prior": self.priors,
+                "unknown_prior": self.unknown_priors,
             }
         ).to_csv(path, index=False)
+
+
+def unknown_priors(positives, negatives, priors, num_examples):
+    """(float64 [C] positive rate among unknown entries, a line saying which rule gave it).
+
+    See the module docstring: the priors when every class is annotated on about the same share
+    of the examples, else each class's known positives over all `num_examples`.
+    """
+    share = (np.asarray(positives) + np.asarray(negatives)) / max(int(num_examples), 1)
+    annotated = share[share > 0]
+    if annotated.size == 0 or np.all(share >= 1.0):
+        return priors, "every entry is annotated"
+    low, high = np.percentile(annotated, [10, 90])
+    shares = f"annotated shares {low:.3g}-{high:.3g} (10th-90th percentile of classes)"
+    mean = share.mean()
+    dispersion = share.var() * num_examples / max(mean * (1.0 - mean), 1e-12)
+    if high <= RANDOM_ANNOTATION_SPREAD * low or dispersion <= 4.0:
+        return (
+            priors,
+            f"labels read as missing at random: {shares}; unknown entries take the priors",
+        )
+    rates = (np.asarray(positives) + 1.0) / (num_examples + 2.0)
+    return rates, (
+        f"annotation depends on the class: {shares}, more than {RANDOM_ANNOTATION_SPREAD:g}x "
+        "apart; unknown entries take each class's known positives over all examples (mean "
+        f"{rates.mean():.3g}) instead of the priors (mean {np.mean(priors):.3g})"
+    )

@@ -211,13 +211,25 @@ class StatisticsWeightedLoss(PartialLabelLoss):
     class are up-weighted by the odds against it, capped at `max_positive_weight`:
 
         w_c    = min(((1 - pi_c) / pi_c) ** beta, max_positive_weight)
-        l^known_ic   = w_c [y_ic = +1] softplus(-z_ic) + [y_ic = -1] softplus(z_ic)
-        l^unknown_ic = lambda [y_ic = 0] (pi_c softplus(-z_ic) + (1 - pi_c) softplus(z_ic))
+        p_m    = max(sigmoid(z_ic) - m, 0)
+        l^known_ic   = w_c [y_ic = +1] softplus(-z_ic) + [y_ic = -1] p_m^gamma (-log(1 - p_m))
+        l^unknown_ic = lambda [y_ic = 0] (u_c softplus(-z_ic) + (1 - u_c) softplus(z_ic))
 
-    The unknown term is the cross-entropy against the expected label pi_c of an unannotated entry:
-    it costs almost nothing where the prior is right and keeps unknown logits from drifting up, which
-    masking alone (lambda = 0) allows. beta = 0 and lambda = 0 give `IgnoreUnknownBCE`. The two
-    terms are two parts (see the module docstring), each normalised by its own count:
+    u_c is the positive rate among the unknown entries: pi_c when labels are missing at random
+    (`kpartial.class_stats` decides from the annotation counts, e.g. not for Open Images'
+    verified labels, where it is the known positives over all examples).
+
+    The known negatives are focused as in ASL (Ridnik et al., ICCV 2021): easy negatives
+    (p below the margin m, or small p^gamma) give little gradient, so the many easy negatives of a
+    long-tailed label space do not drown the positives; gamma = m = 0 is plain BCE
+    (-log(1 - p) = softplus(z)). Only annotated negatives are focused: an unknown entry is not a
+    negative, and its term keeps the prior's target.
+
+    The unknown term is the cross-entropy against the expected label u_c of an unannotated entry:
+    it costs almost nothing where the prior is right and keeps unknown logits from drifting up,
+    which masking alone (lambda = 0) allows. beta = lambda = gamma = m = 0 gives
+    `IgnoreUnknownBCE`. The two terms are two parts (see the module docstring), each normalised by
+    its own count:
 
         L = sum_ic s l^known_ic / max(1, sum_ic s [y_ic != 0])
           + sum_ic s l^unknown_ic / max(1, sum_ic s [y_ic = 0])
@@ -232,6 +244,10 @@ class StatisticsWeightedLoss(PartialLabelLoss):
       balance: beta >= 0, how strongly rare positives are up-weighted (0 = no weighting).
       unknown_weight: lambda >= 0, weight of the prior-target term on unknown entries.
       max_positive_weight: cap on w_c, so classes with a prior near 0 cannot dominate.
+      negative_focusing: gamma >= 0 of the known negatives (ASL's gamma- is 4; 2 measured better
+        with the prior weighting, see the README).
+      negative_margin: m in [0, 1), the probability margin of the known negatives (ASL's: 0.05).
+      unknown_priors: u_c, C values in (0, 1); None = the priors.
       name: loss name.
     """
 
@@ -243,17 +259,28 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         balance=0.5,
         unknown_weight=0.1,
         max_positive_weight=50.0,
+        negative_focusing=2.0,
+        negative_margin=0.05,
+        unknown_priors=None,
         name="statistics_weighted_loss",
     ):
         super().__init__(name=name)
         priors = _check_priors(priors)
         if balance < 0 or unknown_weight < 0 or max_positive_weight < 1:
             raise ValueError("need balance >= 0, unknown_weight >= 0 and max_positive_weight >= 1")
+        if negative_focusing < 0 or not 0.0 <= negative_margin < 1.0:
+            raise ValueError("need negative_focusing >= 0 and negative_margin in [0, 1)")
         self.priors = priors.tolist()
+        unknown = priors if unknown_priors is None else _check_priors(unknown_priors)
+        if unknown.shape != priors.shape:
+            raise ValueError(f"unknown_priors has {unknown.size} values, priors {priors.size}")
+        self.unknown_priors = None if unknown_priors is None else unknown.tolist()
         self.balance = float(balance)
         self.unknown_weight = float(unknown_weight)
         self.max_positive_weight = float(max_positive_weight)
-        self._unknown_target = (self.unknown_weight * priors).astype(np.float32)[None, :]
+        self.negative_focusing = float(negative_focusing)
+        self.negative_margin = float(negative_margin)
+        self._unknown_target = (self.unknown_weight * unknown).astype(np.float32)[None, :]
         self._positive_weight = np.minimum(
             ((1 - priors) / priors) ** self.balance, self.max_positive_weight
         ).astype(np.float32)[None, :]
@@ -270,6 +297,11 @@ class StatisticsWeightedLoss(PartialLabelLoss):
             positive, self._positive_weight, ops.where(negative, 0.0, self._unknown_target)
         )
         entry = a * ops.softplus(logits) - b * logits
+        if self.negative_focusing or self.negative_margin:
+            _, focused = _asymmetric_terms(
+                logits, 0.0, self.negative_focusing, self.negative_margin
+            )
+            entry = ops.where(negative, focused, entry)
         known = ops.cast(ops.logical_or(positive, negative), "float32")
         unknown = 1.0 - known
         return [(entry * known, known), (entry * unknown, unknown)]
@@ -278,9 +310,12 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         return {
             **super().get_config(),
             "priors": self.priors,
+            "unknown_priors": self.unknown_priors,
             "balance": self.balance,
             "unknown_weight": self.unknown_weight,
             "max_positive_weight": self.max_positive_weight,
+            "negative_focusing": self.negative_focusing,
+            "negative_margin": self.negative_margin,
         }
 
 
@@ -858,7 +893,7 @@ LOSSES = {
 def option_names(name):
     """The option names `get(name, ...)` accepts: the constructor's arguments but the priors."""
     parameters = inspect.signature(LOSSES[name]).parameters
-    return sorted(p for p in parameters if p != "priors")
+    return sorted(p for p in parameters if p not in ("priors", "unknown_priors"))
 
 
 def get(name, /, class_statistics=None, **options):
@@ -886,4 +921,9 @@ def get(name, /, class_statistics=None, **options):
         return constructor(**options)
     if class_statistics is None:
         raise ValueError(f"loss {name!r} needs class statistics for its priors")
+    unknown = class_statistics.unknown_priors
+    if "unknown_priors" in inspect.signature(loss_class).parameters and not np.array_equal(
+        unknown, class_statistics.priors
+    ):
+        options["unknown_priors"] = unknown
     return constructor(class_statistics.priors, **options)

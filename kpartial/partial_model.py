@@ -377,12 +377,15 @@ class PartialLabelModel(keras.Model):
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _loss_for_classes(self, class_ids):
-        """The partial loss of the classes `class_ids` alone: a loss with class priors gets theirs."""
+        """The partial loss of the classes `class_ids` alone: a loss with class priors gets theirs
+        (and kpartial its unknown entries' rates)."""
         loss = self.partial_loss
         if class_ids is None or not loss.uses_priors:
             return loss
         config = loss.get_config()
-        config["priors"] = np.asarray(config["priors"])[class_ids].tolist()
+        for key in ("priors", "unknown_priors"):
+            if config.get(key) is not None:
+                config[key] = np.asarray(config[key])[class_ids].tolist()
         return type(loss).from_config(config)
 
     def _apply_permanent_corrections(self, example_ids, targets, logits, class_ids=None):

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import time
-import types
 from typing import NamedTuple
 
 import keras
@@ -61,14 +60,19 @@ class TrainConfig:
     `validation_fraction` of the training examples (seeded by `split_seed`) are held out with the
     labels the run may see: every `eval_every` epochs they are evaluated (`val_map`, ...), and
     `select_epoch="best"` ends the run with the weights of the best `val_map` epoch; per-class
-    decision thresholds are chosen on them. The test set is evaluated once, at the end
-    (`monitor_test` also evaluates it every `eval_every` epochs, for the logs only).
+    decision thresholds are chosen on them. `validation_data` (FMT:PATH, with
+    `validation_data_options`) gives a validation set of its own instead, e.g. Open Images'
+    validation split or TFRecord shards (which cannot be split); its labels are used as given. The
+    test set is evaluated once, at the end (`monitor_test` also evaluates it every `eval_every`
+    epochs, for the logs only).
     """
 
     train_data: str = "synthetic:train"
     test_data: str = ""
     train_data_options: str = ""
     test_data_options: str = ""
+    validation_data: str = ""
+    validation_data_options: str = ""
     on_bad_input: str = "error"
     test_fraction: float = 0.0
     split_seed: int = 0
@@ -122,7 +126,11 @@ class TrainConfig:
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         data.BadInput(self.on_bad_input)  # validates the policy name
-        for options in (self.train_data_options, self.test_data_options):
+        for options in (
+            self.train_data_options,
+            self.test_data_options,
+            self.validation_data_options,
+        ):
             data.parse_options(options)
         for name in FINITE_FIELDS:
             value = getattr(self, name)
@@ -136,10 +144,10 @@ class TrainConfig:
             )
         if self.select_epoch not in ("best", "last"):
             raise ValueError(f"select_epoch must be best or last, got {self.select_epoch!r}")
-        if self.select_epoch == "best" and not self.validation_fraction:
+        if self.select_epoch == "best" and not self.has_validation:
             raise ValueError(
-                "select_epoch=best needs a validation split: give validation_fraction > 0, or "
-                "select_epoch=last"
+                "select_epoch=best needs a validation split: give validation_fraction > 0 or "
+                "validation_data, or select_epoch=last"
             )
         if self.strategy not in distribution.STRATEGIES:
             raise ValueError(
@@ -154,10 +162,10 @@ class TrainConfig:
                 label_pruning.resolve_prune_schedule(self.prune_schedule, self.epochs)
             except ValueError as e:
                 raise ValueError(f"prune_schedule: {e}") from None
-        if self.pseudo_min_precision and not self.validation_fraction:
+        if self.pseudo_min_precision and not self.has_validation:
             raise ValueError(
                 "pseudo_min_precision measures precision on the validation split: give "
-                "validation_fraction > 0"
+                "validation_fraction > 0 or validation_data"
             )
         if self.pseudo_max_positives < 1:
             raise ValueError(f"pseudo_max_positives={self.pseudo_max_positives} must be >= 1")
@@ -166,6 +174,10 @@ class TrainConfig:
                 f"pseudo_start_epoch={self.pseudo_start_epoch} is not before epochs={self.epochs}, "
                 "so pseudo labels would never be used; lower it, or pseudo_labels=off"
             )
+
+    @property
+    def has_validation(self):
+        return bool(self.validation_data or self.validation_fraction)
 
     @property
     def uses_pseudo_labels(self):
@@ -202,7 +214,9 @@ def check_loss_options(method, text):
         raise ValueError(f"loss_options={text!r}: {e}") from None
 
 
-_ONE_CLASS_STATISTICS = types.SimpleNamespace(priors=np.array([0.5]))
+_ONE_CLASS_STATISTICS = class_stats.ClassStatistics(
+    ("class",), np.ones(1), np.ones(1), np.full(1, 0.5)
+)
 
 
 def _switched_on(setting, method):
@@ -410,7 +424,9 @@ def _inputs(config, datasets, log):
     train, test = datasets if datasets is not None else load_data(config)
     known = training_labels(config, train, log)
     validation = None
-    if config.validation_fraction:
+    if config.validation_data:
+        validation = load_validation_data(config, train)
+    elif config.validation_fraction:
         train, validation, known = split_validation(train, known, config)
     stats = _class_statistics(config, known, train)
     loss = losses.get(config.method, stats, **data.parse_options(config.loss_options))
@@ -426,6 +442,19 @@ def _inputs(config, datasets, log):
     return RunInputs(train, test, known, stats, validation)
 
 
+def load_validation_data(config, train):
+    """`config.validation_data` with its labels as given (a simulation thins training labels only),
+    classes aligned to the training data's; it replaces `validation_fraction`."""
+    validation = data.load_spec(
+        config.validation_data,
+        config.validation_data_options,
+        config.on_bad_input,
+        config.verify_images,
+    )
+    data.check_same_inputs(train, validation)
+    return data.align_classes(validation, train.label_names, config.validation_data)
+
+
 def split_validation(train, known, config):
     """(training part, validation part, the training part's known labels).
 
@@ -436,7 +465,7 @@ def split_validation(train, known, config):
         raise data.DataError(
             f"{config.train_data}: --validation_fraction cannot hold out examples of TFRecord "
             "shards (they are streamed); write the validation examples to shards of their own "
-            "and pass them as data of their own, or --validation_fraction=0 --select_epoch=last"
+            "and give them as --validation_data, or --validation_fraction=0 --select_epoch=last"
         )
     order = np.random.default_rng([config.split_seed, 1]).permutation(train.num_examples)
     size = round(config.validation_fraction * train.num_examples)
@@ -468,7 +497,7 @@ def _train(config, log, inputs, extra_callbacks, resuming):
     keras.utils.set_random_seed(config.seed)
     strategy = distribution.make_strategy(config.strategy)
     place = distribution.place(strategy)
-    _log_data(log, inputs)
+    _log_data(log, inputs, config)
     if strategy.num_replicas_in_sync > 1 or place.count > 1:
         log(
             f"strategy {type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas on "
@@ -574,10 +603,15 @@ def _class_statistics(config, known, train):
     return class_stats.ClassStatistics.from_labels(known, train.label_names)
 
 
-def _log_data(log, inputs):
+def _log_data(log, inputs, config):
     train, test, stats = inputs.train, inputs.test, inputs.stats
     num_known = int(stats.positives.sum() + stats.negatives.sum())
-    if inputs.validation is not None:
+    if config.validation_data:
+        log(
+            f"validation: {inputs.validation.num_examples} examples of "
+            f"{inputs.validation.source}, labels as given (epoch selection, thresholds)"
+        )
+    elif inputs.validation is not None:
         log(
             f"validation: {inputs.validation.num_examples} training examples held out with "
             "their known labels (epoch selection, thresholds); not trained on"
@@ -590,6 +624,8 @@ def _log_data(log, inputs):
     for split_name, counts in (("train", train.skipped), ("test", test.skipped)):
         for reason, count in counts.items():
             log(f"skipped {count} {split_name} records (on_bad_input=skip): {reason}")
+    if stats.annotation and not np.array_equal(stats.unknown_priors, stats.priors):
+        log(f"class statistics: {stats.annotation}")
 
 
 def build_model(config, train, stats):
@@ -717,8 +753,19 @@ def _technique_callbacks(config, inputs, datasets, log):
     callbacks = []
     if not (config.uses_pseudo_labels or config.uses_pruning):
         return callbacks
-    if config.uses_pseudo_labels:
+    class_dependent = not np.array_equal(stats.unknown_priors, stats.priors)
+    if config.uses_pseudo_labels and class_dependent and config.pseudo_labels == "auto":
+        log(
+            "pseudo labels: off, because the annotation depends on the class (see the class "
+            "statistics line): the unknown entries' positive rate is only a lower bound there, "
+            "and pseudo negatives would outnumber the annotations; --pseudo_labels=on refreshes "
+            "anyway (pseudo negatives only)"
+        )
+    elif config.uses_pseudo_labels:
         simulated = config.known_fraction < 1.0 or bool(config.simulation)
+        # The prior rule's quota is a rate among the unknown entries; with class-dependent
+        # annotation that rate is only a lower bound, so no pseudo positives are made.
+        rates = np.zeros_like(stats.priors) if class_dependent else stats.unknown_priors
         callbacks.append(
             pseudo_labels.PseudoLabelCallback(
                 train_inputs,
@@ -726,7 +773,7 @@ def _technique_callbacks(config, inputs, datasets, log):
                 config.pseudo_start_epoch,
                 config.pseudo_every,
                 config.pseudo_mode,
-                stats.priors,
+                rates,
                 config.pseudo_positive_threshold,
                 config.pseudo_negative_threshold,
                 config.pseudo_negative_coverage,
@@ -791,8 +838,13 @@ def _report(config, model, scores, inputs, log, thresholds, chosen, selected_epo
         "selected_epoch": selected_epoch,
         "validation_examples": 0 if validation is None else validation.num_examples,
         "thresholds_from_validation": int(chosen.sum()),
-        "note": "the epoch and the thresholds were chosen on held-out training examples (their "
-        "known labels); the test set was evaluated once, after both were chosen",
+        "note": "the epoch and the thresholds were chosen on "
+        + (
+            f"the validation data {config.validation_data} (its labels)"
+            if config.validation_data
+            else "held-out training examples (their known labels)"
+        )
+        + "; the test set was evaluated once, after both were chosen",
     }
     result.update(
         {

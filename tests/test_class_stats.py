@@ -46,3 +46,43 @@ def test_statistics_csv_keeps_label_names_as_written_and_rejects_duplicates(tmp_
     path.write_text("label,positives,negatives,prior\na,1,3,0.25\nb,1,1,0.5\na,2,2,0.5\n")
     with pytest.raises(ValueError, match="names.csv: line 4: duplicate label 'a'"):
         class_stats.ClassStatistics.from_csv(path, ("a", "b"))
+
+
+def _simulated(num_examples, num_classes, known_share, seed=0):
+    """Labels with a prior of 0.3, each entry known with probability `known_share[c]`."""
+    rng = np.random.default_rng(seed)
+    truth = np.where(rng.random((num_examples, num_classes)) < 0.3, 1, -1)
+    known = rng.random((num_examples, num_classes)) < np.asarray(known_share)[None, :]
+    return np.where(known, truth, 0).astype(np.int8)
+
+
+@pytest.mark.parametrize("num_examples", [60, 2000])
+def test_labels_missing_at_random_keep_the_priors_for_unknown_entries(num_examples):
+    # At 60 examples binomial noise alone spreads the annotated shares by more than 2x.
+    labels = _simulated(num_examples, 12, [0.1] * 12)
+    stats = class_stats.ClassStatistics.from_labels(labels, [str(c) for c in range(12)])
+    np.testing.assert_array_equal(stats.unknown_priors, stats.priors)
+    assert "missing at random" in stats.annotation
+
+
+def test_class_dependent_annotation_takes_known_positives_over_all_examples():
+    # Verification of likely classes: the annotated share follows the class (Open Images).
+    shares = np.geomspace(0.002, 0.5, 12)
+    labels = _simulated(2000, 12, shares)
+    stats = class_stats.ClassStatistics.from_labels(labels, [str(c) for c in range(12)])
+    np.testing.assert_allclose(stats.unknown_priors, (stats.positives + 1) / 2002)
+    assert np.all(stats.unknown_priors < stats.priors)
+    assert "annotation depends on the class" in stats.annotation
+
+
+def test_full_labels_and_csv_statistics_keep_the_priors(tmp_path):
+    full = _simulated(50, 4, [1.0] * 4)
+    stats = class_stats.ClassStatistics.from_labels(full, list("abcd"))
+    assert stats.unknown_priors is stats.priors and stats.annotation == "every entry is annotated"
+    path = tmp_path / "stats.csv"
+    class_stats.ClassStatistics.from_labels(
+        _simulated(2000, 4, [0.002, 0.01, 0.1, 0.5]), list("abcd")
+    ).to_csv(path)
+    assert "unknown_prior" in pd.read_csv(path).columns
+    restored = class_stats.ClassStatistics.from_csv(path, list("abcd"))
+    np.testing.assert_array_equal(restored.unknown_priors, restored.priors)

@@ -557,3 +557,12 @@ def test_pruned_class_gets_zero_gradient_under_statistics_weighted_loss():
     )
     expected = sub_loss(labels.numpy()[:, keep], tf.gather(logits, keep, axis=1))
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-6)
+
+
+def test_a_pruning_phase_loss_keeps_the_active_classes_priors_and_unknown_rates():
+    priors, unknown = np.linspace(0.05, 0.4, NUM_CLASSES), np.linspace(0.001, 0.01, NUM_CLASSES)
+    model = _tiny_model(losses.StatisticsWeightedLoss(priors, unknown_priors=unknown))
+    keep = np.array([1, 4, 6])
+    phase = model._loss_for_classes(keep)
+    np.testing.assert_allclose(phase.priors, priors[keep])
+    np.testing.assert_allclose(phase.unknown_priors, unknown[keep])

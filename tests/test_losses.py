@@ -41,11 +41,23 @@ def reference(name, y, z, weight=None, **kw):
         weight = np.ones_like(y) if weight is None else np.broadcast_to(weight, y.shape)
         known_norm = max((weight * (pos + neg)).sum(), 1.0)
         unknown_norm = max((weight * unk).sum(), 1.0)
-        known = weight * (w * pos * softplus(-z) + neg * softplus(z))
-        unknown = weight * lam * unk * (pi * softplus(-z) + (1 - pi) * softplus(z))
+        # Known negatives: ASL's p_m^gamma (-log(1 - p_m)), p_m = max(p - m, 0); plain BCE at 0, 0.
+        gamma, m = kw.get("negative_focusing", 0.0), kw.get("negative_margin", 0.0)
+        q = np.maximum(p - m, 0.0)
+        negative_loss = q**gamma * -np.log1p(-q) if (gamma or m) else softplus(z)
+        dq = p * (1 - p) * (p > m)
+        negative_grad = (
+            (gamma * q ** max(gamma - 1, 0) * -np.log1p(-q) + q**gamma / (1 - q)) * dq
+            if (gamma or m)
+            else p
+        )
+        known = weight * (w * pos * softplus(-z) + neg * negative_loss)
+        u = np.asarray(kw.get("unknown_priors", kw["priors"]))[None, :]
+        unknown = weight * lam * unk * (u * softplus(-z) + (1 - u) * softplus(z))
         value = known.sum() / known_norm + unknown.sum() / unknown_norm
         grad = weight * (
-            (w * pos * (p - 1) + neg * p) / known_norm + lam * unk * (p - pi) / unknown_norm
+            (w * pos * (p - 1) + neg * negative_grad) / known_norm
+            + lam * unk * (p - u) / unknown_norm
         )
         return value, grad
     if weight is not None:
@@ -54,11 +66,22 @@ def reference(name, y, z, weight=None, **kw):
     return entry.sum() / norm, grad / norm
 
 
-KPARTIAL_KW = {"priors": PRIORS, "balance": 0.5, "unknown_weight": 0.3, "max_positive_weight": 5.0}
+KPARTIAL_KW = {
+    "priors": PRIORS,
+    "balance": 0.5,
+    "unknown_weight": 0.3,
+    "max_positive_weight": 5.0,
+    "negative_focusing": 3.0,
+    "negative_margin": 0.05,
+}
+UNFOCUSED_KW = {**KPARTIAL_KW, "negative_focusing": 0.0, "negative_margin": 0.0}
+UNKNOWN_RATE_KW = {**KPARTIAL_KW, "unknown_priors": [0.01, 0.2, 0.001]}
 CASES = [
     ("ignore", losses.IgnoreUnknownBCE(), {}),
     ("assume_negative", losses.AssumeNegativeBCE(), {}),
     ("kpartial", losses.StatisticsWeightedLoss(**KPARTIAL_KW), KPARTIAL_KW),
+    ("kpartial_unfocused", losses.StatisticsWeightedLoss(**UNFOCUSED_KW), UNFOCUSED_KW),
+    ("kpartial_unknown_rates", losses.StatisticsWeightedLoss(**UNKNOWN_RATE_KW), UNKNOWN_RATE_KW),
 ]
 
 
@@ -111,7 +134,9 @@ def test_masked_losses_are_zero_without_known_labels():
 
 
 def test_kpartial_without_weighting_or_prior_term_is_masked_bce():
-    plain = losses.StatisticsWeightedLoss(PRIORS, balance=0.0, unknown_weight=0.0)
+    plain = losses.StatisticsWeightedLoss(
+        PRIORS, balance=0.0, unknown_weight=0.0, negative_focusing=0.0, negative_margin=0.0
+    )
     np.testing.assert_allclose(
         float(plain(Y, Z)), float(losses.IgnoreUnknownBCE()(Y, Z)), rtol=1e-6
     )
@@ -148,6 +173,18 @@ def test_get_by_method_name():
         losses.get("kpartial")
     with pytest.raises(ValueError, match="unknown loss 'nope'; known: kpartial, ignore"):
         losses.get("nope")
+
+
+def test_get_gives_kpartial_the_unknown_entries_rate_of_the_statistics():
+    stats = class_stats.ClassStatistics(
+        ("a", "b", "c"), np.ones(3), np.ones(3), PRIORS, unknown_priors=np.array([0.01, 0.2, 0.3])
+    )
+    kp = losses.get("kpartial", stats)
+    assert kp.unknown_priors == [0.01, 0.2, 0.3] and kp.priors == PRIORS.tolist()
+    same = class_stats.ClassStatistics(("a", "b", "c"), np.ones(3), np.ones(3), PRIORS)
+    assert losses.get("kpartial", same).unknown_priors is None  # the priors themselves
+    with pytest.raises(ValueError, match="has no option 'unknown_priors'"):
+        losses.get("kpartial", stats, unknown_priors=[0.5, 0.5, 0.5])
 
 
 def test_get_rejects_options_the_loss_does_not_have():

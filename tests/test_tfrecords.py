@@ -1,5 +1,6 @@
 """kpartial.tfrecords: writing and reading TFRecord shards of features or images."""
 
+import dataclasses
 import json
 import os
 import re
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpartial import data, pipeline, simulate, tfrecords
+from kpartial import data, pipeline, simulate, tfrecords, training
 from kpartial.sparse_labels import SparseLabels
 from tests.helpers import LABELS, NAMES, feature_data
 
@@ -131,3 +132,31 @@ def test_read_errors_name_the_folder(tmp_path):
         data.DataError, match=re.escape(f"{out}: not a kpartial TFRecord folder (dataset.json:")
     ):
         data.load("tfrecord", str(out))
+
+
+def test_image_shards_train_with_a_validation_set_of_their_own(tmp_path):
+    def shards(name):
+        paths = write_jpegs(tmp_path / f"images_{name}", 7)
+        images = data.MultiLabelData(LABELS, NAMES, image_paths=paths, source=f"coco:/{name}")
+        tfrecords.write_tfrecords(images, str(tmp_path / name), num_shards=2)
+        return f"tfrecord:{tmp_path / name}"
+
+    config = training.TrainConfig(
+        train_data=shards("train"),
+        test_data=shards("test"),
+        epochs=2,
+        batch_size=4,
+        image_size=32,
+        steps_per_execution=1,
+        pseudo_labels="off",
+        jit_compile="false",
+    )
+    # Streamed shards cannot be split: the refusal names the flag that gives validation data.
+    with pytest.raises(data.DataError, match="give them as --validation_data"):
+        training.run(config, log=lambda line: None)
+    lines = []
+    validated = dataclasses.replace(config, validation_data=shards("validation"))
+    result = training.run(validated, log=lines.append)
+    assert f"validation: 7 examples of tfrecord:{tmp_path / 'validation'}" in "\n".join(lines)
+    assert result["selection"]["validation_examples"] == 7 and 0.0 <= result["map"] <= 1.0
+    assert "the validation data tfrecord:" in result["selection"]["note"]

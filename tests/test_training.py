@@ -491,3 +491,44 @@ def test_tiny_run_from_tfrecord_shards_and_make_tfrecords_cli(tmp_path, run_tool
     check_result(result, test_examples=18)
     assert result["skipped_input"] == {"train": {}, "test": {}}
     assert result["train_data"] == f"tfrecord:{out}"
+
+
+def _verified_labels_npz(path, num_examples=600, num_classes=12, seed=0):
+    """Open Images-like labels: each class verified on its own share of the examples (2% to
+    60%), 55% of the verified entries positive, every unverified entry truly negative."""
+    rng = np.random.default_rng(seed)
+    verified = rng.random((num_examples, num_classes)) < np.geomspace(0.02, 0.6, num_classes)
+    verified[~verified.any(axis=1), -1] = True  # every example has a verified label
+    positive = verified & (rng.random(verified.shape) < 0.55)
+    y = np.where(verified, np.where(positive, 1, -1), 0).astype(np.int8)
+    x = rng.normal(size=(num_examples, 8)) + positive @ rng.normal(size=(num_classes, 8))
+    np.savez(path, x=x.astype(np.float32), y=y)
+    return f"npz:{path}"
+
+
+def test_class_dependent_annotation_is_said_and_gives_the_unknown_entries_their_rate(tmp_path):
+    config = training.TrainConfig(
+        train_data=_verified_labels_npz(tmp_path / "train.npz"),
+        test_data=_verified_labels_npz(tmp_path / "test.npz", seed=1),
+        epochs=4,
+        pseudo_start_epoch=1,
+        pseudo_every=1,
+        prune_schedule=((3, 0.25),),  # a pruning phase rebuilds the loss for its classes
+        hidden_units=(16,),
+        workdir=str(tmp_path / "run"),
+    )
+    lines = []
+    training.run(config, log=lines.append)
+    assert any("class statistics: annotation depends on the class" in line for line in lines)
+    assert any("pseudo labels: off, because the annotation depends" in line for line in lines)
+    assert not any("pseudo labels refreshed" in line for line in lines)
+    # Asked for explicitly, they refresh, with pseudo negatives only.
+    lines = []
+    training.run(dataclasses.replace(config, pseudo_labels="on"), log=lines.append, overwrite=True)
+    refreshes = [line for line in lines if "pseudo labels refreshed" in line]
+    assert len(refreshes) == 3 and all("pseudo_positives=0," in line for line in refreshes)
+    table = pd.read_csv(tmp_path / "run" / "class_stats.csv")
+    np.testing.assert_allclose(
+        table["unknown_prior"], (table["positives"] + 1) / (540 + 2)  # 600 less 10% validation
+    )
+    assert (table["unknown_prior"] < table["prior"]).all()

@@ -58,6 +58,19 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "test_data_options", D.test_data_options, "Reader options for --test_data.", module_name=DATA
 )
+flags.DEFINE_string(
+    "validation_data",
+    D.validation_data,
+    "FMT:PATH of a validation set of its own (labels as given), instead of "
+    "--validation_fraction of the training examples; e.g. TFRecord shards, which cannot be split.",
+    module_name=DATA,
+)
+flags.DEFINE_string(
+    "validation_data_options",
+    D.validation_data_options,
+    "Reader options for --validation_data.",
+    module_name=DATA,
+)
 flags.DEFINE_enum(
     "on_bad_input",
     D.on_bad_input,
@@ -382,12 +395,16 @@ flags.register_multi_flags_validator(
 )
 flags.register_multi_flags_validator(["method", "loss_options"], _check_loss_options)
 flags.register_multi_flags_validator(
-    ["select_epoch", "validation_fraction"],
-    lambda v: not (v["select_epoch"] == "best" and not v["validation_fraction"]),
-    "--select_epoch=best needs --validation_fraction > 0 (or give --select_epoch=last)",
+    ["select_epoch", "validation_fraction", "validation_data"],
+    lambda v: not (
+        v["select_epoch"] == "best" and not (v["validation_fraction"] or v["validation_data"])
+    ),
+    "--select_epoch=best needs --validation_fraction > 0 or --validation_data (or give "
+    "--select_epoch=last)",
 )
 flags.register_validator("train_data_options", _check_options)
 flags.register_validator("test_data_options", _check_options)
+flags.register_validator("validation_data_options", _check_options)
 flags.register_validator(
     "hidden_units",
     lambda v: all(u.isdigit() and int(u) > 0 for u in v),
