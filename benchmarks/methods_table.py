@@ -2,7 +2,8 @@
 
 Reads the runs of one or more `--out` JSON files of `benchmarks/kpartial_ablation.py` (a variant
 named after its method, e.g. `--variants='p_asl=method:p_asl;loss_options:'`), averages the
-seeds and writes markdown: one table per set (methods x known fractions, mean ± std) and one row
+seeds (a file's "means" give the cells it has no runs for, marked with *: e.g. cells carried over
+from an earlier run of the same code and settings) and writes markdown: one table per set (methods x known fractions, mean ± std) and one row
 per set and fraction with kpartial, ignore, the best other method and the two differences.
 
   python benchmarks/methods_table.py --results=a.json,b.json --out=benchmarks/results/methods.md
@@ -25,13 +26,20 @@ flags.DEFINE_string("out", "benchmarks/results/methods.md", "Markdown file to wr
 
 
 def mean_maps(paths):
-    """{(dataset, fraction): {variant: (mean %, std %, seeds)}} over every run of `paths`."""
-    maps = collections.defaultdict(list)
+    """{(dataset, fraction): {variant: (mean %, std %, seeds or "*")}} over `paths`."""
+    maps, carried = collections.defaultdict(list), {}
     for path in paths:
         with open(path) as f:
-            for run in json.load(f)["runs"]:
-                maps[run["dataset"], run["fraction"], run["variant"]].append(run["map"] * 100)
+            results = json.load(f)
+        for run in results["runs"]:
+            maps[run["dataset"], run["fraction"], run["variant"]].append(run["map"] * 100)
+        for key, (mean, std) in results["means"].items():
+            dataset, fraction, variant = key.split(" ", 2)
+            carried[dataset, float(fraction), variant] = (mean * 100, std * 100, "*")
     table = collections.defaultdict(dict)
+    for key, value in carried.items():
+        if key not in maps:
+            table[key[:2]][key[2]] = value
     for (dataset, fraction, variant), values in maps.items():
         table[dataset, fraction][variant] = (
             statistics.mean(values),
@@ -42,7 +50,7 @@ def mean_maps(paths):
 
 
 def lines_for(table):
-    cell = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}"
+    cell = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}" + ("*" if v[2] == "*" else "")
     datasets = list(dict.fromkeys(d for d, _ in table))
     lines = []
     for dataset in datasets:
@@ -78,11 +86,9 @@ def lines_for(table):
             f"{cell(row['ignore']) if 'ignore' in row else '-'} | {best} {others[best][0]:.2f} | "
             f"{kpartial - others[best][0]:+.2f} | {kpartial - ignore:+.2f} |"
         )
-    seeds = sorted({v[2] for row in table.values() for v in row.values()})
-    lines += [
-        "",
-        f"Seeds per cell: {', '.join(map(str, seeds))}; test mAP (%), annotated test entries only.",
-    ]
+    seeds = sorted({v[2] for row in table.values() for v in row.values() if v[2] != "*"})
+    note = "test entries only; * = carried over from an earlier run (see the results files)."
+    lines += ["", f"Seeds per cell: {', '.join(map(str, seeds))}; test mAP (%), annotated " + note]
     return lines
 
 

@@ -136,13 +136,14 @@ def test_class_stats_csv(kpartial_run):
     path = os.path.join(config.workdir, "class_stats.csv")
     assert os.path.isfile(path)
     table = pd.read_csv(path)
-    assert list(table.columns) == ["label", "positives", "negatives", "prior"]
+    assert list(table.columns) == ["label", "positives", "negatives", "prior", "unknown_prior"]
     train, known = _trained_part(config)  # the validation part's labels are not counted
     expected = class_stats.ClassStatistics.from_labels(known, train.label_names)
     assert tuple(table["label"]) == train.label_names
     np.testing.assert_array_equal(table["positives"].to_numpy(), expected.positives)
     np.testing.assert_array_equal(table["negatives"].to_numpy(), expected.negatives)
     np.testing.assert_allclose(table["prior"].to_numpy(), expected.priors, rtol=1e-12)
+    np.testing.assert_allclose(table["unknown_prior"], expected.unknown_priors, rtol=1e-12)
     # And from_csv reads it back to the same statistics.
     reread = class_stats.ClassStatistics.from_csv(path, train.label_names)
     np.testing.assert_allclose(reread.priors, expected.priors, rtol=1e-12)
