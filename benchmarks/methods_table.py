@@ -51,7 +51,8 @@ def mean_maps(paths):
 
 def lines_for(table):
     cell = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}" + ("*" if v[2] == "*" else "")
-    datasets = list(dict.fromkeys(d for d, _ in table))
+    order = list(tables.MULAN_FILES)  # the usual order; other sets after them
+    datasets = sorted({d for d, _ in table}, key=lambda d: (order + [d]).index(d))
     lines = []
     for dataset in datasets:
         fractions = sorted(f for d, f in table if d == dataset)

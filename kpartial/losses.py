@@ -337,6 +337,11 @@ def _focus(x, gamma):
     """x ** gamma with finite gradients at x = 0 (x ** 0 would give 0 * inf there)."""
     if gamma == 0:
         return ops.ones_like(x)
+    if gamma == int(gamma) and gamma <= 4:  # products: a power is an exp and a log per entry
+        result = x
+        for _ in range(int(gamma) - 1):
+            result = result * x
+        return result
     return ops.power(ops.maximum(x, 1e-12), gamma)
 
 

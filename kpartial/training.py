@@ -637,7 +637,7 @@ def build_model(config, train, stats):
         train.num_classes,
         loss,
         config.pseudo_weight,
-        pseudo_labelling=config.uses_pseudo_labels,
+        pseudo_labelling=_pseudo_labels_on(config, stats),
         max_pseudo_positives=config.pseudo_max_positives,
     )
     model.compile(
@@ -746,6 +746,18 @@ def _datasets(config, inputs, model, strategy):
     )
 
 
+def _class_dependent(stats):
+    return not np.array_equal(stats.unknown_priors, stats.priors)
+
+
+def _pseudo_labels_on(config, stats):
+    """Whether the run makes pseudo labels: `--pseudo_labels=auto` leaves them off when the
+    annotation depends on the class (see `kpartial.class_stats`)."""
+    if config.pseudo_labels == "auto" and _class_dependent(stats):
+        return False
+    return config.uses_pseudo_labels
+
+
 def _technique_callbacks(config, inputs, datasets, log):
     """Pseudo labels and label pruning, as the config switches them on."""
     train, stats = inputs.train, inputs.stats
@@ -753,8 +765,8 @@ def _technique_callbacks(config, inputs, datasets, log):
     callbacks = []
     if not (config.uses_pseudo_labels or config.uses_pruning):
         return callbacks
-    class_dependent = not np.array_equal(stats.unknown_priors, stats.priors)
-    if config.uses_pseudo_labels and class_dependent and config.pseudo_labels == "auto":
+    class_dependent = _class_dependent(stats)
+    if config.uses_pseudo_labels and not _pseudo_labels_on(config, stats):
         log(
             "pseudo labels: off, because the annotation depends on the class (see the class "
             "statistics line): the unknown entries' positive rate is only a lower bound there, "
