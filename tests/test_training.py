@@ -530,6 +530,7 @@ def test_class_dependent_annotation_is_said_and_gives_the_unknown_entries_their_
     assert len(refreshes) == 3 and all("pseudo_positives=0," in line for line in refreshes)
     table = pd.read_csv(tmp_path / "run" / "class_stats.csv")
     np.testing.assert_allclose(
-        table["unknown_prior"], (table["positives"] + 1) / (540 + 2)  # 600 less 10% validation
+        table["unknown_prior"],
+        (table["positives"] + 1) / (540 + 2),  # 600 less 10% validation
     )
     assert (table["unknown_prior"] < table["prior"]).all()

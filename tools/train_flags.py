@@ -396,8 +396,8 @@ flags.register_multi_flags_validator(
 flags.register_multi_flags_validator(["method", "loss_options"], _check_loss_options)
 flags.register_multi_flags_validator(
     ["select_epoch", "validation_fraction", "validation_data"],
-    lambda v: not (
-        v["select_epoch"] == "best" and not (v["validation_fraction"] or v["validation_data"])
+    lambda v: (
+        not (v["select_epoch"] == "best" and not (v["validation_fraction"] or v["validation_data"]))
     ),
     "--select_epoch=best needs --validation_fraction > 0 or --validation_data (or give "
     "--select_epoch=last)",
