@@ -44,7 +44,7 @@ from kpartial.sparse_labels import SparseLabels
 CSV_COLUMNS = ("label", "positives", "negatives", "prior")
 
 # Annotated shares of classes within this factor (10th to 90th percentile) are read as labels
-# missing at random: binomial noise, or tasks measured on fewer examples (Tox21: 1.4x).
+# missing at random: binomial noise, or tasks measured on fewer examples (Tox21: 1.2x).
 RANDOM_ANNOTATION_SPREAD = 2.0
 
 
