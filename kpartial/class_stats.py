@@ -73,6 +73,11 @@ class ClassStatistics:
         if self.unknown_priors is None:
             object.__setattr__(self, "unknown_priors", self.priors)
 
+    @property
+    def depends_on_class(self):
+        """Whether the unknown entries' rates are not the priors (class-dependent annotation)."""
+        return not np.array_equal(self.unknown_priors, self.priors)
+
     @classmethod
     def from_labels(cls, labels, label_names):
         """Counts annotated entries of an int [N, C] label matrix in {+1, -1, 0} or SparseLabels."""

@@ -926,9 +926,8 @@ def get(name, /, class_statistics=None, **options):
         return constructor(**options)
     if class_statistics is None:
         raise ValueError(f"loss {name!r} needs class statistics for its priors")
-    unknown = class_statistics.unknown_priors
-    if "unknown_priors" in inspect.signature(loss_class).parameters and not np.array_equal(
-        unknown, class_statistics.priors
+    if class_statistics.depends_on_class and (
+        "unknown_priors" in inspect.signature(loss_class).parameters
     ):
-        options["unknown_priors"] = unknown
+        options["unknown_priors"] = class_statistics.unknown_priors
     return constructor(class_statistics.priors, **options)

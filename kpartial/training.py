@@ -259,11 +259,15 @@ def load_data(config):
                 f"no test set for {config.train_data}: give test_data or test_fraction"
             )
         test_spec = "synthetic:test"
-    test = data.load_spec(
-        test_spec, config.test_data_options, config.on_bad_input, config.verify_images
-    )
-    data.check_same_inputs(train, test)
-    return train, data.align_classes(test, train.label_names, test_spec)
+    return train, _load_like_train(config, test_spec, config.test_data_options, train)
+
+
+def _load_like_train(config, spec, options, train):
+    """Data `spec` read with the config's bad-input policy, checked to have the training data's
+    inputs, with its classes aligned to the training data's."""
+    loaded = data.load_spec(spec, options, config.on_bad_input, config.verify_images)
+    data.check_same_inputs(train, loaded)
+    return data.align_classes(loaded, train.label_names, spec)
 
 
 def training_labels(config, train, log=print):
@@ -445,14 +449,7 @@ def _inputs(config, datasets, log):
 def load_validation_data(config, train):
     """`config.validation_data` with its labels as given (a simulation thins training labels only),
     classes aligned to the training data's; it replaces `validation_fraction`."""
-    validation = data.load_spec(
-        config.validation_data,
-        config.validation_data_options,
-        config.on_bad_input,
-        config.verify_images,
-    )
-    data.check_same_inputs(train, validation)
-    return data.align_classes(validation, train.label_names, config.validation_data)
+    return _load_like_train(config, config.validation_data, config.validation_data_options, train)
 
 
 def split_validation(train, known, config):
@@ -624,7 +621,7 @@ def _log_data(log, inputs, config):
     for split_name, counts in (("train", train.skipped), ("test", test.skipped)):
         for reason, count in counts.items():
             log(f"skipped {count} {split_name} records (on_bad_input=skip): {reason}")
-    if stats.annotation and not np.array_equal(stats.unknown_priors, stats.priors):
+    if stats.annotation and stats.depends_on_class:
         log(f"class statistics: {stats.annotation}")
 
 
@@ -746,14 +743,10 @@ def _datasets(config, inputs, model, strategy):
     )
 
 
-def _class_dependent(stats):
-    return not np.array_equal(stats.unknown_priors, stats.priors)
-
-
 def _pseudo_labels_on(config, stats):
     """Whether the run makes pseudo labels: `--pseudo_labels=auto` leaves them off when the
     annotation depends on the class (see `kpartial.class_stats`)."""
-    if config.pseudo_labels == "auto" and _class_dependent(stats):
+    if config.pseudo_labels == "auto" and stats.depends_on_class:
         return False
     return config.uses_pseudo_labels
 
@@ -765,7 +758,6 @@ def _technique_callbacks(config, inputs, datasets, log):
     callbacks = []
     if not (config.uses_pseudo_labels or config.uses_pruning):
         return callbacks
-    class_dependent = _class_dependent(stats)
     if config.uses_pseudo_labels and not _pseudo_labels_on(config, stats):
         log(
             "pseudo labels: off, because the annotation depends on the class (see the class "
@@ -777,7 +769,7 @@ def _technique_callbacks(config, inputs, datasets, log):
         simulated = config.known_fraction < 1.0 or bool(config.simulation)
         # The prior rule's quota is a rate among the unknown entries; with class-dependent
         # annotation that rate is only a lower bound, so no pseudo positives are made.
-        rates = np.zeros_like(stats.priors) if class_dependent else stats.unknown_priors
+        rates = np.zeros_like(stats.priors) if stats.depends_on_class else stats.unknown_priors
         callbacks.append(
             pseudo_labels.PseudoLabelCallback(
                 train_inputs,
