@@ -17,4 +17,7 @@ MULAN_FILES = {
     "enron": ("enron/enron-train.arff", "enron/enron-test.arff"),
     "bibtex": ("bibtex/bibtex-train.arff", "bibtex/bibtex-test.arff"),
     "corel5k": ("corel5k/Corel5k-train-sparse.arff", "corel5k/Corel5k-test-sparse.arff"),
+    "emotions": ("emotions/emotions-train.arff", "emotions/emotions-test.arff"),
+    "scene": ("scene/scene-train.arff", "scene/scene-test.arff"),
+    "medical": ("medical/medical-train.arff", "medical/medical-test.arff"),
 }

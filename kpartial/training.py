@@ -52,7 +52,9 @@ class TrainConfig:
     with each epoch a count, or a share of `epochs` (a float in (0, 1)).
 
     `pseudo_labels` and `pruning` are "auto" (on for `method="kpartial"` only, so the other methods
-    run as published), "on" (combine kpartial's pseudo labels / pruning with any loss) or "off".
+    run as published; kpartial's pseudo labels stay off where the annotation depends on the class
+    or the label space is dense, see `kpartial.class_stats`), "on" (combine kpartial's pseudo
+    labels / pruning with any loss) or "off".
 
     `strategy` is a name in `kpartial.distribution.STRATEGIES`; `batch_size` is the global batch,
     split evenly over the replicas.
@@ -743,12 +745,30 @@ def _datasets(config, inputs, model, strategy):
     )
 
 
+def _pseudo_labels_off_because(config, stats):
+    """Why `--pseudo_labels=auto` leaves kpartial's pseudo labels off ("" = it does not): the
+    annotation depends on the class, or the label space is dense (see `kpartial.class_stats`)."""
+    if config.pseudo_labels != "auto" or not config.uses_pseudo_labels:
+        return ""
+    if stats.depends_on_class:
+        return (
+            "the annotation depends on the class (see the class statistics line): the unknown "
+            "entries' positive rate is only a lower bound there, and pseudo negatives would "
+            "outnumber the annotations; --pseudo_labels=on refreshes anyway (pseudo negatives only)"
+        )
+    if stats.dense:
+        return (
+            f"the label space is dense (the unknown entries' mean positive rate "
+            f"{np.mean(stats.unknown_priors):.2f} >= {class_stats.DENSE_LABEL_SPACE}): the "
+            "unknown term already targets each class's rate, and pseudo positives by that quota "
+            "add noise there; --pseudo_labels=on refreshes anyway"
+        )
+    return ""
+
+
 def _pseudo_labels_on(config, stats):
-    """Whether the run makes pseudo labels: `--pseudo_labels=auto` leaves them off when the
-    annotation depends on the class (see `kpartial.class_stats`)."""
-    if config.pseudo_labels == "auto" and stats.depends_on_class:
-        return False
-    return config.uses_pseudo_labels
+    """Whether the run makes pseudo labels."""
+    return config.uses_pseudo_labels and not _pseudo_labels_off_because(config, stats)
 
 
 def _technique_callbacks(config, inputs, datasets, log):
@@ -758,13 +778,8 @@ def _technique_callbacks(config, inputs, datasets, log):
     callbacks = []
     if not (config.uses_pseudo_labels or config.uses_pruning):
         return callbacks
-    if config.uses_pseudo_labels and not _pseudo_labels_on(config, stats):
-        log(
-            "pseudo labels: off, because the annotation depends on the class (see the class "
-            "statistics line): the unknown entries' positive rate is only a lower bound there, "
-            "and pseudo negatives would outnumber the annotations; --pseudo_labels=on refreshes "
-            "anyway (pseudo negatives only)"
-        )
+    if _pseudo_labels_off_because(config, stats):
+        log(f"pseudo labels: off, because {_pseudo_labels_off_because(config, stats)}")
     elif config.uses_pseudo_labels:
         simulated = config.known_fraction < 1.0 or bool(config.simulation)
         # The prior rule's quota is a rate among the unknown entries; with class-dependent

@@ -86,3 +86,10 @@ def test_full_labels_and_csv_statistics_keep_the_priors(tmp_path):
     assert "unknown_prior" in pd.read_csv(path).columns
     restored = class_stats.ClassStatistics.from_csv(path, list("abcd"))
     np.testing.assert_array_equal(restored.unknown_priors, restored.priors)
+
+
+def test_dense_reads_the_unknown_entries_mean_rate():
+    labels = np.where(np.arange(40)[:, None] % 5 < np.array([1, 2]), 1, -1)  # rates 0.2, 0.4
+    stats = class_stats.ClassStatistics.from_labels(labels, ["a", "b"])
+    assert stats.dense  # mean prior (9 + 17) / 2 / 42 = 0.31
+    assert not class_stats.ClassStatistics.from_labels(labels[:, :1] * 0 - 1, ["a"]).dense

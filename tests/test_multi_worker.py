@@ -32,6 +32,7 @@ FLAGS = [
     "--seed=4",
     "--epochs=8",
     "--hidden_units=64",
+    "--pseudo_labels=on",  # yeast is a dense label space, where auto leaves them off
     "--pseudo_start_epoch=3",
     "--pseudo_every=2",
     "--prune_schedule=4:0.3",

@@ -534,3 +534,33 @@ def test_class_dependent_annotation_is_said_and_gives_the_unknown_entries_their_
         (table["positives"] + 1) / (540 + 2),  # 600 less 10% validation
     )
     assert (table["unknown_prior"] < table["prior"]).all()
+
+
+def _dense_labels_npz(path, num_examples=400, num_classes=6, seed=0):
+    """Labels missing at random in a dense label space: about 40% of every class positive."""
+    rng = np.random.default_rng(seed)
+    positive = rng.random((num_examples, num_classes)) < 0.4
+    x = rng.normal(size=(num_examples, 8)) + positive @ rng.normal(size=(num_classes, 8))
+    np.savez(path, x=x.astype(np.float32), y=np.where(positive, 1, -1).astype(np.int8))
+    return f"npz:{path}"
+
+
+def test_a_dense_label_space_turns_pseudo_labels_off_unless_asked_for(tmp_path):
+    config = training.TrainConfig(
+        train_data=_dense_labels_npz(tmp_path / "train.npz"),
+        test_data=_dense_labels_npz(tmp_path / "test.npz", seed=1),
+        known_fraction=0.3,
+        epochs=3,
+        pseudo_start_epoch=1,
+        pseudo_every=1,
+        hidden_units=(16,),
+        workdir=str(tmp_path / "run"),
+    )
+    lines = []
+    training.run(config, log=lines.append)
+    assert any("pseudo labels: off, because the label space is dense" in line for line in lines)
+    assert not any("pseudo labels refreshed" in line for line in lines)
+    lines = []
+    training.run(dataclasses.replace(config, pseudo_labels="on"), log=lines.append, overwrite=True)
+    refreshes = [line for line in lines if "pseudo labels refreshed" in line]
+    assert len(refreshes) == 2 and not any("pseudo_positives=0," in line for line in refreshes)

@@ -140,7 +140,8 @@ flags.DEFINE_enum(
     "pseudo_labels",
     D.pseudo_labels,
     ["auto", "on", "off"],
-    "Pseudo labels: auto = only with --method=kpartial; on = with any --method.",
+    "Pseudo labels: auto = only with --method=kpartial, and not where the annotation depends "
+    "on the class or the label space is dense (said in one line); on = with any --method.",
     module_name=PSEUDO,
 )
 flags.DEFINE_integer(
