@@ -494,6 +494,17 @@ def test_tiny_run_from_tfrecord_shards_and_make_tfrecords_cli(tmp_path, run_tool
     assert result["train_data"] == f"tfrecord:{out}"
 
 
+def _auto_and_on(config):
+    """The log of a run with pseudo_labels=auto, which must make no pseudo labels, and the
+    refresh lines of the same run with pseudo_labels=on."""
+    lines = []
+    training.run(config, log=lines.append)
+    assert not any("pseudo labels refreshed" in line for line in lines)
+    on = []
+    training.run(dataclasses.replace(config, pseudo_labels="on"), log=on.append, overwrite=True)
+    return lines, [line for line in on if "pseudo labels refreshed" in line]
+
+
 def _verified_labels_npz(path, num_examples=600, num_classes=12, seed=0):
     """Open Images-like labels: each class verified on its own share of the examples (2% to
     60%), 55% of the verified entries positive, every unverified entry truly negative."""
@@ -518,15 +529,10 @@ def test_class_dependent_annotation_is_said_and_gives_the_unknown_entries_their_
         hidden_units=(16,),
         workdir=str(tmp_path / "run"),
     )
-    lines = []
-    training.run(config, log=lines.append)
+    lines, refreshes = _auto_and_on(config)
     assert any("class statistics: annotation depends on the class" in line for line in lines)
     assert any("pseudo labels: off, because the annotation depends" in line for line in lines)
-    assert not any("pseudo labels refreshed" in line for line in lines)
     # Asked for explicitly, they refresh, with pseudo negatives only.
-    lines = []
-    training.run(dataclasses.replace(config, pseudo_labels="on"), log=lines.append, overwrite=True)
-    refreshes = [line for line in lines if "pseudo labels refreshed" in line]
     assert len(refreshes) == 3 and all("pseudo_positives=0," in line for line in refreshes)
     table = pd.read_csv(tmp_path / "run" / "class_stats.csv")
     np.testing.assert_allclose(
@@ -556,11 +562,6 @@ def test_a_dense_label_space_turns_pseudo_labels_off_unless_asked_for(tmp_path):
         hidden_units=(16,),
         workdir=str(tmp_path / "run"),
     )
-    lines = []
-    training.run(config, log=lines.append)
+    lines, refreshes = _auto_and_on(config)
     assert any("pseudo labels: off, because the label space is dense" in line for line in lines)
-    assert not any("pseudo labels refreshed" in line for line in lines)
-    lines = []
-    training.run(dataclasses.replace(config, pseudo_labels="on"), log=lines.append, overwrite=True)
-    refreshes = [line for line in lines if "pseudo labels refreshed" in line]
     assert len(refreshes) == 2 and not any("pseudo_positives=0," in line for line in refreshes)
