@@ -778,8 +778,9 @@ def _technique_callbacks(config, inputs, datasets, log):
     callbacks = []
     if not (config.uses_pseudo_labels or config.uses_pruning):
         return callbacks
-    if _pseudo_labels_off_because(config, stats):
-        log(f"pseudo labels: off, because {_pseudo_labels_off_because(config, stats)}")
+    off_because = _pseudo_labels_off_because(config, stats)
+    if off_because:
+        log(f"pseudo labels: off, because {off_because}")
     elif config.uses_pseudo_labels:
         simulated = config.known_fraction < 1.0 or bool(config.simulation)
         # The prior rule's quota is a rate among the unknown entries; with class-dependent
