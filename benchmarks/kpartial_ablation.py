@@ -23,8 +23,9 @@ import tables
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("datasets", ["yeast", "bibtex"], "Mulan sets under --mulan_root.")
+flags.DEFINE_list("datasets", ["yeast", "bibtex"], 'Mulan sets under --mulan_root, or "tox21".')
 flags.DEFINE_string("mulan_root", "../shared/data/mulan", "Folder of the Mulan sets.")
+flags.DEFINE_string("tox21", "../shared/data/moleculenet/tox21.csv", 'The "tox21" dataset\'s CSV.')
 flags.DEFINE_list("fractions", ["0.1"], "Known fractions.")
 flags.DEFINE_list("seeds", ["1", "2"], "Seeds.")
 flags.DEFINE_multi_string(
@@ -48,6 +49,19 @@ def _variant(text):
     return name, overrides
 
 
+def _data_fields(dataset):
+    """TrainConfig data fields: a Mulan set (validation every 5 epochs), or "tox21" as
+    `tools/compare.py --flagfile=flags/mlp.cfg` runs it (20% test split, validation every epoch)."""
+    if dataset == "tox21":
+        return {
+            "train_data": f"moleculenet:{FLAGS.tox21}",
+            "test_fraction": 0.2,
+            "on_bad_input": "skip",
+        }
+    train_file, test_file = (os.path.join(FLAGS.mulan_root, f) for f in tables.MULAN_FILES[dataset])
+    return {"train_data": f"mulan:{train_file}", "test_data": f"mulan:{test_file}", "eval_every": 5}
+
+
 def main(argv):
     del argv
     from kpartial import training
@@ -55,12 +69,8 @@ def main(argv):
     variants = dict(_variant(text) for text in FLAGS.variants)
     runs, means = [], {}
     for dataset in FLAGS.datasets:
-        train_file, test_file = (
-            os.path.join(FLAGS.mulan_root, f) for f in tables.MULAN_FILES[dataset]
-        )
         base = training.TrainConfig(
-            train_data=f"mulan:{train_file}",
-            test_data=f"mulan:{test_file}",
+            **_data_fields(dataset),
             epochs=FLAGS.epochs,
             hidden_units=(512,),
             loss_options="balance=0.5,unknown_weight=0.1",
@@ -68,7 +78,6 @@ def main(argv):
             pseudo_every=5,
             pseudo_negative_coverage=0.1,
             prune_schedule=((round(FLAGS.epochs * 0.75), 0.25),),
-            eval_every=5,
         )
         loaded = training.load_data(base)
         for fraction in map(float, FLAGS.fractions):
@@ -89,6 +98,13 @@ def main(argv):
                             "variant": name,
                             "seed": seed,
                             "map": result["map"],
+                            # what a validation-selected choice (--auto_tune) would see
+                            "val_map": max(
+                                (e["val_map"] for e in result["history"] if "val_map" in e),
+                                default=None,
+                            ),
+                            "selected_epoch": result["selection"]["selected_epoch"],
+                            "auto_tune": result.get("auto_tune"),
                             "seconds": seconds,
                         }
                     )

@@ -245,7 +245,8 @@ class StatisticsWeightedLoss(PartialLabelLoss):
       unknown_weight: lambda >= 0, weight of the prior-target term on unknown entries.
       max_positive_weight: cap on w_c, so classes with a prior near 0 cannot dominate.
       negative_focusing: gamma >= 0 of the known negatives (ASL's gamma- is 4; 2 measured better
-        with the prior weighting, see the README).
+        with partial labels, see the README; `get` gives 4 when the labels are complete, see
+        `kpartial.class_stats`).
       negative_margin: m in [0, 1), the probability margin of the known negatives (ASL's: 0.05).
       unknown_priors: u_c, C values in (0, 1); None = the priors.
       name: loss name.
@@ -901,12 +902,18 @@ def option_names(name):
     return sorted(p for p in parameters if p not in ("priors", "unknown_priors"))
 
 
+# kpartial's known-negative focusing when every training entry is annotated (`kpartial.class_stats`).
+COMPLETE_LABELS_NEGATIVE_FOCUSING = 4.0
+
+
 def get(name, /, class_statistics=None, **options):
     """Returns the loss registered as `name` (a key of `LOSSES`) with `options` as its options.
 
     Losses that use class priors (`uses_priors`: `kpartial`, `epr`, `p_asl`) take them from
     `class_statistics` (a `kpartial.class_stats.ClassStatistics`); they are never an option.
-    `name` is positional-only, so `name=...` among the options names the loss object.
+    `name` is positional-only, so `name=...` among the options names the loss object. kpartial's
+    `negative_focusing`, when not given, is `COMPLETE_LABELS_NEGATIVE_FOCUSING` for complete
+    labels (`class_statistics.complete`).
 
     Raises:
       ValueError: for an unknown name, an option the loss does not have, or missing statistics.
@@ -930,4 +937,6 @@ def get(name, /, class_statistics=None, **options):
         "unknown_priors" in inspect.signature(loss_class).parameters
     ):
         options["unknown_priors"] = class_statistics.unknown_priors
+    if loss_class is StatisticsWeightedLoss and class_statistics.complete:
+        options.setdefault("negative_focusing", COMPLETE_LABELS_NEGATIVE_FOCUSING)
     return constructor(class_statistics.priors, **options)

@@ -14,6 +14,7 @@ import pandas as pd
 import tensorflow as tf
 
 from kpartial import (
+    auto_tune,
     checkpoints,
     class_stats,
     data,
@@ -67,6 +68,10 @@ class TrainConfig:
     validation split or TFRecord shards (which cannot be split); its labels are used as given. The
     test set is evaluated once, at the end (`monitor_test` also evaluates it every `eval_every`
     epochs, for the logs only).
+
+    `auto_tune` "auto" (kpartial with partial labels and a validation split: trains the loss with
+    and without the focusing of the known negatives and keeps the better on validation, two runs),
+    "on" (the same, refusing a config where it cannot) or "off"; see `kpartial.auto_tune`.
     """
 
     train_data: str = "synthetic:train"
@@ -112,6 +117,7 @@ class TrainConfig:
     eval_every: int = 1
     validation_fraction: float = 0.1
     select_epoch: str = "best"
+    auto_tune: str = "auto"
     monitor_test: bool = False
     strategy: str = "auto"
     workdir: str = ""
@@ -120,7 +126,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in losses.LOSSES:
             raise ValueError(f"method must be one of {tuple(losses.LOSSES)}, got {self.method!r}")
-        for name in ("pseudo_labels", "pruning"):
+        for name in ("pseudo_labels", "pruning", "auto_tune"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise ValueError(f"{name} must be auto, on or off, got {getattr(self, name)!r}")
         if self.test_fraction and self.test_data:
@@ -159,6 +165,8 @@ class TrainConfig:
         if self.jit_compile not in ("auto", "true", "false"):
             raise ValueError(f"jit_compile must be auto, true or false, got {self.jit_compile!r}")
         check_loss_options(self.method, self.loss_options)
+        if self.auto_tune == "on" and auto_tune.config_error(self):
+            raise ValueError(auto_tune.config_error(self))
         if self.uses_pruning:
             try:
                 label_pruning.resolve_prune_schedule(self.prune_schedule, self.epochs)
@@ -347,13 +355,20 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
     """
     # First: a multi-worker strategy must exist before any other TensorFlow op runs.
     strategy = distribution.make_strategy(config.strategy)
+    if config.method == "kpartial" and config.auto_tune != "off":
+        return _run_auto_tuned(config, log, datasets, callbacks, resume, overwrite, files, strategy)
+    return _run_once(config, log, datasets, callbacks, resume, overwrite, files, strategy)
+
+
+def _run_once(config, log, datasets, callbacks, resume, overwrite, files, strategy):
+    """`run` of one training run (no `auto_tune`)."""
     if not config.workdir:
         return _train(config, log, _inputs(config, datasets, log), callbacks, resuming=False)
     if not distribution.place(strategy).is_chief:
         return _run_worker(config, log, datasets, callbacks, resume, strategy)
     with workdir.claim(config.workdir, resume, overwrite, log) as resuming:
         if resuming:
-            _check_resumable(config)
+            check_resumable(config)
             if workdir.is_finished(config.workdir):
                 log(f"--resume: {config.workdir} holds a finished run; nothing to train")
                 with open(os.path.join(config.workdir, workdir.FINISHED)) as f:
@@ -361,12 +376,44 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
         # Inputs first: a run that stops at bad input leaves nothing that blocks the next attempt.
         inputs = _inputs(config, datasets, log)
         if not resuming:
-            workdir.write_atomically(
-                os.path.join(config.workdir, "config.json"), _config_json(config)
-            )
-            for name, text in (files or {}).items():
-                workdir.write_atomically(os.path.join(config.workdir, name), text)
+            _write_run_files(config, files)
         return _train(config, log, inputs, callbacks, resuming)
+
+
+def _run_auto_tuned(config, log, datasets, callbacks, resume, overwrite, files, strategy):
+    """`kpartial.auto_tune`'s candidates, each a run of its own; or one run where it does not tune
+    (its config.json then says auto_tune="off", the setting it ran with)."""
+    datasets = datasets if datasets is not None else load_data(config)
+    known = training_labels(config, datasets[0], log=lambda line: None)
+    reason = auto_tune.off_because(config, known, strategy)
+    if reason:
+        log(f"{reason}; training once")
+        once = dataclasses.replace(config, auto_tune="off")
+        return _run_once(once, log, datasets, callbacks, resume, overwrite, files, strategy)
+
+    def run_candidate(candidate, candidate_log, resuming):
+        return _run_once(
+            candidate, candidate_log, datasets, callbacks, resuming, False, {}, strategy
+        )
+
+    if not config.workdir:
+        return auto_tune.tune(config, run_candidate, log, resuming=False)
+    with workdir.claim(config.workdir, resume, overwrite, log) as resuming:
+        if resuming:
+            check_resumable(config)
+            if workdir.is_finished(config.workdir):
+                log(f"--resume: {config.workdir} holds a finished run; nothing to train")
+                with open(os.path.join(config.workdir, workdir.FINISHED)) as f:
+                    return json.load(f)
+        else:
+            _write_run_files(config, files)
+        return auto_tune.tune(config, run_candidate, log, resuming)
+
+
+def _write_run_files(config, files):
+    workdir.write_atomically(os.path.join(config.workdir, "config.json"), config_json(config))
+    for name, text in (files or {}).items():
+        workdir.write_atomically(os.path.join(config.workdir, name), text)
 
 
 def _run_worker(config, log, datasets, callbacks, resume, strategy):
@@ -377,7 +424,7 @@ def _run_worker(config, log, datasets, callbacks, resume, strategy):
     """
     resuming = resume and os.path.isfile(os.path.join(config.workdir, "config.json"))
     if resuming:
-        _check_resumable(config)
+        check_resumable(config)
         if workdir.is_finished(config.workdir):
             log(f"--resume: {config.workdir} holds a finished run; nothing to train")
             return {"worker": distribution.place(strategy).index, "finished": True}
@@ -389,11 +436,11 @@ def _run_worker(config, log, datasets, callbacks, resume, strategy):
 RESUME_MAY_CHANGE = ("verbose", "strategy")
 
 
-def _config_json(config):
+def config_json(config):
     return json.dumps(dataclasses.asdict(config), indent=2)
 
 
-def _check_resumable(config):
+def check_resumable(config):
     path = os.path.join(config.workdir, "config.json")
     if not os.path.isfile(path):
         raise workdir.WorkdirError(
@@ -401,7 +448,7 @@ def _check_resumable(config):
         )
     with open(path) as f:
         started = json.load(f)
-    now = json.loads(_config_json(config))
+    now = json.loads(config_json(config))
     changed = [
         f"{name}={started.get(name)!r} -> {now[name]!r}"
         for name in now
@@ -597,9 +644,12 @@ def _in_workdir(config, name):
 
 
 def _class_statistics(config, known, train):
+    counted = class_stats.ClassStatistics.from_labels(known, train.label_names)
     if config.class_stats:
-        return class_stats.ClassStatistics.from_csv(config.class_stats, train.label_names)
-    return class_stats.ClassStatistics.from_labels(known, train.label_names)
+        # The file's priors; whether every entry is annotated is the training labels' to say.
+        given = class_stats.ClassStatistics.from_csv(config.class_stats, train.label_names)
+        return dataclasses.replace(given, complete=counted.complete)
+    return counted
 
 
 def _log_data(log, inputs, config):
@@ -625,6 +675,12 @@ def _log_data(log, inputs, config):
             log(f"skipped {count} {split_name} records (on_bad_input=skip): {reason}")
     if stats.annotation and stats.depends_on_class:
         log(f"class statistics: {stats.annotation}")
+    options = data.parse_options(config.loss_options)
+    if config.method == "kpartial" and stats.complete and "negative_focusing" not in options:
+        log(
+            "every training entry is annotated: kpartial focuses its known negatives with gamma "
+            f"{losses.COMPLETE_LABELS_NEGATIVE_FOCUSING:g} (ASL's), not 2 (kpartial.class_stats)"
+        )
 
 
 def build_model(config, train, stats):

@@ -30,6 +30,7 @@ ARTIFACTS = (
     "checkpoint",
     "checkpoint.weights.h5",  # written by kpartial before checkpoints moved to checkpoint/
     "tensorboard",
+    "auto_tune",  # the candidates' runs (kpartial.auto_tune)
 )
 LOCK = ".kpartial.lock"
 FINISHED = "metrics.json"

@@ -79,6 +79,10 @@ def test_full_labels_and_csv_statistics_keep_the_priors(tmp_path):
     full = _simulated(50, 4, [1.0] * 4)
     stats = class_stats.ClassStatistics.from_labels(full, list("abcd"))
     assert stats.unknown_priors is stats.priors and stats.annotation == "every entry is annotated"
+    assert stats.complete
+    one_unknown = full.copy()
+    one_unknown[7, 2] = 0
+    assert not class_stats.ClassStatistics.from_labels(one_unknown, list("abcd")).complete
     path = tmp_path / "stats.csv"
     class_stats.ClassStatistics.from_labels(
         _simulated(2000, 4, [0.002, 0.01, 0.1, 0.5]), list("abcd")

@@ -53,9 +53,13 @@ def test_train_writes_workdir_and_export(trained):
     assert metrics["epochs"] == 3
     assert metrics["method"] == "kpartial"
     assert 0.0 <= metrics["map"] <= 1.0
-    for name in ("config.json", "class_stats.csv", "network.keras", "checkpoint/latest.weights.h5"):
+    # The default kpartial run trains two candidates (kpartial.auto_tune) and keeps one.
+    assert metrics["auto_tune"]["chosen"] in ("focused", "unfocused")
+    for name in ("config.json", "class_stats.csv", "network.keras", "thresholds.csv"):
         assert (workdir / name).is_file(), name
-    assert (workdir / "tensorboard").is_dir()
+    for candidate in ("focused", "unfocused"):
+        assert (workdir / "auto_tune" / candidate / "checkpoint/latest.weights.h5").is_file()
+        assert (workdir / "auto_tune" / candidate / "tensorboard").is_dir()
     assert (export_dir / "saved_model.pb").is_file()
     assert f"exported SavedModel to savedmodels/{export_dir.name}" in proc.stdout
     # The last line names where everything went.
@@ -70,9 +74,9 @@ def test_train_starts_quiet_and_prints_one_line_per_epoch_into_a_pipe(trained):
     assert proc.stderr == ""  # no TensorFlow banner, no absl INFO lines, no Python warnings
     assert "--verbose=auto" in (workdir / "flags.txt").read_text().splitlines()
     # --verbose=auto into a pipe: Keras' verbose=2, one line per epoch with the right step count
-    # (600 examples in batches of 256, the remainder dropped).
+    # (600 examples in batches of 256, the remainder dropped), for each of the two candidates.
     epoch_lines = [line for line in proc.stdout.splitlines() if line.startswith("2/2 - ")]
-    assert len(epoch_lines) == 3
+    assert len(epoch_lines) == 2 * 3
     assert "Epoch 3/3" in proc.stdout and "━" not in proc.stdout
 
 

@@ -187,6 +187,15 @@ def test_get_gives_kpartial_the_unknown_entries_rate_of_the_statistics():
         losses.get("kpartial", stats, unknown_priors=[0.5, 0.5, 0.5])
 
 
+def test_get_focuses_kpartial_negatives_as_asl_when_the_labels_are_complete():
+    partial = class_stats.ClassStatistics.from_labels(Y, ["a", "b", "c"])
+    complete = class_stats.ClassStatistics.from_labels(np.where(Y == 0, -1, Y), ["a", "b", "c"])
+    assert not partial.complete and complete.complete
+    assert losses.get("kpartial", partial).negative_focusing == 2.0
+    assert losses.get("kpartial", complete).negative_focusing == 4.0
+    assert losses.get("kpartial", complete, negative_focusing=1.0).negative_focusing == 1.0
+
+
 def test_get_rejects_options_the_loss_does_not_have():
     message = (
         "loss 'asl' has no option 'gama'; options: gamma_negative, gamma_positive, margin, name, "

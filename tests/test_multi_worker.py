@@ -37,6 +37,7 @@ FLAGS = [
     "--pseudo_every=2",
     "--prune_schedule=4:0.3",
     "--verbose=0",
+    "--auto_tune=off",  # a cluster trains one candidate; the one-worker run must match it
 ]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 

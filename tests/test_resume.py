@@ -110,6 +110,7 @@ def runs(tmp_path_factory):
         "--prune_schedule=3:0.3",
         "--steps_per_execution=4",
         "--verbose=0",
+        "--auto_tune=off",  # one run's kill points; a killed tune: test_auto_tune.py
     ]
     whole = root / "whole"
     proc = _train([*args, f"--workdir={whole}"])

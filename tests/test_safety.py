@@ -34,7 +34,13 @@ def specs(tmp_path_factory):
 
 def _config(specs, workdir_path, **overrides):
     train_spec, test_spec = specs
-    settings = {"epochs": 1, "pseudo_labels": "off", "hidden_units": (8,), "batch_size": 64}
+    settings = {
+        "epochs": 1,
+        "pseudo_labels": "off",
+        "hidden_units": (8,),
+        "batch_size": 64,
+        "auto_tune": "off",
+    }
     return training.TrainConfig(
         train_data=train_spec,
         test_data=test_spec,

@@ -39,6 +39,7 @@ def base_config(tiny_npz):
         monitor_test=True,
         hidden_units=(32,),
         jit_compile="false",
+        auto_tune="off",  # one run's mechanics; the two-candidate default: test_auto_tune.py
     )
 
 
@@ -410,6 +411,7 @@ RUN = {
     "hidden_units": (8,),
     "steps_per_execution": 1,
     "jit_compile": "false",
+    "auto_tune": "off",
 }
 
 
@@ -528,6 +530,7 @@ def test_class_dependent_annotation_is_said_and_gives_the_unknown_entries_their_
         prune_schedule=((3, 0.25),),  # a pruning phase rebuilds the loss for its classes
         hidden_units=(16,),
         workdir=str(tmp_path / "run"),
+        auto_tune="off",
     )
     lines, refreshes = _auto_and_on(config)
     assert any("class statistics: annotation depends on the class" in line for line in lines)
@@ -561,6 +564,7 @@ def test_a_dense_label_space_turns_pseudo_labels_off_unless_asked_for(tmp_path):
         pseudo_every=1,
         hidden_units=(16,),
         workdir=str(tmp_path / "run"),
+        auto_tune="off",
     )
     lines, refreshes = _auto_and_on(config)
     assert any("pseudo labels: off, because the label space is dense" in line for line in lines)

@@ -50,6 +50,9 @@ def test_permuting_the_test_labels_changes_nothing_that_training_chose(config, t
     for mine, theirs in zip(permuted_weights, weights):
         np.testing.assert_array_equal(mine, theirs)
     assert permuted["selection"] == result["selection"]
+    assert permuted["auto_tune"]["chosen"] == result["auto_tune"]["chosen"]  # kpartial's default
+    for name, candidate in result["auto_tune"]["candidates"].items():
+        assert permuted["auto_tune"]["candidates"][name]["val_map"] == candidate["val_map"]
     pd.testing.assert_frame_equal(permuted_thresholds, thresholds)
     for mine, theirs in zip(permuted["history"], result["history"]):
         for key in ("loss", "val_map", "val_cf1", "active_classes"):
@@ -96,8 +99,8 @@ def test_validated_precision_limits_the_pseudo_positives(config):
     def count(line, key):
         return float(line.split(f"{key}=")[1].split(",")[0])
 
-    plain = refreshes()
-    validated = refreshes(pseudo_min_precision=0.95)
+    plain = refreshes(auto_tune="off")
+    validated = refreshes(auto_tune="off", pseudo_min_precision=0.95)
     assert len(plain) == len(validated) == 3
     for before, after in zip(plain, validated):
         assert "validated_classes=" in after and "validated_classes=" not in before

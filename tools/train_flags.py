@@ -137,6 +137,16 @@ flags.DEFINE_string(
 )
 
 flags.DEFINE_enum(
+    "auto_tune",
+    D.auto_tune,
+    ["auto", "on", "off"],
+    "kpartial's focusing of the known negatives, chosen on the validation split: auto = train "
+    "the loss with and without it and keep the better (2 runs; only with partial labels, a "
+    "validation split and one worker, else said in one line); on = refuse where it cannot; "
+    "off = one run of --loss_options as given.",
+    module_name=LOSS,
+)
+flags.DEFINE_enum(
     "pseudo_labels",
     D.pseudo_labels,
     ["auto", "on", "off"],

@@ -1,0 +1,143 @@
+"""auto_tune: kpartial's two focusing candidates, chosen on the validation split, resumable."""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kpartial import auto_tune, distribution, training
+
+
+@pytest.fixture(scope="module")
+def config(tiny_npz):
+    train, test = tiny_npz
+    return training.TrainConfig(
+        train_data=train,
+        test_data=test,
+        known_fraction=0.3,
+        epochs=4,
+        pseudo_start_epoch=2,
+        pseudo_every=1,
+        hidden_units=(16,),
+    )
+
+
+def _history(selected_epoch, *val_maps):
+    return {
+        "history": [{"epoch": e + 1, "val_map": v} for e, v in enumerate(val_maps)],
+        "selection": {"selected_epoch": selected_epoch},
+    }
+
+
+def test_the_choice_is_the_higher_validation_map_and_a_tie_keeps_the_default():
+    assert auto_tune.choose({"focused": 0.5, "unfocused": 0.5}) == "focused"
+    assert auto_tune.choose({"focused": 0.5, "unfocused": 0.51}) == "unfocused"
+    assert auto_tune.choose({"focused": 0.5, "unfocused": float("nan")}) == "focused"
+    assert auto_tune.validation_score(_history(2, 0.3, 0.6, 0.4)) == 0.6
+    assert auto_tune.validation_score(_history(3, 0.9, 0.6, 0.4)) == 0.4  # selected "last"
+
+
+def test_candidates_add_their_options_to_the_users(config):
+    mine = dataclasses.replace(config, loss_options="balance=0.25", workdir="/w")
+    unfocused = auto_tune.candidate_config(mine, "unfocused")
+    assert unfocused.loss_options == "balance=0.25,negative_focusing=0"
+    assert unfocused.workdir == os.path.join("/w", "auto_tune", "unfocused")
+    assert unfocused.auto_tune == "off"
+    assert auto_tune.candidate_config(mine, "focused").loss_options == "balance=0.25"
+
+
+def _run(config, path, **kwargs):
+    lines = []
+    result = training.run(
+        dataclasses.replace(config, workdir=str(path)), log=lines.append, **kwargs
+    )
+    return result, lines
+
+
+def test_the_run_keeps_the_candidate_with_the_better_validation_map(config, tmp_path):
+    result, lines = _run(config, tmp_path)
+    tuned = result["auto_tune"]
+    scores = {}
+    for name in auto_tune.CANDIDATES:
+        with open(tmp_path / "auto_tune" / name / "metrics.json") as f:
+            own = json.load(f)
+        scores[name] = auto_tune.validation_score(own)
+        assert tuned["candidates"][name]["val_map"] == scores[name]
+    assert tuned["chosen"] == auto_tune.choose(scores)
+    assert any(line.startswith(f"auto_tune: chose {tuned['chosen']}") for line in lines)
+    chosen = tmp_path / "auto_tune" / tuned["chosen"]
+    for name in auto_tune.CHOSEN_ARTIFACTS:
+        assert (tmp_path / name).read_bytes() == (chosen / name).read_bytes(), name
+    with open(tmp_path / "metrics.json") as f:
+        assert json.load(f)["auto_tune"]["chosen"] == tuned["chosen"]
+    with open(chosen / "metrics.json") as f:
+        assert json.load(f)["map"] == result["map"]
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["auto_tune"] == "auto"
+    network = keras.saving.load_model(tmp_path / "network.keras")
+    assert network.output_shape[-1] == 8
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Kills the run (an exception out of fit) after `epochs` epochs over all candidates."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.left = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt("killed")
+
+
+def test_a_killed_tune_resumes_to_the_same_result(config, tmp_path):
+    straight, _ = _run(config, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        _run(config, tmp_path / "killed", callbacks=[_StopAfter(config.epochs + 2)])
+    assert (tmp_path / "killed" / "auto_tune" / "focused" / "metrics.json").is_file()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed, _ = _run(config, tmp_path / "killed", resume=True)
+    assert resumed["map"] == straight["map"]
+    for name in auto_tune.CANDIDATES:
+        mine, theirs = (r["auto_tune"]["candidates"][name] for r in (resumed, straight))
+        assert mine["val_map"] == theirs["val_map"], name
+    again, lines = _run(config, tmp_path / "killed", resume=True)
+    assert again["map"] == straight["map"] and any("finished run" in line for line in lines)
+
+
+def test_complete_labels_train_once_with_gamma_4(config, tmp_path):
+    result, lines = _run(dataclasses.replace(config, known_fraction=1.0), tmp_path)
+    assert "auto_tune" not in result and not (tmp_path / "auto_tune").exists()
+    assert any("every training entry is annotated" in line for line in lines)
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["auto_tune"] == "off"  # what it ran with
+    network = keras.saving.load_model(tmp_path / "network.keras")
+    assert network.output_shape[-1] == 8
+
+
+def test_where_it_cannot_tune_on_is_refused_in_one_line(config, monkeypatch):
+    with pytest.raises(ValueError, match="method=ignore has none to tune"):
+        dataclasses.replace(config, auto_tune="on", method="ignore")
+    with pytest.raises(ValueError, match="chooses on the validation split"):
+        dataclasses.replace(config, auto_tune="on", validation_fraction=0.0, select_epoch="last")
+    with pytest.raises(ValueError, match="leave it out of loss_options"):
+        dataclasses.replace(config, auto_tune="on", loss_options="negative_focusing=1")
+    with pytest.raises(ValueError, match="auto_tune must be auto, on or off"):
+        dataclasses.replace(config, auto_tune="yes")
+    partial = np.array([[1, 0], [-1, -1]], np.int8)
+    strategy = distribution.make_strategy("auto")
+    assert auto_tune.off_because(config, partial, strategy) == ""
+    assert "would choose on the validation split" in auto_tune.off_because(
+        dataclasses.replace(config, validation_fraction=0.0, select_epoch="last"),
+        partial,
+        strategy,
+    )
+    two_workers = distribution.place(strategy)._replace(count=2)
+    monkeypatch.setattr(distribution, "place", lambda strategy: two_workers)
+    assert "multi-worker" in auto_tune.off_because(config, partial, strategy)
+    with pytest.raises(ValueError, match="give auto_tune=off"):
+        auto_tune.off_because(dataclasses.replace(config, auto_tune="on"), partial, strategy)
