@@ -61,9 +61,10 @@ def off_because(config, training_labels, strategy):
     if config.auto_tune == "off":
         return "auto_tune=off"
     if config.auto_tune == "auto":
-        reason = config_error(config)
-        if reason:
-            return reason.replace("auto_tune chooses", "auto_tune would choose", 1)
+        if not config.has_validation:
+            return "auto_tune: no validation split to choose on (validation_fraction=0)"
+        if "negative_focusing" in data.parse_options(config.loss_options):
+            return "auto_tune: loss_options gives negative_focusing, which stands"
     if distribution.place(strategy).count > 1:
         if config.auto_tune == "on":
             raise ValueError(

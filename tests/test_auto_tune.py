@@ -131,10 +131,14 @@ def test_where_it_cannot_tune_on_is_refused_in_one_line(config, monkeypatch):
     partial = np.array([[1, 0], [-1, -1]], np.int8)
     strategy = distribution.make_strategy("auto")
     assert auto_tune.off_because(config, partial, strategy) == ""
-    assert "would choose on the validation split" in auto_tune.off_because(
+    assert "no validation split to choose on" in auto_tune.off_because(
         dataclasses.replace(config, validation_fraction=0.0, select_epoch="last"),
         partial,
         strategy,
+    )
+    given = dataclasses.replace(config, loss_options="negative_focusing=1")
+    assert "gives negative_focusing, which stands" in auto_tune.off_because(
+        given, partial, strategy
     )
     two_workers = distribution.place(strategy)._replace(count=2)
     monkeypatch.setattr(distribution, "place", lambda strategy: two_workers)
