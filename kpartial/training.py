@@ -368,11 +368,9 @@ def _run_once(config, log, datasets, callbacks, resume, overwrite, files, strate
         return _run_worker(config, log, datasets, callbacks, resume, strategy)
     with workdir.claim(config.workdir, resume, overwrite, log) as resuming:
         if resuming:
-            check_resumable(config)
+            _check_resumable(config)
             if workdir.is_finished(config.workdir):
-                log(f"--resume: {config.workdir} holds a finished run; nothing to train")
-                with open(os.path.join(config.workdir, workdir.FINISHED)) as f:
-                    return json.load(f)
+                return _finished_metrics(config, log)
         # Inputs first: a run that stops at bad input leaves nothing that blocks the next attempt.
         inputs = _inputs(config, datasets, log)
         if not resuming:
@@ -400,18 +398,22 @@ def _run_auto_tuned(config, log, datasets, callbacks, resume, overwrite, files, 
         return auto_tune.tune(config, run_candidate, log, resuming=False)
     with workdir.claim(config.workdir, resume, overwrite, log) as resuming:
         if resuming:
-            check_resumable(config)
+            _check_resumable(config)
             if workdir.is_finished(config.workdir):
-                log(f"--resume: {config.workdir} holds a finished run; nothing to train")
-                with open(os.path.join(config.workdir, workdir.FINISHED)) as f:
-                    return json.load(f)
+                return _finished_metrics(config, log)
         else:
             _write_run_files(config, files)
         return auto_tune.tune(config, run_candidate, log, resuming)
 
 
+def _finished_metrics(config, log):
+    log(f"--resume: {config.workdir} holds a finished run; nothing to train")
+    with open(os.path.join(config.workdir, workdir.FINISHED)) as f:
+        return json.load(f)
+
+
 def _write_run_files(config, files):
-    workdir.write_atomically(os.path.join(config.workdir, "config.json"), config_json(config))
+    workdir.write_atomically(os.path.join(config.workdir, "config.json"), _config_json(config))
     for name, text in (files or {}).items():
         workdir.write_atomically(os.path.join(config.workdir, name), text)
 
@@ -424,7 +426,7 @@ def _run_worker(config, log, datasets, callbacks, resume, strategy):
     """
     resuming = resume and os.path.isfile(os.path.join(config.workdir, "config.json"))
     if resuming:
-        check_resumable(config)
+        _check_resumable(config)
         if workdir.is_finished(config.workdir):
             log(f"--resume: {config.workdir} holds a finished run; nothing to train")
             return {"worker": distribution.place(strategy).index, "finished": True}
@@ -436,11 +438,11 @@ def _run_worker(config, log, datasets, callbacks, resume, strategy):
 RESUME_MAY_CHANGE = ("verbose", "strategy")
 
 
-def config_json(config):
+def _config_json(config):
     return json.dumps(dataclasses.asdict(config), indent=2)
 
 
-def check_resumable(config):
+def _check_resumable(config):
     path = os.path.join(config.workdir, "config.json")
     if not os.path.isfile(path):
         raise workdir.WorkdirError(
@@ -448,7 +450,7 @@ def check_resumable(config):
         )
     with open(path) as f:
         started = json.load(f)
-    now = json.loads(config_json(config))
+    now = json.loads(_config_json(config))
     changed = [
         f"{name}={started.get(name)!r} -> {now[name]!r}"
         for name in now

@@ -150,6 +150,7 @@ def test_image_shards_train_with_a_validation_set_of_their_own(tmp_path):
         steps_per_execution=1,
         pseudo_labels="off",
         jit_compile="false",
+        auto_tune="off",  # one image run is enough to show the shards stream
     )
     # Streamed shards cannot be split: the refusal names the flag that gives validation data.
     with pytest.raises(data.DataError, match="give them as --validation_data"):
