@@ -17,7 +17,9 @@ training labels (complete labels take gamma 4, see `kpartial.class_stats`), a va
 no `negative_focusing` among the loss options (the user's choice stands) and one worker (a
 multi-worker cluster trains one candidate: every worker would have to run the same sequence of
 runs; say `auto_tune=off` there to make that explicit). It says in one line why when it does not
-tune. `"on"` refuses a config where it cannot tune; `"off"` trains the loss as configured, once.
+tune. `"on"` refuses a config where it cannot tune (another method, no validation split, a given
+`negative_focusing`, several workers) and, like "auto", trains once with complete labels, where
+there is nothing to choose; `"off"` trains the loss as configured, once.
 """
 
 import dataclasses
@@ -125,6 +127,8 @@ def tune(config, run_candidate, log, resuming):
         + "); the test set was not used for the choice"
     )
     result = dict(results[chosen])
+    # The run's cost is both candidates' (each candidate's own time is in the section).
+    result["train_seconds"] = round(sum(r.get("train_seconds") or 0.0 for r in results.values()), 3)
     result["auto_tune"] = {
         "chosen": chosen,
         "candidates": {

@@ -337,7 +337,9 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
       config: a `TrainConfig`.
       log: prints one line.
       datasets: `load_data(config)` when the caller already has it (runs only read it).
-      callbacks: more Keras callbacks for `fit`.
+      callbacks: more Keras callbacks for `fit`; with `auto_tune` each candidate's `fit` gets the
+        same objects in turn (a callback that keeps state across fits, e.g. a "best so far",
+        sees both candidates).
       resume: continue the run in `config.workdir` from its last checkpoint; the config must be
         the one the run started with. A finished run is not trained again: its metrics are
         returned. A workdir without a run starts a new one.
@@ -382,11 +384,12 @@ def _run_auto_tuned(config, log, datasets, callbacks, resume, overwrite, files, 
     """`kpartial.auto_tune`'s candidates, each a run of its own; or one run where it does not tune
     (its config.json then says auto_tune="off", the setting it ran with)."""
     datasets = datasets if datasets is not None else load_data(config)
-    known = training_labels(config, datasets[0], log=lambda line: None)
-    reason = auto_tune.off_because(config, known, strategy)
+    # Every input check first (as a single run does): bad input leaves nothing in the workdir.
+    once = dataclasses.replace(config, auto_tune="off")
+    inputs = _inputs(once, datasets, log=lambda line: None)
+    reason = auto_tune.off_because(config, inputs.known, strategy)
     if reason:
         log(f"{reason}; training once")
-        once = dataclasses.replace(config, auto_tune="off")
         return _run_once(once, log, datasets, callbacks, resume, overwrite, files, strategy)
 
     def run_candidate(candidate, candidate_log, resuming):
@@ -438,6 +441,10 @@ def _run_worker(config, log, datasets, callbacks, resume, strategy):
 RESUME_MAY_CHANGE = ("verbose", "strategy")
 
 
+# What a run whose config.json predates a field ran with (a run before auto_tune trained once).
+STARTED_BEFORE_THEY_EXISTED = {"auto_tune": "off"}
+
+
 def _config_json(config):
     return json.dumps(dataclasses.asdict(config), indent=2)
 
@@ -450,6 +457,7 @@ def _check_resumable(config):
         )
     with open(path) as f:
         started = json.load(f)
+    started = {**STARTED_BEFORE_THEY_EXISTED, **started}
     now = json.loads(_config_json(config))
     changed = [
         f"{name}={started.get(name)!r} -> {now[name]!r}"

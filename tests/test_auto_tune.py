@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from kpartial import auto_tune, distribution, training
+from kpartial import auto_tune, data, distribution, training
+from kpartial.workdir import WorkdirError
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +111,39 @@ def test_a_killed_tune_resumes_to_the_same_result(config, tmp_path):
 
 
 def test_complete_labels_train_once_with_gamma_4(config, tmp_path):
-    result, lines = _run(dataclasses.replace(config, known_fraction=1.0), tmp_path)
-    assert "auto_tune" not in result and not (tmp_path / "auto_tune").exists()
+    complete = dataclasses.replace(config, known_fraction=1.0)
+    result, lines = _run(complete, tmp_path / "auto")
+    assert "auto_tune" not in result and not (tmp_path / "auto" / "auto_tune").exists()
     assert any("every training entry is annotated" in line for line in lines)
-    with open(tmp_path / "config.json") as f:
+    with open(tmp_path / "auto" / "config.json") as f:
         assert json.load(f)["auto_tune"] == "off"  # what it ran with
-    network = keras.saving.load_model(tmp_path / "network.keras")
-    assert network.output_shape[-1] == 8
+    explicit = dataclasses.replace(complete, auto_tune="off", loss_options="negative_focusing=4")
+    assert _run(explicit, tmp_path / "gamma4")[0]["map"] == result["map"]
+    assert (
+        _run(dataclasses.replace(explicit, loss_options=""), tmp_path / "g")[0]["map"]
+        == (result["map"])
+    )  # off and complete: gamma 4 too (the loss's statistics rule, not the tune)
+
+
+def test_bad_input_leaves_nothing_that_blocks_the_next_attempt(config, tmp_path):
+    bad = dataclasses.replace(config, class_stats=str(tmp_path / "missing.csv"))
+    for _ in range(2):  # the second attempt fails the same way, not on a half-claimed workdir
+        with pytest.raises(data.DataError, match="missing.csv"):
+            _run(bad, tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_run_from_before_auto_tune_resumes_only_as_it_ran(config, tmp_path):
+    once = dataclasses.replace(config, auto_tune="off", epochs=3)
+    _run(once, tmp_path)
+    path = tmp_path / "config.json"
+    started = json.loads(path.read_text())
+    del started["auto_tune"]  # as written before the field existed
+    path.write_text(json.dumps(started))
+    with pytest.raises(WorkdirError, match="auto_tune='off' -> 'auto'"):
+        _run(dataclasses.replace(once, auto_tune="auto"), tmp_path, resume=True)
+    _, lines = _run(once, tmp_path, resume=True)
+    assert any("finished run" in line for line in lines)
 
 
 def test_where_it_cannot_tune_on_is_refused_in_one_line(config, monkeypatch):

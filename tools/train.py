@@ -7,8 +7,10 @@ r"""Trains a partial-label multi-label classifier.
 
 Writes into --workdir: flags.txt (resolved flags, usable as a flagfile), config.json,
 history.json, metrics.json (last: the run finished), class_stats.csv, network.keras,
-ap_by_frequency.png, checkpoint/ (the training state after every epoch), tensorboard/; with
---export_name also a SavedModel under savedmodels/<name>/. A workdir that holds a run is refused
+ap_by_frequency.png, checkpoint/ (the training state after every epoch), tensorboard/ (with
+--auto_tune's two candidates: checkpoint/ and tensorboard/ in auto_tune/<candidate>/, each a run
+of its own, and the chosen one's artifacts in the workdir); with --export_name also a SavedModel
+under savedmodels/<name>/. A workdir that holds a run is refused
 unless --resume (continue it from its last checkpoint) or --overwrite (replace kpartial's
 artifacts in it). With --strategy=multi_worker, start the same command on every worker, each with
 its TF_CONFIG: only the chief writes the workdir and the export. Flag defaults are those of `kpartial.training.TrainConfig` (the flags are
