@@ -1,7 +1,7 @@
 """What a validation-chosen kpartial variant would score: a table from `kpartial_ablation.py` runs.
 
 For every (set, known fraction, seed) each grid keeps the variant with the highest `val_map` (the
-first of the grid on a tie, as `kpartial.auto_tune.choose`), and the cell is the mean test mAP of
+first of the grid on a tie: `kpartial.auto_tune.choose`), and the cell is the mean test mAP of
 the kept runs over the seeds. The test mAP of a variant never enters the choice.
 
   python benchmarks/auto_tune_table.py --inputs=benchmarks/results/auto_tune/mulan_focusing.json \
@@ -9,9 +9,15 @@ the kept runs over the seeds. The test mAP of a variant never enters the choice.
 """
 
 import json
+import os
 import statistics
+import sys
+
+sys.path.insert(0, os.environ.get("PYTHONPATH") or os.path.dirname(os.path.dirname(__file__)))
 
 from absl import app, flags
+
+from kpartial import auto_tune
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("inputs", None, "JSON files of benchmarks/kpartial_ablation.py.", required=True)
@@ -19,11 +25,7 @@ flags.DEFINE_multi_string("grids", ["g2,g0"], "Variant names; the first wins tie
 
 
 def choose(runs, grid):
-    best = grid[0]
-    for name in grid[1:]:
-        if runs[name]["val_map"] > runs[best]["val_map"]:
-            best = name
-    return best
+    return auto_tune.choose({name: runs[name]["val_map"] for name in grid})
 
 
 def main(argv):

@@ -26,22 +26,21 @@ import dataclasses
 import os
 import shutil
 
-from kpartial import class_stats, data, distribution, workdir
+from kpartial import data, distribution, workdir
 
 # name -> loss options added to the run's; the first is the default and wins ties.
 CANDIDATES = {"focused": "", "unfocused": "negative_focusing=0"}
 
-# A candidate's artifacts that become the run's (config, checkpoints and logs stay in its folder).
-CHOSEN_ARTIFACTS = (
-    "history.json",
-    "class_stats.csv",
-    "network.keras",
-    "label_names.txt",
-    "thresholds.npy",
-    "thresholds.csv",
-    "ap_by_frequency.png",
-)
 FOLDER = "auto_tune"
+# A candidate's artifacts that become the run's: all but how it was run and its training state
+# (flags, config, checkpoints, logs stay in its folder; metrics.json is the tune's own).
+CHOSEN_ARTIFACTS = tuple(
+    name
+    for name in workdir.ARTIFACTS
+    if name
+    not in ("flags.txt", "config.json", workdir.FINISHED, "checkpoint", "checkpoint.weights.h5")
+    + ("tensorboard", FOLDER)
+)
 
 
 def config_error(config):
@@ -58,8 +57,9 @@ def config_error(config):
     return ""
 
 
-def off_because(config, training_labels, strategy):
-    """Why `config` trains once (a line for the log), or "" when it tunes."""
+def off_because(config, stats, strategy):
+    """Why `config` trains once (a line for the log), or "" when it tunes; `stats` are the
+    training labels' `ClassStatistics`."""
     if config.auto_tune == "off":
         return "auto_tune=off"
     if config.auto_tune == "auto":
@@ -74,7 +74,7 @@ def off_because(config, training_labels, strategy):
                 "multi-worker run cannot, give auto_tune=off"
             )
         return "auto_tune: a multi-worker run trains one candidate (the default loss)"
-    if class_stats.ClassStatistics.from_labels(training_labels, ()).complete:
+    if stats.complete:
         return "auto_tune: every training entry is annotated, nothing to choose (gamma 4)"
     return ""
 
@@ -98,12 +98,7 @@ def candidate_config(config, name):
 
 def choose(scores):
     """The candidate with the highest score; the first (the default) unless another is higher."""
-    names = list(scores)
-    best = names[0]
-    for name in names[1:]:
-        if scores[name] > scores[best]:
-            best = name
-    return best
+    return max(scores, key=scores.get)  # max keeps the first of equal scores
 
 
 def tune(config, run_candidate, log, resuming):

@@ -362,19 +362,20 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
     return _run_once(config, log, datasets, callbacks, resume, overwrite, files, strategy)
 
 
-def _run_once(config, log, datasets, callbacks, resume, overwrite, files, strategy):
-    """`run` of one training run (no `auto_tune`)."""
+def _run_once(config, log, datasets, callbacks, resume, overwrite, files, strategy, inputs=None):
+    """`run` of one training run (no `auto_tune`); `inputs` when they were read already."""
     if not config.workdir:
-        return _train(config, log, _inputs(config, datasets, log), callbacks, resuming=False)
+        inputs = inputs if inputs is not None else _inputs(config, datasets, log)
+        return _train(config, log, inputs, callbacks, resuming=False)
     if not distribution.place(strategy).is_chief:
-        return _run_worker(config, log, datasets, callbacks, resume, strategy)
+        return _run_worker(config, log, datasets, callbacks, resume, strategy, inputs)
     with workdir.claim(config.workdir, resume, overwrite, log) as resuming:
         if resuming:
             _check_resumable(config)
             if workdir.is_finished(config.workdir):
                 return _finished_metrics(config, log)
         # Inputs first: a run that stops at bad input leaves nothing that blocks the next attempt.
-        inputs = _inputs(config, datasets, log)
+        inputs = inputs if inputs is not None else _inputs(config, datasets, log)
         if not resuming:
             _write_run_files(config, files)
         return _train(config, log, inputs, callbacks, resuming)
@@ -385,16 +386,17 @@ def _run_auto_tuned(config, log, datasets, callbacks, resume, overwrite, files, 
     (its config.json then says auto_tune="off", the setting it ran with)."""
     datasets = datasets if datasets is not None else load_data(config)
     # Every input check first (as a single run does): bad input leaves nothing in the workdir.
+    # The candidates differ only in their loss options, so they share these inputs.
     once = dataclasses.replace(config, auto_tune="off")
-    inputs = _inputs(once, datasets, log=lambda line: None)
-    reason = auto_tune.off_because(config, inputs.known, strategy)
+    inputs = _inputs(once, datasets, log)
+    reason = auto_tune.off_because(config, inputs.stats, strategy)
     if reason:
         log(f"{reason}; training once")
-        return _run_once(once, log, datasets, callbacks, resume, overwrite, files, strategy)
+        return _run_once(once, log, datasets, callbacks, resume, overwrite, files, strategy, inputs)
 
     def run_candidate(candidate, candidate_log, resuming):
         return _run_once(
-            candidate, candidate_log, datasets, callbacks, resuming, False, {}, strategy
+            candidate, candidate_log, datasets, callbacks, resuming, False, {}, strategy, inputs
         )
 
     if not config.workdir:
@@ -421,7 +423,7 @@ def _write_run_files(config, files):
         workdir.write_atomically(os.path.join(config.workdir, name), text)
 
 
-def _run_worker(config, log, datasets, callbacks, resume, strategy):
+def _run_worker(config, log, datasets, callbacks, resume, strategy, inputs=None):
     """A worker that is not the chief: trains its share, reads the chief's workdir, writes nothing.
 
     The chief claims the workdir at the same time; a worker resumes from the checkpoint there
@@ -433,7 +435,8 @@ def _run_worker(config, log, datasets, callbacks, resume, strategy):
         if workdir.is_finished(config.workdir):
             log(f"--resume: {config.workdir} holds a finished run; nothing to train")
             return {"worker": distribution.place(strategy).index, "finished": True}
-    return _train(config, log, _inputs(config, datasets, log), callbacks, resuming)
+    inputs = inputs if inputs is not None else _inputs(config, datasets, log)
+    return _train(config, log, inputs, callbacks, resuming)
 
 
 # TrainConfig fields that may differ between a run and its resumption: how it is run, not what

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from kpartial import auto_tune, data, distribution, training
+from kpartial import auto_tune, class_stats, data, distribution, training
 from kpartial.workdir import WorkdirError
 
 
@@ -155,7 +155,7 @@ def test_where_it_cannot_tune_on_is_refused_in_one_line(config, monkeypatch):
         dataclasses.replace(config, auto_tune="on", loss_options="negative_focusing=1")
     with pytest.raises(ValueError, match="auto_tune must be auto, on or off"):
         dataclasses.replace(config, auto_tune="yes")
-    partial = np.array([[1, 0], [-1, -1]], np.int8)
+    partial = class_stats.ClassStatistics.from_labels(np.array([[1, 0], [-1, -1]]), ["a", "b"])
     strategy = distribution.make_strategy("auto")
     assert auto_tune.off_because(config, partial, strategy) == ""
     assert "no validation split to choose on" in auto_tune.off_because(
