@@ -49,11 +49,8 @@ def time_kpartial(npz, **overrides):
         dropout=0.0,
         eval_every=EPOCHS,
     )
-    import dataclasses
 
-    return training.run(dataclasses.replace(config, **overrides), log=lambda line: None)[
-        "train_seconds"
-    ]
+    return training.run(config.replace(**overrides), log=lambda line: None)["train_seconds"]
 
 
 def time_torch(x, y):

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tables
 from absl import app, flags
 
-from kpartial import distribution
+from tests.local_cluster import run_local_cluster
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results/distributed_throughput.md", "Markdown table.")
@@ -82,7 +82,7 @@ def _run(name, workdir, env):
     started = time.perf_counter()
     if name.startswith("2 workers"):
         command = [sys.executable, TRAIN, *_flags(workdir), "--strategy=multi_worker"]
-        for status, output in distribution.run_local_cluster(command, 2, timeout=3600, env=env):
+        for status, output in run_local_cluster(command, 2, timeout=3600, env=env):
             if status != 0:
                 raise RuntimeError(output[-3000:])
     else:

@@ -7,8 +7,8 @@ training run reports at its end: `evaluate` (mAP, CF1/OF1, ...), the ranking met
 PSP@k, top-3 F1) and the per-class AP of the plot.
 
 - dense: what runs did before: `predict_probabilities` ([N, C] logits, float64 temporaries),
-  `test.dense_labels()`, then `metrics.evaluate`, `evaluation.ranking_metrics`,
-  `metrics.per_class_average_precision` on the [N, C] arrays.
+  `test.dense_labels()`, then `evaluate`, `ranking_metrics`, `per_class_average_precision` on the
+  [N, C] arrays (the dense implementations, kept in tests/dense_reference.py).
 - streaming: `evaluation.stream_scores` (batch by batch, labels looked up by id, only annotated
   entries kept), then the same metrics from `metrics.SparseScores`.
 
@@ -75,12 +75,13 @@ def measure(kind, num_examples):
     if kind == "baseline":
         import tensorflow as tf  # noqa: F401
 
-        from kpartial import evaluation, metrics
+        from kpartial import evaluation, metrics  # noqa: F401
+        from tests import dense_reference
 
         print("RESULT " + json.dumps({"peak_rss": peak_rss_bytes()}))
         return
-    from kpartial import evaluation, metrics, models, pipeline
-    from kpartial.partial_model import predict_probabilities
+    from kpartial import evaluation, models, pipeline
+    from tests import dense_reference
 
     test = make_test_set(num_examples, FLAGS.classes, FLAGS.labels_per_example, FLAGS.features)
     network = models.build_mlp(FLAGS.features, FLAGS.classes, (FLAGS.hidden,), 0.0, seed=0)
@@ -90,13 +91,15 @@ def measure(kind, num_examples):
     before = peak_rss_bytes()
     started = time.perf_counter()
     if kind == "dense":
-        probabilities = predict_probabilities(network, dataset.map(lambda batch: batch["x"]))
-        labels = test.dense_labels()
-        result = metrics.evaluate(probabilities, labels)
-        result.update(
-            evaluation.ranking_metrics(probabilities, labels, positive_counts, num_examples)
+        probabilities = dense_reference.predict_probabilities(
+            network, dataset.map(lambda batch: batch["x"])
         )
-        per_class_ap = metrics.per_class_average_precision(probabilities, labels)
+        labels = test.dense_labels()
+        result = dense_reference.evaluate(labels, probabilities)
+        result.update(
+            dense_reference.ranking_metrics(labels, probabilities, positive_counts, num_examples)
+        )
+        per_class_ap = dense_reference.per_class_average_precision(labels, probabilities)
     else:
         scores = evaluation.stream_scores(
             lambda batch: network.predict_on_batch(batch["x"]), dataset, test.labels

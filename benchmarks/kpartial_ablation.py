@@ -10,7 +10,6 @@ same script.
       --variants='lambda 0.1=loss_options:unknown_weight=0.1' --out=/tmp/ablation.json
 """
 
-import dataclasses
 import json
 import os
 import statistics
@@ -64,7 +63,7 @@ def _data_fields(dataset):
 
 def main(argv):
     del argv
-    from kpartial import training
+    from kpartial import run_inputs, training
 
     variants = dict(_variant(text) for text in FLAGS.variants)
     runs, means = [], {}
@@ -79,14 +78,12 @@ def main(argv):
             pseudo_negative_coverage=0.1,
             prune_schedule=((round(FLAGS.epochs * 0.75), 0.25),),
         )
-        loaded = training.load_data(base)
+        loaded = run_inputs.load_data(base)
         for fraction in map(float, FLAGS.fractions):
             for name, overrides in variants.items():
                 maps = []
                 for seed in map(int, FLAGS.seeds):
-                    config = dataclasses.replace(
-                        base, known_fraction=fraction, seed=seed, **overrides
-                    )
+                    config = base.replace(known_fraction=fraction, seed=seed, **overrides)
                     started = time.perf_counter()
                     result = training.run(config, log=lambda line: None, datasets=loaded)
                     seconds = time.perf_counter() - started

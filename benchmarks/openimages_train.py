@@ -122,6 +122,7 @@ def measure_passes(records, workdir):
     import keras
 
     from kpartial import data, label_pruning, losses, pipeline, pseudo_labels
+    from kpartial.config import PseudoLabelConfig
     from kpartial.partial_model import PartialLabelModel
 
     train = data.load_spec(f"tfrecord:{records}")
@@ -131,8 +132,9 @@ def measure_passes(records, workdir):
     priors = (train.labels.positives_per_class() + 1) / (
         train.labels.positives_per_class() + train.labels.negatives_per_class() + 2
     )
+    settings = PseudoLabelConfig(start_epoch=0, every=1)  # the prior rule, coverage 0.1
     callback = pseudo_labels.PseudoLabelCallback(
-        dataset, train.labels, 0, 1, "prior", priors, negative_coverage=0.1, log=lambda _: None
+        dataset, train.labels, settings, priors, log=lambda _: None
     )
     callback.set_model(model)
     import tensorflow as tf

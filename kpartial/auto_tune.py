@@ -22,11 +22,10 @@ tune. `"on"` refuses a config where it cannot tune (another method, no validatio
 there is nothing to choose; `"off"` trains the loss as configured, once.
 """
 
-import dataclasses
 import os
 import shutil
 
-from kpartial import data, distribution, workdir
+from kpartial import workdir
 
 # name -> loss options added to the run's; the first is the default and wins ties.
 CANDIDATES = {"focused": "", "unfocused": "negative_focusing=0"}
@@ -44,31 +43,37 @@ CHOSEN_ARTIFACTS = tuple(
 
 
 def config_error(config):
-    """A one-line reason the config cannot be tuned with `auto_tune="on"`, else ""."""
-    if config.method != "kpartial":
-        return f"auto_tune chooses kpartial's loss options; method={config.method} has none to tune"
-    if not config.has_validation:
+    """Why `auto_tune="on"` cannot tune the config (one line), else "" (also for auto and off)."""
+    if config.loss.auto_tune != "on":
+        return ""
+    if not config.loss.has_techniques:
+        return (
+            f"auto_tune chooses kpartial's loss options; method={config.loss.method} has none to "
+            "tune"
+        )
+    if not config.data.has_validation:
         return (
             "auto_tune chooses on the validation split: give validation_fraction > 0 or "
             "validation_data"
         )
-    if "negative_focusing" in data.parse_options(config.loss_options):
+    if "negative_focusing" in config.loss.parsed_options:
         return "auto_tune chooses negative_focusing: leave it out of loss_options, or auto_tune=off"
     return ""
 
 
-def off_because(config, stats, strategy):
+def off_because(config, stats, placement):
     """Why `config` trains once (a line for the log), or "" when it tunes; `stats` are the
-    training labels' `ClassStatistics`."""
-    if config.auto_tune == "off":
-        return "auto_tune=off"
-    if config.auto_tune == "auto":
-        if not config.has_validation:
+    training labels' `ClassStatistics`, `placement` the run's `distribution.Placement`."""
+    setting = config.loss.auto_tune
+    if setting == "off" or not config.loss.has_techniques:
+        return "auto_tune=off" if setting == "off" else ""
+    if setting == "auto":
+        if not config.data.has_validation:
             return "auto_tune: no validation split to choose on (validation_fraction=0)"
-        if "negative_focusing" in data.parse_options(config.loss_options):
+        if "negative_focusing" in config.loss.parsed_options:
             return "auto_tune: loss_options gives negative_focusing, which stands"
-    if distribution.place(strategy).count > 1:
-        if config.auto_tune == "on":
+    if placement.place.count > 1:
+        if setting == "on":
             raise ValueError(
                 "auto_tune=on trains its candidates one after another on one worker; a "
                 "multi-worker run cannot, give auto_tune=off"
@@ -77,6 +82,16 @@ def off_because(config, stats, strategy):
     if stats.complete:
         return "auto_tune: every training entry is annotated, nothing to choose (gamma 4)"
     return ""
+
+
+def candidates(config, stats, placement, log):
+    """The candidates' configs, or () when the run trains once (said in one line)."""
+    reason = off_because(config, stats, placement)
+    if reason or not config.loss.has_techniques or config.loss.auto_tune == "off":
+        if reason and reason != "auto_tune=off":
+            log(f"{reason}; training once")
+        return ()
+    return tuple(candidate_config(config, name) for name in CANDIDATES)
 
 
 def validation_score(result):
@@ -91,9 +106,10 @@ def validation_score(result):
 
 
 def candidate_config(config, name):
-    options = ",".join(filter(None, (config.loss_options, CANDIDATES[name])))
+    """The config of candidate `name`: its loss options added to the run's, its own folder."""
+    options = ",".join(filter(None, (config.loss.options, CANDIDATES[name])))
     folder = os.path.join(config.workdir, FOLDER, name) if config.workdir else ""
-    return dataclasses.replace(config, auto_tune="off", loss_options=options, workdir=folder)
+    return config.replace(auto_tune="off", loss_options=options, workdir=folder)
 
 
 def choose(scores):
@@ -101,17 +117,19 @@ def choose(scores):
     return max(scores, key=scores.get)  # max keeps the first of equal scores
 
 
-def tune(config, run_candidate, log, resuming):
-    """Trains every candidate with `run_candidate(candidate_config, log, resume)`; returns the
-    chosen one's metrics with an `auto_tune` section. With a workdir, the chosen one's artifacts
-    become the run's and `metrics.json` is written last."""
+def tune(config, run_candidate, log):
+    """Trains every candidate with `run_candidate(candidate_config, log)`; returns the chosen
+    one's metrics with an `auto_tune` section. With a workdir, the chosen one's artifacts become
+    the run's and `metrics.json` is written last."""
     results, scores = {}, {}
+    log(
+        f"auto_tune: {len(CANDIDATES)} runs, one per candidate ({', '.join(CANDIDATES)}), the "
+        "better on validation kept; --auto_tune=off trains once"
+    )
     for name in CANDIDATES:
         candidate = candidate_config(config, name)
-        log(f"auto_tune: training candidate {name} (loss_options={candidate.loss_options or '-'})")
-        results[name] = run_candidate(
-            candidate, lambda line, name=name: log(f"[{name}] {line}"), resuming
-        )
+        log(f"auto_tune: training candidate {name} (loss_options={candidate.loss.options or '-'})")
+        results[name] = run_candidate(candidate, lambda line, name=name: log(f"[{name}] {line}"))
         scores[name] = validation_score(results[name])
     chosen = choose(scores)
     log(
@@ -128,7 +146,7 @@ def tune(config, run_candidate, log, resuming):
         "chosen": chosen,
         "candidates": {
             name: {
-                "loss_options": candidate_config(config, name).loss_options,
+                "loss_options": candidate_config(config, name).loss.options,
                 "val_map": scores[name],
                 "selected_epoch": results[name]["selection"]["selected_epoch"],
                 "train_seconds": results[name].get("train_seconds"),

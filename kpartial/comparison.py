@@ -1,14 +1,13 @@
 """Runs several methods on identical simulated labels and tabulates mAP (mean ± std over seeds)."""
 
-import dataclasses
 import os
 
 import numpy as np
 import pandas as pd
 
-from kpartial import training
+from kpartial import run_inputs, training
 
-# kpartial and the two baselines it is compared with, as TrainConfig overrides.
+# kpartial and the two baselines it is compared with, as flat config overrides.
 BASELINE_VARIANTS = {
     "kpartial": {},
     "ignore": {"method": "ignore"},
@@ -29,8 +28,8 @@ def compare(
     """Trains every variant x known fraction x seed; returns a DataFrame of results.
 
     Args:
-      base_config: `training.TrainConfig` shared by all runs.
-      variants: dict name -> dict of `TrainConfig` overrides (e.g. {"ignore": {"method": "ignore"}}).
+      base_config: the `kpartial.config.Config` shared by all runs.
+      variants: dict name -> dict of flat config overrides (e.g. {"ignore": {"method": "ignore"}}).
       known_fractions: fractions of training labels kept; the simulation depends only on the
         fraction and seed, so every variant sees identical labels.
       seeds: seeds to repeat each setting with.
@@ -49,19 +48,19 @@ def compare(
                     if workdir_root
                     else ""
                 )
-                config = dataclasses.replace(
-                    base_config, known_fraction=fraction, seed=seed, workdir=workdir, **overrides
+                config = base_config.replace(
+                    known_fraction=fraction, seed=seed, workdir=workdir, **overrides
                 )
-                key = tuple(getattr(config, field) for field in training.DATA_FIELDS)
+                key = tuple(getattr(config.data, field) for field in run_inputs.DATA_FIELDS)
                 if key not in loaded:
-                    loaded[key] = training.load_data(config)
+                    loaded[key] = run_inputs.load_data(config)
                 result = training.run(
                     config, log=log, datasets=loaded[key], resume=resume, overwrite=overwrite
                 )
                 rows.append(
                     {
                         "variant": name,
-                        "method": config.method,
+                        "method": config.loss.method,
                         "known_fraction": fraction,
                         "seed": seed,
                         "map": result["map"],

@@ -1,5 +1,9 @@
-"""A training run's test set: per-epoch evaluation and history, the final ranking metrics and the
-AP-by-frequency plot (annotated entries only). Evaluating an exported model is `export`'s job.
+"""A training run's test set: per-epoch evaluation and history, the report of a test set's
+metrics (`test_metrics`) and the AP-by-frequency plot (annotated entries only).
+
+`test_metrics` is the one report: a training run's metrics.json and `export.evaluate_saved_model`
+(tools/evaluate.py) both write it, so a key means the same number in both. Evaluating an
+exported model is `export`'s job.
 
 Test sets are evaluated as a stream: each batch's scores are kept at its annotated entries only
 (`metrics.StreamingEvaluation`), and its labels are looked up by example id, so neither the
@@ -28,7 +32,7 @@ def stream_scores(predict, dataset, labels, from_logits=True):
     lookup = pipeline.label_lookup(labels)
     streaming = metrics.StreamingEvaluation(labels.shape[1])
     for batch in dataset:
-        streaming.add(predict(batch), lookup(batch["id"]).numpy(), from_logits)
+        streaming.add(lookup(batch["id"]).numpy(), predict(batch), from_logits)
     return streaming.result()
 
 
@@ -159,27 +163,55 @@ class EpochLog(keras.callbacks.Callback):
             write_json(self.path, self.epochs)
 
 
-def ranking_metrics(probabilities, labels, positive_counts, num_train_examples):
-    """P@1/3/5, nDCG@3/5, PSP@1/3/5 (Jain et al. propensities from training positives) and
-    top-3 CF1/OF1, all over annotated test entries, from dense [N, C] arrays."""
-    metric = lambda name, *args: getattr(metrics, name)(probabilities, labels, *args)
-    return _ranking_metrics(metric, positive_counts, num_train_examples)
+# Keys of `test_metrics` that need the training counts (propensities).
+PROPENSITY_KEYS = ("psp@1", "psp@3", "psp@5")
 
 
-def sparse_ranking_metrics(scores, positive_counts, num_train_examples):
-    """`ranking_metrics` of `metrics.SparseScores`: the same numbers without [N, C] arrays."""
-    metric = lambda name, *args: getattr(scores, name)(*args)
-    return _ranking_metrics(metric, positive_counts, num_train_examples)
+def test_metrics(scores, thresholds, train_positives=None, num_train_examples=None) -> dict:
+    """The metrics of a test set, as a training run and tools/evaluate.py report them.
+
+    Every metric counts only annotated test entries.
+
+    Args:
+      scores: the test set's `metrics.SparseScores`.
+      thresholds: float [C] per-class decision thresholds (0.5 everywhere when none were chosen),
+        or one for every class.
+      train_positives: int [C] known training positives per class, for the propensities of
+        PSP@k (`metrics.propensities`); None leaves PSP@k out.
+      num_train_examples: the number of training examples, for the same; None leaves PSP@k out.
+
+    Returns:
+      A dict of plain numbers (NaN where undefined):
+      - `map`, `cf1`, `of1`, `cp`, `cr`, `op`, `or`, `evaluated_classes`, `annotated_entries`:
+        `scores.evaluate(threshold=thresholds)`, F1s at `thresholds`;
+      - `cf1@0.5`, `of1@0.5`: CF1 and OF1 at 0.5 for every class;
+      - `p@1`, `p@3`, `p@5`, `ndcg@3`, `ndcg@5`, `cf1@top3`, `of1@top3`: `sparse_ranking_metrics`;
+      - `psp@1`, `psp@3`, `psp@5` and `train_examples` (the N of their propensity model), only
+        when both `train_positives` and `num_train_examples` are given.
+    """
+    result = scores.evaluate(threshold=thresholds)
+    at_half = scores.f1_scores(0.5)
+    result.update({"cf1@0.5": at_half["cf1"], "of1@0.5": at_half["of1"]})
+    result.update(sparse_ranking_metrics(scores, train_positives, num_train_examples))
+    if train_positives is not None and num_train_examples is not None:
+        result["train_examples"] = int(num_train_examples)
+    return result
 
 
-def _ranking_metrics(metric, positive_counts, num_train_examples):
-    """`metric(name, *args)` is metrics' function `name` on the test set's scores and labels."""
-    propensity = metrics.propensities(positive_counts, num_train_examples)
-    result = {f"p@{k}": metric("precision_at_k", k) for k in (1, 3, 5)}
-    result.update({f"ndcg@{k}": metric("ndcg_at_k", k) for k in (3, 5)})
-    result.update({f"psp@{k}": metric("psp_at_k", propensity, k) for k in (1, 3, 5)})
-    top3 = metric("f1_scores_at_top_k", 3)
+test_metrics.__test__ = False  # not a pytest test where a test module imports it
+
+
+def sparse_ranking_metrics(scores, train_positives=None, num_train_examples=None):
+    """P@1/3/5, nDCG@3/5 and top-3 CF1/OF1 of `metrics.SparseScores`, each example's annotated
+    entries ranked; PSP@1/3/5 too (Jain et al. propensities from the training positives) when
+    `train_positives` and `num_train_examples` are both given."""
+    result = {f"p@{k}": scores.precision_at_k(k) for k in (1, 3, 5)}
+    result.update({f"ndcg@{k}": scores.ndcg_at_k(k) for k in (3, 5)})
+    top3 = scores.f1_scores_at_top_k(3)
     result.update({"cf1@top3": top3["cf1"], "of1@top3": top3["of1"]})
+    if train_positives is not None and num_train_examples is not None:
+        propensity = metrics.propensities(train_positives, num_train_examples)
+        result.update({key: scores.psp_at_k(propensity, int(key[4:])) for key in PROPENSITY_KEYS})
     return result
 
 

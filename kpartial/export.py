@@ -5,8 +5,14 @@ The SavedModel at `savedmodels/<name>/` holds:
   output `probabilities` [B, C] (sigmoid of the network's logits);
 - assets `label_names.txt` (one class per line, output order) and `thresholds.csv`
   (`label,threshold`: the per-class decision thresholds training ended with);
+- asset `train_counts.json` (when the run recorded them): `{"train_examples": N,
+  "train_positives": [one count per class, output order]}`, the training counts from which the
+  propensities of PSP@k come, so evaluating the export reports PSP@k as training did;
 - asset `kpartial_export.json`: the marker that kpartial wrote this folder, with the input shape
   (and an image model's image size, which `tools/evaluate.py` uses).
+
+`evaluate_saved_model` (tools/evaluate.py) reports `evaluation.test_metrics` at the export's
+thresholds: the same `map`, `cf1`, `of1`, ... as the run's metrics.json on the same test set.
 
 Exports never destroy what kpartial did not write: an existing target is replaced only when asked
 (`overwrite`) and only if it holds the marker. The SavedModel is written to a temporary sibling and
@@ -23,8 +29,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from kpartial import data, evaluation, pipeline
-from kpartial.workdir import write_json
+from kpartial import class_stats, data, evaluation, pipeline
+from kpartial.workdir import ARTIFACTS, LOCK, write_json
 
 
 class _ServingModule(tf.Module):
@@ -34,6 +40,8 @@ class _ServingModule(tf.Module):
         self.label_names = tf.saved_model.Asset(os.path.join(asset_dir, "label_names.txt"))
         self.thresholds = tf.saved_model.Asset(os.path.join(asset_dir, "thresholds.csv"))
         self.marker = tf.saved_model.Asset(os.path.join(asset_dir, MARKER))
+        if os.path.isfile(os.path.join(asset_dir, TRAIN_COUNTS)):
+            self.train_counts = tf.saved_model.Asset(os.path.join(asset_dir, TRAIN_COUNTS))
         spec = tf.TensorSpec([None, *network.input_shape[1:]], tf.float32, name="x")
         self.serve = tf.function(self._serve, input_signature=[spec])
 
@@ -44,6 +52,9 @@ class _ServingModule(tf.Module):
 
 
 MARKER = "kpartial_export.json"
+TRAIN_COUNTS = "train_counts.json"
+# The value of `written_by` in the metrics.json that `evaluate_saved_model` writes.
+EVALUATE_WRITER = "kpartial.export.evaluate_saved_model"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -87,7 +98,15 @@ def check_target(path, overwrite):
         )
 
 
-def export_saved_model(network, label_names, thresholds, path, overwrite=False):
+def export_saved_model(
+    network,
+    label_names,
+    thresholds,
+    path,
+    overwrite=False,
+    train_positives=None,
+    num_train_examples=None,
+):
     """Writes a SavedModel of `network` to `path`; returns `path`.
 
     Args:
@@ -96,9 +115,14 @@ def export_saved_model(network, label_names, thresholds, path, overwrite=False):
       thresholds: float [C] decision thresholds.
       path: the SavedModel folder.
       overwrite: replace an existing kpartial export at `path` (anything else is never replaced).
+      train_positives: int [C] known training positives per class and
+      num_train_examples: the number of training examples, both or neither: written as the asset
+        `train_counts.json`, from which evaluating the export computes PSP@k.
 
     Raises:
       ExportError: `path` exists and `overwrite` is off, or it is not a kpartial export.
+      ValueError: the label names, thresholds or training positives do not match the outputs,
+        or only one of `train_positives` and `num_train_examples` is given.
     """
     check_target(path, overwrite)
     thresholds = np.asarray(thresholds, dtype=np.float32)
@@ -107,6 +131,7 @@ def export_saved_model(network, label_names, thresholds, path, overwrite=False):
             f"{len(label_names)} label names and {thresholds.shape} thresholds for a "
             f"network with {network.output_shape[-1]} outputs"
         )
+    counts = _train_counts(train_positives, num_train_examples, len(label_names))
     with tempfile.TemporaryDirectory() as asset_dir:
         with open(os.path.join(asset_dir, "label_names.txt"), "w") as f:
             f.write("".join(f"{name}\n" for name in label_names))
@@ -119,9 +144,37 @@ def export_saved_model(network, label_names, thresholds, path, overwrite=False):
             marker["image_size"] = input_shape[:2]
         with open(os.path.join(asset_dir, MARKER), "w") as f:
             json.dump(marker, f)
+        if counts is not None:
+            with open(os.path.join(asset_dir, TRAIN_COUNTS), "w") as f:
+                json.dump(counts, f)
         module = _ServingModule(network, asset_dir)
         _save_then_rename(module, path)
     return path
+
+
+def _train_counts(train_positives, num_train_examples, num_classes):
+    """The `train_counts.json` content, or None when neither count is given.
+
+    Raises:
+      ValueError: only one is given, or they are not non-negative counts of `num_classes`.
+    """
+    if train_positives is None and num_train_examples is None:
+        return None
+    if train_positives is None or num_train_examples is None:
+        raise ValueError("give both train_positives and num_train_examples, or neither")
+    positives = np.asarray(train_positives)
+    if (
+        positives.shape != (num_classes,)
+        or positives.dtype.kind not in "iu"
+        or (positives < 0).any()
+        or int(num_train_examples) < 1
+    ):
+        raise ValueError(
+            f"train_positives must be {num_classes} non-negative integers and "
+            f"num_train_examples >= 1; got shape {positives.shape} ({positives.dtype}) and "
+            f"{num_train_examples}"
+        )
+    return {"train_examples": int(num_train_examples), "train_positives": positives.tolist()}
 
 
 def _save_then_rename(module, path):
@@ -145,6 +198,9 @@ def _save_then_rename(module, path):
 def export_workdir(workdir, path, overwrite=False):
     """Exports the network a training run left in `workdir` (see `kpartial.training`).
 
+    The export carries the run's network, label names and thresholds, and, where the run recorded
+    them, its training counts (`workdir_train_counts`), so that evaluating it gives PSP@k.
+
     Raises:
       ExportError: as `export_saved_model`, or when `path` is the workdir or contains it.
     """
@@ -162,7 +218,41 @@ def export_workdir(workdir, path, overwrite=False):
     with open(os.path.join(workdir, "label_names.txt")) as f:
         label_names = [line.rstrip("\n") for line in f]
     thresholds = np.load(os.path.join(workdir, "thresholds.npy"))
-    return export_saved_model(network, label_names, thresholds, path, overwrite)
+    positives, num_examples = workdir_train_counts(workdir, label_names)
+    return export_saved_model(
+        network, label_names, thresholds, path, overwrite, positives, num_examples
+    )
+
+
+def workdir_train_counts(workdir, label_names):
+    """(int64 [C] training positives per class, number of training examples) of a finished run,
+    or (None, None) when the workdir does not record both.
+
+    The positives are class_stats.csv's, the ones the run's PSP@k used; the number of examples is
+    metrics.json's `train_examples` (written by `evaluation.test_metrics`; runs from before it
+    recorded it have none).
+    """
+    stats_path = os.path.join(workdir, "class_stats.csv")
+    metrics_path = os.path.join(workdir, "metrics.json")
+    if not (os.path.isfile(stats_path) and os.path.isfile(metrics_path)):
+        return None, None
+    with open(metrics_path) as f:
+        num_examples = json.load(f).get("train_examples")
+    if num_examples is None:
+        return None, None
+    positives = class_stats.ClassStatistics.from_csv(stats_path, label_names).positives
+    return positives, int(num_examples)
+
+
+def read_train_counts(path):
+    """(int64 [C] training positives, number of training examples) recorded by an export, or
+    (None, None) for an export without `train_counts.json`."""
+    counts = os.path.join(path, "assets", TRAIN_COUNTS)
+    if not os.path.isfile(counts):
+        return None, None
+    with open(counts) as f:
+        recorded = json.load(f)
+    return np.asarray(recorded["train_positives"], np.int64), int(recorded["train_examples"])
 
 
 def load_serving(path):
@@ -177,6 +267,13 @@ def load_serving(path):
     return loaded.signatures["serve"], label_names, thresholds
 
 
+# Said (in metrics.json's `left_out`, and by tools/evaluate.py) when an export lacks its counts.
+NO_TRAIN_COUNTS = (
+    f"{', '.join(evaluation.PROPENSITY_KEYS)} left out: the export records no training counts "
+    f"(assets/{TRAIN_COUNTS}; exported before kpartial wrote them, or from a run without them)"
+)
+
+
 def evaluate_saved_model(
     model_path,
     test_data,
@@ -185,17 +282,37 @@ def evaluate_saved_model(
     out_dir=None,
     data_options="",
     on_bad_input="error",
+    overwrite=False,
 ):
     """Metrics of an exported SavedModel on `test_data` (FMT:PATH); optionally writes metrics.json.
 
+    The metrics are `evaluation.test_metrics` at the export's thresholds, with PSP@k from the
+    training counts the export records (left out, and said so in `left_out`, for an export without
+    them): on the run's test set, the same `map`, `cf1`, `of1`, ... as the run's metrics.json.
     The test set is restricted to the model's classes when it has more (see
     `data.align_classes`); `data_options` are reader options "key=value,...". Image models
     are fed at the image size they were exported with; `image_size` (pixels), if given, must
     agree with it.
 
+    Args:
+      model_path: the SavedModel folder (a kpartial export).
+      test_data: FMT:PATH of the test set.
+      batch_size: prediction batch size.
+      image_size: image side for image data; default: the export's.
+      out_dir: if given, metrics.json is written there (see `check_metrics_target`).
+      data_options, on_bad_input: as for `data.load_spec`.
+      overwrite: replace a metrics.json that an earlier evaluation wrote in `out_dir`.
+
+    Returns:
+      The `test_metrics` dict with `model`, `test_data`, `image_size`, `skipped_input`, `note`,
+      `written_by` (`EVALUATE_WRITER`) and, without training counts, `left_out`.
+
     Raises:
       DataError: the test data does not fit the model (classes, feature width), or is bad input.
+      ExportError: `out_dir` must not receive this metrics.json (before anything is computed).
     """
+    if out_dir:
+        check_metrics_target(out_dir, overwrite)
     serve, label_names, thresholds = load_serving(model_path)
     # Images are verified below, after the cheaper checks that the data fits the model.
     test = data.load_spec(test_data, data_options, on_bad_input)
@@ -226,23 +343,62 @@ def evaluate_saved_model(
         test.labels,
         from_logits=False,
     )
-    result = scores.evaluate()
-    at_exported = scores.f1_scores(threshold=thresholds)
+    positives, num_train_examples = read_train_counts(model_path)
+    result = evaluation.test_metrics(scores, thresholds, positives, num_train_examples)
+    if positives is None:
+        result["left_out"] = NO_TRAIN_COUNTS
     result.update(
         {
-            "cf1_exported_thresholds": at_exported["cf1"],
-            "of1_exported_thresholds": at_exported["of1"],
             "model": model_path,
             "test_data": test_data,
             "image_size": image_size if test.features is None else None,
             "skipped_input": test.skipped,
-            "note": "metrics count only annotated test entries",
+            "note": "metrics count only annotated test entries; cf1/of1 at the export's "
+            "thresholds (thresholds.csv), cf1@0.5/of1@0.5 at 0.5",
+            "written_by": EVALUATE_WRITER,
         }
     )
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, "metrics.json"), result)
     return result
+
+
+def check_metrics_target(out_dir, overwrite=False):
+    """Raises ExportError (one line) unless an evaluation may write `out_dir`/metrics.json.
+
+    A training run's workdir (a folder holding any of `workdir.ARTIFACTS` other than
+    metrics.json, or a run's lock) is refused: its metrics.json is the run's, and would mark an
+    unfinished run finished. An existing metrics.json is replaced only with `overwrite`, and only
+    if an evaluation wrote it (`written_by`).
+    """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"{out_dir} is a file, not a folder for metrics.json")
+    run_files = [
+        name
+        for name in (*ARTIFACTS, LOCK)
+        if name != "metrics.json" and os.path.lexists(os.path.join(out_dir, name))
+    ]
+    if run_files:
+        raise ExportError(
+            f"{out_dir} is a training run's workdir (it holds {', '.join(run_files[:3])}); "
+            "not writing an evaluation's metrics.json there: give another folder"
+        )
+    path = os.path.join(out_dir, "metrics.json")
+    if not os.path.lexists(path):
+        return
+    try:
+        with open(path) as f:
+            writer = json.load(f).get("written_by")
+    except (OSError, ValueError, AttributeError):
+        writer = None
+    if writer != EVALUATE_WRITER:
+        raise ExportError(
+            f"{path} exists and no evaluation wrote it (a training run's metrics?); not "
+            "replacing it even with --overwrite: give another folder"
+        )
+    if not overwrite:
+        raise ExportError(f"{path} exists (an earlier evaluation); pass --overwrite to replace it")
 
 
 def _check_inputs_fit(test, input_shape, test_data, model_path):

@@ -33,7 +33,9 @@ Classes:
         :func:`kpartial.metrics.f1_scores_at_top_k`.
     MaskedPrecisionAtK: matches :func:`kpartial.metrics.precision_at_k`.
     MaskedAveragePrecision: bucketed approximation of
-        :func:`kpartial.metrics.mean_average_precision`.
+        :func:`kpartial.metrics.mean_average_precision` (a different algorithm: per-class score
+        histograms, so it can stream inside a compiled step; the exact AP is computed in one
+        place, :class:`kpartial.metrics.SparseScores`).
 """
 
 from __future__ import annotations
@@ -310,6 +312,12 @@ class MaskedAveragePrecision(keras.metrics.Metric):
     This is the same idea as ``keras.metrics.AUC(curve="PR", multi_label=True)``
     but uses the step-wise AP sum (not an interpolated area) and the
     evaluable-class filter, so it converges to the NumPy value.
+
+    It is a second algorithm for the AP, not a copy of the exact one: fixed-size
+    histograms are what a metric inside a compiled (XLA) train or test step can
+    accumulate, where the exact AP needs every score sorted. Reports (a run's
+    metrics.json, tools/evaluate.py) use the exact AP of
+    :class:`kpartial.metrics.SparseScores`.
 
     Args:
         num_classes: Number of classes ``C``.

@@ -14,9 +14,13 @@ Criteria for which active classes go first:
   A class without a known positive or negative scores inf: it is never "fit well".
 - `random`: a seeded random choice (a control for ablations).
 
-Pruned classes get weight 0 in `PartialLabelModel.active_classes`, so they contribute neither loss
-nor gradient for the rest of training; their output units are kept, so the model still predicts
-every class.
+Pruned classes get weight 0 in `PartialLabelModel.active_classes` (`set_active_classes`), so they
+contribute neither loss nor gradient for the rest of training; their output units are kept, so the
+model still predicts every class.
+
+The technique owns its switch and its callback: `switched_on` and `schedule_of` read the run's
+`kpartial.config.Config`, and `callbacks` builds what a run adds, so the trainer needs one call for
+pruning.
 """
 
 import math
@@ -27,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from kpartial import distribution, pipeline
+from kpartial.partial_model import network_of
 
 
 def parse_prune_schedule(text):
@@ -102,21 +107,31 @@ def resolve_prune_schedule(schedule, epochs):
     return tuple(resolved)
 
 
-def _known_label_sums(probabilities, known_labels, epsilon):
-    """[4, C] per-class sums over rows: positives' BCE, negatives' BCE, positives, negatives."""
-    p = np.clip(probabilities.astype(np.float64), epsilon, 1 - epsilon)
-    positive, negative = known_labels > 0, known_labels < 0
-    return np.stack(
-        [
-            np.where(positive, -np.log(p), 0.0).sum(axis=0),
-            np.where(negative, -np.log(1 - p), 0.0).sum(axis=0),
-            positive.sum(axis=0),
-            negative.sum(axis=0),
-        ]
-    )
+def switched_on(config):
+    """Whether the config prunes: a schedule, and `on`, or `auto` with kpartial's loss."""
+    pruning = config.pruning
+    wanted = pruning.switch == "on" or (pruning.switch == "auto" and config.loss.has_techniques)
+    return wanted and bool(pruning.schedule)
+
+
+def config_error(config):
+    """Why the config's pruning schedule cannot run (one line), else ""."""
+    if switched_on(config):
+        try:
+            resolve_prune_schedule(config.pruning.schedule, config.runtime.epochs)
+        except ValueError as e:
+            return f"prune_schedule: {e}"
+    return ""
+
+
+def schedule_of(config):
+    """The config's pruning schedule in epoch counts."""
+    return resolve_prune_schedule(config.pruning.schedule, config.runtime.epochs)
 
 
 def _balanced_loss(sums):
+    """float64 [C] class-balanced BCE from [4, C] per-class sums (positives' BCE, negatives' BCE,
+    positives, negatives): inf for a class without a known positive or a known negative."""
     positive_loss, negative_loss, num_positive, num_negative = sums
     balanced = 0.5 * (
         positive_loss / np.maximum(num_positive, 1) + negative_loss / np.maximum(num_negative, 1)
@@ -124,21 +139,18 @@ def _balanced_loss(sums):
     return np.where((num_positive > 0) & (num_negative > 0), balanced, np.inf)
 
 
-def known_label_loss(probabilities, known_labels, epsilon=1e-7):
-    """Class-balanced BCE on known entries, float [C]: the mean of the positives' mean loss and the
-    negatives' mean loss; inf for a class without a known positive or without a known negative."""
-    return _balanced_loss(_known_label_sums(probabilities, known_labels, epsilon))
-
-
 def streamed_known_label_loss(model, dataset, known_labels, epsilon=1e-7):
-    """`known_label_loss` of `model`'s predictions on `dataset`, in one compiled pass.
+    """Class-balanced BCE of `model`'s predictions on `dataset` at the known entries, float64 [C].
+
+    Per class, the mean of the known positives' mean BCE and the known negatives' mean BCE; inf
+    for a class without a known positive or a known negative. Computed in one compiled pass.
 
     Per-class sums over the known entries are accumulated batch by batch (float64, from the
     float32 probabilities the model predicts), so memory is [B, C] + [4, C], never [N, C]; the
     batch's labels come from `pipeline.label_lookup` by example id (dense or `SparseLabels`).
     With several workers, `dataset` is this worker's part and the sums are added across workers.
     """
-    network = getattr(model, "network", model)
+    network = network_of(model)
     lookup = pipeline.label_lookup(known_labels)
     sums = tf.Variable(tf.zeros([4, known_labels.shape[1]], tf.float64), trainable=False)
 
@@ -173,7 +185,7 @@ def streamed_known_label_loss(model, dataset, known_labels, epsilon=1e-7):
 
 
 class FitWell:
-    """Prunes the active classes with the lowest `known_label_loss` first."""
+    """Prunes the active classes with the lowest `streamed_known_label_loss` first."""
 
     uses_class_loss = True
 
@@ -193,7 +205,8 @@ class RandomClasses:
 
 
 # --prune_criterion name -> criterion: `choose(candidates, count, class_loss, rng)` gives the
-# classes to prune; `uses_class_loss` says whether it needs `known_label_loss` (a prediction pass).
+# classes to prune; `uses_class_loss` says whether it needs `streamed_known_label_loss` (a
+# prediction pass).
 CRITERIA = {"fit_well": FitWell(), "random": RandomClasses()}
 
 
@@ -214,7 +227,11 @@ def choose_classes_to_prune(active, count, criterion, class_loss=None, rng=None)
 
 
 class LabelPruningCallback(keras.callbacks.Callback):
-    """Prunes classes from `model.active_classes` following `schedule`.
+    """Prunes classes of a `PartialLabelModel` following `schedule`.
+
+    At each scheduled epoch it picks classes by `criterion` among the active ones and hands the new
+    active set to `PartialLabelModel.set_active_classes`, which also builds the train function of
+    the remaining K classes.
 
     Args:
       dataset: the training inputs, unshuffled and unaugmented, in example-id order (with several
@@ -225,6 +242,9 @@ class LabelPruningCallback(keras.callbacks.Callback):
       criterion: one of `CRITERIA`.
       seed: seed of the `random` criterion.
       log: a function that prints one line.
+
+    Raises:
+      ValueError: an unknown criterion, or a schedule entry that is a share of the epochs.
     """
 
     def __init__(self, dataset, known_labels, schedule, criterion="fit_well", seed=0, log=print):
@@ -247,7 +267,7 @@ class LabelPruningCallback(keras.callbacks.Callback):
         if epoch not in self.schedule:
             return
         started = time.perf_counter()
-        active = self.model.active_classes.numpy() > 0
+        active = self.model.active_class_mask
         num_classes = active.size
         count = round(self.schedule[epoch] * num_classes) - int((~active).sum())
         class_loss = None
@@ -257,9 +277,8 @@ class LabelPruningCallback(keras.callbacks.Callback):
         rng = np.random.default_rng([self.seed, epoch])
         pruned = choose_classes_to_prune(active, count, self.criterion, class_loss, rng)
         active[pruned] = False
-        self.model.active_classes.assign(active.astype(np.float32))
-        # The next steps compute the K active classes only: a new train function (static K).
-        self.model.make_train_function()
+        # The next steps compute the K active classes only (the model builds their train function).
+        self.model.set_active_classes(active)
         self.prune_seconds = time.perf_counter() - started
         self.log(
             f"epoch {epoch + 1}: pruned {pruned.size} classes by {self.criterion}; "
@@ -268,6 +287,34 @@ class LabelPruningCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["active_classes"] = float(self.model.active_classes.numpy().sum())
+            logs["active_classes"] = float(self.model.active_class_mask.sum())
             if epoch in self.schedule:
                 logs["prune_seconds"] = self.prune_seconds
+
+
+def callbacks(config, inputs, datasets, log):
+    """What pruning adds to a run: `[LabelPruningCallback]` when the config switches it on, else
+    nothing.
+
+    Args:
+      config: the run's `kpartial.config.Config` (its `pruning` part, and `runtime.seed` for the
+        `random` criterion).
+      inputs: the run's data; `.known` (the training labels the run may see) is read.
+      datasets: the run's datasets; `.train_inputs` (the training inputs, unshuffled) is read.
+      log: a function that prints one line.
+
+    Returns:
+      A list of callbacks for `fit`.
+    """
+    if not switched_on(config):
+        return []
+    return [
+        LabelPruningCallback(
+            datasets.train_inputs,
+            inputs.known,  # looked up per batch: sparse labels stay sparse
+            schedule_of(config),
+            config.pruning.criterion,
+            config.runtime.seed,
+            log,
+        )
+    ]

@@ -6,10 +6,18 @@ entries** (``label != 0``): an entry whose label is ``0`` never contributes to
 any count, ranking or denominator, so changing its score or probability
 changes nothing.
 
-Arrays are laid out as ``[N, C]`` (examples x classes) for the matrix
-functions. Everything is NumPy-only and vectorised: each column is sorted once
-(one ``argsort`` over the whole matrix) and there is no Python loop over
-examples.
+Every function takes ``(labels, scores)``, in the order of Keras and
+scikit-learn (``y_true, y_pred``): ``labels`` are integers in {-1, 0, 1},
+``scores`` real numbers (probabilities where a threshold applies), both
+``[N, C]`` (examples x classes) except for :func:`average_precision` (``[N]``).
+Labels that are not integers in {-1, 0, 1} raise a ``ValueError`` that names
+the order, which is how scores passed first are caught.
+
+Each metric is computed in one place, :class:`SparseScores`: the scores at the
+annotated entries only (memory O(annotated entries + C)). The dense functions
+collect those entries from their ``[N, C]`` arrays and return what
+:class:`SparseScores` computes; a test set too large for ``[N, C]`` arrays is
+collected batch by batch with :class:`StreamingEvaluation`.
 
 Functions:
     average_precision: AP of one 1-D score vector.
@@ -20,8 +28,8 @@ Functions:
     evaluate: all of the above as a JSON-serialisable dict.
     f1_scores_at_top_k, precision_at_k, ndcg_at_k, psp_at_k: per-example ranking metrics over
         each example's annotated entries; propensities: Jain et al.'s propensity model.
-    StreamingEvaluation, SparseScores: the same metrics from batches, keeping only the
-        scores at annotated entries (memory O(annotated entries + C), never [N, C]).
+    StreamingEvaluation, SparseScores: the scores at annotated entries, from batches or from
+        dense arrays, and every metric above computed from them.
     plot_ap_by_frequency: per-class AP against class frequency, as a PNG.
 """
 
@@ -47,56 +55,51 @@ __all__ = [
     "psp_at_k",
 ]
 
+# Appended to the errors about labels: scores passed first show up there.
+_ORDER = "; the metrics take (labels, scores), y_true first as in Keras and scikit-learn"
+
 
 # ----------------------------------------------------------------------------
 # Validation helpers
 # ----------------------------------------------------------------------------
-def _validate(scores, labels, ndim: int, score_name: str = "scores"):
-    """Converts and validates a (scores, labels) pair.
+def _check_pair(labels, scores, ndim: int, score_name: str = "scores"):
+    """Checks a (labels, scores) pair.
 
     Args:
+        labels: Array-like of integers in {-1, 0, 1}.
         scores: Array-like of real numbers.
-        labels: Array-like with values in {-1, 0, 1}.
         ndim: Required number of dimensions (1 or 2).
         score_name: Name used for ``scores`` in error messages.
 
     Returns:
-        ``(scores, labels)`` as ``float64`` and ``int8`` arrays.
+        ``(labels, scores)``: the labels as ``int8``, the scores as given.
 
     Raises:
-        ValueError: If the shapes differ or are not ``ndim``-dimensional, if a
-            label is outside {-1, 0, 1}, if the scores are not numeric, or if
-            an annotated entry has a NaN score.
+        ValueError: If the shapes differ or are not ``ndim``-dimensional, if the
+            scores are not numeric, or if the labels are not integers in
+            {-1, 0, 1} (the message then names the argument order).
     """
-    s, y = _check_pair(scores, labels, ndim, score_name)
-    s = s.astype(np.float64, copy=False)
-    _check_no_nan(s[y != 0], score_name)
-    return s, y
-
-
-def _check_pair(scores, labels, ndim: int, score_name: str):
-    """`_validate` without the float64 copy and the NaN check: (scores as given, int8 labels)."""
-    s = np.asarray(scores)
     y = np.asarray(labels)
+    s = np.asarray(scores)
     if s.ndim != ndim or y.ndim != ndim:
         raise ValueError(
-            f"{score_name} and labels must be {ndim}-D; got {score_name} "
-            f"shape {s.shape} and labels shape {y.shape}"
+            f"labels and {score_name} must be {ndim}-D; got labels shape {y.shape} and "
+            f"{score_name} shape {s.shape}"
         )
     if s.shape != y.shape:
         raise ValueError(
-            f"{score_name} and labels must have the same shape; got "
-            f"{score_name} shape {s.shape} and labels shape {y.shape}"
+            f"labels and {score_name} must have the same shape; got labels shape {y.shape} "
+            f"and {score_name} shape {s.shape}"
         )
     if s.dtype.kind not in "biuf":
         raise ValueError(f"{score_name} must be real numbers; got dtype {s.dtype}")
-    if y.dtype.kind not in "biuf":
-        raise ValueError(f"labels must be numeric with values in {{-1, 0, 1}}; got dtype {y.dtype}")
+    if y.dtype.kind not in "iu" and y.size:
+        raise ValueError(f"labels must be integers in {{-1, 0, 1}}; got dtype {y.dtype}{_ORDER}")
     valid = (y == 0) | (y == 1) | (y == -1)
     if not valid.all():
         bad = np.unique(y[~valid])[:5]
-        raise ValueError(f"labels must contain only -1, 0 or 1; found {bad.tolist()}")
-    return s, y.astype(np.int8)
+        raise ValueError(f"labels must contain only -1, 0 or 1; found {bad.tolist()}{_ORDER}")
+    return y.astype(np.int8), s
 
 
 def _check_no_nan(annotated_scores: np.ndarray, score_name: str):
@@ -124,51 +127,7 @@ def _validate_threshold(threshold, num_classes: int) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # Average precision
 # ----------------------------------------------------------------------------
-def _ap_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Vectorised step-wise AP of every column of validated ``[N, C]`` input.
-
-    Each column is sorted once by descending score (one ``argsort`` call for
-    the whole matrix, on a contiguous ``[C, N]`` copy). Tied scores form one
-    block; every positive in a block gets the precision measured at the *end*
-    of its block (i.e. at that distinct threshold), so the order in which the
-    sort leaves tied entries is irrelevant and a non-stable sort is fine.
-    Unknown entries (label 0) add neither to the true-positive nor to the
-    annotated count, so they have no effect wherever they fall in the order.
-    """
-    n, c = scores.shape
-    out = np.full(c, np.nan)
-    if n == 0 or c == 0:
-        return out
-
-    neg_s = np.ascontiguousarray(-scores.T)  # [C, N], ascending = best first
-    y_t = np.ascontiguousarray(labels.T)
-    order = np.argsort(neg_s, axis=1)
-    s = np.take_along_axis(neg_s, order, axis=1)
-    y = np.take_along_axis(y_t, order, axis=1)
-
-    pos = y == 1
-    tp = np.cumsum(pos, axis=1, dtype=np.int32)  # TP among top i+1
-    seen = np.cumsum(y != 0, axis=1, dtype=np.int32)  # annotated among top i+1
-    precision = tp / np.maximum(seen, 1)
-
-    # Position i closes a block of tied scores if the next score differs (or
-    # i is the last one). Every position then looks up the closing position
-    # of its block: the smallest block end >= i.
-    is_end = np.ones((c, n), dtype=bool)
-    np.not_equal(s[:, :-1], s[:, 1:], out=is_end[:, :-1])
-    end_idx = np.where(is_end, np.arange(n, dtype=np.int32), np.int32(n))
-    end_idx = np.minimum.accumulate(end_idx[:, ::-1], axis=1)[:, ::-1]
-    precision_at_block_end = np.take_along_axis(precision, end_idx, axis=1)
-
-    n_pos = tp[:, -1]
-    n_neg = seen[:, -1] - n_pos
-    evaluable = (n_pos > 0) & (n_neg > 0)
-    summed = np.where(pos, precision_at_block_end, 0.0).sum(axis=1)
-    out[evaluable] = summed[evaluable] / n_pos[evaluable]
-    return out
-
-
-def average_precision(scores, labels) -> float:
+def average_precision(labels, scores) -> float:
     """Average precision of one score vector, counting only annotated entries.
 
     Entries with ``label == 0`` are dropped. The remaining entries are ranked
@@ -190,43 +149,41 @@ def average_precision(scores, labels) -> float:
     scores with labels ``[1, -1, 1, -1]`` give ``AP = 2/4 = 0.5``.
 
     Args:
+        labels: 1-D array-like ``[N]`` of integers in {-1, 0, 1}.
         scores: 1-D array-like ``[N]`` of real scores (higher = more likely
             positive). Scores of unknown entries are ignored and may be NaN.
-        labels: 1-D array-like ``[N]`` with values in {-1, 0, 1}.
 
     Returns:
         AP in ``[0, 1]`` as a Python float, or ``nan`` if there is no
         annotated positive or no annotated negative.
 
     Raises:
-        ValueError: If the inputs are not 1-D, their shapes differ, a label is
-            outside {-1, 0, 1}, or an annotated entry has a NaN score.
+        ValueError: If the inputs are not 1-D, their shapes differ, the labels
+            are not integers in {-1, 0, 1}, or an annotated entry has a NaN score.
     """
-    s, y = _validate(scores, labels, ndim=1)
-    return float(_ap_columns(s[:, None], y[:, None])[0])
+    y, s = _check_pair(labels, scores, ndim=1)
+    return float(SparseScores.from_dense(y[:, None], s[:, None]).per_class_average_precision()[0])
 
 
-def per_class_average_precision(scores, labels) -> np.ndarray:
+def per_class_average_precision(labels, scores) -> np.ndarray:
     """Average precision of every class (column), annotated entries only.
 
-    Column ``c`` gets ``average_precision(scores[:, c], labels[:, c])``
-    (see that function for the formula and the tie rule), computed for all
-    columns at once with a single ``argsort``.
+    Column ``c`` gets ``average_precision(labels[:, c], scores[:, c])``
+    (see that function for the formula and the tie rule).
 
     Args:
+        labels: Array-like ``[N, C]`` of integers in {-1, 0, 1}.
         scores: Array-like ``[N, C]`` of real scores.
-        labels: Array-like ``[N, C]`` with values in {-1, 0, 1}.
 
     Returns:
         ``float64`` array ``[C]``; ``nan`` for classes that are not evaluable
         (no annotated positive or no annotated negative).
 
     Raises:
-        ValueError: If the inputs are not 2-D, their shapes differ, a label is
-            outside {-1, 0, 1}, or an annotated entry has a NaN score.
+        ValueError: If the inputs are not 2-D, their shapes differ, the labels
+            are not integers in {-1, 0, 1}, or an annotated entry has a NaN score.
     """
-    s, y = _validate(scores, labels, ndim=2)
-    return _ap_columns(s, y)
+    return SparseScores.from_dense(labels, scores).per_class_average_precision()
 
 
 def _nanmean_or_nan(values: np.ndarray) -> float:
@@ -234,7 +191,7 @@ def _nanmean_or_nan(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
-def mean_average_precision(scores, labels) -> float:
+def mean_average_precision(labels, scores) -> float:
     """Mean average precision over evaluable classes, annotated entries only.
 
         mAP = (1 / |E|) * sum_{c in E} AP_c,
@@ -244,8 +201,8 @@ def mean_average_precision(scores, labels) -> float:
     as 0).
 
     Args:
+        labels: Array-like ``[N, C]`` of integers in {-1, 0, 1}.
         scores: Array-like ``[N, C]`` of real scores.
-        labels: Array-like ``[N, C]`` with values in {-1, 0, 1}.
 
     Returns:
         mAP as a fraction in ``[0, 1]`` (Python float), or ``nan`` if no
@@ -254,7 +211,7 @@ def mean_average_precision(scores, labels) -> float:
     Raises:
         ValueError: As for :func:`per_class_average_precision`.
     """
-    return _nanmean_or_nan(per_class_average_precision(scores, labels))
+    return SparseScores.from_dense(labels, scores).mean_average_precision()
 
 
 # ----------------------------------------------------------------------------
@@ -266,10 +223,10 @@ def _f1(p: float, r: float) -> float:
     return 0.0 if p + r == 0 else 2.0 * p * r / (p + r)
 
 
-def f1_scores(probabilities, labels, threshold=0.5) -> dict:
+def f1_scores(labels, scores, threshold=0.5) -> dict:
     """Per-class and overall precision / recall / F1, annotated entries only.
 
-    An entry is predicted positive iff ``probability >= threshold``. Only
+    An entry is predicted positive iff ``score >= threshold``. Only
     entries with ``label != 0`` are counted. For class ``c``:
 
         TP_c = #{pred 1, label +1},  FP_c = #{pred 1, label -1},
@@ -294,9 +251,9 @@ def f1_scores(probabilities, labels, threshold=0.5) -> dict:
     ``of1`` are ``nan``.
 
     Args:
-        probabilities: Array-like ``[N, C]`` of predicted probabilities (any
-            real scores work). Values at unknown entries are ignored.
-        labels: Array-like ``[N, C]`` with values in {-1, 0, 1}.
+        labels: Array-like ``[N, C]`` of integers in {-1, 0, 1}.
+        scores: Array-like ``[N, C]`` of predicted probabilities (any real
+            scores work). Values at unknown entries are ignored.
         threshold: Scalar, or array-like ``[C]`` with one threshold per class.
 
     Returns:
@@ -304,22 +261,11 @@ def f1_scores(probabilities, labels, threshold=0.5) -> dict:
         ``"op"``, ``"or"``, ``"of1"``.
 
     Raises:
-        ValueError: If the inputs are not 2-D, their shapes differ, a label is
-            outside {-1, 0, 1}, an annotated entry is NaN, or ``threshold`` is
-            neither a scalar nor of shape ``[C]``.
+        ValueError: If the inputs are not 2-D, their shapes differ, the labels
+            are not integers in {-1, 0, 1}, an annotated entry is NaN, or
+            ``threshold`` is neither a scalar nor of shape ``[C]``.
     """
-    p, y = _validate(probabilities, labels, ndim=2, score_name="probabilities")
-    t = _validate_threshold(threshold, p.shape[1])
-    return _f1_from_validated(p, y, t)
-
-
-def _f1_from_validated(p: np.ndarray, y: np.ndarray, t: np.ndarray) -> dict:
-    pred = p >= t
-    is_pos = y == 1
-    is_neg = y == -1
-    return _f1_from_counts(
-        (pred & is_pos).sum(axis=0), (pred & is_neg).sum(axis=0), (~pred & is_pos).sum(axis=0)
-    )
+    return SparseScores.from_dense(labels, scores).f1_scores(threshold)
 
 
 def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
@@ -347,12 +293,12 @@ def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
     }
 
 
-def evaluate(probabilities, labels, threshold=0.5) -> dict:
+def evaluate(labels, scores, threshold=0.5) -> dict:
     """Computes all metrics at once, annotated entries only.
 
     Args:
-        probabilities: Array-like ``[N, C]`` of predicted probabilities.
-        labels: Array-like ``[N, C]`` with values in {-1, 0, 1}.
+        labels: Array-like ``[N, C]`` of integers in {-1, 0, 1}.
+        scores: Array-like ``[N, C]`` of predicted probabilities.
         threshold: Scalar or array-like ``[C]``, see :func:`f1_scores`.
 
     Returns:
@@ -361,7 +307,7 @@ def evaluate(probabilities, labels, threshold=0.5) -> dict:
 
         - ``"map"``: :func:`mean_average_precision` as a fraction in [0, 1].
         - ``"cf1"``, ``"of1"``, ``"cp"``, ``"cr"``, ``"op"``, ``"or"``: see
-          :func:`f1_scores`.
+          :func:`f1_scores`, at ``threshold``.
         - ``"evaluated_classes"``: number of classes in the mAP (at least one
           annotated positive and one annotated negative).
         - ``"annotated_entries"``: number of entries with ``label != 0``.
@@ -369,77 +315,34 @@ def evaluate(probabilities, labels, threshold=0.5) -> dict:
     Raises:
         ValueError: As for :func:`f1_scores`.
     """
-    p, y = _validate(probabilities, labels, ndim=2, score_name="probabilities")
-    t = _validate_threshold(threshold, p.shape[1])
-    ap = _ap_columns(p, y)
-    f1 = _f1_from_validated(p, y, t)
-    return {
-        "map": _nanmean_or_nan(ap),
-        "cf1": f1["cf1"],
-        "of1": f1["of1"],
-        "cp": f1["cp"],
-        "cr": f1["cr"],
-        "op": f1["op"],
-        "or": f1["or"],
-        "evaluated_classes": int(np.count_nonzero(~np.isnan(ap))),
-        "annotated_entries": int(np.count_nonzero(y)),
-    }
+    return SparseScores.from_dense(labels, scores).evaluate(threshold)
 
 
 # ----------------------------------------------------------------------------
 # Ranking metrics per example (top-k over each row's annotated entries)
 # ----------------------------------------------------------------------------
-
-
-def _top_k_mask(p: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """bool [N, C]: each row's k highest-scoring annotated entries (fewer if it has fewer); ties
-    go to the lower class index, as in `_ranked_top_k`."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    mask = np.zeros(p.shape, bool)
-    np.put_along_axis(mask, _ranked_top_k(p, y, k), True, axis=1)
-    return mask & (y != 0)
-
-
-def _ranked_top_k(p: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """int [N, k]: column indices of each row's top-k annotated entries, best first (ties: the
-    lower class index first)."""
-    k = min(k, p.shape[1])
-    masked = np.where(y != 0, p, -np.inf)
-    return np.argsort(-masked, axis=1, kind="stable")[:, :k]
-
-
-def f1_scores_at_top_k(probabilities, labels, k=3) -> dict:
+def f1_scores_at_top_k(labels, scores, k=3) -> dict:
     """CP/CR/CF1 and OP/OR/OF1 with each example's top-k annotated entries predicted positive.
 
     Same definitions as :func:`f1_scores`, with "predicted positive" meaning "among the k
-    highest-scoring annotated entries of the example" instead of a threshold.
+    highest-scoring annotated entries of the example" instead of a threshold. Ties go to the
+    lower class index (here and in every top-k metric below).
+
+    Raises:
+        ValueError: As for :func:`f1_scores`, or if ``k < 1``.
     """
-    p, y = _validate(probabilities, labels, ndim=2, score_name="probabilities")
-    pred = _top_k_mask(p, y, k)
-    # Reuse the thresholded definition: predicted entries get score 1, others 0, threshold 0.5.
-    return _f1_from_validated(pred.astype(np.float64), y, np.full(p.shape[1], 0.5))
+    return SparseScores.from_dense(labels, scores).f1_scores_at_top_k(k)
 
 
-def precision_at_k(scores, labels, k=1) -> float:
+def precision_at_k(labels, scores, k=1) -> float:
     """P@k = mean over examples with an annotated positive of (#positives in top-k) / k."""
-    p, y = _validate(scores, labels, ndim=2)
-    hits = np.take_along_axis(y == 1, _ranked_top_k(p, y, k), axis=1).sum(axis=1)
-    rows = (y == 1).any(axis=1)
-    return float(hits[rows].mean() / k) if rows.any() else math.nan
+    return SparseScores.from_dense(labels, scores).precision_at_k(k)
 
 
-def ndcg_at_k(scores, labels, k=5) -> float:
+def ndcg_at_k(labels, scores, k=5) -> float:
     """nDCG@k = DCG@k / ideal DCG@k, DCG@k = sum_{r<=k} [positive at rank r] / log2(r + 1),
     averaged over examples with an annotated positive."""
-    p, y = _validate(scores, labels, ndim=2)
-    ranked = _ranked_top_k(p, y, k)
-    discounts = 1.0 / np.log2(np.arange(2, ranked.shape[1] + 2))
-    dcg = (np.take_along_axis(y == 1, ranked, axis=1) * discounts).sum(axis=1)
-    num_positive = (y == 1).sum(axis=1)
-    ideal = np.cumsum(discounts)[np.clip(num_positive, 1, ranked.shape[1]) - 1]
-    rows = num_positive > 0
-    return float((dcg[rows] / ideal[rows]).mean()) if rows.any() else math.nan
+    return SparseScores.from_dense(labels, scores).ndcg_at_k(k)
 
 
 def propensities(positive_counts, num_examples, a=0.55, b=1.5) -> np.ndarray:
@@ -455,17 +358,13 @@ def propensities(positive_counts, num_examples, a=0.55, b=1.5) -> np.ndarray:
     return 1.0 / (1.0 + c * np.exp(-a * np.log(counts + b)))
 
 
-def psp_at_k(scores, labels, propensity, k=5) -> float:
+def psp_at_k(labels, scores, propensity, k=5) -> float:
     """Propensity-scored precision PSP@k, normalised by its best achievable value:
 
     PSP@k = sum_i sum_{l in top-k_i} [y_il = +1] / p_l
             / sum_i (the k largest [y_il = +1] / p_l of row i)
     """
-    p, y = _validate(scores, labels, ndim=2)
-    weights = np.where(y == 1, 1.0 / np.asarray(propensity, np.float64)[None, :], 0.0)
-    gained = np.take_along_axis(weights, _ranked_top_k(p, y, k), axis=1).sum()
-    best = -np.sort(-weights, axis=1)[:, : min(k, p.shape[1])].sum()
-    return float(gained / best) if best > 0 else math.nan
+    return SparseScores.from_dense(labels, scores).psp_at_k(propensity, k)
 
 
 # ----------------------------------------------------------------------------
@@ -488,17 +387,17 @@ class StreamingEvaluation:
         self.num_examples = 0
         self._parts = []
 
-    def add(self, scores, labels, from_logits: bool = False):
-        """Adds the next batch: scores (probabilities, or logits) and labels, both ``[B, C]``.
+    def add(self, labels, scores, from_logits: bool = False):
+        """Adds the next batch: labels and scores (probabilities, or logits), both ``[B, C]``.
 
-        With ``from_logits``, a score becomes ``float32(sigmoid(float64(logit)))``, exactly what
-        `kpartial.partial_model.predict_probabilities` returns, so ties and thresholds fall as
-        they do on its output.
+        With ``from_logits``, a score becomes ``float32(sigmoid(float64(logit)))``: the
+        probability rounded to float32 as a model's float32 output would be, so ties and
+        thresholds fall as they do on probabilities predicted in float32.
 
         Raises:
             ValueError: As for :func:`evaluate`, or if the batch does not have C columns.
         """
-        s, y = _check_pair(scores, labels, 2, "probabilities")
+        y, s = _check_pair(labels, scores, 2)
         if s.shape[1] != self.num_classes:
             raise ValueError(f"a batch of {s.shape[1]} classes for {self.num_classes} classes")
         rows, classes = np.nonzero(y)
@@ -506,7 +405,7 @@ class StreamingEvaluation:
         if from_logits:
             annotated = (1.0 / (1.0 + np.exp(-annotated.astype(np.float64)))).astype(np.float32)
         annotated = annotated.astype(np.float64)
-        _check_no_nan(annotated, "probabilities")
+        _check_no_nan(annotated, "scores")
         self._parts.append(
             (rows + self.num_examples, classes.astype(np.int32), annotated, y[rows, classes])
         )
@@ -522,9 +421,10 @@ class StreamingEvaluation:
 class SparseScores:
     """Scores at the annotated entries of N examples over C classes, and the metrics they give.
 
-    Each method returns exactly what the module function of the same name returns on the dense
-    ``[N, C]`` scores and labels (unknown entries never count there either); ranking ties go to
-    the lower class index as there. Build it with `StreamingEvaluation` or `from_dense`.
+    This class is where every metric of the module is computed: the module function of a
+    method's name is that method on ``from_dense(labels, scores)`` (unknown entries never count,
+    so keeping only the annotated ones changes nothing); ranking ties go to the lower class
+    index. Build it with `StreamingEvaluation` or `from_dense`.
 
     Attributes:
         rows: int64 [K] example of each annotated entry, non-decreasing.
@@ -541,10 +441,14 @@ class SparseScores:
         self._ranks = None
 
     @classmethod
-    def from_dense(cls, scores, labels) -> SparseScores:
-        """The annotated entries of dense ``[N, C]`` scores (probabilities) and labels."""
+    def from_dense(cls, labels, scores) -> SparseScores:
+        """The annotated entries of dense ``[N, C]`` labels and scores (probabilities).
+
+        Raises:
+            ValueError: As for :func:`evaluate`.
+        """
         streaming = StreamingEvaluation(np.shape(labels)[1] if np.ndim(labels) == 2 else 0)
-        streaming.add(scores, labels)
+        streaming.add(labels, scores)
         return streaming.result()
 
     def _ranked(self):
@@ -554,12 +458,19 @@ class SparseScores:
         each sorted entry; each class's first position [C]; positives and entries of its class up
         to and including each position; whether a position ends its block of tied scores.
         """
-        order = np.lexsort((-self.scores, self.classes))
+        # By score first (ties in any order: every use counts a block of tied scores at its
+        # end), then stably by class; a radix sort where the classes fit in int16.
+        order = np.argsort(-self.scores)
+        by_class = self.classes[order]
+        if self.num_classes <= np.iinfo(np.int16).max:
+            by_class = by_class.astype(np.int16)
+        order = order[np.argsort(by_class, kind="stable")]
         c, s, pos = self.classes[order], self.scores[order], self.labels[order] == 1
         first = np.searchsorted(c, np.arange(self.num_classes))
+        class_start = first[c]
         tp_before = np.concatenate([[0], np.cumsum(pos, dtype=np.int64)])
-        tp = tp_before[1:] - tp_before[first[c]]
-        predicted = np.arange(c.size) - first[c] + 1
+        tp = tp_before[1:] - tp_before[class_start]
+        predicted = np.arange(c.size) - class_start + 1
         is_end = np.ones(c.size, bool)
         is_end[:-1] = (c[:-1] != c[1:]) | (s[:-1] != s[1:])
         return c, s, pos, first, tp, predicted, is_end
@@ -569,7 +480,7 @@ class SparseScores:
         c, _, pos, _, tp, predicted, is_end = self._ranked()
         positions = np.arange(c.size)
         precision = tp / predicted
-        # As in `_ap_columns`: a positive gets the precision at the end of its block of ties.
+        # A positive gets the precision at the end of its block of ties (`average_precision`).
         end = np.minimum.accumulate(np.where(is_end, positions, c.size)[::-1])[::-1]
         summed = np.bincount(c[pos], precision[end[pos]], minlength=self.num_classes)
         n_pos = np.bincount(c[pos], minlength=self.num_classes)
@@ -659,7 +570,8 @@ class SparseScores:
         return self._ranks
 
     def _top(self, k: int) -> np.ndarray:
-        """bool [K]: the entry is among its example's top-k annotated entries (`_ranked_top_k`)."""
+        """bool [K]: the entry is among its example's k highest-scoring annotated entries (ties:
+        the lower class index first)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         return self._rank() < min(k, self.num_classes)

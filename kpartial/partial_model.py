@@ -27,6 +27,11 @@ every epoch (and before anything else reads the network: a refresh, pruning, eva
 checkpoint). Pruned columns are never touched, so they keep their weights exactly and cost
 nothing; the exported network still predicts every class. There is one train function (one
 compilation) per phase.
+
+Callbacks change this state through the model's methods (`set_pseudo_labels`,
+`clear_pseudo_labels`, `set_active_classes`), never by assigning the variables, so what a change
+must also do (a new train function after pruning) happens in one place. `network_of(model)` is the
+network that scores examples, for passes that predict outside the train step.
 """
 
 import time
@@ -190,6 +195,92 @@ class PartialLabelModel(keras.Model):
             inputs = inputs["x"]
         return self.network(inputs, training=training)
 
+    # What callbacks change. They go through these methods rather than assigning the variables,
+    # so the variables' meaning (and what a change must rebuild) is kept here.
+
+    @property
+    def pseudo_store_shape(self):
+        """(N, L): the examples and the pseudo-positive slots per example of the store.
+
+        Raises:
+          ValueError: the model keeps no store (`pseudo_labelling=False`).
+        """
+        if self.pseudo_positives is None:
+            raise ValueError(
+                "this PartialLabelModel was made with pseudo_labelling=False: it keeps no pseudo "
+                "labels"
+            )
+        return tuple(int(d) for d in self.pseudo_positives.shape)
+
+    def set_pseudo_labels(self, positives, positive_thresholds, negative_thresholds):
+        """Installs a refresh's pseudo labels; the next train steps apply them.
+
+        The values go into variables the compiled train step reads, so no retrace is needed, and
+        checkpoints carry them.
+
+        Args:
+          positives: int [N, L] store: each example's pseudo-positive classes (class + 1; 0 = an
+            empty slot). Known labels still win over them.
+          positive_thresholds: float [C] probabilities t+, kept as a record (the store already
+            holds the entries above them).
+          negative_thresholds: float [C] probabilities t-: each step, an unknown entry whose
+            score is strictly below t-_c counts as a negative.
+
+        Raises:
+          ValueError: the model keeps no store, or an argument's shape is not the variable's.
+        """
+        writes = [
+            ("positives", self.pseudo_positives, np.asarray(positives, np.int32)),
+            ("positive_thresholds", self.pseudo_thresholds, np.asarray(positive_thresholds)),
+            (
+                "negative_thresholds",
+                self.pseudo_negative_thresholds,
+                np.asarray(negative_thresholds),
+            ),
+        ]
+        _ = self.pseudo_store_shape  # refuses a model without a store
+        for name, variable, value in writes:
+            if value.shape != tuple(variable.shape):
+                raise ValueError(f"{name} has shape {value.shape}, the model's is {variable.shape}")
+        for _, variable, value in writes:
+            variable.assign(value.astype(variable.dtype))
+
+    def clear_pseudo_labels(self):
+        """Back to no pseudo labels (as constructed): an empty store, t+ = 1 and t- = 0."""
+        if self.pseudo_positives is not None:
+            self.pseudo_positives.assign(np.zeros(self.pseudo_store_shape, np.int32))
+        self.pseudo_thresholds.assign(np.ones(self.pseudo_thresholds.shape, np.float32))
+        self.pseudo_negative_thresholds.assign(
+            np.zeros(self.pseudo_negative_thresholds.shape, np.float32)
+        )
+
+    @property
+    def active_class_mask(self):
+        """bool [C]: the classes still trained."""
+        return self.active_classes.numpy() > 0
+
+    def set_active_classes(self, mask):
+        """Trains the classes of `mask` only, from the next step on.
+
+        Writes `active_classes` (checkpointed) and, on a compiled model, builds the train function
+        of the new active set at once (`make_train_function`: the pruned step's K is static); an
+        uncompiled model builds it when `fit` starts.
+
+        Args:
+          mask: bool [C], True for the classes that stay active.
+
+        Raises:
+          ValueError: `mask` is not [C], or it leaves no class active.
+        """
+        mask = np.asarray(mask, bool)
+        if mask.shape != tuple(self.active_classes.shape):
+            raise ValueError(f"mask has shape {mask.shape}, not ({self.active_classes.shape[0]},)")
+        if not mask.any():
+            raise ValueError("at least one class must stay active")
+        self.active_classes.assign(mask.astype(np.float32))
+        if self.compiled:
+            self.make_train_function()
+
     def resolve_labels(self, labels, logits, example_ids=None, class_ids=None):
         """Known labels win; then LL-Cp's corrections; then stored positives; then the online t-.
 
@@ -335,7 +426,7 @@ class PartialLabelModel(keras.Model):
         With classes pruned (and a `logits` layer) the train step computes the head, the loss and
         the head's update for the K active classes only, K static: each pruning phase has its own
         train function and `_HeadPhase`. Called by Keras as `fit` starts (after a resume restored
-        `active_classes`) and by the pruning callback after pruning.
+        `active_classes`) and by `set_active_classes`.
         """
         active = self.active_classes.numpy() > 0
         if not np.array_equal(active, getattr(self, "_active_mask", None)):
@@ -426,6 +517,15 @@ class PartialLabelModel(keras.Model):
         return [self.loss_tracker]
 
 
+def network_of(model):
+    """The network that scores examples: a `PartialLabelModel`'s `network`, any other model itself.
+
+    Passes that predict (refreshes, pruning, evaluation) call the network directly, so they need
+    neither the wrapper's dict inputs nor its train-step state.
+    """
+    return model.network if isinstance(model, PartialLabelModel) else model
+
+
 class _HeadWriteBack(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.model._head_phase is not None:
@@ -450,7 +550,7 @@ class EpochClock(keras.callbacks.Callback):
     """
 
     def on_train_begin(self, logs=None):
-        network = getattr(self.model, "network", self.model)
+        network = network_of(self.model)
         self._seed_states = [v for v in network.variables if v.name == "seed_generator_state"]
         self._base_seeds = [int(v.numpy()[0]) for v in self._seed_states]
 
@@ -473,9 +573,3 @@ class EpochClock(keras.callbacks.Callback):
 def _logit(probability):
     """log(p / (1 - p)), +-inf at 1 and 0: a rule on logits equals the rule on probabilities."""
     return ops.log(probability) - ops.log1p(-probability)
-
-
-def predict_probabilities(model, dataset):
-    """Sigmoid outputs of `model` on a finite, unshuffled, unaugmented dataset, as float32 [N, C]."""
-    logits = model.predict(dataset, verbose=0)
-    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)

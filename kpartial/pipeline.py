@@ -7,6 +7,8 @@ the source of the data's input kind (kpartial.input_sources); this module adds t
 epoch and the known length, and prefetches.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
 
@@ -118,3 +120,79 @@ def evaluation_dataset(data, batch_size, image_size=None, part=None):
     `input_sources.WorkerPart`, of that part's examples only."""
     source = input_sources.source_for(data, image_size)
     return source.evaluation_batches(batch_size, part=part).prefetch(AUTOTUNE)
+
+
+class RunDatasets(NamedTuple):
+    """The datasets of one run."""
+
+    # Shuffled, augmented batches of one epoch per iteration; with several replicas, a
+    # distributed dataset of each replica's share of the same global batches, all epochs in one
+    # iteration of `steps_per_epoch` steps each.
+    train: object
+    steps_per_epoch: object  # int, or None: Keras reads the length of `train`
+    train_inputs: tf.data.Dataset  # this worker's part of the training inputs, in example order
+    test: tf.data.Dataset
+    test_labels: object  # int8 [N, C] or SparseLabels: looked up per batch, never made dense
+    validation: object  # the held-out examples' dataset, or None
+
+
+def run_datasets(config, inputs, epochs_done, placement):
+    """The `RunDatasets` of a run's `inputs` (`kpartial.run_inputs.RunInputs`).
+
+    Args:
+      config: the run's `kpartial.config.Config`.
+      inputs: the run's inputs.
+      epochs_done: the model's epoch counter variable; the training dataset reads it as each
+        epoch starts, so a resumed run continues the shuffling where it stopped.
+      placement: the run's `distribution.Placement`.
+    """
+    runtime = config.runtime
+    image_size = (config.model.image_size, config.model.image_size)
+    steps = None  # Keras counts the steps of a dataset with a known length
+    if placement.replicas == 1:
+        train = training_dataset(
+            inputs.train,
+            inputs.known,
+            runtime.batch_size,
+            runtime.seed,
+            image_size,
+            epoch=epochs_done,
+        )
+    else:
+        global_batch = min(runtime.batch_size, inputs.train.num_examples)
+        start_epoch = int(epochs_done.numpy())
+
+        def replica_shares(context):
+            # This input pipeline's local replicas take consecutive shares of each global batch.
+            replica_batch = context.get_per_replica_batch_size(global_batch)
+            worker_share = global_batch // context.num_input_pipelines
+            shard = input_sources.BatchShard(
+                global_batch, context.input_pipeline_id * worker_share, worker_share
+            )
+            return training_dataset(
+                inputs.train,
+                inputs.known,
+                replica_batch,
+                runtime.seed,
+                image_size,
+                epoch=start_epoch,
+                shard=shard,
+                epochs=runtime.epochs,
+            )
+
+        train = placement.strategy.distribute_datasets_from_function(replica_shares)
+        steps = steps_per_epoch(inputs.train, global_batch)
+    place = placement.place
+    part = None if place.count == 1 else input_sources.WorkerPart(place.index, place.count)
+    eval_batch_size = 1024 if inputs.train.features is not None else runtime.batch_size
+    validation = None
+    if inputs.validation is not None:
+        validation = evaluation_dataset(inputs.validation, eval_batch_size, image_size)
+    return RunDatasets(
+        train,
+        steps,
+        evaluation_dataset(inputs.train, eval_batch_size, image_size, part),
+        evaluation_dataset(inputs.test, eval_batch_size, image_size),
+        inputs.test.labels,
+        validation,
+    )

@@ -4,41 +4,48 @@ An unknown entry of class c with logit z counts as
 
     pseudo = +1 if z > t+_c,  -1 if z < t-_c,  0 otherwise.
 
-The inequalities are strict so that ties at a threshold stay unknown. This module refreshes the
-labels on a schedule (first after `start_epoch` epochs, then every `every` epochs) by ONE
-streaming pass over the training set without augmentation: batch by batch, the unknown entries'
-logits are counted into per-class histograms (`NUM_BINS` bins of width `BIN_WIDTH` on the logit
-scale; logits beyond the range land in the end bins), with the known labels looked up per batch by
-example id (sparse labels stay sparse). The [C] thresholds come from the histograms. Beyond
-`HISTOGRAM_EXAMPLES` examples the histograms count a fixed hashed sample of them (a quantile
-needs no more, and binning every entry costs more than predicting it with a small network).
+The inequalities are strict so that ties at a threshold stay unknown. `PseudoLabelCallback`
+refreshes the labels on a schedule (first after `start_epoch` epochs, then every `every` epochs)
+by ONE streaming pass over the training set without augmentation: batch by batch, the unknown
+entries' logits are counted into per-class histograms (`NUM_BINS` bins of width `BIN_WIDTH` on
+the logit scale; logits beyond the range land in the end bins), with the known labels looked up
+per batch by example id (sparse labels stay sparse). Beyond `HISTOGRAM_EXAMPLES` examples the
+histograms count a fixed hashed sample of them (a quantile needs no more, and binning every entry
+costs more than predicting it with a small network).
 
 The two sides are kept differently (`PartialLabelModel.resolve_labels` applies them):
 - Positives are a snapshot. In the same pass each example keeps its L highest unknown logits above
   the floor of t+ (`PositiveCandidates`); once the thresholds are known, those above t+_c become
-  the model's `pseudo_positives` store, int32 [N, L]. They number about prior x unknowns, so a
-  small L holds them (candidates beyond L are counted and logged).
+  the model's store of pseudo positives, int32 [N, L] (`PartialLabelModel.set_pseudo_labels`).
+  They number about prior x unknowns, so a small L holds them (candidates beyond L are counted
+  and logged).
 - Negatives are online: each step, an unknown entry whose current stop-gradient logit is below
   t-_c counts as a negative. They are most of the unknown entries, so they could not be stored.
-An online positive rule (z > t+_c each step) was measured first and rejected: between refreshes
-the network raises the scores of its own pseudo positives and of their neighbours, more entries
-cross t+, and on the demo the pseudo-positive precision fell from 0.97 to 0.70 within ten epochs
-(mAP 74.0 against the snapshot's 81.3). Nothing is N x C: the state is O(C x NUM_BINS + N x L)
-during a refresh and O(C + N x L) after it.
+Positives are not applied online (z > t+_c in every step) because that feeds on itself: between
+refreshes the network raises the scores of its own pseudo positives and of their neighbours, more
+entries cross t+, and the pseudo positives' precision falls (figures: benchmarks/README.md,
+"Pseudo-label store vs the dense snapshot"). Nothing is N x C: the state is
+O(C x NUM_BINS + N x L) during a refresh and O(C + N x L) after it.
 
-Thresholds are either fixed (`mode="fixed"`: t+ and t- the same for every class) or derived from
-the class prior pi_c (`mode="prior"`): among the U_c unknown entries of class c, t+_c lets exactly
-floor(pi_c U_c) of them through (the next candidate's logit: every entry above the floor is a
-candidate, so this needs no histogram and is exact for the rarest class), never below
-`min_positive_probability`; t-_c is the highest histogram edge below
-which at most `negative_coverage * (1 - pi_c)` of them lies, so only the most confident share of
-the expected negatives is labelled. A network that cannot yet tell entries apart (all scores in one
-bin) labels nothing. Known labels always win.
+A rule of `RULES` (`--pseudo_mode`, its options from `--pseudo_rule_options`) sets the thresholds;
+its constructor's defaults are the run's defaults:
+- `fixed` (`FixedThresholdRule`): the same t+ and t- for every class (probabilities 0.5, 0.05).
+- `prior` (`PriorMatchedRule`): from each class's positive rate pi_c among its unknown entries.
+  Among the U_c unknown entries of class c, t+_c lets exactly floor(pi_c U_c) of them through:
+  the next candidate's logit (every entry above the floor is a candidate, so this needs no
+  histogram and is exact for the rarest class), never below `positive_threshold` (0.5). t-_c is
+  the highest histogram edge below which at most `negative_coverage * (1 - pi_c)` (0.1) of them
+  lie, so only the most confident share of the expected negatives is labelled. A network that
+  cannot yet tell entries apart (all scores in one bin) labels nothing.
+Known labels always win.
 
 Quality (coverage, and precision/recall against the hidden true labels when the labels were
 simulated) is counted in the same pass, as of the refresh: the histograms are kept per hidden-label
-group, so the counts are exact for thresholds on bin edges (the prior rule's) and at bin
-resolution otherwise.
+group, so the counts are exact for thresholds on bin edges and at bin resolution otherwise.
+
+The technique owns its switch and its callback: `switched_on`, `off_because` and `is_on` read the
+run's `kpartial.config.Config`, and `callbacks` builds what a run adds, so the trainer needs one
+call for pseudo labels.
 """
 
 import inspect
@@ -48,7 +55,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kpartial import distribution, evaluation, pipeline
+from kpartial import class_stats, distribution, evaluation, pipeline
+from kpartial.data import parse_options
+from kpartial.partial_model import network_of
 from kpartial.sparse_labels import as_sparse
 
 # The logit histogram: NUM_BINS bins of BIN_WIDTH from LOWEST_LOGIT (sigmoid(16) = 1 - 1e-7).
@@ -71,71 +80,86 @@ def _logit(probability):
         return np.log(probability) - np.log1p(-np.asarray(probability, np.float64))
 
 
-def prior_matched_thresholds(counts, priors, min_positive_probability=0.5, negative_coverage=0.5):
-    """Per-class logit (t+, t-) so that unknown entries are pseudo-labelled at the prior's rates.
+def _sigmoid(logit):
+    """float32 probabilities of float64 logits (+-inf give 1 and 0)."""
+    return (1.0 / (1.0 + np.exp(-np.asarray(logit, np.float64)))).astype(np.float32)
+
+
+def prior_matched_negative_thresholds(counts, priors, negative_coverage):
+    """Per-class logit t- so that unknown entries are pseudo-labelled negative at a prior's rate.
+
+    t-_c is the highest bin edge below which at most `negative_coverage * (1 - pi_c)` of class c's
+    unknown entries lie: the most confident share of its expected negatives.
 
     Args:
       counts: int [C, NUM_BINS] histogram of the unknown entries' logits per class.
-      priors: float [C] class priors.
-      min_positive_probability: floor of t+ (a probability).
+      priors: float [C] positive rates among the unknown entries.
       negative_coverage: share of the expected unknown negatives that become pseudo negatives.
 
     Returns:
-      Two float64 arrays [C] of logits (bin edges, or the floor). A class whose share is below one
-      bin's worth at the end gets t+ = inf (or t- = -inf); without unknown entries, both.
+      float64 [C] logits (bin edges); -inf for a class whose share is below the first bin's
+      count, or that has no unknown entries.
     """
     counts = np.asarray(counts, np.int64)
     total = counts.sum(axis=1)
-    # above[c, k]: entries in bins k.. (at or above edge k); above[:, NUM_BINS] = 0.
-    above = total[:, None] - np.concatenate(
-        [np.zeros((len(total), 1), np.int64), np.cumsum(counts, axis=1)], axis=1
-    )
-    priors = np.asarray(priors, np.float64)
-    edges = np.concatenate([bin_edges()[:-1], [np.inf]])  # nothing lies above the top bin's edge
-    positive_edge = np.argmax(above <= (priors * total)[:, None], axis=1)
-    positive = np.maximum(edges[positive_edge], _logit(min_positive_probability))
-    below = total[:, None] - above
-    negative_edge = (below <= (negative_coverage * (1.0 - priors) * total)[:, None]).sum(1) - 1
+    # below[c, k]: entries in bins < k (below edge k); below[:, 0] = 0.
+    below = np.concatenate([np.zeros((len(total), 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
+    share = negative_coverage * (1.0 - np.asarray(priors, np.float64)) * total
+    negative_edge = (below <= share[:, None]).sum(axis=1) - 1
     negative = np.where(negative_edge > 0, bin_edges()[negative_edge], -np.inf)
-    negative = np.minimum(negative, positive)
-    empty = total == 0
-    return np.where(empty, np.inf, positive), np.where(empty, -np.inf, negative)
+    return np.where(total == 0, -np.inf, negative)
 
 
 class PriorMatchedRule:
-    """Per-class thresholds from the class prior (`mode="prior"`; see the module docstring).
+    """Per-class thresholds from the positive rate among the unknown entries (`mode="prior"`).
+
+    See the module docstring. The defaults are the run's (an empty `--pseudo_rule_options`).
 
     Args:
-      positive_threshold: the floor of t+ (min_positive_probability).
+      positive_threshold: the floor of t+, a probability: no entry at or below it becomes a pseudo
+        positive, whatever the quota.
       negative_coverage: share of the expected unknown negatives that become pseudo negatives.
     """
 
     needs_priors = True
 
-    def __init__(self, positive_threshold=0.5, negative_coverage=0.5):
+    def __init__(self, positive_threshold=0.5, negative_coverage=0.1):
         self.positive_threshold, self.negative_coverage = positive_threshold, negative_coverage
 
-    def thresholds(self, counts, priors, candidates=None, unknown_counts=None):
-        """Logit (t+, t-) [C]; t+ exactly from `candidates` when given (with `unknown_counts`)."""
-        positive, negative = prior_matched_thresholds(
-            counts, priors, self.positive_threshold, self.negative_coverage
-        )
-        if candidates is not None:
-            positive = candidates.prior_matched_thresholds(priors, unknown_counts)
-            negative = np.minimum(negative, positive)
-        return positive, negative
+    def thresholds(self, counts, priors, candidates, unknown_counts):
+        """Logit (t+, t-) [C]: t+ exact from the candidates, t- from the histograms.
+
+        Args:
+          counts: int [C, NUM_BINS] histogram of the unknown entries' logits.
+          priors: float [C] positive rates among the unknown entries.
+          candidates: the refresh's `PositiveCandidates` (floor: `positive_threshold`).
+          unknown_counts: int [C] unknown entries per class (all of them, not the histogram's
+            sample).
+
+        Returns:
+          Two float64 arrays [C] of logits, t- <= t+.
+        """
+        positive = candidates.prior_matched_thresholds(priors, unknown_counts)
+        negative = prior_matched_negative_thresholds(counts, priors, self.negative_coverage)
+        return positive, np.minimum(negative, positive)
 
 
 class FixedThresholdRule:
-    """The same t+ and t- for every class (`mode="fixed"`)."""
+    """The same t+ and t- for every class (`mode="fixed"`).
+
+    Args:
+      positive_threshold: t+, a probability.
+      negative_threshold: t-, a probability.
+    """
 
     needs_priors = False
 
     def __init__(self, positive_threshold=0.5, negative_threshold=0.05):
         self.positive_threshold, self.negative_threshold = positive_threshold, negative_threshold
 
-    def thresholds(self, counts, priors, candidates=None, unknown_counts=None):
-        del candidates, unknown_counts
+    def thresholds(self, counts, priors, candidates, unknown_counts):
+        """Logit (t+, t-) [C], the same for every class (the arguments only give C)."""
+        del priors, candidates, unknown_counts
         num_classes = len(counts)
         return (
             np.full(num_classes, _logit(self.positive_threshold)),
@@ -143,18 +167,102 @@ class FixedThresholdRule:
         )
 
 
-# --pseudo_mode name -> rule: `thresholds(counts [C, NUM_BINS], priors)` gives logit (t+, t-) [C].
+# --pseudo_mode name -> rule class. A rule's `thresholds(counts [C, NUM_BINS], priors, candidates,
+# unknown_counts)` gives logit (t+, t-) [C]; its `positive_threshold` is the candidates' floor.
 RULES = {"prior": PriorMatchedRule, "fixed": FixedThresholdRule}
 
 
+def rule_option_names(name):
+    """The options the rule `name` of `RULES` takes (its constructor's arguments)."""
+    return tuple(inspect.signature(RULES[name]).parameters) if name in RULES else ()
+
+
 def make_rule(name, **options):
-    """The rule `name` of `RULES`, given the `options` its constructor takes (others are ignored,
-    so one set of settings serves every rule)."""
+    """The rule `name` of `RULES` made with `options`.
+
+    Raises:
+      ValueError: an unknown rule, or an option the rule does not take.
+    """
     if name not in RULES:
         raise ValueError(f"unknown pseudo-label mode {name!r}; known: {', '.join(RULES)}")
-    rule = RULES[name]
-    accepted = inspect.signature(rule).parameters
-    return rule(**{key: value for key, value in options.items() if key in accepted})
+    unknown = sorted(set(options) - set(rule_option_names(name)))
+    if unknown:
+        raise ValueError(
+            f"pseudo-label rule {name!r} has no options {', '.join(map(repr, unknown))}; it takes "
+            f"{', '.join(rule_option_names(name)) or 'none'}"
+        )
+    return RULES[name](**options)
+
+
+def switched_on(config):
+    """Whether the config asks for pseudo labels: `on`, or `auto` with kpartial's loss (the
+    other methods run as published), and a start epoch >= 0. The data may still turn `auto` off
+    (`off_because`)."""
+    pseudo = config.pseudo
+    wanted = pseudo.switch == "on" or (pseudo.switch == "auto" and config.loss.has_techniques)
+    return wanted and pseudo.start_epoch >= 0
+
+
+def config_error(config):
+    """Why the config's pseudo labels cannot run (one line), else ""."""
+    if switched_on(config) and config.pseudo.start_epoch >= config.runtime.epochs:
+        return (
+            f"pseudo_start_epoch={config.pseudo.start_epoch} is not before "
+            f"epochs={config.runtime.epochs}, so pseudo labels would never be used; lower it, or "
+            "pseudo_labels=off"
+        )
+    return ""
+
+
+def rule_of(settings):
+    """The rule a `kpartial.config.PseudoLabelConfig` names: `mode` made with `rule_options`.
+
+    Raises:
+      ValueError: an unknown mode, or an option the rule does not take.
+    """
+    return make_rule(settings.mode, **parse_options(settings.rule_options))
+
+
+def off_because(config, stats):
+    """Why `pseudo_labels=auto` leaves pseudo labels off for this data, one line ("" = it does not).
+
+    Two cases, both read from the class statistics (see `kpartial.class_stats`): where the
+    annotation depends on the class, the unknown entries' positive rate is only a lower bound and
+    pseudo negatives would outnumber the annotations; where the label space is dense, the unknown
+    term already targets each class's rate and pseudo positives by that quota add noise. `on`
+    refreshes anyway (see `callbacks`).
+
+    Args:
+      config: the run's `kpartial.config.Config`.
+      stats: the training labels' `kpartial.class_stats.ClassStatistics`.
+
+    Returns:
+      The reason, to be logged after "pseudo labels: off, because", or "".
+    """
+    if config.pseudo.switch != "auto" or not switched_on(config):
+        return ""
+    if stats.depends_on_class:
+        return (
+            "the annotation depends on the class (see the class statistics line): the unknown "
+            "entries' positive rate is only a lower bound there, and pseudo negatives would "
+            "outnumber the annotations; --pseudo_labels=on refreshes anyway (pseudo negatives only)"
+        )
+    if stats.dense:
+        return (
+            f"the label space is dense (the unknown entries' mean positive rate "
+            f"{np.mean(stats.unknown_priors):.2f} >= {class_stats.DENSE_LABEL_SPACE}): the "
+            "unknown term already targets each class's rate, and pseudo positives by that quota "
+            "add noise there; --pseudo_labels=on refreshes anyway"
+        )
+    return ""
+
+
+def is_on(config, stats):
+    """Whether the run makes pseudo labels: switched on by the config and not off for the data.
+
+    The model keeps a pseudo-label store only then (`PartialLabelModel(pseudo_labelling=...)`).
+    """
+    return switched_on(config) and not off_because(config, stats)
 
 
 class PositiveCandidates:
@@ -173,7 +281,13 @@ class PositiveCandidates:
         self.over_cap = tf.Variable(tf.constant(0, tf.int64), trainable=False)
 
     def add(self, ids, logits, unknown):
-        """Graph code: records rows `ids` of float [B, C] `logits` (bool `unknown` [B, C])."""
+        """Records a batch's candidates (graph code: called inside the refresh's `tf.function`).
+
+        Args:
+          ids: int [B] example ids: the rows written.
+          logits: float [B, C] the batch's logits.
+          unknown: bool [B, C] whether each entry is unknown (only those can be candidates).
+        """
         scores = tf.where(unknown & (logits > self.floor), logits, -np.inf)
         k = min(self.slots, scores.shape[1])
         values, index = tf.math.top_k(scores, k)
@@ -188,8 +302,14 @@ class PositiveCandidates:
         self.over_cap.assign_add(over)
 
     def sum_across_workers(self, strategy):
-        """Every worker's candidates in every worker: each filled the rows of its part (the other
-        rows hold no candidate), so the sum over workers is the whole set's."""
+        """Every worker's candidates in every worker.
+
+        Each worker filled the rows of its part (the other rows hold no candidate), so the sum
+        over workers is the whole set's.
+
+        Args:
+          strategy: the run's `tf.distribute` strategy; nothing to do with one worker.
+        """
         if distribution.place(strategy).count == 1:
             return
         classes = self.classes.numpy()
@@ -201,11 +321,18 @@ class PositiveCandidates:
         self.over_cap.assign(distribution.sum_across_workers(self.over_cap.numpy(), strategy))
 
     def prior_matched_thresholds(self, priors, unknown_counts):
-        """Logit t+ [C], exact: at most floor(pi_c U_c) of class c's U_c unknown entries lie
-        strictly above it (ties aside), never below the floor; inf for a class without unknowns.
+        """The prior rule's logit t+ [C], exact.
 
         Every entry above the floor is a candidate (unless its example had more than L), so the
-        (k + 1)-th largest candidate of class c is the threshold that lets k through.
+        (k + 1)-th largest candidate of class c is the threshold that lets k through: at most
+        floor(pi_c U_c) of class c's U_c unknown entries lie strictly above it (ties aside).
+
+        Args:
+          priors: float [C] positive rates pi_c among the unknown entries.
+          unknown_counts: int [C] unknown entries U_c per class.
+
+        Returns:
+          float64 [C] logits, never below the floor; inf for a class without unknown entries.
         """
         priors = np.asarray(priors, np.float64)
         unknown_counts = np.asarray(unknown_counts, np.int64)
@@ -224,14 +351,30 @@ class PositiveCandidates:
         return np.where(unknown_counts > 0, positive, np.inf)
 
     def positives(self, thresholds):
-        """int32 [N, L] store (class + 1; 0 = empty): the candidates above their class's logit t+."""
+        """The candidates strictly above their class's t+: the model's store of pseudo positives.
+
+        Args:
+          thresholds: float [C] logit t+ per class.
+
+        Returns:
+          int32 [N, L]: class + 1 per slot; 0 = empty.
+        """
         classes = self.classes.numpy()
         threshold = np.concatenate([[np.inf], np.asarray(thresholds, np.float64)])[classes]
         return np.where(self.logits.numpy() > threshold, classes, 0).astype(np.int32)
 
 
 def in_sample(ids, share):
-    """bool [B]: whether example `ids` belong to the histogram sample (a fixed hash of the id)."""
+    """Whether examples belong to the histogram sample: a fixed hash of the id, so every refresh
+    (and every worker) counts the same examples.
+
+    Args:
+      ids: int [B] example ids.
+      share: the sample's share of all examples, in (0, 1].
+
+    Returns:
+      bool [B].
+    """
     hashed = tf.math.floormod(tf.cast(ids, tf.int64) * 2654435761, 2**32)
     return hashed < int(share * 2**32)
 
@@ -259,8 +402,8 @@ def score_histograms(
     """
     groups = 1 if truth_lookup is None else 3
     # The hidden-label groups count only their (few) entries: +1 and unknown; the -1 group is the
-    # rest. Counted per batch with one 2-D bincount per group (a scatter of one increment per
-    # entry measured 7x slower).
+    # rest. Counted per batch with one 2-D bincount per group, much cheaper than a scatter of one
+    # increment per entry.
     counts = tf.Variable(tf.zeros([groups, num_classes, NUM_BINS], tf.int32), trainable=False)
 
     def add(group, bins, where):
@@ -297,10 +440,18 @@ def score_histograms(
 
 
 def labelled_counts(counts, positive, negative):
-    """(pseudo positives, pseudo negatives) per histogram row under logit thresholds [C].
+    """Pseudo positives and negatives per histogram row and class under logit thresholds.
 
     A bin counts as positive when its lower edge is at or above t+, as negative when its upper
-    edge is at or below t-: exact for thresholds on bin edges.
+    edge is at or below t-: exact for thresholds on bin edges (the prior rule's t-), at bin
+    resolution otherwise.
+
+    Args:
+      counts: int [..., C, NUM_BINS] histograms.
+      positive, negative: float [C] logit t+ and t-.
+
+    Returns:
+      (positives, negatives), each int [..., C].
     """
     lower = bin_edges()[:-1]
     is_positive = lower[None, :] >= np.asarray(positive)[:, None]
@@ -337,90 +488,91 @@ def pseudo_label_quality(counts, positive, negative):
 
 
 class PseudoLabelCallback(keras.callbacks.Callback):
-    """Refreshes the model's pseudo-label thresholds on a schedule; logs coverage (and quality).
+    """Refreshes the model's pseudo labels on a schedule; logs coverage (and quality).
+
+    Each refresh is one streaming pass (module docstring); its thresholds and stored positives
+    go into the model by `PartialLabelModel.set_pseudo_labels`, which the compiled train step
+    reads and checkpoints carry.
 
     Args:
       dataset: the training inputs, unshuffled and unaugmented (`{"x", "id"}` batches); with
         several workers, this worker's part of them (the statistics are summed across workers).
       known_labels: the training annotations, int [N, C] or `SparseLabels` (never made dense).
-      start_epoch: epochs trained before the first refresh.
-      every: refresh period in epochs.
-      mode: a name in `RULES` ("prior" or "fixed"), or a rule object.
-      priors: float [C] class priors (needed by rules with `needs_priors`).
-      positive_threshold: t+ in mode "fixed"; the floor of t+ (min_positive_probability) in "prior".
-      negative_threshold: t- in mode "fixed".
-      negative_coverage: see `prior_matched_thresholds`.
+      settings: a `kpartial.config.PseudoLabelConfig`; read here: `start_epoch` (epochs trained
+        before the first refresh), `every` (the refresh period in epochs), `mode` and
+        `rule_options` (the rule, see `rule_of`) and `min_precision`. Its `weight` and
+        `max_positives` are the model's (`PartialLabelModel`), its `switch` the trainer's.
+      priors: float [C] positive rates among the unknown entries (needed by a rule with
+        `needs_priors`).
+      validation: (dataset, labels) of held-out training examples with their known labels, for
+        `min_precision`: if > 0, a class is pseudo-labelled positive only at scores where its
+        held-out known entries are positive at least this often. For a class with at least 3
+        validation positives, t+_c is raised to the lowest validation score with that precision
+        (and 3 positives above it), or to inf (no pseudo positives) if no score has it; a class
+        with fewer validation positives keeps the rule's t+ (no evidence either way).
       true_labels: the hidden full labels when the partial labels were simulated, for monitoring
         (int [N, C] or `SparseLabels`).
       log: a function that prints one line.
       histogram_examples: at most this many examples (a fixed hash of their ids) are counted into
         the histograms; the thresholds' quantiles need no more, and binning every entry of a
         large set would cost several inference passes.
-      validation: (dataset, labels) of held-out training examples with their known labels, for
-        `min_precision`.
-      min_precision: if > 0, a class is pseudo-labelled positive only at scores where its
-        held-out known entries are positive at least this often: for a class with at least 3
-        validation positives, t+_c is raised to the lowest validation score with that precision
-        (and 3 positives above it), or to inf (no pseudo positives) if no score has it; a class
-        with fewer validation positives keeps the rule's t+ (no evidence either way).
+
+    Raises:
+      ValueError: `start_epoch` < 0 or `every` < 1, a rule the settings cannot make, a rule that
+        needs priors without them, or `min_precision` without validation data.
     """
 
     def __init__(
         self,
         dataset,
         known_labels,
-        start_epoch,
-        every,
-        mode="prior",
+        settings,
         priors=None,
-        positive_threshold=0.5,
-        negative_threshold=0.05,
-        negative_coverage=0.5,
+        *,
+        validation=None,
         true_labels=None,
         log=print,
         histogram_examples=HISTOGRAM_EXAMPLES,
-        validation=None,
-        min_precision=0.0,
     ):
         super().__init__()
-        self.histogram_examples = histogram_examples
-        self.validation, self.min_precision = validation, float(min_precision)
-        if self.min_precision and validation is None:
-            raise ValueError("min_precision needs validation data (held-out known labels)")
+        start_epoch, every = settings.start_epoch, settings.every
         if start_epoch < 0 or every < 1:
             raise ValueError(f"need start_epoch >= 0 and every >= 1, got {start_epoch}, {every}")
-        self.rule = (
-            mode
-            if not isinstance(mode, str)
-            else make_rule(
-                mode,
-                positive_threshold=positive_threshold,
-                negative_threshold=negative_threshold,
-                negative_coverage=negative_coverage,
-            )
-        )
+        self.rule = rule_of(settings)
         if self.rule.needs_priors and priors is None:
-            raise ValueError(f"pseudo-label mode {mode!r} needs priors")
-        self.dataset = dataset
+            raise ValueError(f"pseudo-label mode {settings.mode!r} needs priors")
+        self.min_precision = float(settings.min_precision)
+        if self.min_precision and validation is None:
+            raise ValueError("min_precision needs validation data (held-out known labels)")
+        self.dataset, self.validation = dataset, validation
         self.known_labels, self.true_labels = known_labels, true_labels
         self.start_epoch, self.every = start_epoch, every
         self.priors = None if priors is None else np.asarray(priors)
-        self.default_threshold = positive_threshold
         self.log = log
+        self.histogram_examples = histogram_examples
         self.quality = {}
 
     def is_refresh_epoch(self, epoch):
+        """Whether a refresh begins `epoch` (0-based): `start_epoch`, then every `every`."""
         return epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every == 0
 
     def refresh(self):
-        """One streaming pass: new thresholds and stored positives into the model; the quality."""
+        """One streaming pass: new thresholds and stored positives into the model.
+
+        Returns:
+          The refresh's quality: `pseudo_label_quality`'s figures (the negatives scaled to the
+          whole set when the histograms counted a sample; the positives counted exactly in the
+          store), `candidates_over_cap`, `refresh_seconds`, and `histogram_share` or
+          `validated_classes` when they apply.
+        """
         started = time.perf_counter()
         model = self.model
-        network = getattr(model, "network", model)
+        network = network_of(model)
         truth = self.true_labels
-        store = model.pseudo_positives
-        candidates = PositiveCandidates(*store.shape, _logit(self.rule.positive_threshold))
-        share = min(1.0, self.histogram_examples / max(store.shape[0], 1))
+        num_examples, slots = model.pseudo_store_shape
+        floor = _logit(self.rule.positive_threshold)
+        candidates = PositiveCandidates(num_examples, slots, floor)
+        share = min(1.0, self.histogram_examples / max(num_examples, 1))
         counts = score_histograms(
             network,
             self.dataset,
@@ -436,7 +588,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         counts = distribution.sum_across_workers(counts, strategy)
         candidates.sum_across_workers(strategy)
         known = as_sparse(self.known_labels)
-        unknown_counts = store.shape[0] - known.positives_per_class() - known.negatives_per_class()
+        unknown_counts = num_examples - known.positives_per_class() - known.negatives_per_class()
         positive, negative = self.rule.thresholds(
             counts.sum(axis=0), self.priors, candidates, unknown_counts
         )
@@ -445,15 +597,13 @@ class PseudoLabelCallback(keras.callbacks.Callback):
             positive, validated = self._validated(positive, network)
             negative = np.minimum(negative, positive)
         stored = candidates.positives(positive)
-        store.assign(stored)
-        # A class without unknown entries (t+ = inf) records the floor: no entry reads it.
+        # t+ is a record; a class without unknown entries (t+ = inf) records the rule's floor,
+        # which no entry reads, so the record stays a usable decision threshold.
         unknown = counts.sum(axis=(0, 2)) > 0
-        probability = 1.0 / (1.0 + np.exp(-positive))
-        model.pseudo_thresholds.assign(
-            np.where(unknown, probability, self.default_threshold).astype(np.float32)
-        )
-        model.pseudo_negative_thresholds.assign(
-            (1.0 / (1.0 + np.exp(-negative))).astype(np.float32)
+        model.set_pseudo_labels(
+            stored,
+            np.where(unknown, _sigmoid(positive), self.rule.positive_threshold),
+            _sigmoid(negative),
         )
         quality = pseudo_label_quality(counts, positive, negative)
         if share < 1.0:  # the sample's count, scaled to the whole set (the shares stay)
@@ -467,7 +617,15 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         return quality
 
     def _validated(self, positive, network):
-        """(t+ raised to the validated precision floors, how many classes may have positives)."""
+        """Raises t+ to the scores at which the validation split shows `min_precision`.
+
+        Args:
+          positive: float64 [C] logit t+ of the rule.
+          network: the network that scores the validation examples.
+
+        Returns:
+          (the raised logit t+ [C], how many classes had the evidence to be measured).
+        """
         dataset, labels = self.validation
         scores = evaluation.model_scores(network, dataset, labels)
         floors = scores.precision_floors(self.min_precision)
@@ -496,3 +654,47 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         # refresh line instead.
         if logs is not None and self.is_refresh_epoch(epoch):
             logs.update({k: v for k, v in self.quality.items() if isinstance(v, float)})
+
+
+def callbacks(config, inputs, datasets, log):
+    """What pseudo labels add to a run: `[PseudoLabelCallback]`, or nothing.
+
+    Nothing when the config does not switch them on, or when `off_because` turns `auto` off for
+    this data (said in one line). With `on` where the annotation depends on the class, the rule's
+    quota is a zero rate: the unknown entries' rate is only a lower bound there, so the refresh
+    makes pseudo negatives only.
+
+    Args:
+      config: the run's `kpartial.config.Config`.
+      inputs: the run's data: `.train` (its labels the full truth), `.known` (the training labels
+        the run may see), `.stats` (their `ClassStatistics`) and `.validation` (or None).
+      datasets: the run's datasets: `.train_inputs` (the training inputs, unshuffled) and
+        `.validation` (or None).
+      log: a function that prints one line.
+
+    Returns:
+      A list of callbacks for `fit`.
+    """
+    stats = inputs.stats
+    reason = off_because(config, stats)
+    if reason:
+        log(f"pseudo labels: off, because {reason}")
+        return []
+    if not switched_on(config):
+        return []
+    simulated = config.data.known_fraction < 1.0 or bool(config.data.simulation)
+    rates = np.zeros_like(stats.priors) if stats.depends_on_class else stats.unknown_priors
+    validation = None
+    if inputs.validation is not None:
+        validation = (datasets.validation, inputs.validation.labels)
+    return [
+        PseudoLabelCallback(
+            datasets.train_inputs,
+            inputs.known,  # looked up per batch: sparse labels stay sparse
+            config.pseudo,
+            rates,
+            validation=validation,
+            true_labels=inputs.train.labels if simulated else None,
+            log=log,
+        )
+    ]

@@ -29,7 +29,7 @@ tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfigur
 import keras
 import numpy as np
 
-from kpartial import class_stats, distribution, losses, simulate, training
+from kpartial import class_stats, distribution, losses, pipeline, run_inputs, simulate, training
 from kpartial.partial_model import PartialLabelModel
 
 BATCH = 64
@@ -39,10 +39,10 @@ STATE = ("pseudo_positives", "pseudo_thresholds", "pseudo_negative_thresholds", 
 
 
 def _inputs():
-    train, test = training.load_data(training.TrainConfig())
+    train, test = run_inputs.load_data(training.TrainConfig())
     known = simulate.keep_fraction(train.labels, 0.3, 1)
     stats = class_stats.ClassStatistics.from_labels(known, train.label_names)
-    return training.RunInputs(train, test, known, stats)
+    return run_inputs.RunInputs(train, test, known, stats)
 
 
 def _model(strategy, method, inputs, pseudo):
@@ -80,7 +80,12 @@ def _one_step(strategy, method, inputs, weights, pseudo, pruned):
         active[::3] = 0
         model.active_classes.assign(active)
     config = training.TrainConfig(batch_size=BATCH, seed=5)
-    datasets = training._datasets(config, inputs, model, strategy)
+    datasets = pipeline.run_datasets(
+        config,
+        inputs,
+        model.epochs_done,
+        distribution.Placement(strategy, distribution.place(strategy)),
+    )
     model.make_train_function()
     model.train_function(iter(datasets.train))
     model.write_back_head()
@@ -113,10 +118,19 @@ def first_batches(inputs):
     mirrored = distribution.make_strategy("mirrored")
     config = training.TrainConfig(batch_size=BATCH, seed=5)
     single_model = _model(tf.distribute.get_strategy(), "ignore", inputs, False)
-    single = training._datasets(config, inputs, single_model, tf.distribute.get_strategy())
+    one_device = tf.distribute.get_strategy()
+    single = pipeline.run_datasets(
+        config,
+        inputs,
+        single_model.epochs_done,
+        distribution.Placement(one_device, distribution.place()),
+    )
     (x, labels) = next(iter(single.train))
     model = _model(mirrored, "ignore", inputs, False)
-    (xs, label_parts) = next(iter(training._datasets(config, inputs, model, mirrored).train))
+    placement = distribution.Placement(mirrored, distribution.place(mirrored))
+    (xs, label_parts) = next(
+        iter(pipeline.run_datasets(config, inputs, model.epochs_done, placement).train)
+    )
     ids = np.concatenate([t.numpy() for t in mirrored.experimental_local_results(xs["id"])])
     parts = mirrored.experimental_local_results(label_parts)
     return {

@@ -165,3 +165,34 @@ def run_tool_in_subprocess(script, *args, timeout=300, tf_log_level="3"):
         text=True,
         timeout=timeout,
     )
+
+
+# ----------------------------------------------------------------------------
+# The prior pseudo-label rule from its histograms alone (kpartial.pseudo_labels).
+
+
+def prior_matched_thresholds(counts, priors, min_positive_probability, negative_coverage):
+    """The prior rule's logit (t+, t-) [C] from the histograms alone: a reference for tests.
+
+    A refresh takes t+ exactly from the positive candidates (`PositiveCandidates`); here it is the
+    lowest bin edge at or above which at most floor(pi_c U_c) unknown entries lie, never below
+    the floor (so it is at most one bin above the exact t+). t- is the package's
+    (`prior_matched_negative_thresholds`), then at most t+. A class without unknown entries gets
+    t+ = inf and t- = -inf. (Imports TensorFlow only when called.)
+    """
+    from kpartial import pseudo_labels
+
+    counts = np.asarray(counts, np.int64)
+    total = counts.sum(axis=1)
+    # above[c, k]: entries in bins k.. (at or above edge k); above[:, NUM_BINS] = 0.
+    above = total[:, None] - np.concatenate(
+        [np.zeros((len(total), 1), np.int64), np.cumsum(counts, axis=1)], axis=1
+    )
+    priors = np.asarray(priors, np.float64)
+    edges = np.concatenate([pseudo_labels.bin_edges()[:-1], [np.inf]])  # nothing above the top
+    positive_edge = np.argmax(above <= (priors * total)[:, None], axis=1)
+    with np.errstate(divide="ignore"):
+        floor = np.log(min_positive_probability) - np.log1p(-min_positive_probability)
+    positive = np.where(total == 0, np.inf, np.maximum(edges[positive_edge], floor))
+    negative = pseudo_labels.prior_matched_negative_thresholds(counts, priors, negative_coverage)
+    return positive, np.minimum(negative, positive)

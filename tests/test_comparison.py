@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kpartial import comparison, training
+from kpartial import comparison, run_inputs, training
 
 
 @pytest.fixture(scope="module")
@@ -159,5 +159,5 @@ def test_data_fields_are_all_that_load_data_reads(tmp_path):
         training.TrainConfig(train_data=f"npz:{path}", test_data=f"npz:{path}"),
     ):
         recorder = Recorder(config)
-        training.load_data(recorder)
-        assert recorder.read <= set(training.DATA_FIELDS)
+        run_inputs.load_data(recorder)
+        assert recorder.read <= set(run_inputs.DATA_FIELDS)

@@ -42,52 +42,52 @@ THRESH = [0.3, 0.4, 0.5, 0.6, 0.5, 0.45, 0.7]
 # from_logits=False (PROBS) everywhere: the metrics default to logits.
 PROBS = {"from_logits": False}
 CASES = [
-    ("cf1", lambda: MaskedF1(C, **PROBS), lambda p, y: metrics.f1_scores(p, y)["cf1"]),
+    ("cf1", lambda: MaskedF1(C, **PROBS), lambda p, y: metrics.f1_scores(y, p)["cf1"]),
     (
         "of1",
         lambda: MaskedF1(C, average="micro", **PROBS),
-        lambda p, y: metrics.f1_scores(p, y)["of1"],
+        lambda p, y: metrics.f1_scores(y, p)["of1"],
     ),
     (
         "cf1_per_class_threshold",
         lambda: MaskedF1(C, threshold=THRESH, **PROBS),
-        lambda p, y: metrics.f1_scores(p, y, threshold=THRESH)["cf1"],
+        lambda p, y: metrics.f1_scores(y, p, threshold=THRESH)["cf1"],
     ),
     (
         "of1_threshold_0.3",
         lambda: MaskedF1(C, threshold=0.3, average="micro", **PROBS),
-        lambda p, y: metrics.f1_scores(p, y, threshold=0.3)["of1"],
+        lambda p, y: metrics.f1_scores(y, p, threshold=0.3)["of1"],
     ),
     (
         "cf1_top2",
         lambda: MaskedF1(C, top_k=2, **PROBS),
-        lambda p, y: metrics.f1_scores_at_top_k(p, y, k=2)["cf1"],
+        lambda p, y: metrics.f1_scores_at_top_k(y, p, k=2)["cf1"],
     ),
     (
         "of1_top3",
         lambda: MaskedF1(C, average="micro", top_k=3, **PROBS),
-        lambda p, y: metrics.f1_scores_at_top_k(p, y, k=3)["of1"],
+        lambda p, y: metrics.f1_scores_at_top_k(y, p, k=3)["of1"],
     ),
     (
         "p_at_1",
         lambda: MaskedPrecisionAtK(1, **PROBS),
-        lambda p, y: metrics.precision_at_k(p, y, k=1),
+        lambda p, y: metrics.precision_at_k(y, p, k=1),
     ),
     (
         "p_at_3",
         lambda: MaskedPrecisionAtK(3, **PROBS),
-        lambda p, y: metrics.precision_at_k(p, y, k=3),
+        lambda p, y: metrics.precision_at_k(y, p, k=3),
     ),
     # k > C: ranking clipped to C entries, still divided by k (as in NumPy).
     (
         "p_at_9",
         lambda: MaskedPrecisionAtK(9, **PROBS),
-        lambda p, y: metrics.precision_at_k(p, y, k=9),
+        lambda p, y: metrics.precision_at_k(y, p, k=9),
     ),
     (
         "map_grid",
         lambda: MaskedAveragePrecision(C, num_thresholds=B, **PROBS),
-        lambda p, y: metrics.mean_average_precision(_quantized(p), y),
+        lambda p, y: metrics.mean_average_precision(y, _quantized(p)),
     ),
 ]
 IDS = [c[0] for c in CASES]
@@ -168,10 +168,10 @@ def test_map_approximates_exact_numpy_map():
     p = np.clip(p * 0.6 + 0.4 * (y == 1), 0, 1).astype(np.float32)
     m = MaskedAveragePrecision(6, **PROBS)  # default num_thresholds=200
     got = _feed(m, p, y, splits=(0, 123, 333, None))
-    exact = metrics.mean_average_precision(p, y)
+    exact = metrics.mean_average_precision(y, p)
     assert abs(got - exact) < 0.02, (got, exact)
     per_class = keras.ops.convert_to_numpy(m.per_class_result())
-    np.testing.assert_allclose(per_class, metrics.per_class_average_precision(p, y), atol=0.03)
+    np.testing.assert_allclose(per_class, metrics.per_class_average_precision(y, p), atol=0.03)
 
 
 def test_class_filter_and_nan_when_nothing_evaluable():
@@ -266,12 +266,12 @@ def test_default_metrics_agree_with_a_kpartial_loss_on_logits():
         [rng.normal(size=(d_in, C)).astype(np.float32), rng.normal(size=C).astype(np.float32)]
     )
     made = {
-        "cf1": (MaskedF1(C), lambda p: metrics.f1_scores(p, y)["cf1"]),
-        "of1": (MaskedF1(C, average="micro"), lambda p: metrics.f1_scores(p, y)["of1"]),
-        "p_at_3": (MaskedPrecisionAtK(3), lambda p: metrics.precision_at_k(p, y, k=3)),
+        "cf1": (MaskedF1(C), lambda p: metrics.f1_scores(y, p)["cf1"]),
+        "of1": (MaskedF1(C, average="micro"), lambda p: metrics.f1_scores(y, p)["of1"]),
+        "p_at_3": (MaskedPrecisionAtK(3), lambda p: metrics.precision_at_k(y, p, k=3)),
         "map": (
             MaskedAveragePrecision(C, num_thresholds=B),
-            lambda p: metrics.mean_average_precision(_quantized(p), y),
+            lambda p: metrics.mean_average_precision(y, _quantized(p)),
         ),
     }
     model.compile(loss=losses.IgnoreUnknownBCE(), metrics=[m for m, _ in made.values()])

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 import time
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -18,13 +19,13 @@ from kpartial import class_stats, data, losses, models, pipeline
 from kpartial.label_pruning import (
     LabelPruningCallback,
     choose_classes_to_prune,
-    known_label_loss,
     parse_prune_schedule,
     resolve_prune_schedule,
     streamed_known_label_loss,
 )
-from kpartial.partial_model import PartialLabelModel, predict_probabilities
+from kpartial.partial_model import PartialLabelModel
 from kpartial.sparse_labels import SparseLabels
+from tests.dense_reference import known_label_loss, predict_probabilities
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -153,13 +154,13 @@ def test_presets_prune_at_the_epochs_they_did_before_shares(preset, old_epoch):
 
 
 # ----------------------------------------------------------------------------
-# known_label_loss
+# The known-label loss (the dense reference of streamed_known_label_loss)
 
 
 def test_known_label_loss_matches_hand_computation():
     probabilities = np.array([[0.9, 0.2, 0.5], [0.6, 0.7, 0.1], [0.3, 1.0, 0.8]], np.float32)
     known = np.array([[1, -1, 0], [-1, 0, 0], [1, -1, 0]], np.int8)
-    loss = known_label_loss(probabilities, known)
+    loss = known_label_loss(known, probabilities)
     eps = 1e-7
     expected = np.array(
         [
@@ -181,7 +182,7 @@ def test_known_label_loss_does_not_call_a_rare_class_at_its_prior_fit():
     known[0, 0] = 1
     known[:, 1] = np.where(np.arange(100) < 30, 1, -1)
     probabilities = np.stack([np.full(100, 0.01), np.where(known[:, 1] > 0, 0.8, 0.2)], 1)
-    loss = known_label_loss(probabilities, known)
+    loss = known_label_loss(known, probabilities)
     assert loss[1] < loss[0]  # a plain mean BCE would say the opposite (0.056 vs 0.22)
 
 
@@ -270,7 +271,7 @@ def test_streamed_known_label_loss_is_the_dense_one_for_dense_and_sparse_labels(
     train, known = _tiny_data()
     model = _tiny_model()
     eval_ds = pipeline.evaluation_dataset(train, batch_size=20)  # a last, smaller batch too
-    dense = known_label_loss(predict_probabilities(model, eval_ds), known)
+    dense = known_label_loss(known, predict_probabilities(model, eval_ds))
     assert np.isfinite(dense).any()
     for labels in (known, SparseLabels.from_dense(known)):
         np.testing.assert_allclose(
@@ -291,7 +292,7 @@ def test_callback_cumulative_schedule_fit_well():
     callback.on_epoch_begin(0)
     np.testing.assert_array_equal(model.active_classes.numpy(), np.ones(NUM_CLASSES))
 
-    class_loss = known_label_loss(predict_probabilities(model, eval_ds), known)
+    class_loss = known_label_loss(known, predict_probabilities(model, eval_ds))
     callback.on_epoch_begin(1)
     active = model.active_classes.numpy()
     assert active.dtype == np.float32
@@ -302,7 +303,7 @@ def test_callback_cumulative_schedule_fit_well():
     # Change the predictions, so the second round's ranking is different from the first.
     kernel = model.network.get_layer("logits").kernel
     kernel.assign(kernel.numpy() * np.linspace(-2, 2, NUM_CLASSES, dtype=np.float32))
-    class_loss = known_label_loss(predict_probabilities(model, eval_ds), known)
+    class_loss = known_label_loss(known, predict_probabilities(model, eval_ds))
     callback.on_epoch_begin(2)
     active = model.active_classes.numpy()
     pruned = np.flatnonzero(active == 0)
@@ -502,7 +503,10 @@ def test_a_pruning_phase_trains_like_the_masked_full_head():
     [
         (["--prune_schedule=10:0.5,5:0.6"], "epochs must increase"),
         # A share resolved at this run's --epochs.
-        (["--prune_schedule=0.99:0.5", "--epochs=10"], "entry '0.99:0.5' prunes after 10 epochs"),
+        (
+            ["--prune_schedule=0.99:0.5", "--epochs=10", "--pseudo_labels=off"],
+            "entry '0.99:0.5' prunes after 10 epochs",
+        ),
     ],
     ids=["counts", "share"],
 )
@@ -526,7 +530,7 @@ def test_train_cli_rejects_bad_prune_schedule(tmp_path, flags, message):
     )
     elapsed = time.perf_counter() - started
     assert result.returncode != 0
-    assert "--prune_schedule" in result.stderr
+    assert "prune_schedule" in result.stderr
     assert message in result.stderr
     assert not workdir.exists()  # failed before main() created anything
     assert elapsed < 60
@@ -566,3 +570,33 @@ def test_a_pruning_phase_loss_keeps_the_active_classes_priors_and_unknown_rates(
     phase = model._loss_for_classes(keep)
     np.testing.assert_allclose(phase.priors, priors[keep])
     np.testing.assert_allclose(phase.unknown_priors, unknown[keep])
+
+
+# ----------------------------------------------------------------------------
+# The technique's callback, from the run's config
+
+
+def test_callbacks_follow_the_config():
+    from kpartial import label_pruning
+    from kpartial.config import Config
+
+    inputs = types.SimpleNamespace(known=np.zeros((4, 2), np.int8))
+    datasets = types.SimpleNamespace(train_inputs="training inputs")
+    config = Config.from_flat(
+        epochs=8,
+        prune_schedule="0.5:0.25,6:0.5",
+        prune_criterion="random",
+        seed=7,
+        pseudo_labels="off",
+    )
+    (callback,) = label_pruning.callbacks(config, inputs, datasets, print)
+    assert isinstance(callback, LabelPruningCallback)
+    assert callback.schedule == {4: 0.25, 6: 0.5}  # the share resolved at --epochs
+    assert (callback.criterion, callback.seed) == ("random", 7)
+    assert callback.dataset == "training inputs" and callback.known_labels is inputs.known
+    # No schedule, or auto with a loss that runs as published: nothing.
+    assert label_pruning.callbacks(Config.from_flat(), inputs, datasets, print) == []
+    ignore = Config.from_flat(method="ignore", prune_schedule="2:0.25")
+    assert label_pruning.callbacks(ignore, inputs, datasets, print) == []
+    asked = Config.from_flat(method="ignore", prune_schedule="2:0.25", pruning="on")
+    assert len(label_pruning.callbacks(asked, inputs, datasets, print)) == 1

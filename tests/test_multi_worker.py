@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from kpartial import distribution
 from tests.helpers import ROOT, SHARED_DATA
+from tests.local_cluster import run_local_cluster
 
 YEAST = SHARED_DATA / "mulan" / "yeast"
 
@@ -76,7 +76,7 @@ def runs(tmp_path_factory, run_tool):
         f"--workdir={root / 'two'}",
         f"--export_dir={root / 'export'}",
     ]
-    workers = distribution.run_local_cluster(command, 2, timeout=400, env=ENV)
+    workers = run_local_cluster(command, 2, timeout=400, env=ENV)
     return root, workers
 
 
@@ -85,12 +85,10 @@ def resumed(runs):
     root, _ = runs
     tool = str(ROOT / "tools" / "train.py")
     flags = [*FLAGS, "--strategy=multi_worker", f"--workdir={root / 'killed'}"]
-    killed = distribution.run_local_cluster(
+    killed = run_local_cluster(
         [sys.executable, "-c", KILL_THE_CHIEF, tool, *flags], 2, timeout=400, env=ENV
     )
-    again = distribution.run_local_cluster(
-        [sys.executable, tool, *flags, "--resume"], 2, timeout=400, env=ENV
-    )
+    again = run_local_cluster([sys.executable, tool, *flags, "--resume"], 2, timeout=400, env=ENV)
     return root, killed, again
 
 

@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from kpartial import data, losses, models, pipeline, simulate
 from kpartial.data.readers import synthetic
-from kpartial.partial_model import PartialLabelModel, predict_probabilities
+from kpartial.partial_model import PartialLabelModel, network_of
+from tests.dense_reference import predict_probabilities
 
 NUM_EXAMPLES, NUM_FEATURES, NUM_CLASSES = 64, 6, 5
 
@@ -272,3 +273,84 @@ def test_ll_cp_corrections_persist_in_the_corrected_labels_variable(tmp_path, ji
     fresh.load_weights(tmp_path / "ckpt.weights.h5")
     np.testing.assert_array_equal(fresh.corrected_labels.numpy(), model.corrected_labels.numpy())
     assert int(fresh_loss.epoch.numpy()) == 2
+
+
+# ----------------------------------------------------------------------------
+# What callbacks change goes through the model's methods
+
+
+def test_set_and_clear_pseudo_labels():
+    model = _new_model(seed=0)
+    store = np.zeros(model.pseudo_store_shape, np.int32)
+    store[0, :2] = [2, 4]  # example 0: classes 1 and 3
+    upper, lower = np.full(NUM_CLASSES, 0.9), np.full(NUM_CLASSES, 0.25)
+    model.set_pseudo_labels(store, upper, lower)
+    np.testing.assert_array_equal(model.pseudo_positives.numpy(), store)
+    np.testing.assert_array_equal(model.pseudo_thresholds.numpy(), np.float32(upper))
+    np.testing.assert_array_equal(model.pseudo_negative_thresholds.numpy(), np.float32(lower))
+    labels = np.zeros((1, NUM_CLASSES), np.int8)
+    logits = np.array([[-2.0, 0.0, 0.0, 0.0, 3.0]], np.float32)  # t- = 0.25: logit -1.1
+    resolved = np.asarray(model.resolve_labels(labels, logits, np.array([0])))
+    np.testing.assert_array_equal(resolved, [[-1, 1, 0, 1, 0]])
+
+    model.clear_pseudo_labels()
+    np.testing.assert_array_equal(model.resolve_labels(labels, logits, np.array([0])), labels)
+    assert not model.pseudo_positives.numpy().any()
+    np.testing.assert_array_equal(model.pseudo_thresholds.numpy(), 1.0)
+
+
+def test_set_pseudo_labels_refuses_what_the_model_cannot_hold():
+    model = _new_model(seed=0)
+    shape = model.pseudo_store_shape
+    assert shape == (NUM_EXAMPLES, NUM_CLASSES)  # L = min(16, C)
+    with pytest.raises(ValueError, match="positives has shape"):
+        model.set_pseudo_labels(np.zeros((3, 2)), np.ones(NUM_CLASSES), np.zeros(NUM_CLASSES))
+    with pytest.raises(ValueError, match="negative_thresholds has shape"):
+        model.set_pseudo_labels(np.zeros(shape), np.ones(NUM_CLASSES), np.zeros(2))
+    without = PartialLabelModel(
+        models.build_mlp(NUM_FEATURES, NUM_CLASSES, hidden_units=(4,), dropout=0.0),
+        NUM_EXAMPLES,
+        NUM_CLASSES,
+        losses.IgnoreUnknownBCE(),
+        pseudo_labelling=False,
+    )
+    with pytest.raises(ValueError, match="pseudo_labelling=False"):
+        without.set_pseudo_labels(np.zeros(shape), np.ones(NUM_CLASSES), np.zeros(NUM_CLASSES))
+    without.clear_pseudo_labels()  # nothing to clear but the thresholds
+
+
+def test_set_active_classes_builds_the_phase_train_function():
+    train, known = _tiny_data()
+    model = _new_model(seed=0)
+    model.set_active_classes(np.array([1, 0, 1, 1, 0], bool))  # not compiled: only assigned
+    np.testing.assert_array_equal(model.active_class_mask, [1, 0, 1, 1, 0])
+    assert model._head_phase is None
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2))
+    model.fit(pipeline.training_dataset(train, known, batch_size=16, seed=0), epochs=1, verbose=0)
+    np.testing.assert_array_equal(model._head_phase.class_ids, [0, 2, 3])  # fit built it
+    model.set_active_classes(np.array([1, 0, 0, 1, 0], bool))
+    np.testing.assert_array_equal(model._head_phase.class_ids, [0, 3])  # built at once
+    np.testing.assert_array_equal(model.active_classes.numpy(), [1, 0, 0, 1, 0])
+    with pytest.raises(ValueError, match="at least one class"):
+        model.set_active_classes(np.zeros(NUM_CLASSES, bool))
+    with pytest.raises(ValueError, match="mask has shape"):
+        model.set_active_classes(np.ones(3, bool))
+
+
+def test_network_of():
+    model = _new_model(seed=0)
+    assert network_of(model) is model.network
+    assert network_of(model.network) is model.network
+
+
+def test_the_checkpointed_variables_keep_their_names():
+    """A checkpoint written by an earlier version restores: the variables it holds are these."""
+    model = _new_model(seed=0)
+    state = [(v.name, tuple(v.shape), v.dtype) for v in model.non_trainable_variables]
+    assert state == [
+        ("pseudo_positives", (NUM_EXAMPLES, NUM_CLASSES), "int32"),
+        ("active_classes", (NUM_CLASSES,), "float32"),
+        ("pseudo_thresholds", (NUM_CLASSES,), "float32"),
+        ("pseudo_negative_thresholds", (NUM_CLASSES,), "float32"),
+        ("epochs_done", (), "int32"),
+    ]

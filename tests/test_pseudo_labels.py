@@ -1,7 +1,9 @@
 """Tests for kpartial.pseudo_labels (histograms, thresholds, quality, callback) and for the
 train step's rule (stored positives, online negatives) as seen by compiled code."""
 
+import dataclasses
 import os
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -10,20 +12,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpartial import data, losses, models, pipeline
+from kpartial import class_stats, data, losses, models, pipeline, pseudo_labels
+from kpartial.config import Config, PseudoLabelConfig
 from kpartial.partial_model import PartialLabelModel
 from kpartial.pseudo_labels import (
     BIN_WIDTH,
     NUM_BINS,
+    FixedThresholdRule,
     PositiveCandidates,
+    PriorMatchedRule,
     PseudoLabelCallback,
     bin_edges,
     in_sample,
-    prior_matched_thresholds,
+    make_rule,
+    prior_matched_negative_thresholds,
     pseudo_label_quality,
+    rule_of,
     score_histograms,
 )
 from kpartial.sparse_labels import SparseLabels
+from tests.helpers import prior_matched_thresholds
 
 
 def _histogram(logits, known):
@@ -41,7 +49,20 @@ def _assign(logits, known, positive, negative):
 
 
 # ----------------------------------------------------------------------------
-# prior_matched_thresholds
+# The prior rule: t+ exact from the candidates, t- from the histograms
+
+
+def _rule_thresholds(rule, logits, known, priors):
+    """`rule`'s logit (t+, t-) as a refresh computes them from these logits (one batch)."""
+    logits = np.asarray(logits, np.float32)
+    num_examples, num_classes = logits.shape
+    unknown = known == 0
+    with np.errstate(divide="ignore"):
+        floor = np.log(rule.positive_threshold) - np.log1p(-rule.positive_threshold)
+    candidates = PositiveCandidates(num_examples, num_classes, floor)
+    candidates.add(tf.range(num_examples), tf.constant(logits), tf.constant(unknown))
+    counts = _histogram(logits.astype(np.float64), known)
+    return rule.thresholds(counts, priors, candidates, unknown.sum(axis=0))
 
 
 def _threshold_case():
@@ -59,55 +80,77 @@ def _threshold_case():
     return logits, known
 
 
-def test_prior_matched_thresholds_exact_values():
+def test_prior_rule_exact_values():
     logits, known = _threshold_case()
+    priors = np.array([0.2, 0.6, 0.3])
     counts = _histogram(logits, known)
-    positive, negative = prior_matched_thresholds(
-        counts, np.array([0.2, 0.6, 0.3]), min_positive_probability=0.5, negative_coverage=0.5
-    )
-    # Class 0: the 2 highest of 10 lie at or above edge 3.5; the 4 lowest below edge -0.5.
-    # (The lowest such edge: just above the third highest.)
-    assert positive[0] == 2.5 + BIN_WIDTH and negative[0] == -0.5
-    # Class 1: 6 above edge -1.5, but the floor (logit 0.5 = 0) binds; 2 lowest below -2.5.
-    assert positive[1] == 0.0 and negative[1] == -2.5
-    assert positive[2] == np.inf and negative[2] == -np.inf  # nothing unknown in class 2
+    # t-: class 0's 4 lowest of 10 lie below edge -0.5; class 1's 2 lowest below -2.5.
+    negative = prior_matched_negative_thresholds(counts, priors, negative_coverage=0.5)
+    np.testing.assert_array_equal(negative, [-0.5, -2.5, -np.inf])  # nothing unknown in class 2
+    rule = PriorMatchedRule(positive_threshold=0.5, negative_coverage=0.5)
+    positive, negative = _rule_thresholds(rule, logits, known, priors)
+    # Class 0: floor(0.2 x 10) = 2 through, so t+ is the third highest unknown logit.
+    # Class 1: 6 through, but only 5 lie above the floor (logit 0): t+ is the floor.
+    expected = np.float32(2.5 + BIN_WIDTH / 4)
+    np.testing.assert_array_equal(positive, [expected, 0.0, np.inf])
+    np.testing.assert_array_equal(negative, [-0.5, -2.5, -np.inf])
+    # The histograms alone (tests.helpers) put class 0's t+ on the edge above it.
+    dense_positive, dense_negative = prior_matched_thresholds(counts, priors, 0.5, 0.5)
+    np.testing.assert_array_equal(dense_positive, [2.5 + BIN_WIDTH, 0.0, np.inf])
+    np.testing.assert_array_equal(dense_negative, negative)
 
 
-def test_prior_matched_thresholds_rates_match_prior_random():
+def test_prior_rule_rates_match_prior_random():
     rng = np.random.default_rng(3)
     n, c = 4000, 4
-    logits = rng.normal(size=(n, c)) * 3
+    logits = (rng.normal(size=(n, c)) * 3).astype(np.float32)
     known = rng.choice(np.array([1, -1, 0], np.int8), size=(n, c), p=[0.1, 0.3, 0.6])
     priors = np.array([0.05, 0.1, 0.25, 0.8])
     floor = 0.3
-    counts = _histogram(logits, known)
-    positive, negative = prior_matched_thresholds(counts, priors, floor, negative_coverage=0.5)
+    rule = PriorMatchedRule(positive_threshold=floor, negative_coverage=0.5)
+    positive, negative = _rule_thresholds(rule, logits, known, priors)
     pseudo = _assign(logits, known, positive, negative)
+    dense_positive, _ = prior_matched_thresholds(_histogram(logits, known), priors, floor, 0.5)
+    floor_logit = np.float32(np.log(floor / (1 - floor)))
     for k in range(c):
         unknown = known[:, k] == 0
-        scores = logits[unknown, k]
-        # At most the prior's share, and short of it by at most one bin's worth of entries.
-        in_bin = np.max(counts[k]) / unknown.sum()
         rate = (pseudo[unknown, k] == 1).mean()
-        exact = np.quantile(scores, 1 - priors[k])
-        if exact > np.log(floor / (1 - floor)) + BIN_WIDTH:
-            assert priors[k] - in_bin <= rate <= priors[k] + 1e-12
-            assert abs(positive[k] - exact) <= 2 * BIN_WIDTH
+        exact = np.sort(logits[unknown, k])[::-1][int(np.floor(priors[k] * unknown.sum()))]
+        if exact > floor_logit:  # exactly the prior's share: floor(pi U) entries
+            assert (pseudo[unknown, k] == 1).sum() == int(np.floor(priors[k] * unknown.sum()))
+            assert positive[k] == exact
+            # The histograms alone find the edge above it.
+            assert exact < dense_positive[k] <= exact + BIN_WIDTH + 1e-6
         else:  # the floor binds
-            assert positive[k] == pytest.approx(np.log(floor / (1 - floor)))
+            assert positive[k] == pytest.approx(floor_logit) and rate < priors[k]
         negative_rate = (pseudo[unknown, k] == -1).mean()
         assert negative_rate <= 0.5 * (1 - priors[k]) + 1e-12
+        assert negative_rate > 0.5 * (1 - priors[k]) - 0.01  # short by at most a bin's worth
         assert negative[k] <= positive[k]
 
 
 def test_one_bin_labels_nothing():
     """Scores a network cannot yet tell apart (one bin) label nothing, whatever the shares."""
-    counts = np.zeros((1, NUM_BINS), np.int64)
-    counts[0, 600] = 50
-    positive, negative = prior_matched_thresholds(counts, np.array([0.1]), 0.0, 1.0)
-    assert positive[0] > bin_edges()[600] and negative[0] <= bin_edges()[600]
-    logits = np.full((50, 1), bin_edges()[600] + BIN_WIDTH / 2)
-    assert not _assign(logits, np.zeros((50, 1), np.int8), positive, negative).any()
+    logits = np.full((50, 1), bin_edges()[600] + BIN_WIDTH / 2, np.float32)
+    known = np.zeros((50, 1), np.int8)
+    rule = PriorMatchedRule(positive_threshold=0.0, negative_coverage=1.0)
+    positive, negative = _rule_thresholds(rule, logits, known, np.array([0.1]))
+    assert positive[0] == logits[0, 0] and negative[0] <= bin_edges()[600]
+    assert not _assign(logits, known, positive, negative).any()
+
+
+def test_rule_defaults_are_the_run_defaults():
+    """An empty --pseudo_rule_options reproduces the runs before the options had a string."""
+    prior = rule_of(PseudoLabelConfig())
+    assert isinstance(prior, PriorMatchedRule)
+    assert (prior.positive_threshold, prior.negative_coverage) == (0.5, 0.1)
+    fixed = rule_of(PseudoLabelConfig(mode="fixed", rule_options="negative_threshold=0.01"))
+    assert isinstance(fixed, FixedThresholdRule)
+    assert (fixed.positive_threshold, fixed.negative_threshold) == (0.5, 0.01)
+    with pytest.raises(ValueError, match="has no options 'negative_threshold'"):
+        make_rule("prior", negative_threshold=0.1)
+    with pytest.raises(ValueError, match="unknown pseudo-label mode"):
+        make_rule("median")
 
 
 # ----------------------------------------------------------------------------
@@ -133,7 +176,9 @@ def test_histograms_and_quality_count_what_the_rule_labels():
     np.testing.assert_array_equal(counts[1].sum(axis=1), hidden[0].sum(axis=0))
     np.testing.assert_array_equal(counts[2].sum(axis=1), hidden[1].sum(axis=0))
 
-    positive, negative = prior_matched_thresholds(counts.sum(0), np.array([0.3, 0.2, 0.4]), 0.0)
+    positive, negative = prior_matched_thresholds(
+        counts.sum(0), np.array([0.3, 0.2, 0.4]), 0.0, 0.5
+    )
     pseudo = _assign(logits, known, positive, negative)
     assert (pseudo == 1).any() and (pseudo == -1).any()  # a non-trivial case
     unknown, true = known == 0, train.labels
@@ -203,19 +248,35 @@ def _tiny_data(seed=0):
     return data.MultiLabelData(labels=true, label_names=("a", "b", "c"), features=features), known
 
 
+def _settings(**fields):
+    """A `PseudoLabelConfig` (the callback's settings), checked like a run's."""
+    return PseudoLabelConfig(**fields)
+
+
+def _unchecked(**fields):
+    """Settings with the fields of a `PseudoLabelConfig` that no config checked."""
+    return types.SimpleNamespace(**{**dataclasses.asdict(PseudoLabelConfig()), **fields})
+
+
 def test_callback_validates_arguments():
-    with pytest.raises(ValueError):
-        PseudoLabelCallback(None, np.zeros((1, 1)), start_epoch=-1, every=1, mode="fixed")
-    with pytest.raises(ValueError):
-        PseudoLabelCallback(None, np.zeros((1, 1)), start_epoch=0, every=0, mode="fixed")
-    with pytest.raises(ValueError):
-        PseudoLabelCallback(None, np.zeros((1, 1)), start_epoch=0, every=1, mode="prior")
-    with pytest.raises(ValueError):
-        PseudoLabelCallback(None, np.zeros((1, 1)), start_epoch=0, every=1, mode="median")
+    labels = np.zeros((1, 1))
+    with pytest.raises(ValueError, match="start_epoch >= 0"):
+        PseudoLabelCallback(None, labels, _settings(start_epoch=-1, mode="fixed"))
+    # Settings of any origin (not checked by the config): the callback checks them itself.
+    with pytest.raises(ValueError, match="every >= 1"):
+        PseudoLabelCallback(None, labels, _unchecked(mode="fixed", every=0))
+    with pytest.raises(ValueError, match="needs priors"):
+        PseudoLabelCallback(None, labels, _settings(mode="prior"))
+    with pytest.raises(ValueError, match="min_precision needs validation"):
+        PseudoLabelCallback(None, labels, _settings(mode="fixed", min_precision=0.9))
+    with pytest.raises(ValueError, match="has no options"):
+        PseudoLabelCallback(None, labels, _unchecked(mode="fixed", rule_options="floor=1"))
 
 
 def test_refresh_schedule():
-    callback = PseudoLabelCallback(None, np.zeros((1, 1)), start_epoch=2, every=3, mode="fixed")
+    callback = PseudoLabelCallback(
+        None, np.zeros((1, 1)), _settings(start_epoch=2, every=3, mode="fixed")
+    )
     refresh = [epoch for epoch in range(15) if callback.is_refresh_epoch(epoch)]
     assert refresh == [2, 5, 8, 11, 14]
 
@@ -231,15 +292,15 @@ def test_callback_writes_thresholds_the_train_step_applies(mode):
     eval_ds = pipeline.evaluation_dataset(train, batch_size=16)
     priors = np.array([0.3, 0.2, 0.4])
     logged = []
+    options = {
+        "fixed": "positive_threshold=0.55,negative_threshold=0.45",
+        "prior": "positive_threshold=0.55,negative_coverage=0.5",
+    }[mode]
     callback = PseudoLabelCallback(
         eval_ds,
         known,
-        start_epoch=2,
-        every=3,
-        mode=mode,
-        priors=priors,
-        positive_threshold=0.55,
-        negative_threshold=0.45,
+        _settings(start_epoch=2, every=3, mode=mode, rule_options=options),
+        priors,
         true_labels=train.labels,
         log=logged.append,
     )
@@ -255,7 +316,7 @@ def test_callback_writes_thresholds_the_train_step_applies(mode):
     callback.on_epoch_begin(2)
     counts = _histogram(logits.astype(np.float64), known)
     if mode == "prior":
-        _, negative = prior_matched_thresholds(counts, priors, 0.55, 0.5)
+        negative = prior_matched_negative_thresholds(counts, priors, 0.5)
         # t+ by hand: the (k + 1)-th largest unknown logit above the floor, k = floor(pi U).
         floor = np.log(0.55 / 0.45)
         positive = np.full(NUM_CLASSES, floor)
@@ -306,16 +367,10 @@ def test_positives_are_stored_and_negatives_follow_the_network():
     train, known = _tiny_data(seed=1)
     model = _tiny_model()
     eval_ds = pipeline.evaluation_dataset(train, batch_size=64)
-    callback = PseudoLabelCallback(
-        eval_ds,
-        known,
-        start_epoch=0,
-        every=1,
-        mode="fixed",
-        positive_threshold=0.5,
-        negative_threshold=0.5,
-        log=lambda _: None,
+    settings = _settings(
+        start_epoch=0, every=1, mode="fixed", rule_options="negative_threshold=0.5"
     )
+    callback = PseudoLabelCallback(eval_ds, known, settings, log=lambda _: None)
     callback.set_model(model)
     callback.on_epoch_begin(0)
     ids = np.arange(NUM_EXAMPLES)
@@ -403,14 +458,110 @@ def test_fully_known_class_keeps_a_usable_decision_threshold():
     callback = PseudoLabelCallback(
         eval_ds,
         known,
-        start_epoch=0,
-        every=1,
-        mode="prior",
-        priors=np.array([0.3, 0.3, 0.3]),
-        positive_threshold=0.5,
+        _settings(start_epoch=0, every=1, mode="prior"),  # the floor of t+: 0.5
+        np.array([0.3, 0.3, 0.3]),
         log=lambda _: None,
     )
     callback.set_model(model)
     callback.on_epoch_begin(0)
     thresholds = model.pseudo_thresholds.numpy()
     assert thresholds[1] == pytest.approx(0.5)  # the floor / default, not 1.0
+
+
+# ----------------------------------------------------------------------------
+# The technique's switch and callback, from the run's config
+
+
+def _stats(depends_on_class=False, dense=False):
+    rates = np.array([0.02, 0.05, 0.1])
+    return types.SimpleNamespace(
+        depends_on_class=depends_on_class,
+        dense=dense,
+        unknown_priors=rates + (0.3 if dense else 0.0),
+        priors=rates * 2,
+    )
+
+
+def _run_parts(stats, validation=True):
+    train, known = _tiny_data()
+    dataset = pipeline.evaluation_dataset(train, batch_size=16)
+    held_out = train.take(np.arange(8)) if validation else None
+    inputs = types.SimpleNamespace(train=train, known=known, stats=stats, validation=held_out)
+    datasets = types.SimpleNamespace(train_inputs=dataset, validation="validation dataset")
+    return inputs, datasets
+
+
+@pytest.mark.parametrize(
+    "flat, stats, reason",
+    [
+        ({}, _stats(), ""),
+        ({}, _stats(depends_on_class=True), "the annotation depends on the class"),
+        ({}, _stats(dense=True), "the label space is dense (the unknown entries' mean positive"),
+        ({"pseudo_labels": "on"}, _stats(depends_on_class=True), ""),  # asked for: refreshes
+        ({"method": "ignore"}, _stats(dense=True), ""),  # not switched on: nothing to say
+        ({"pseudo_start_epoch": -1}, _stats(dense=True), ""),
+    ],
+)
+def test_off_because_and_is_on(flat, stats, reason):
+    config = Config.from_flat(**flat)
+    assert pseudo_labels.off_because(config, stats).startswith(reason)
+    assert bool(pseudo_labels.off_because(config, stats)) == bool(reason)
+    wanted = flat.get("method") != "ignore" and flat.get("pseudo_start_epoch") != -1
+    assert pseudo_labels.is_on(config, stats) == (wanted and not reason)
+
+
+def test_callbacks_log_why_auto_is_off():
+    logged = []
+    config = Config.from_flat()
+    inputs, datasets = _run_parts(_stats(dense=True))
+    assert pseudo_labels.callbacks(config, inputs, datasets, logged.append) == []
+    assert len(logged) == 1 and logged[0].startswith("pseudo labels: off, because the label")
+    off = Config.from_flat(pseudo_labels="off")
+    assert pseudo_labels.callbacks(off, inputs, datasets, logged.append) == []
+    assert len(logged) == 1  # off as asked: nothing to say
+
+
+@pytest.mark.parametrize("known_fraction", [1.0, 0.5])
+def test_callbacks_make_the_configured_callback(known_fraction):
+    config = Config.from_flat(
+        known_fraction=known_fraction,
+        pseudo_start_epoch=3,
+        pseudo_every=2,
+        pseudo_mode="fixed",
+        pseudo_rule_options="positive_threshold=0.7",
+        pseudo_min_precision=0.8,
+    )
+    stats = _stats()
+    inputs, datasets = _run_parts(stats)
+    (callback,) = pseudo_labels.callbacks(config, inputs, datasets, print)
+    assert isinstance(callback, PseudoLabelCallback)
+    assert (callback.start_epoch, callback.every, callback.min_precision) == (3, 2, 0.8)
+    assert isinstance(callback.rule, FixedThresholdRule) and callback.rule.positive_threshold == 0.7
+    assert callback.dataset is datasets.train_inputs and callback.known_labels is inputs.known
+    np.testing.assert_array_equal(callback.priors, stats.unknown_priors)
+    assert callback.validation[0] == "validation dataset"
+    assert callback.validation[1] is inputs.validation.labels
+    # The hidden truth is monitored only where the run simulated the partial labels.
+    assert (callback.true_labels is inputs.train.labels) == (known_fraction < 1.0)
+    assert (callback.true_labels is None) == (known_fraction == 1.0)
+
+
+def test_callbacks_where_annotation_depends_on_the_class_make_negatives_only():
+    """Asked for where `auto` would be off: the prior rule's quota is zero (no positives)."""
+    config = Config.from_flat(pseudo_labels="on", validation_fraction=0.0, select_epoch="last")
+    inputs, datasets = _run_parts(_stats(depends_on_class=True), validation=False)
+    (callback,) = pseudo_labels.callbacks(config, inputs, datasets, print)
+    np.testing.assert_array_equal(callback.priors, 0.0)
+    assert callback.validation is None
+    model = _tiny_model()
+    callback.set_model(model)
+    callback.refresh()
+    assert not model.pseudo_positives.numpy().any()
+
+
+def test_is_on_with_real_class_statistics():
+    train, known = _tiny_data()
+    stats = class_stats.ClassStatistics.from_labels(known, train.label_names)
+    # 30% positives: a dense label space, where `auto` leaves pseudo labels off.
+    assert stats.dense and not pseudo_labels.is_on(Config.from_flat(), stats)
+    assert pseudo_labels.is_on(Config.from_flat(pseudo_labels="on"), stats)

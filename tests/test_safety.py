@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpartial import data, export, models, training, workdir
+from kpartial import data, export, models, run_inputs, training, workdir
 from kpartial.data.readers import synthetic
 from tests.helpers import ROOT
 
@@ -292,12 +292,12 @@ def test_labels_are_used_as_given_by_default(specs, tmp_path):
     partial[:, 0] = d.labels[:, 0]  # every row keeps a known label
     spec = _npz(tmp_path / "partial.npz", labels=partial.astype(np.int8))
     config = _config((spec, specs[1]), tmp_path / "run")
-    assert config.known_fraction == 1.0
-    train, _ = training.load_data(config)
+    assert config.data.known_fraction == 1.0
+    train, _ = run_inputs.load_data(config)
     lines = []
-    np.testing.assert_array_equal(training.training_labels(config, train, lines.append), partial)
+    np.testing.assert_array_equal(run_inputs.training_labels(config, train, lines.append), partial)
     assert lines == []
-    thinned = training.training_labels(
+    thinned = run_inputs.training_labels(
         _config((spec, specs[1]), tmp_path / "run", known_fraction=0.5), train, lines.append
     )
     assert np.count_nonzero(thinned) < np.count_nonzero(partial)
@@ -317,4 +317,4 @@ def test_train_and_test_must_agree_on_features(specs, tmp_path):
     wide = _npz(tmp_path / "wide.npz", num_features=7)
     config = _config((specs[0], wide), tmp_path / "run")
     with pytest.raises(data.DataError, match="has 6 features but test .*wide.npz has 7"):
-        training.load_data(config)
+        run_inputs.load_data(config)

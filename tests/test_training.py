@@ -1,7 +1,6 @@
 """End-to-end tests of `kpartial.training.run`: on the tiny synthetic npz data, and tiny runs
 with a skipped row, a saved simulation and TFRecord shards."""
 
-import dataclasses
 import glob
 import json
 import os
@@ -13,7 +12,21 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from kpartial import class_stats, data, evaluation, losses, metrics, models, simulate, training
+from kpartial import (
+    class_stats,
+    data,
+    evaluation,
+    label_pruning,
+    losses,
+    metrics,
+    models,
+    pseudo_labels,
+    report,
+    run_inputs,
+    simulate,
+    training,
+)
+from kpartial.config import Config
 from kpartial.data.readers import synthetic
 from kpartial.partial_model import PartialLabelModel
 from tests.helpers import NUM_CLASSES, NUM_EXAMPLES, NUM_FEATURES
@@ -47,7 +60,7 @@ def base_config(tiny_npz):
 def kpartial_run(base_config, tmp_path_factory):
     """(config, returned metrics, log lines) of one kpartial run with pseudo labels and pruning."""
     workdir = str(tmp_path_factory.mktemp("kpartial_run"))
-    config = dataclasses.replace(base_config, workdir=workdir)
+    config = base_config.replace(workdir=workdir)
     lines = []
     result = training.run(config, log=lines.append)
     return config, result, lines
@@ -84,8 +97,8 @@ def test_metrics_json(kpartial_run):
     assert written["seed"] == 1
     assert written["epochs"] == 4
     assert written["jit_compile"] is False
-    assert written["train_data"] == config.train_data
-    assert written["test_data"] == config.test_data
+    assert written["train_data"] == config.data.train_data
+    assert written["test_data"] == config.data.test_data
     assert 0.0 <= written["map"] <= 1.0
     assert 0.0 <= written["cf1"] <= 1.0 and 0.0 <= written["of1"] <= 1.0
     # The test set is fully annotated: every entry counts, every class has both labels.
@@ -123,13 +136,10 @@ def test_config_json_round_trips(kpartial_run):
     config, _, _ = kpartial_run
     with open(os.path.join(config.workdir, "config.json")) as f:
         loaded = json.load(f)
-    assert set(loaded) == {field.name for field in dataclasses.fields(training.TrainConfig)}
+    assert set(loaded) == {part.flag_name(field) for _, part, field in Config.fields()}
     assert loaded["prune_schedule"] == [[3, 0.25]]
     assert loaded["hidden_units"] == [32]
-    # JSON has no tuples: convert the two tuple fields back, then the config is identical.
-    loaded["hidden_units"] = tuple(loaded["hidden_units"])
-    loaded["prune_schedule"] = tuple(tuple(item) for item in loaded["prune_schedule"])
-    assert training.TrainConfig(**loaded) == config
+    assert Config.from_flat(**loaded) == config
 
 
 def test_class_stats_csv(kpartial_run):
@@ -152,9 +162,9 @@ def test_class_stats_csv(kpartial_run):
 
 def _trained_part(config):
     """(the examples a run trained on, their known labels): without the validation part."""
-    train = data.load(*data.parse_data_spec(config.train_data))
-    known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
-    train, _, known = training.split_validation(train, known, config)
+    train = data.load(*data.parse_data_spec(config.data.train_data))
+    known = simulate.keep_fraction(train.labels, config.data.known_fraction, config.runtime.seed)
+    train, _, known = run_inputs.split_validation(train, known, config)
     return train, known
 
 
@@ -173,14 +183,18 @@ def test_checkpoint_restores_training_state(kpartial_run):
     config, _, _ = kpartial_run
     train, known = _trained_part(config)
     fresh = models.build_mlp(
-        NUM_FEATURES, NUM_CLASSES, config.hidden_units, config.dropout, seed=config.seed + 1
+        NUM_FEATURES,
+        NUM_CLASSES,
+        config.model.hidden_units,
+        config.model.dropout,
+        seed=config.runtime.seed + 1,
     )
     model = PartialLabelModel(fresh, train.num_examples, NUM_CLASSES, losses.IgnoreUnknownBCE())
     model(np.zeros((1, NUM_FEATURES), np.float32))  # build before loading
     model.load_weights(os.path.join(config.workdir, "checkpoint/latest.weights.h5"))
     # The checkpoint holds the last epoch's weights (network.keras: the selected epoch's).
     last = keras.Model(fresh.inputs, fresh.outputs)
-    assert int(model.epochs_done.numpy()) == config.epochs
+    assert int(model.epochs_done.numpy()) == config.runtime.epochs
     assert all(np.isfinite(w).all() for w in last.get_weights())
     assert sorted(model.active_classes.numpy().tolist()) == [0.0] * 2 + [1.0] * 6
     # The checkpoint holds the last refresh's t+ (prior mode floors it at 0.5), not the init.
@@ -234,17 +248,15 @@ def test_tensorboard_scalars(kpartial_run):
 
 def test_same_config_and_seed_is_deterministic(kpartial_run, tmp_path):
     config, result, _ = kpartial_run
-    again = training.run(
-        dataclasses.replace(config, workdir=str(tmp_path / "again")), log=lambda line: None
-    )
+    again = training.run(config.replace(workdir=str(tmp_path / "again")), log=lambda line: None)
     assert again["map"] == result["map"]
     assert series(again["history"], "loss") == series(result["history"], "loss")
 
 
 def test_ignore_uses_no_pseudo_labels_or_pruning(base_config):
-    assert not dataclasses.replace(base_config, method="ignore").uses_pseudo_labels
+    assert not pseudo_labels.switched_on(base_config.replace(method="ignore"))
     lines = []
-    result = training.run(dataclasses.replace(base_config, method="ignore"), log=lines.append)
+    result = training.run(base_config.replace(method="ignore"), log=lines.append)
     history = result["history"]
     assert not series(history, "pseudo_coverage")
     assert not series(history, "active_classes")
@@ -259,9 +271,10 @@ def test_config_validation():
         training.TrainConfig(method="nope")
     with pytest.raises(ValueError, match="jit_compile"):
         training.TrainConfig(jit_compile="yes")
-    assert training.TrainConfig(pseudo_start_epoch=-1).uses_pseudo_labels is False
-    assert training.TrainConfig(prune_schedule=((1, 0.5),)).uses_pruning is True
-    assert training.TrainConfig(method="ignore", prune_schedule=((1, 0.5),)).uses_pruning is False
+    assert pseudo_labels.switched_on(training.TrainConfig(pseudo_start_epoch=-1)) is False
+    assert label_pruning.switched_on(training.TrainConfig(prune_schedule=((1, 0.5),))) is True
+    ignore = training.TrainConfig(method="ignore", prune_schedule=((1, 0.5),))
+    assert label_pruning.switched_on(ignore) is False
 
 
 def test_different_classes_are_rejected(tiny_npz, tmp_path):
@@ -270,7 +283,7 @@ def test_different_classes_are_rejected(tiny_npz, tmp_path):
     np.savez(tmp_path / "other.npz", x=other.features, y=other.labels)
     config = training.TrainConfig(train_data=train_spec, test_data=f"npz:{tmp_path}/other.npz")
     with pytest.raises(data.DataError, match="different classes"):
-        training.load_data(config)
+        run_inputs.load_data(config)
 
 
 def test_resolve_jit_compile():
@@ -285,8 +298,7 @@ def test_fully_known_classes_keep_a_usable_threshold(base_config, tmp_path):
     # Regression: classes without unknown entries get t+ = inf from prior_matched_thresholds, which
     # once reached the exported thresholds as clip(inf) = 1.0. Now t+ stays in pseudo_thresholds
     # (floored) and export ships the 0.5 decision threshold the reported F1 uses.
-    config = dataclasses.replace(
-        base_config,
+    config = base_config.replace(
         known_fraction=1.0,
         epochs=2,
         pseudo_start_epoch=1,
@@ -302,7 +314,7 @@ def test_fully_known_classes_keep_a_usable_threshold(base_config, tmp_path):
     assert np.all((thresholds > 0) & (thresholds < 1))  # chosen on validation, or 0.5
     default = table["source"] == "default 0.5"
     assert (table["threshold"][default] == 0.5).all()
-    assert (table["validation_positives"][~default] >= training.MIN_THRESHOLD_POSITIVES).all()
+    assert (table["validation_positives"][~default] >= report.MIN_THRESHOLD_POSITIVES).all()
 
 
 def test_class_stats_from_another_dataset_set_the_priors(base_config, tmp_path):
@@ -313,8 +325,7 @@ def test_class_stats_from_another_dataset_set_the_priors(base_config, tmp_path):
     pd.DataFrame(
         {"label": names[::-1], "positives": 1, "negatives": 1, "prior": priors[::-1]}
     ).to_csv(path, index=False)
-    config = dataclasses.replace(
-        base_config,
+    config = base_config.replace(
         class_stats=str(path),
         epochs=1,
         pseudo_labels="off",
@@ -333,8 +344,8 @@ def test_class_stats_from_another_dataset_set_the_priors(base_config, tmp_path):
 
 def test_fixed_pseudo_thresholds_and_random_pruning_run_end_to_end(base_config):
     lines = []
-    config = dataclasses.replace(
-        base_config, pseudo_mode="fixed", pseudo_positive_threshold=0.9, prune_criterion="random"
+    config = base_config.replace(
+        pseudo_mode="fixed", pseudo_positive_threshold=0.9, prune_criterion="random"
     )
     result = training.run(config, log=lines.append)
     assert result["active_classes"] == 6
@@ -344,16 +355,14 @@ def test_fixed_pseudo_thresholds_and_random_pruning_run_end_to_end(base_config):
 
 @pytest.mark.parametrize("method", [m for m in losses.LOSSES if m != "kpartial"])
 def test_every_method_trains(base_config, method):
-    result = training.run(
-        dataclasses.replace(base_config, method=method, epochs=1), log=lambda line: None
-    )
+    result = training.run(base_config.replace(method=method, epochs=1), log=lambda line: None)
     assert result["method"] == method and np.isfinite(result["map"])
 
 
 def test_ll_cp_table_beyond_the_memory_share_is_refused(base_config, monkeypatch, tmp_path):
     """LL-Cp's dense corrections are refused by memory (one line naming the data), not by count."""
-    monkeypatch.setattr(training, "_physical_memory", lambda: 1000)  # bytes
-    config = dataclasses.replace(base_config, method="ll_cp", epochs=1, workdir=str(tmp_path / "w"))
+    monkeypatch.setattr(run_inputs, "_physical_memory", lambda: 1000)  # bytes
+    config = base_config.replace(method="ll_cp", epochs=1, workdir=str(tmp_path / "w"))
     with pytest.raises(data.DataError, match="exceeds half of this machine's memory"):
         training.run(config, log=lambda line: None)
     assert not (tmp_path / "w").exists()  # refused before anything was written
@@ -361,15 +370,15 @@ def test_ll_cp_table_beyond_the_memory_share_is_refused(base_config, monkeypatch
 
 def test_pseudo_labels_and_pruning_combine_with_any_loss(base_config):
     lines = []
-    config = dataclasses.replace(base_config, method="asl", pseudo_labels="on", pruning="on")
-    assert config.uses_pseudo_labels and config.uses_pruning
+    config = base_config.replace(method="asl", pseudo_labels="on", pruning="on")
+    assert pseudo_labels.switched_on(config) and label_pruning.switched_on(config)
     result = training.run(config, log=lines.append)
     assert sum("pseudo labels refreshed" in line for line in lines) == 2
     assert result["active_classes"] == 6
-    off = dataclasses.replace(base_config, pseudo_labels="off", pruning="off")
-    assert not off.uses_pseudo_labels and not off.uses_pruning
+    off = base_config.replace(pseudo_labels="off", pruning="off")
+    assert not pseudo_labels.switched_on(off) and not label_pruning.switched_on(off)
     with pytest.raises(ValueError, match="pseudo_labels must be"):
-        dataclasses.replace(base_config, pseudo_labels="yes")
+        base_config.replace(pseudo_labels="yes")
 
 
 def test_final_metrics_are_those_of_the_last_epoch_and_of_the_saved_network(kpartial_run):
@@ -378,16 +387,16 @@ def test_final_metrics_are_those_of_the_last_epoch_and_of_the_saved_network(kpar
     assert result["map"] == pytest.approx(result["history"][selected - 1]["test_map"], abs=1e-6)
     # The final metrics are those of the saved (selected) weights.
     network = keras.saving.load_model(os.path.join(config.workdir, "network.keras"))
-    test = data.load(*data.parse_data_spec(config.test_data))
+    test = data.load(*data.parse_data_spec(config.data.test_data))
     probabilities = 1 / (1 + np.exp(-network.predict(test.features, verbose=0)))
     assert metrics.evaluate(probabilities, test.labels)["map"] == pytest.approx(
         result["map"], abs=1e-5
     )
     # The run evaluates a stream of batches, keeping annotated entries only: the dense functions
     # on the whole test set give the same numbers.
-    train = data.load(*data.parse_data_spec(config.train_data))
-    known = simulate.keep_fraction(train.labels, config.known_fraction, config.seed)
-    _, _, known = training.split_validation(train, known, config)
+    train = data.load(*data.parse_data_spec(config.data.train_data))
+    known = simulate.keep_fraction(train.labels, config.data.known_fraction, config.runtime.seed)
+    _, _, known = run_inputs.split_validation(train, known, config)
     thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
     dense = {
         **metrics.evaluate(probabilities.astype(np.float32), test.labels, thresholds),
@@ -440,7 +449,7 @@ def test_tiny_run_on_npz_with_a_skipped_row(tmp_path):
     reason = {"row without any known label": 1}
     assert result["skipped_input"] == {"train": reason, "test": {}}  # counted once, with train
     with pytest.raises(data.DataError, match=re.escape(f"npz:{path}: row 5 (0-based example)")):
-        training.run(dataclasses.replace(config, on_bad_input="error"), log=lambda *_: None)
+        training.run(config.replace(on_bad_input="error"), log=lambda *_: None)
 
 
 def test_tiny_run_with_a_saved_simulation(tmp_path):
@@ -459,7 +468,7 @@ def test_tiny_run_with_a_saved_simulation(tmp_path):
         label_names=train.label_names,
     )
     config = training.TrainConfig(train_data=f"npz:{path}", simulation=str(sim), **RUN)
-    assert np.array_equal(training.training_labels(config, train), kept)
+    assert np.array_equal(run_inputs.training_labels(config, train), kept)
     result = training.run(config, log=lambda *_: None)
     check_result(result, test_examples=18)
     assert result["skipped_input"] == {"train": {}, "test": {}}
@@ -503,7 +512,7 @@ def _auto_and_on(config):
     training.run(config, log=lines.append)
     assert not any("pseudo labels refreshed" in line for line in lines)
     on = []
-    training.run(dataclasses.replace(config, pseudo_labels="on"), log=on.append, overwrite=True)
+    training.run(config.replace(pseudo_labels="on"), log=on.append, overwrite=True)
     return lines, [line for line in on if "pseudo labels refreshed" in line]
 
 

@@ -1,7 +1,6 @@
 """The validation split: held-out training rows select the epoch and the decision thresholds; the
 test set cannot influence training, selection or thresholds."""
 
-import dataclasses
 import os
 
 import keras
@@ -9,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kpartial import data, training
+from kpartial import data, run_inputs, training
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +28,11 @@ def config(tiny_npz):
 
 
 def _run(config, workdir, test_labels_order=None):
-    train, test = training.load_data(config)
+    train, test = run_inputs.load_data(config)
     if test_labels_order is not None:
         test = test.with_labels(test.labels[test_labels_order])
     result = training.run(
-        dataclasses.replace(config, workdir=str(workdir)),
+        config.replace(workdir=str(workdir)),
         log=lambda line: None,
         datasets=(train, test),
     )
@@ -44,7 +43,7 @@ def _run(config, workdir, test_labels_order=None):
 
 def test_permuting_the_test_labels_changes_nothing_that_training_chose(config, tmp_path):
     result, weights, thresholds = _run(config, tmp_path / "a")
-    order = np.random.default_rng(0).permutation(data.load_spec(config.test_data).num_examples)
+    order = np.random.default_rng(0).permutation(data.load_spec(config.data.test_data).num_examples)
     permuted, permuted_weights, permuted_thresholds = _run(config, tmp_path / "b", order)
     assert permuted["map"] != result["map"]  # the test labels did change
     for mine, theirs in zip(permuted_weights, weights):
@@ -72,7 +71,7 @@ def test_the_run_ends_with_the_best_validation_epoch(config, tmp_path):
 
 
 def test_last_epoch_selection_and_no_validation(config, tmp_path):
-    last = dataclasses.replace(config, select_epoch="last", validation_fraction=0.0)
+    last = config.replace(select_epoch="last", validation_fraction=0.0)
     result, _, thresholds = _run(last, tmp_path)
     assert result["selection"]["selected_epoch"] == 5
     assert result["selection"]["validation_examples"] == 0
@@ -82,10 +81,10 @@ def test_last_epoch_selection_and_no_validation(config, tmp_path):
 
 def test_bad_validation_settings_are_one_line(config):
     with pytest.raises(ValueError, match="select_epoch=best needs a validation split"):
-        dataclasses.replace(config, validation_fraction=0.0)
-    with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\)"):
-        dataclasses.replace(config, validation_fraction=1.0)
-    tiny = dataclasses.replace(config, validation_fraction=0.0001)
+        config.replace(validation_fraction=0.0)
+    with pytest.raises(ValueError, match=r"validation_fraction must be in \[0.0, 0.99\]"):
+        config.replace(validation_fraction=1.0)
+    tiny = config.replace(validation_fraction=0.0001)
     with pytest.raises(data.DataError, match="leaves an empty part"):
         training.run(tiny, log=lambda line: None)
 
@@ -93,7 +92,7 @@ def test_bad_validation_settings_are_one_line(config):
 def test_validated_precision_limits_the_pseudo_positives(config):
     def refreshes(**overrides):
         lines = []
-        training.run(dataclasses.replace(config, **overrides), log=lines.append)
+        training.run(config.replace(**overrides), log=lines.append)
         return [line for line in lines if "pseudo labels refreshed" in line]
 
     def count(line, key):
@@ -107,6 +106,4 @@ def test_validated_precision_limits_the_pseudo_positives(config):
         assert count(after, "pseudo_positives") <= count(before, "pseudo_positives")
         assert count(after, "validated_classes") <= 8
     with pytest.raises(ValueError, match="pseudo_min_precision measures precision"):
-        dataclasses.replace(
-            config, pseudo_min_precision=0.9, validation_fraction=0.0, select_epoch="last"
-        )
+        config.replace(pseudo_min_precision=0.9, validation_fraction=0.0, select_epoch="last")

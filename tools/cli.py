@@ -141,6 +141,16 @@ def validate_finite(*flag_names):
         )
 
 
+def config_or_flag_error(make_config):
+    """`make_config()`, or exit 1 with its `ValueError` as one flag-parsing line: the config's
+    rules name the flag (see kpartial.config), as absl's own checks do."""
+    try:
+        return make_config()
+    except ValueError as e:
+        print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 @contextlib.contextmanager
 def one_line_errors():
     """Bad data, a refused workdir or export target: the message alone, exit status 1.

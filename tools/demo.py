@@ -29,13 +29,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.start_tensorflow()
-    from kpartial import comparison, export, label_pruning, training
+    from kpartial import comparison, config, export, label_pruning
 
     seeds = [int(s) for s in FLAGS.seeds]
     with cli.one_line_errors():
         # Prune a quarter of the classes after 70% of the epochs.
         schedule = label_pruning.parse_prune_schedule("0.7:0.25")
-        base = training.TrainConfig(
+        base = config.Config.from_flat(
             epochs=FLAGS.epochs,
             prune_schedule=label_pruning.resolve_prune_schedule(schedule, FLAGS.epochs),
         )

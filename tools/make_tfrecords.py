@@ -6,7 +6,10 @@ r"""Writes a dataset as sharded TFRecords with sparse partial labels (kpartial/t
   python tools/train.py --train_data=tfrecord:records/coco_train ...
 
 Image datasets store the encoded image files' bytes (no re-encoding); feature datasets store the
-features. --simulation writes a saved simulation's labels instead of the data's.
+features. --simulation writes a saved simulation's labels instead of the data's. Writing into a
+folder that already holds records replaces them only once the new shards are complete (see
+kpartial.tfrecords.write_tfrecords): a run that is stopped leaves the old records, or a folder
+without an index, never the old index over new shards.
 """
 
 import os

@@ -13,11 +13,9 @@ of its own, and the chosen one's artifacts in the workdir); with --export_name a
 under savedmodels/<name>/. A workdir that holds a run is refused
 unless --resume (continue it from its last checkpoint) or --overwrite (replace kpartial's
 artifacts in it). With --strategy=multi_worker, start the same command on every worker, each with
-its TF_CONFIG: only the chief writes the workdir and the export. Flag defaults are those of `kpartial.training.TrainConfig` (the flags are
-defined in tools/train_flags.py); presets live in flags/*.cfg.
+its TF_CONFIG: only the chief writes the workdir and the export. Flags are generated from `kpartial.config` (tools/train_flags.py); presets live in flags/*.cfg.
 """
 
-import dataclasses
 import os
 import sys
 
@@ -27,35 +25,17 @@ import cli
 import train_flags
 from absl import app, flags
 
-from kpartial import distribution, export, label_pruning, training
+from kpartial import distribution, export, training
 
 FLAGS = flags.FLAGS
 GROUPS = train_flags.GROUPS
 
 
 def config_from_flags(**overrides):
-    """TrainConfig from the flags of the same names (the prune schedule in epoch counts), with
-    `overrides` of some fields."""
-    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(training.TrainConfig)}
-    values.update(overrides)
-    values["hidden_units"] = tuple(int(u) for u in values["hidden_units"])
-    values["prune_schedule"] = label_pruning.resolve_prune_schedule(
-        label_pruning.parse_prune_schedule(values["prune_schedule"]), values["epochs"]
-    )
-    verbose = values["verbose"]
-    values["verbose"] = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
-    return training.TrainConfig(**values)
-
-
-# Flags of how to run, not of what is trained: not written to flags.txt, may change on --resume.
-RUN_MODE_FLAGS = ("resume", "overwrite")
-
-
-def _check_pseudo_start(values):
-    switched_on = values["pseudo_labels"] == "on" or (
-        values["pseudo_labels"] == "auto" and values["method"] == "kpartial"
-    )
-    return not (switched_on and values["pseudo_start_epoch"] >= values["epochs"])
+    """The `Config` of the flags of the same names, with `overrides` of some fields."""
+    values = {name: FLAGS[name].value for name in train_flags.CONFIG_FLAGS}
+    values.update({name: FLAGS[name].value for name in train_flags.config_lib.RULE_OPTION_FLAGS})
+    return train_flags.config_from_values(values, sys.stdout.isatty(), **overrides)
 
 
 def main(argv):
@@ -67,22 +47,20 @@ def main(argv):
         f"{flag.serialize()}\n"
         for group in GROUPS
         for flag in FLAGS.get_flags_for_module(group)
-        if flag.name not in RUN_MODE_FLAGS
+        if flag.name not in train_flags.RUN_MODE_FLAGS and flag.value is not None
     )
     export_path = FLAGS.export_dir or (
         os.path.join(cli.EXPORT_ROOT, FLAGS.export_name) if FLAGS.export_name else ""
     )
+    config = cli.config_or_flag_error(config_from_flags)
     with cli.one_line_errors():
         # First: a multi-worker strategy must exist before any other TensorFlow op runs.
-        is_chief = distribution.place(distribution.make_strategy(FLAGS.strategy)).is_chief
+        is_chief = distribution.placement(config.runtime.strategy).is_chief
         export_path = export_path if is_chief else ""  # the chief exports; workers write nothing
         if export_path:  # refuse before training, not after it
             export.check_target(export_path, FLAGS.overwrite)
         result = training.run(
-            config_from_flags(),
-            resume=FLAGS.resume,
-            overwrite=FLAGS.overwrite,
-            files={"flags.txt": resolved},
+            config, resume=FLAGS.resume, overwrite=FLAGS.overwrite, files={"flags.txt": resolved}
         )
         if not is_chief:
             print(f"worker {result['worker']} done; the chief writes the run into {FLAGS.workdir}")
@@ -92,11 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    # Here, not in train_flags: tools/compare.py shares the flags but takes --methods instead.
-    flags.register_multi_flags_validator(
-        ["pseudo_labels", "method", "pseudo_start_epoch", "epochs"],
-        _check_pseudo_start,
-        "--pseudo_start_epoch is not before --epochs, so pseudo labels would never be made: give "
-        "a smaller one, or -1 (or --pseudo_labels=off) for none",
-    )
     cli.run_with_grouped_help(main, GROUPS)

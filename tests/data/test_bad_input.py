@@ -275,7 +275,91 @@ def test_mulan_label_left_out_of_the_xml_is_a_feature_not_a_crash(tmp_path):
     assert loaded.label_names == ("a",)
     np.testing.assert_array_equal(loaded.features, [[1, 0], [2, 1], [3, 0]])  # b: nominal index
     arff.write_text(arff.read_text() + "4,1,?\n")  # an unknown 'b' is a missing feature value
-    raises(f"{arff}:9: missing or non-finite value for feature 'b'", data.load, "mulan", str(arff))
+    raises(
+        f"{arff}:9: missing or non-finite value for feature 'b' (on_bad_input=skip drops and "
+        "counts them)",
+        data.load,
+        "mulan",
+        str(arff),
+    )
+
+
+# ----------------------------------------------------------------------------
+# NaN / inf feature rows: an error naming the file and row (line), or with on_bad_input=skip
+# dropped and counted. Mulan and npz stopped the run under "skip" too.
+
+SKIP_HINT = " (on_bad_input=skip drops and counts them)"
+
+
+def _mulan_toy(tmp_path, rows):
+    (tmp_path / "toy.xml").write_text('<labels><label name="a"/><label name="b"/></labels>')
+    arff = tmp_path / "toy-train.arff"
+    arff.write_text(
+        "@relation t\n@attribute f numeric\n@attribute g numeric\n@attribute a {0,1}\n"
+        "@attribute b {0,1}\n@data\n" + "".join(f"{row}\n" for row in rows)
+    )
+    return arff
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e40"])
+def test_mulan_non_finite_feature_row_is_an_error_or_skipped_and_counted(tmp_path, value):
+    arff = _mulan_toy(tmp_path, ["1,2,1,0", f"3,{value},0,1", "{1 " + value + ",2 1}", "5,6,1,1"])
+    raises(
+        f"{arff}:8: missing or non-finite value for feature 'g' (2 such records){SKIP_HINT}",
+        data.load,
+        "mulan",
+        str(arff),
+    )
+    loaded = data.load("mulan", str(arff), on_bad_input="skip")
+    assert loaded.skipped == {"missing or non-finite value for feature 'g'": 2}
+    np.testing.assert_array_equal(loaded.features, [[1, 2], [5, 6]])
+    np.testing.assert_array_equal(loaded.labels, [[1, -1], [1, 1]])
+
+
+def test_mulan_bad_label_value_is_skipped_and_counted(tmp_path):
+    arff = _mulan_toy(tmp_path, ["1,2,1,0", "3,4,1,2", "5,6,0,1"])
+    arff.write_text(arff.read_text().replace("b {0,1}", "b numeric"))  # so 2 parses
+    raises(
+        f"{arff}:8: label 'b' has value '2.0'; expected 1, 0 or ?{SKIP_HINT}",
+        data.load,
+        "mulan",
+        str(arff),
+    )
+    loaded = data.load("mulan", str(arff), on_bad_input="skip")
+    assert loaded.skipped == {"label 'b' has value '2.0'; expected 1, 0 or ?": 1}
+    assert loaded.num_examples == 2
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e39])
+def test_npz_non_finite_feature_row_is_an_error_or_skipped_and_counted(tmp_path, value):
+    x = np.arange(8, dtype=np.float64).reshape(4, 2)
+    x[1, 1] = x[3, 0] = value
+    y = np.array([[1, -1], [1, 0], [-1, 1], [0, 1]])
+    path = save_npz(tmp_path / "d.npz", x=x, y=y)
+    raises(
+        f"{path}: row 1 (0-based), x column 1 = {value}: non-finite feature value (NaN, inf or "
+        f"beyond float32) (2 such records){SKIP_HINT}",
+        data.load,
+        "npz",
+        str(path),
+    )
+    loaded = data.load("npz", str(path), on_bad_input="skip")
+    assert loaded.skipped == {"non-finite feature value (NaN, inf or beyond float32)": 2}
+    np.testing.assert_array_equal(loaded.features, x[[0, 2]])
+    np.testing.assert_array_equal(loaded.labels, y[[0, 2]])
+
+
+def test_npz_label_value_outside_the_three_is_skipped_and_counted(tmp_path):
+    path = save_npz(tmp_path / "d.npz", x=X, y=np.array([[1, -1], [1, 3], [-1, 1]]))
+    raises(
+        f"{path}: row 1 (0-based), y = 3: label value other than 1, 0 or -1{SKIP_HINT}",
+        data.load,
+        "npz",
+        str(path),
+    )
+    loaded = data.load("npz", str(path), on_bad_input="skip")
+    assert loaded.skipped == {"label value other than 1, 0 or -1": 1}
+    np.testing.assert_array_equal(loaded.labels, [[1, -1], [-1, 1]])
 
 
 # ----------------------------------------------------------------------------

@@ -6,6 +6,12 @@ deleted or repeated lines; seeded NumPy RNG) and loads it with ``on_bad_input="e
 `kpartial.data.DataError` is raised with a one-line message naming the damaged file or the path
 that was loaded; any other exception is a reader bug. The fixtures are inline, except MoleculeNet
 and COCO, which use the first records of the real files in ``../shared`` when they are there.
+
+TFRecord folders (feature and image records, written by `kpartial.tfrecords.write_tfrecords`)
+are damaged in their shards and their index `dataset.json`; besides the byte-level damage above,
+a shard may be emptied or cut at a record boundary (which TFRecord framing alone cannot tell from
+a complete shard) and an index field may be deleted or replaced. A TFRecord folder that loads
+under "error" must hold exactly the pristine labels and features.
 """
 
 import json
@@ -16,10 +22,10 @@ import traceback
 import numpy as np
 import pytest
 
-from kpartial import data
-from tests.helpers import SHARED_DATA
+from kpartial import data, tfrecords
+from tests.helpers import JPEG, SHARED_DATA
 
-CASES_PER_FORMAT = 50  # 9 formats x 50 = 450 damaged files, each loaded under both policies
+CASES_PER_FORMAT = 50  # 11 formats x 50 = 550 damaged files, each loaded under both policies
 
 MULAN_XML = """<?xml version="1.0" encoding="utf-8"?>
 <labels xmlns="http://mulan.sourceforge.net/labels">
@@ -224,6 +230,26 @@ def _openimages(folder):
     return "openimages", folder, {}, files
 
 
+def _tfrecord(inputs):
+    def build(folder):
+        rng = np.random.default_rng(1)
+        labels = rng.choice(np.array([1, -1, 0], np.int8), size=(9, 3))
+        labels[:, 0] = 1
+        if inputs == "features":
+            kind = {"features": rng.normal(size=(9, 4)).astype(np.float32)}
+        else:
+            (folder / "images").mkdir()
+            kind = {"image_paths": [folder / "images" / f"{k}.jpg" for k in range(9)]}
+            for path in kind["image_paths"]:
+                path.write_bytes(JPEG)
+        dataset = data.MultiLabelData(labels, ("a", "b", "c"), source="npz:/x/toy.npz", **kind)
+        index = tfrecords.write_tfrecords(dataset, folder / "rec", num_shards=3)
+        shards = [f"rec/{shard}" for shard in index["shards"]]
+        return "tfrecord", folder / "rec", {}, shards * 2 + ["rec/dataset.json"] * 3
+
+    return build
+
+
 FORMATS = {
     "mulan_dense": _mulan(MULAN_DENSE),
     "mulan_sparse": _mulan(MULAN_SPARSE),
@@ -234,6 +260,8 @@ FORMATS = {
     "npz": _npz,
     "npz_compressed": _npz_compressed,
     "openimages": _openimages,
+    "tfrecord_features": _tfrecord("features"),
+    "tfrecord_images": _tfrecord("image"),
 }
 # Bytes that mean something to one of the formats, so that flips hit the parsers' branches.
 SPECIAL = np.frombuffer(b",;{}'\"?\n\r\t %@.-+eE01\\:[]\x00\xff", np.uint8)
@@ -274,16 +302,60 @@ def mutate(content: bytes, rng) -> tuple[bytes, str]:
     return b"".join(lines[:k] + lines[k + count :]), f"delete lines {k + 1}..{k + count}"
 
 
+def record_ends(content: bytes) -> list[int]:
+    """The byte offsets where the records of a TFRecord file end: each record is an 8-byte
+    little-endian length, a 4-byte checksum, the data and a 4-byte checksum."""
+    ends, at = [], 0
+    while at + 8 <= len(content):
+        at += 16 + int.from_bytes(content[at : at + 8], "little")
+        ends.append(at)
+    return ends
+
+
+INDEX_VALUES = [None, [], {}, "x", -1, 0, 2, 10**12, 1.5, True, ["x"], [0, 0, 0]]
+
+
+def mutate_records(target: str, content: bytes, rng) -> tuple[bytes, str]:
+    """`mutate`, or damage aimed at a TFRecord folder: an emptied shard, a shard cut at a record
+    boundary, an index field deleted or given another value."""
+    kind = rng.choice(["bytes", "bytes", "aimed"])
+    if kind == "bytes":
+        return mutate(content, rng)
+    if target.endswith(".tfrecord"):
+        ends = [0, *record_ends(content)[:-1]]
+        at = ends[int(rng.integers(len(ends)))]
+        return content[:at], f"cut at record boundary byte {at} of {len(content)}"
+    index = json.loads(content)
+    field = sorted(index)[int(rng.integers(len(index)))]
+    if rng.random() < 0.4:
+        del index[field]
+        return json.dumps(index).encode(), f"delete index field {field!r}"
+    value = INDEX_VALUES[int(rng.integers(len(INDEX_VALUES)))]
+    index[field] = value
+    return json.dumps(index).encode(), f"index field {field!r} -> {value!r}"
+
+
+def same_data(a, b) -> bool:
+    same_features = (a.features is None) == (b.features is None) and (
+        a.features is None or np.array_equal(a.features, b.features)
+    )
+    return same_features and np.array_equal(a.dense_labels(), b.dense_labels())
+
+
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_damaged_files_load_or_raise_a_data_error_naming_the_file(tmp_path, name):
     fmt, path, options, targets = FORMATS[name](tmp_path)
     pristine = {t: (tmp_path / t).read_bytes() for t in set(targets)}
-    assert data.load(fmt, str(path), **options).num_examples > 0  # the fixture itself is valid
+    original = data.load(fmt, str(path), **options)
+    assert original.num_examples > 0  # the fixture itself is valid
     failures = []
     for seed in range(CASES_PER_FORMAT):
         rng = np.random.default_rng([sorted(FORMATS).index(name), seed])
         target = targets[int(rng.integers(len(targets)))]
-        damaged, how = mutate(pristine[target], rng)
+        if fmt == "tfrecord":
+            damaged, how = mutate_records(target, pristine[target], rng)
+        else:
+            damaged, how = mutate(pristine[target], rng)
         (tmp_path / target).write_bytes(damaged)
         for policy in ("error", "skip"):
             case = f"{name} seed {seed} ({policy}): {target}: {how}"
@@ -299,5 +371,7 @@ def test_damaged_files_load_or_raise_a_data_error_naming_the_file(tmp_path, name
             else:
                 if policy == "error" and loaded.skipped:
                     failures.append(f"{case}: skipped {loaded.skipped} under 'error'")
+                if fmt == "tfrecord" and policy == "error" and not same_data(loaded, original):
+                    failures.append(f"{case}: loaded other data than was written")
         (tmp_path / target).write_bytes(pristine[target])
     assert not failures, f"{len(failures)} failing cases:\n" + "\n".join(failures)

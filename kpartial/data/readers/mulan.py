@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from kpartial.data.arff import labelled_data, parse_rows, read_arff
-from kpartial.data.container import DataError, MultiLabelData
+from kpartial.data.arff import bad_label, labelled_data, parse_rows, read_arff, valid_label
+from kpartial.data.container import BadInput, DataError, MultiLabelData, row_reporter
 
 _SPLIT_SUFFIX = re.compile(r"-(?:train|test).*$", re.IGNORECASE)
 
@@ -39,7 +39,7 @@ def _default_xml_path(arff_path: str) -> str:
     return os.path.join(directory, stem + ".xml")
 
 
-def read_mulan(path, xml_path=None) -> MultiLabelData:
+def read_mulan(path, xml_path=None, *, on_bad_input="error") -> MultiLabelData:
     """Reads a Mulan dataset: an ARFF file plus its XML label file.
 
     Label attributes are those named in the XML; all others are features
@@ -54,13 +54,18 @@ def read_mulan(path, xml_path=None) -> MultiLabelData:
         xml_path: The label XML. Default: next to ``path``, with a
             ``-train``/``-test`` suffix (and anything after it) removed from
             the stem, e.g. ``Corel5k-train-sparse.arff`` -> ``Corel5k.xml``.
+        on_bad_input: ``"error"`` raises on the first bad row; ``"skip"``
+            drops rows with a missing (``?``) or non-finite feature value
+            (NaN, inf, or beyond float32) or a label value other than 1, 0,
+            ``?``, and counts them in ``skipped``.
 
     Raises:
-        DataError: On missing files, malformed lines, missing or non-finite
-            feature values, bad label values, or XML labels absent from the
-            ARFF. Messages name the file and line.
+        DataError: On missing files, malformed lines, XML labels absent from
+            the ARFF, or (``"error"``) a bad row. Messages name the file and
+            line.
     """
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    bad = BadInput(on_bad_input)
     if xml_path is None:
         xml_path = _default_xml_path(path)
     xml_path = os.path.abspath(os.path.expanduser(os.fspath(xml_path)))
@@ -84,13 +89,32 @@ def read_mulan(path, xml_path=None) -> MultiLabelData:
 
     with np.errstate(over="ignore"):  # Overflow becomes inf, reported below with its line.
         values, line_numbers = parse_rows(lines, start, attrs, path)
-    bad = ~np.isfinite(values[:, feature_cols])
-    if bad.any():
-        row, col = (int(k) for k in np.argwhere(bad)[0])
-        raise DataError(
-            f"{path}:{line_numbers[row]}: missing or non-finite value for feature "
-            f"{attrs[feature_cols[col]].name!r}"
+    keep = np.ones(len(values), bool)
+    finite = np.isfinite(values[:, feature_cols])
+    report = row_reporter(bad, keep, lambda row: f"{path}:{line_numbers[row]}")
+    report(
+        ~finite.all(axis=1),
+        lambda row: (
+            "missing or non-finite value for feature "
+            f"{attrs[feature_cols[int(np.argmin(finite[row]))]].name!r}"
+        ),
+    )
+    for j in label_cols:
+        # decode_label_column raises on the first invalid value; invalid rows go through `bad`
+        # first so that "skip" can drop them.
+        report(
+            ~valid_label(values[:, j], attrs[j]),
+            lambda row, j=j: bad_label(values[row, j], attrs[j]),
         )
+    values = values[keep]
+    line_numbers = [n for n, k in zip(line_numbers, keep) if k]
     return labelled_data(
-        values, attrs, label_cols, feature_cols, path, line_numbers, source=f"mulan:{path}"
+        values,
+        attrs,
+        label_cols,
+        feature_cols,
+        path,
+        line_numbers,
+        source=f"mulan:{path}",
+        skipped=bad.counts,
     )

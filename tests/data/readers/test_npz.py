@@ -28,8 +28,14 @@ def test_read_npz(tmp_path):
     [
         ({"x": np.zeros((2, 1))}, r"missing key 'y'"),
         ({"x": np.zeros((2, 1)), "y": np.zeros((3, 1))}, r"got x \(2, 1\), y \(3, 1\)"),
-        ({"x": np.zeros((3, 1)), "y": np.array([[1], [0], [2]])}, r"row 2 \(0-based\) has 2"),
-        ({"x": np.array([[0.0], [np.inf]]), "y": np.zeros((2, 1), int)}, r"NaN/inf .* row 1"),
+        (
+            {"x": np.zeros((3, 1)), "y": np.array([[1], [0], [2]])},
+            r"row 2 \(0-based\), y = 2: label value other than 1, 0 or -1",
+        ),
+        (
+            {"x": np.array([[0.0], [np.inf]]), "y": np.zeros((2, 1), int)},
+            r"row 1 \(0-based\), x column 0 = inf: non-finite feature value",
+        ),
         (
             {"x": np.zeros((1, 1)), "y": np.zeros((1, 2), int), "label_names": np.array(["a"])},
             r"label_names",
