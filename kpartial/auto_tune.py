@@ -1,12 +1,12 @@
 """Choosing kpartial's focusing of the known negatives on the validation split (`auto_tune`).
 
 With partial labels no single focusing gamma of the known negatives (`kpartial.losses.
-StatisticsWeightedLoss`) is best everywhere: gamma 2 (the loss's default) is worth up to +0.8 mAP
-on the long-tailed sets (corel5k at 0.1 known) and gamma 0 (plain BCE on the known negatives) up to
-+0.6 on Tox21's measured labels and +0.2 on enron at 0.1, and which one wins cannot be read from
-the label statistics. So a run trains both, each as a run of its own (in
-`WORKDIR/auto_tune/<candidate>/` when there is a workdir), and keeps the one whose validation mAP
-at its selected epoch is higher; a tie keeps gamma 2. The validation split decides, as it decides
+StatisticsWeightedLoss`) is best everywhere: gamma 2 (the loss's default) wins on the long-tailed
+label spaces, gamma 0 (plain BCE on the known negatives) on others such as Tox21's measured labels,
+and which one wins cannot be read from the label statistics (the per-set figures, and the cost of
+tuning, are in benchmarks/README.md, "This version"). So a run trains both, each as a run of its
+own (in `WORKDIR/auto_tune/<candidate>/` when there is a workdir), and keeps the one whose
+validation mAP at its selected epoch is higher; a tie keeps gamma 2. The validation split decides, as it decides
 the epoch; the test set plays no part in the choice (each candidate's own metrics are computed
 after it finished training, and the choice reads only their validation mAP). The chosen
 candidate's network, thresholds and history are copied into the workdir, and `metrics.json` gets an
@@ -62,8 +62,16 @@ def config_error(config):
 
 
 def off_because(config, stats, placement):
-    """Why `config` trains once (a line for the log), or "" when it tunes; `stats` are the
-    training labels' `ClassStatistics`, `placement` the run's `distribution.Placement`."""
+    """Why `config` trains once (a line for the log), or "" when it tunes.
+
+    Args:
+      config: the run's `kpartial.config.Config`.
+      stats: the training labels' `ClassStatistics`.
+      placement: the run's `distribution.Placement`.
+
+    Raises:
+      ValueError: `auto_tune="on"` in a multi-worker run.
+    """
     setting = config.loss.auto_tune
     if setting == "off" or not config.loss.has_techniques:
         return "auto_tune=off" if setting == "off" else ""
@@ -95,8 +103,10 @@ def candidates(config, stats, placement, log):
 
 
 def validation_score(result):
-    """The candidate's validation mAP at its selected epoch (at its last evaluation if that epoch
-    was not evaluated)."""
+    """The candidate's validation mAP at its selected epoch.
+
+    At its last evaluation if that epoch was not evaluated; NaN if no epoch was.
+    """
     scored = [e for e in result["history"] if e.get("val_map") is not None]
     if not scored:
         return float("nan")
@@ -118,9 +128,19 @@ def choose(scores):
 
 
 def tune(config, run_candidate, log):
-    """Trains every candidate with `run_candidate(candidate_config, log)`; returns the chosen
-    one's metrics with an `auto_tune` section. With a workdir, the chosen one's artifacts become
-    the run's and `metrics.json` is written last."""
+    """Trains every candidate and keeps the one with the higher validation mAP.
+
+    With a workdir, the chosen one's artifacts become the run's and `metrics.json` is written last.
+
+    Args:
+      config: the run's `kpartial.config.Config`.
+      run_candidate: trains one candidate: `run_candidate(candidate_config, log)` returns its
+        metrics (with `history` and `selection`).
+      log: prints one line.
+
+    Returns:
+      The chosen candidate's metrics, with `train_seconds` of both and an `auto_tune` section.
+    """
     results, scores = {}, {}
     log(
         f"auto_tune: {len(CANDIDATES)} runs, one per candidate ({', '.join(CANDIDATES)}), the "

@@ -44,8 +44,14 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         return self._weights_path
 
     def restore(self, model):
-        """Loads the last checkpoint into `model` (built, compiled); returns its finished epochs,
-        0 when there is no checkpoint."""
+        """Loads the last checkpoint into `model`, before `fit`.
+
+        Args:
+          model: the run's `PartialLabelModel`, built and compiled.
+
+        Returns:
+          The number of epochs the checkpoint had finished; 0 when there is no checkpoint.
+        """
         if not os.path.isfile(self._weights_path):
             return 0
         with model.distribute_strategy.scope():  # the optimizer's slots are mirrored too

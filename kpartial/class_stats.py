@@ -22,8 +22,8 @@ the examples. So:
     unknown_prior_c = (n+_c + 1) / (N + 2)        if spread > RANDOM_ANNOTATION_SPREAD and D > 4
                     = prior_c                     otherwise
 
-(D keeps a small set's binomial noise, which can spread the shares by more than 2x, from
-counting as dependence.)
+(D keeps a small set's binomial noise, which can spread the shares by more than
+RANDOM_ANNOTATION_SPREAD, from counting as dependence.)
 
 The second is the class's known positives over all examples: what an unknown entry's rate is
 when the annotations already hold most positives (a lower bound in general). With verified
@@ -35,17 +35,17 @@ no pseudo positives (u_c is only a lower bound there), only pseudo negatives.
 A label space is *dense* when the unknown entries' mean positive rate, mean_c(u_c), is at least
 DENSE_LABEL_SPACE. There kpartial's pseudo labels are off unless asked for: the prior rule's quota
 would make u_c of every class's unknown entries positive, several pseudo positives per example at
-the precision of a half-trained model, while the unknown term already targets that rate. Measured
-(3 seeds, pseudo labels on vs off): off is better on emotions (0.30: +2.7 at known 0.1), yeast
-(0.30: +0.6) and scene (0.18: +0.6), on is better on Tox21 (0.08), enron (0.06), medical (0.03)
-and bibtex (0.015); see the README.
+the precision of a half-trained model, while the unknown term already targets that rate. Pseudo
+labels help most where the classes are many and rare. The comparison of pseudo labels on and off
+by mean rate, from which DENSE_LABEL_SPACE is taken, is in benchmarks/README.md ("Pseudo labels on
+vs off, by how dense the label space is").
 
 The labels are *complete* when every training entry is annotated (`complete`). kpartial's loss
 then has no unknown term and its pseudo labels have nothing to label, so it is a prior-weighted
 ASL, and it takes ASL's published focusing of the known negatives, gamma- = 4 (`kpartial.losses.
-COMPLETE_LABELS_NEGATIVE_FOCUSING`), instead of the 2 measured better with partial labels.
-Measured (3 seeds, full labels, gamma 4 vs 2): yeast 49.10 vs 48.81, enron 23.59 vs 23.07, bibtex
-37.66 vs 37.62, corel5k 13.31 vs 13.46; see the README.
+COMPLETE_LABELS_NEGATIVE_FOCUSING`), instead of the milder default for partial labels: ASL's
+published gamma is the better one where the negatives are all known. The comparison of gamma 4 and
+2 with full labels is in benchmarks/README.md ("This version").
 """
 
 import dataclasses
@@ -59,11 +59,13 @@ from kpartial.sparse_labels import SparseLabels
 CSV_COLUMNS = ("label", "positives", "negatives", "prior")
 
 # Annotated shares of classes within this factor (10th to 90th percentile) are read as labels
-# missing at random: binomial noise, or tasks measured on fewer examples (Tox21: 1.2x).
+# missing at random: binomial noise, or a natively partial set whose tasks were measured on
+# somewhat fewer examples (Tox21's spread: benchmarks/README.md), stay below it.
 RANDOM_ANNOTATION_SPREAD = 2.0
 
-# mean_c(u_c) from which a label space counts as dense (module docstring): between Tox21's 0.08,
-# where pseudo labels help, and scene's 0.18, where they cost.
+# mean_c(u_c) from which a label space counts as dense (module docstring): between the densest
+# measured label space where pseudo labels helped and the sparsest where they cost
+# (benchmarks/README.md, "Pseudo labels on vs off").
 DENSE_LABEL_SPACE = 0.15
 
 
@@ -200,6 +202,12 @@ def unknown_priors(positives, negatives, priors, num_examples):
 
     See the module docstring: the priors when every class is annotated on about the same share
     of the examples, else each class's known positives over all `num_examples`.
+
+    Args:
+      positives: int [C] annotated positives per class.
+      negatives: int [C] annotated negatives per class.
+      priors: float64 [C] the classes' priors.
+      num_examples: N, the number of examples the counts come from.
     """
     share = (np.asarray(positives) + np.asarray(negatives)) / max(int(num_examples), 1)
     annotated = share[share > 0]

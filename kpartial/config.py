@@ -32,6 +32,7 @@ from kpartial import (
     label_pruning,
     losses,
     models,
+    pseudo_label_rules,
     pseudo_labels,
 )
 
@@ -214,6 +215,9 @@ class LossConfig(Part):
 
     def check(self):
         options = data.parse_options(self.options)
+        for name, value in options.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"loss_options: {name} must be a finite number, got {value}")
         try:
             losses.get(self.method, _ONE_CLASS_STATISTICS, **options)
         except (TypeError, ValueError) as e:
@@ -242,14 +246,17 @@ class PseudoLabelConfig(Part):
         flag="pseudo_labels",
         choices=SWITCH,
     )
-    start_epoch: int = option(
-        10, "Epochs before the first pseudo-label refresh, before --epochs; -1 = off.", low=-1
+    start_epoch: float = option(
+        0.33,
+        "Epochs before the first pseudo-label refresh: a count (before --epochs), or a share of "
+        "--epochs in (0, 1) that a short run skips if it falls after its last epoch; -1 = off.",
+        low=-1,
     )
     every: int = option(5, "Refresh period in epochs.", low=1)
     mode: str = option(
         "prior",
-        "The rule that sets each class's thresholds (kpartial.pseudo_labels.RULES).",
-        choices=lambda: tuple(pseudo_labels.RULES),
+        "The rule that sets each class's thresholds (kpartial.pseudo_label_rules.RULES).",
+        choices=lambda: tuple(pseudo_label_rules.RULES),
     )
     rule_options: str = option(
         "",
@@ -273,8 +280,15 @@ class PseudoLabelConfig(Part):
     )
 
     def check(self):
+        start = self.start_epoch
+        if isinstance(start, float) and start.is_integer():
+            object.__setattr__(self, "start_epoch", int(start))
+        elif not (isinstance(start, int) or 0 < start < 1):
+            raise ValueError(
+                f"pseudo_start_epoch must be a count of epochs, a share in (0, 1) or -1, got {start}"
+            )
         try:
-            pseudo_labels.make_rule(self.mode, **data.parse_options(self.rule_options))
+            pseudo_label_rules.make_rule(self.mode, **data.parse_options(self.rule_options))
         except (TypeError, ValueError) as e:
             raise ValueError(f"pseudo_rule_options={self.rule_options!r}: {e}") from None
 
@@ -483,7 +497,7 @@ def _upgrade(values):
     """Flat values of any version in today's names (see `RULE_OPTION_FLAGS`)."""
     values = {**values}
     rule_options = data.parse_options(values.get("pseudo_rule_options", ""))
-    takes = pseudo_labels.rule_option_names(values.get("pseudo_mode", "prior"))
+    takes = pseudo_label_rules.rule_option_names(values.get("pseudo_mode", "prior"))
     for flag, (option_name, default) in RULE_OPTION_FLAGS.items():
         value = values.pop(flag, None)
         if value is not None and value != default and option_name in takes:

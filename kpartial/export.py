@@ -201,8 +201,17 @@ def export_workdir(workdir, path, overwrite=False):
     The export carries the run's network, label names and thresholds, and, where the run recorded
     them, its training counts (`workdir_train_counts`), so that evaluating it gives PSP@k.
 
+    Args:
+      workdir: the finished run's workdir.
+      path: the SavedModel folder; neither the workdir nor a folder containing it.
+      overwrite: replace an existing kpartial export at `path`.
+
+    Returns:
+      `path`.
+
     Raises:
       ExportError: as `export_saved_model`, or when `path` is the workdir or contains it.
+      ValueError: `workdir` holds no network.keras (not a finished run).
     """
     target = os.path.abspath(path)
     if os.path.commonpath([os.path.abspath(workdir), target]) == target:
@@ -225,12 +234,15 @@ def export_workdir(workdir, path, overwrite=False):
 
 
 def workdir_train_counts(workdir, label_names):
-    """(int64 [C] training positives per class, number of training examples) of a finished run,
-    or (None, None) when the workdir does not record both.
+    """The training counts a finished run recorded, for PSP@k.
 
     The positives are class_stats.csv's, the ones the run's PSP@k used; the number of examples is
-    metrics.json's `train_examples` (written by `evaluation.test_metrics`; runs from before it
-    recorded it have none).
+    metrics.json's `train_examples` (written by `evaluation.test_metrics` when the run had the
+    counts).
+
+    Returns:
+      (int64 [C] training positives per class, number of training examples), or (None, None)
+      when the workdir does not record both.
     """
     stats_path = os.path.join(workdir, "class_stats.csv")
     metrics_path = os.path.join(workdir, "metrics.json")
@@ -245,8 +257,12 @@ def workdir_train_counts(workdir, label_names):
 
 
 def read_train_counts(path):
-    """(int64 [C] training positives, number of training examples) recorded by an export, or
-    (None, None) for an export without `train_counts.json`."""
+    """The training counts an export recorded in `train_counts.json`.
+
+    Returns:
+      (int64 [C] training positives, number of training examples), or (None, None) for an export
+      without `train_counts.json`.
+    """
     counts = os.path.join(path, "assets", TRAIN_COUNTS)
     if not os.path.isfile(counts):
         return None, None
@@ -256,7 +272,11 @@ def read_train_counts(path):
 
 
 def load_serving(path):
-    """Loads an exported model: returns (serve function, label names, thresholds)."""
+    """Loads an exported model.
+
+    Returns:
+      (the `serve` signature, tuple of label names, float32 [C] thresholds).
+    """
     loaded = tf.saved_model.load(path)
     assets = os.path.join(path, "assets")
     with open(os.path.join(assets, "label_names.txt")) as f:

@@ -35,8 +35,10 @@ class BatchShard(NamedTuple):
     size: int
 
     def keeps(self, position, num_examples):
-        """Whether the example at `position` of the epoch's order is this pipeline's (bool tensor);
-        the incomplete last global batch is nobody's."""
+        """Whether the example at `position` of the epoch's order is this pipeline's (bool tensor).
+
+        The incomplete last global batch is nobody's.
+        """
         position = tf.cast(position, tf.int64)
         in_batch = position % self.global_size
         complete = position < num_examples // self.global_size * self.global_size
@@ -86,8 +88,16 @@ class FeatureSource:
         self.num_examples = int(features.shape[0])
 
     def training_batches(self, epoch_seed, batch_size, augment=True, shard=None):
-        """One epoch's batches of `{"id"}` in the order drawn from `epoch_seed` ([2]); `complete`
-        gathers their rows. With a `BatchShard`, only its share of each global batch."""
+        """One epoch's batches of `{"id"}` in the order drawn from `epoch_seed`.
+
+        `complete` gathers their rows.
+
+        Args:
+          epoch_seed: the epoch's [2] stateless seed.
+          batch_size: examples per batch; the incomplete last batch is dropped.
+          augment: ignored (nothing to augment in a feature row).
+          shard: a `BatchShard`: only its share of each global batch; None = every example.
+        """
         del augment  # nothing to augment in a feature row
         ids = tf.data.Dataset.from_tensor_slices(_shuffled_ids(self.num_examples, epoch_seed))
         if shard is not None:
@@ -99,8 +109,11 @@ class FeatureSource:
         return ids.batch(batch_size, drop_remainder=True).map(lambda i: {"id": i})
 
     def complete(self, batch):
-        """Adds the rows of `batch["id"]` as "x": one gather per batch, in the pipeline's parallel
-        map rather than in the epoch's dataset, which is built again every epoch."""
+        """Adds the rows of `batch["id"]` as "x".
+
+        One gather per batch, in the pipeline's parallel map rather than in the epoch's dataset,
+        which is built again every epoch.
+        """
         return {**batch, "x": tf.gather(self._features, batch["id"])}
 
     def evaluation_batches(self, batch_size, part=None):
@@ -122,8 +135,11 @@ class ImageFileSource:
         self.num_examples = len(paths)
 
     def training_batches(self, epoch_seed, batch_size, augment=True, shard=None):
-        """One epoch's batches of `{"x", "id"}` in the order drawn from `epoch_seed` ([2]); with a
-        `BatchShard`, only its share of each global batch (the others are never read)."""
+        """One epoch's batches of `{"x", "id"}` in the order drawn from `epoch_seed` ([2]).
+
+        With a `BatchShard`, only its share of each global batch (the others are never read).
+        Arguments as for `FeatureSource.training_batches`; `augment` crops and flips.
+        """
         # Shuffle ids, not decoded images, so nothing large is held.
         ids = tf.data.Dataset.from_tensor_slices(_shuffled_ids(self.num_examples, epoch_seed))
         examples = ids.map(lambda i: {"path": tf.gather(self._paths, i), "id": i})
@@ -181,8 +197,10 @@ class RecordSource:
         return batch  # decoded while the epoch's examples were read
 
     def evaluation_batches(self, batch_size, part=None):
-        """Batches of `{"x", "id"}` in record (= example id) order (of a `WorkerPart`'s records,
-        the others are not decoded), not augmented."""
+        """Batches of `{"x", "id"}` in record (= example id) order, not augmented.
+
+        With a `WorkerPart`, of its records only (the others are not decoded).
+        """
         records = tfrecords.record_dataset(self._folder, self._index)
         if part is not None:
             records = records.filter(lambda record: part.keeps(record["id"]))
@@ -251,7 +269,7 @@ def _decode_image(contents, name, image_size):
 
 
 def _augment(image, image_size, seed):
-    """Random resized crop (scale 0.64-1) and horizontal flip, per example; pixels stay in [0, 255]."""
+    """Random resized crop (0.8-1 of each side) and horizontal flip; pixels stay in [0, 255]."""
     seeds = tf.random.experimental.stateless_split(seed, 3)
     scale = tf.random.stateless_uniform([], seeds[0], 0.8, 1.0)
     crop = tf.cast(tf.cast(image_size, tf.float32) * scale, tf.int32)

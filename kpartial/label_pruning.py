@@ -114,19 +114,46 @@ def switched_on(config):
     return wanted and bool(pruning.schedule)
 
 
+def _epoch_count(epoch, epochs):
+    """An entry's epoch in counts: a share of `epochs` rounds to the nearest (halves up), >= 1."""
+    return max(1, math.floor(epoch * epochs + 0.5)) if isinstance(epoch, float) else epoch
+
+
+def in_epoch_counts(schedule, epochs):
+    """`schedule` with every share written as its epoch count (no checks): how two configs that
+    say the same schedule in other words compare equal."""
+    return tuple((_epoch_count(epoch, epochs), fraction) for epoch, fraction in schedule)
+
+
+def _split(config):
+    """(the entries that fit the run, the share entries that fall at or after its last epoch)."""
+    epochs = config.runtime.epochs
+    late = tuple(
+        entry
+        for entry in config.pruning.schedule
+        if isinstance(entry[0], float) and _epoch_count(entry[0], epochs) >= epochs
+    )
+    return tuple(entry for entry in config.pruning.schedule if entry not in late), late
+
+
 def config_error(config):
-    """Why the config's pruning schedule cannot run (one line), else ""."""
+    """Why the config's pruning schedule cannot run (one line), else "".
+
+    An entry given as a share of the epochs that falls after the last epoch of a short run is
+    skipped (and said by `callbacks`), so a preset fits any `epochs`; an entry given as an epoch
+    count must fit.
+    """
     if switched_on(config):
         try:
-            resolve_prune_schedule(config.pruning.schedule, config.runtime.epochs)
+            resolve_prune_schedule(_split(config)[0], config.runtime.epochs)
         except ValueError as e:
             return f"prune_schedule: {e}"
     return ""
 
 
 def schedule_of(config):
-    """The config's pruning schedule in epoch counts."""
-    return resolve_prune_schedule(config.pruning.schedule, config.runtime.epochs)
+    """The config's pruning schedule in epoch counts, without the share entries that do not fit."""
+    return resolve_prune_schedule(_split(config)[0], config.runtime.epochs)
 
 
 def _balanced_loss(sums):
@@ -307,6 +334,14 @@ def callbacks(config, inputs, datasets, log):
       A list of callbacks for `fit`.
     """
     if not switched_on(config):
+        return []
+    late = _split(config)[1]
+    if late:
+        log(
+            f"prune_schedule: {', '.join(f'{e}:{f}' for e, f in late)} falls at or after the last "
+            f"of {config.runtime.epochs} epochs; skipped"
+        )
+    if not schedule_of(config):
         return []
     return [
         LabelPruningCallback(

@@ -244,9 +244,10 @@ class StatisticsWeightedLoss(PartialLabelLoss):
       balance: beta >= 0, how strongly rare positives are up-weighted (0 = no weighting).
       unknown_weight: lambda >= 0, weight of the prior-target term on unknown entries.
       max_positive_weight: cap on w_c, so classes with a prior near 0 cannot dominate.
-      negative_focusing: gamma >= 0 of the known negatives (ASL's gamma- is 4; 2 measured better
-        with partial labels, see the README; `get` gives 4 when the labels are complete, see
-        `kpartial.class_stats`).
+      negative_focusing: gamma >= 0 of the known negatives. The default 2 is milder than ASL's
+        gamma- = 4: it keeps most of gamma 4's gain on long-tailed label spaces and loses less
+        where the label space is small or dense (figures: benchmarks/README.md). `get` gives 4
+        when the labels are complete (`kpartial.class_stats`).
       negative_margin: m in [0, 1), the probability margin of the known negatives (ASL's: 0.05).
       unknown_priors: u_c, C values in (0, 1); None = the priors.
       name: loss name.
@@ -353,8 +354,9 @@ def _log_sigmoid_pair(logits):
 
 @keras.saving.register_keras_serializable(package="kpartial")
 class WeakAssumeNegativeBCE(PartialLabelLoss):
-    """Weak assume-negative BCE (WAN; Cole et al., CVPR 2021, "Multi-label learning from single
-    positive labels"): unknown entries are negatives with a small weight gamma.
+    """Weak assume-negative BCE (WAN): unknown entries are negatives with a small weight gamma.
+
+    Cole et al., CVPR 2021, "Multi-label learning from single positive labels".
 
         l_ic = [y=+1] softplus(-z) + [y=-1] softplus(z) + gamma [y=0] softplus(z)
         k_ic = [y != 0] + gamma [y = 0]
@@ -562,10 +564,10 @@ class AsymmetricLoss(PartialLabelLoss):
 
 @keras.saving.register_keras_serializable(package="kpartial")
 class PartialSelectiveAsymmetricLoss(PartialLabelLoss):
-    """Partial / class-aware selective asymmetric loss (P-ASL, CSL; Ben-Baruch et al., CVPR 2022,
-    "Multi-label classification with partial annotations using class-aware selective loss").
+    """Partial / class-aware selective asymmetric loss (P-ASL, CSL).
 
-    Separate terms for positives, annotated negatives and unannotated entries. An unannotated entry
+    Ben-Baruch et al., CVPR 2022, "Multi-label classification with partial annotations using
+    class-aware selective loss". Separate terms for positives, annotated negatives and unannotated entries. An unannotated entry
     is ignored when its class is likely present: the class prior is above `prior_threshold`, or
     the entry is among the `likelihood_top_k x B` highest-scoring unannotated entries of the
     batch (as the authors' code ranks them: over the whole batch, annotated entries excluded).
@@ -647,9 +649,11 @@ class PartialSelectiveAsymmetricLoss(PartialLabelLoss):
 
 @keras.saving.register_keras_serializable(package="kpartial")
 class HillLoss(PartialLabelLoss):
-    """Hill loss (Zhang et al., 2021, "Simple and robust loss design for multi-label learning with
-    missing labels"): focal-margin positives and a hill-shaped negative term that down-weights
-    confident negatives, which are likely missing positives. Unknown entries are negatives.
+    """Hill loss: focal-margin positives and a hill-shaped negative term.
+
+    Zhang et al., 2021, "Simple and robust loss design for multi-label learning with missing
+    labels". The negative term down-weights confident negatives, which are likely missing
+    positives. Unknown entries are negatives.
 
         p_m  = sigmoid(z - m)
         l_ic = [y=+1] (1 - p_m)^gamma (-log p_m) + [y != +1] (lambda - p) p^2
@@ -707,10 +711,10 @@ def _kth_largest_bits(values, k):
     over the values, static and unrolled, so it compiles under XLA; it returns exactly the value
     a full sort would put at position k (ties included), for any k.
 
-    Measured on 2 CPU cores, B=256 (tf.function, XLA off; the k-th largest alone): a full
-    `ops.sort` took 31-48 ms (C=1k) and 480-1150 ms (C=10k); `ops.top_k` with the static bound
-    k_max = ceil(max_rate B C) = 20% of the entries 28.5 ms and 580 ms (TF's CPU top_k sorts for
-    a k that large, so it is no faster than sorting); these passes 11-20 ms and 93-128 ms.
+    The passes replace a sort because k is large (up to `max_rate` of all entries, with a static
+    bound for XLA): TensorFlow's CPU `top_k` sorts for a k that large, so neither it nor a full
+    sort beats 31 linear passes over the values (timings: benchmarks/README.md, "Loss step
+    time").
     """
     bits = ops.view(values, "int32")
     found = ops.convert_to_tensor(0, "int32")
@@ -726,9 +730,9 @@ LARGE_LOSS_MODES = {"ll_r": "reject", "ll_ct": "temporary", "ll_cp": "permanent"
 
 @keras.saving.register_keras_serializable(package="kpartial")
 class LargeLossModification(PartialLabelLoss, _EpochAware):
-    """Large-loss modification (LL-R, LL-Ct, LL-Cp; Kim et al., CVPR 2022, "Large loss matters in
-    weakly supervised multi-label classification").
+    """Large-loss modification (LL-R, LL-Ct, LL-Cp).
 
+    Kim et al., CVPR 2022, "Large loss matters in weakly supervised multi-label classification".
     Unknown entries are negatives (assume-negative BCE), except that in every batch the unknown
     entries with the largest loss, a share rho(t) = min(t * delta_rel, max_rate) of all entries at
     epoch t (so none in the first epoch), are treated as likely missing positives:
@@ -808,10 +812,10 @@ class LargeLossModification(PartialLabelLoss, _EpochAware):
 
 @keras.saving.register_keras_serializable(package="kpartial")
 class SelfPacedLossCorrection(PartialLabelLoss, _EpochAware):
-    """Self-paced loss correction (SPLC; Zhang et al., 2021, "Simple and robust loss design for
-    multi-label learning with missing labels").
+    """Self-paced loss correction (SPLC).
 
-    Focal-margin positives and focal negatives; from epoch `warmup_epochs` on, an unknown entry
+    Zhang et al., 2021, "Simple and robust loss design for multi-label learning with missing
+    labels". Focal-margin positives and focal negatives; from epoch `warmup_epochs` on, an unknown entry
     the network scores above tau is read as a missing positive (its loss becomes the positive
     term):
 
@@ -864,14 +868,17 @@ class SelfPacedLossCorrection(PartialLabelLoss, _EpochAware):
 
 
 def ignore_unknown_bce(y_true, y_pred):
+    """`IgnoreUnknownBCE` as a function of (labels, logits)."""
     return IgnoreUnknownBCE()(y_true, y_pred)
 
 
 def assume_negative_bce(y_true, y_pred):
+    """`AssumeNegativeBCE` as a function of (labels, logits)."""
     return AssumeNegativeBCE()(y_true, y_pred)
 
 
 def statistics_weighted_loss(y_true, y_pred, priors, **kwargs):
+    """`StatisticsWeightedLoss(priors, **kwargs)` as a function of (labels, logits)."""
     return StatisticsWeightedLoss(priors, **kwargs)(y_true, y_pred)
 
 
@@ -902,7 +909,8 @@ def option_names(name):
     return sorted(p for p in parameters if p not in ("priors", "unknown_priors"))
 
 
-# kpartial's known-negative focusing when every training entry is annotated (`kpartial.class_stats`).
+# kpartial's known-negative focusing when every training entry is annotated: ASL's published
+# gamma- (see `kpartial.class_stats`).
 COMPLETE_LABELS_NEGATIVE_FOCUSING = 4.0
 
 
@@ -910,10 +918,18 @@ def get(name, /, class_statistics=None, **options):
     """Returns the loss registered as `name` (a key of `LOSSES`) with `options` as its options.
 
     Losses that use class priors (`uses_priors`: `kpartial`, `epr`, `p_asl`) take them from
-    `class_statistics` (a `kpartial.class_stats.ClassStatistics`); they are never an option.
-    `name` is positional-only, so `name=...` among the options names the loss object. kpartial's
-    `negative_focusing`, when not given, is `COMPLETE_LABELS_NEGATIVE_FOCUSING` for complete
-    labels (`class_statistics.complete`).
+    `class_statistics`; they are never an option. kpartial's `negative_focusing`, when not given,
+    is `COMPLETE_LABELS_NEGATIVE_FOCUSING` for complete labels (`class_statistics.complete`).
+
+    Args:
+      name: the loss's `--method` name; positional-only, so `name=...` among the options names
+        the loss object.
+      class_statistics: a `kpartial.class_stats.ClassStatistics`; needed by the losses that use
+        class priors, and their unknown-entry rates where the annotation depends on the class.
+      **options: the loss's constructor arguments (see `option_names`).
+
+    Returns:
+      The loss object.
 
     Raises:
       ValueError: for an unknown name, an option the loss does not have, or missing statistics.

@@ -340,13 +340,15 @@ def precision_at_k(labels, scores, k=1) -> float:
 
 
 def ndcg_at_k(labels, scores, k=5) -> float:
-    """nDCG@k = DCG@k / ideal DCG@k, DCG@k = sum_{r<=k} [positive at rank r] / log2(r + 1),
-    averaged over examples with an annotated positive."""
+    """nDCG@k over each example's annotated entries, averaged over examples with a positive.
+
+        nDCG@k = DCG@k / ideal DCG@k,   DCG@k = sum_{r<=k} [positive at rank r] / log2(r + 1)
+    """
     return SparseScores.from_dense(labels, scores).ndcg_at_k(k)
 
 
 def propensities(positive_counts, num_examples, a=0.55, b=1.5) -> np.ndarray:
-    """Jain et al. (KDD 2016) propensity model of a label being observed when relevant:
+    """Jain et al. (KDD 2016) propensity model of a label being observed when relevant.
 
         p_c = 1 / (1 + C exp(-A log(N_c + B))),   C = (log N - 1) (B + 1) ** A
 
@@ -359,7 +361,7 @@ def propensities(positive_counts, num_examples, a=0.55, b=1.5) -> np.ndarray:
 
 
 def psp_at_k(labels, scores, propensity, k=5) -> float:
-    """Propensity-scored precision PSP@k, normalised by its best achievable value:
+    """Propensity-scored precision PSP@k, normalised by its best achievable value.
 
     PSP@k = sum_i sum_{l in top-k_i} [y_il = +1] / p_l
             / sum_i (the k largest [y_il = +1] / p_l of row i)
@@ -524,13 +526,14 @@ class SparseScores:
         return thresholds, chosen
 
     def precision_floors(self, target: float, min_positives: int = 3):
-        """Per class, the lowest score s such that the annotated entries scoring >= s are
-        positives at a rate of at least ``target``, with at least ``min_positives`` of them;
-        inf for a class that has ``min_positives`` positives but no such score, -inf for a class
-        with fewer positives (no evidence either way).
+        """Per class, the lowest score above which the annotated entries are precise enough.
+
+        The floor of a class is the lowest score s such that the annotated entries scoring >= s
+        are positives at a rate of at least ``target``, with at least ``min_positives`` of them.
 
         Returns:
-            float64 [C].
+            float64 [C]: the floors; inf for a class that has ``min_positives`` positives but no
+            such score, -inf for a class with fewer positives (no evidence either way).
         """
         c, s, pos, _, tp, predicted, is_end = self._ranked()
         good = is_end & (tp >= min_positives) & (tp >= target * predicted)
@@ -570,8 +573,10 @@ class SparseScores:
         return self._ranks
 
     def _top(self, k: int) -> np.ndarray:
-        """bool [K]: the entry is among its example's k highest-scoring annotated entries (ties:
-        the lower class index first)."""
+        """bool [K]: the entry is among its example's k highest-scoring annotated entries.
+
+        Ties: the lower class index first.
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         return self._rank() < min(k, self.num_classes)
@@ -620,13 +625,24 @@ class SparseScores:
 
 
 def plot_ap_by_frequency(per_class_ap, positive_counts, path, dataset="", method="", mean_ap=None):
-    """Writes a PNG scatter of per-class AP (annotated test entries) against the class's number
-    of training positives; returns the PNG bytes (for a TensorBoard image too).
+    """Writes a PNG scatter of per-class AP against the class's number of training positives.
 
-    The title names `dataset`, `method` and `mean_ap` (also the PNG's Title metadata); classes
-    without an evaluable AP are left out and counted in the legend. The x axis is logarithmic
-    from 1 up (symlog), so the classes with no training positive sit apart at 0, with their own
-    marker. Draws on its own `Figure`: no pyplot state, no change of matplotlib's backend.
+    The AP counts annotated test entries only. The title names `dataset`, `method` and `mean_ap`
+    (also the PNG's Title metadata); classes without an evaluable AP are left out and counted in
+    the legend. The x axis is logarithmic from 1 up (symlog), so the classes with no training
+    positive sit apart at 0, with their own marker. Draws on its own `Figure`: no pyplot state,
+    no change of matplotlib's backend.
+
+    Args:
+        per_class_ap: float [C] test AP per class (NaN where not evaluable).
+        positive_counts: [C] known training positives per class.
+        path: the PNG file to write.
+        dataset: the data spec, for the title (its folders are left out).
+        method: the method, for the title.
+        mean_ap: the mAP for the title, or None.
+
+    Returns:
+        The PNG bytes (for a TensorBoard image too).
     """
     import io
     import os

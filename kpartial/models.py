@@ -17,6 +17,13 @@ def build_mlp(num_features, num_classes, hidden_units=(512,), dropout=0.2, seed=
 
     Layer i is seeded with `seed + i`: Keras' seeded initialisers are stateless, so one shared seed
     would start equally shaped layers identical.
+
+    Args:
+      num_features: D, the width of the input rows.
+      num_classes: C, the number of logits.
+      hidden_units: the width of each hidden block, input side first; () for a linear model.
+      dropout: dropout rate after each hidden block (0 = none).
+      seed: seed of the initialisers and dropout layers.
     """
     inputs = keras.Input((num_features,), name="x")
     hidden = inputs

@@ -8,12 +8,13 @@ is not the chief reads the chief's workdir and never writes it.
 """
 
 import contextlib
+import inspect
 import json
 import os
 from typing import NamedTuple
 
 from kpartial import config as config_lib
-from kpartial import workdir
+from kpartial import label_pruning, losses, pseudo_labels, workdir
 
 # Flat config fields that may differ between a run and its resumption: how it is run, not what it
 # trains (a different strategy sums the same gradients in another order).
@@ -89,6 +90,24 @@ def read_json(path):
         ) from None
 
 
+def _comparable(config):
+    """The flat config in the words that decide the run: the pruning schedule and the first
+    pseudo-label refresh in epoch counts (a share and its count say the same) and the loss options without those that restate the
+    loss's defaults (`negative_focusing` stays: given or not decides it with complete labels)."""
+    flat = config.flat()
+    epochs = config.runtime.epochs
+    schedule = label_pruning.in_epoch_counts(config.pruning.schedule, epochs)
+    flat["prune_schedule"] = [list(entry) for entry in schedule]
+    flat["pseudo_start_epoch"] = pseudo_labels.start_epoch_of(config)
+    defaults = inspect.signature(losses.LOSSES[config.loss.method]).parameters
+    flat["loss_options"] = {
+        name: value
+        for name, value in config.loss.parsed_options.items()
+        if name == "negative_focusing" or defaults[name].default != value
+    }
+    return flat
+
+
 def check_resumable(config):
     """Raises `WorkdirError` unless the workdir's run was started with `config`'s settings."""
     path = os.path.join(config.workdir, "config.json")
@@ -97,12 +116,12 @@ def check_resumable(config):
             f"--resume: {config.workdir} has no config.json, so it is not a resumable run"
         )
     try:
-        started = config_lib.started_config(read_json(path)).flat()
+        started = _comparable(config_lib.started_config(read_json(path)))
     except (ValueError, TypeError) as e:
         if isinstance(e, workdir.WorkdirError):
             raise
         raise workdir.WorkdirError(f"--resume: {path} is not a kpartial config ({e})") from None
-    now = config.flat()
+    now = _comparable(config)
     changed = [
         f"{name}={started.get(name)!r} -> {now[name]!r}"
         for name in now

@@ -45,7 +45,8 @@ def keep_fraction(labels, known_fraction, seed):
     labels = np.asarray(labels, dtype=np.int8)
     if known_fraction == 1.0:
         return labels.copy()
-    # Dense draws one number per entry of the matrix (unchanged since the first benchmarks).
+    # Dense draws one number per entry of the matrix, unknown ones included (SparseLabels: one per
+    # known entry), so the kept positions depend on the seed and the shape alone.
     keep = rng.random(labels.shape) < known_fraction
     return np.where(keep, labels, 0).astype(np.int8)
 
@@ -107,7 +108,20 @@ SCHEMES = {
 
 
 def simulate(labels, scheme, seed, **params):
-    """Runs `scheme` (a key of SCHEMES) with its parameters, e.g. fraction=0.1."""
+    """Runs a simulation scheme on `labels`.
+
+    Args:
+      labels: int [N, C] in {+1, -1, 0}, or SparseLabels.
+      scheme: a key of `SCHEMES`.
+      seed: integer seed; the same seed and labels always give the same result.
+      **params: the scheme's parameters, all of them, e.g. fraction=0.1 (see `SCHEMES`).
+
+    Returns:
+      labels of the input's kind, with the hidden entries unknown.
+
+    Raises:
+      ValueError: for an unknown scheme, or missing or unexpected parameters.
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; known: {sorted(SCHEMES)}")
     function, names = SCHEMES[scheme]
@@ -119,7 +133,15 @@ def simulate(labels, scheme, seed, **params):
 
 
 def save(path, labels, *, scheme, seed, params, source, label_names):
-    """Writes a simulation: the kept labels (sparse) and what produced them, as one .npz."""
+    """Writes a simulation: the kept labels (sparse) and what produced them, as one .npz.
+
+    Args:
+      path: the .npz to write (its folder is created).
+      labels: the simulated labels, dense or SparseLabels.
+      scheme, seed, params: what `simulate` was called with.
+      source: the data the labels were simulated from (a data spec), for people reading it.
+      label_names: the C class names, which `load` checks against the data.
+    """
     meta = {
         "scheme": scheme,
         "seed": seed,

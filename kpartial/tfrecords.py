@@ -132,9 +132,9 @@ def _replace_records(staging, out_dir, shards):
     for shard in shards:
         os.replace(os.path.join(staging, shard), os.path.join(out_dir, shard))
     os.replace(os.path.join(staging, INDEX_FILE), index_path)
-    stale = set(old if isinstance(old, list) else []) - set(shards)
-    for shard in stale:
-        if isinstance(shard, str) and _SHARD_NAME.fullmatch(shard):
+    old = old if isinstance(old, list) else []
+    for shard in {s for s in old if isinstance(s, str)} - set(shards):
+        if _SHARD_NAME.fullmatch(shard):  # only names write_tfrecords gives
             try:
                 os.remove(os.path.join(out_dir, shard))
             except OSError:

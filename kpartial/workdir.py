@@ -28,7 +28,7 @@ ARTIFACTS = (
     "thresholds.csv",
     "ap_by_frequency.png",
     "checkpoint",
-    "checkpoint.weights.h5",  # written by kpartial before checkpoints moved to checkpoint/
+    "checkpoint.weights.h5",  # a single-file checkpoint (older workdirs); --overwrite removes it
     "tensorboard",
     "auto_tune",  # the candidates' runs (kpartial.auto_tune)
 )
@@ -54,10 +54,12 @@ def check_usable(path, flag="--workdir"):
 
 
 def existing_artifacts(path):
+    """The names in `ARTIFACTS` that exist in the folder `path`."""
     return [name for name in ARTIFACTS if os.path.lexists(os.path.join(path, name))]
 
 
 def is_finished(path):
+    """Whether the workdir `path` holds a finished run (its `FINISHED` file)."""
     return os.path.isfile(os.path.join(path, FINISHED))
 
 
@@ -147,8 +149,10 @@ def claim(path, resume=False, overwrite=False, log=print):
 
 
 def write_atomically(path, text):
-    """Writes `text` to `path` through a temporary sibling and `os.replace`: a kill at any moment
-    leaves either the old file or the new one, never a part."""
+    """Writes `text` to `path` through a temporary sibling and `os.replace`.
+
+    A kill at any moment leaves either the old file or the new one, never a part.
+    """
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text)

@@ -168,7 +168,7 @@ def run_tool_in_subprocess(script, *args, timeout=300, tf_log_level="3"):
 
 
 # ----------------------------------------------------------------------------
-# The prior pseudo-label rule from its histograms alone (kpartial.pseudo_labels).
+# The prior pseudo-label rule from its histograms alone (kpartial.pseudo_label_rules).
 
 
 def prior_matched_thresholds(counts, priors, min_positive_probability, negative_coverage):
@@ -180,7 +180,7 @@ def prior_matched_thresholds(counts, priors, min_positive_probability, negative_
     (`prior_matched_negative_thresholds`), then at most t+. A class without unknown entries gets
     t+ = inf and t- = -inf. (Imports TensorFlow only when called.)
     """
-    from kpartial import pseudo_labels
+    from kpartial import pseudo_label_rules
 
     counts = np.asarray(counts, np.int64)
     total = counts.sum(axis=1)
@@ -189,10 +189,12 @@ def prior_matched_thresholds(counts, priors, min_positive_probability, negative_
         [np.zeros((len(total), 1), np.int64), np.cumsum(counts, axis=1)], axis=1
     )
     priors = np.asarray(priors, np.float64)
-    edges = np.concatenate([pseudo_labels.bin_edges()[:-1], [np.inf]])  # nothing above the top
+    edges = np.concatenate([pseudo_label_rules.bin_edges()[:-1], [np.inf]])  # nothing above the top
     positive_edge = np.argmax(above <= (priors * total)[:, None], axis=1)
     with np.errstate(divide="ignore"):
         floor = np.log(min_positive_probability) - np.log1p(-min_positive_probability)
     positive = np.where(total == 0, np.inf, np.maximum(edges[positive_edge], floor))
-    negative = pseudo_labels.prior_matched_negative_thresholds(counts, priors, negative_coverage)
+    negative = pseudo_label_rules.prior_matched_negative_thresholds(
+        counts, priors, negative_coverage
+    )
     return positive, np.minimum(negative, positive)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpartial import class_stats, data, losses, models, pipeline
+from kpartial import class_stats, data, label_pruning, losses, models, pipeline
+from kpartial.config import Config
 from kpartial.label_pruning import (
     LabelPruningCallback,
     choose_classes_to_prune,
@@ -494,6 +495,19 @@ def test_a_pruning_phase_trains_like_the_masked_full_head():
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
+def test_a_share_after_the_last_epoch_is_skipped_in_one_line():
+    """A preset's schedule fits any --epochs: a share entry too late for a short run is skipped."""
+    config = Config.from_flat(epochs=1, prune_schedule="0.5:0.1,0.75:0.25", pseudo_labels="off")
+    assert label_pruning.schedule_of(config) == ()
+    lines = []
+    assert label_pruning.callbacks(config, None, None, lines.append) == []
+    assert lines == [
+        "prune_schedule: 0.5:0.1, 0.75:0.25 falls at or after the last of 1 epochs; skipped"
+    ]
+    assert label_pruning.schedule_of(config.replace(epochs=2)) == ((1, 0.1),)
+    assert label_pruning.schedule_of(config.replace(epochs=4)) == ((2, 0.1), (3, 0.25))
+
+
 # ----------------------------------------------------------------------------
 # tools/train.py rejects a bad schedule when parsing flags
 
@@ -502,10 +516,10 @@ def test_a_pruning_phase_trains_like_the_masked_full_head():
     "flags, message",
     [
         (["--prune_schedule=10:0.5,5:0.6"], "epochs must increase"),
-        # A share resolved at this run's --epochs.
+        # An epoch count must fit the run (a share that does not is skipped, see below).
         (
-            ["--prune_schedule=0.99:0.5", "--epochs=10", "--pseudo_labels=off"],
-            "entry '0.99:0.5' prunes after 10 epochs",
+            ["--prune_schedule=10:0.5", "--epochs=10", "--pseudo_labels=off"],
+            "entry '10:0.5' prunes after 10 epochs",
         ),
     ],
     ids=["counts", "share"],

@@ -1,5 +1,6 @@
-"""Tests for kpartial.pseudo_labels (histograms, thresholds, quality, callback) and for the
-train step's rule (stored positives, online negatives) as seen by compiled code."""
+"""Tests for kpartial.pseudo_label_rules (histograms, thresholds, quality) and
+kpartial.pseudo_labels (switch, callback), and for the train step's rule (stored positives, online
+negatives) as seen by compiled code."""
 
 import dataclasses
 import os
@@ -15,13 +16,12 @@ import tensorflow as tf
 from kpartial import class_stats, data, losses, models, pipeline, pseudo_labels
 from kpartial.config import Config, PseudoLabelConfig
 from kpartial.partial_model import PartialLabelModel
-from kpartial.pseudo_labels import (
+from kpartial.pseudo_label_rules import (
     BIN_WIDTH,
     NUM_BINS,
     FixedThresholdRule,
     PositiveCandidates,
     PriorMatchedRule,
-    PseudoLabelCallback,
     bin_edges,
     in_sample,
     make_rule,
@@ -30,6 +30,7 @@ from kpartial.pseudo_labels import (
     rule_of,
     score_histograms,
 )
+from kpartial.pseudo_labels import PseudoLabelCallback
 from kpartial.sparse_labels import SparseLabels
 from tests.helpers import prior_matched_thresholds
 

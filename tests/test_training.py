@@ -15,7 +15,6 @@ import tensorflow as tf
 from kpartial import (
     class_stats,
     data,
-    evaluation,
     label_pruning,
     losses,
     metrics,
@@ -29,6 +28,7 @@ from kpartial import (
 from kpartial.config import Config
 from kpartial.data.readers import synthetic
 from kpartial.partial_model import PartialLabelModel
+from tests import dense_reference
 from tests.helpers import NUM_CLASSES, NUM_EXAMPLES, NUM_FEATURES
 
 
@@ -389,7 +389,7 @@ def test_final_metrics_are_those_of_the_last_epoch_and_of_the_saved_network(kpar
     network = keras.saving.load_model(os.path.join(config.workdir, "network.keras"))
     test = data.load(*data.parse_data_spec(config.data.test_data))
     probabilities = 1 / (1 + np.exp(-network.predict(test.features, verbose=0)))
-    assert metrics.evaluate(probabilities, test.labels)["map"] == pytest.approx(
+    assert metrics.evaluate(test.labels, probabilities)["map"] == pytest.approx(
         result["map"], abs=1e-5
     )
     # The run evaluates a stream of batches, keeping annotated entries only: the dense functions
@@ -398,12 +398,9 @@ def test_final_metrics_are_those_of_the_last_epoch_and_of_the_saved_network(kpar
     known = simulate.keep_fraction(train.labels, config.data.known_fraction, config.runtime.seed)
     _, _, known = run_inputs.split_validation(train, known, config)
     thresholds = np.load(os.path.join(config.workdir, "thresholds.npy"))
-    dense = {
-        **metrics.evaluate(probabilities.astype(np.float32), test.labels, thresholds),
-        **evaluation.ranking_metrics(
-            probabilities.astype(np.float32), test.labels, (known == 1).sum(0), len(known)
-        ),
-    }
+    dense = dense_reference.test_metrics(
+        test.labels, probabilities.astype(np.float32), thresholds, (known == 1).sum(0), len(known)
+    )
     for key, value in dense.items():
         assert result[key] == pytest.approx(value, abs=1e-5, nan_ok=True), key
 

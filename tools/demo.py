@@ -29,16 +29,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.start_tensorflow()
-    from kpartial import comparison, config, export, label_pruning
+    from kpartial import comparison, config, export
 
     seeds = [int(s) for s in FLAGS.seeds]
     with cli.one_line_errors():
         # Prune a quarter of the classes after 70% of the epochs.
-        schedule = label_pruning.parse_prune_schedule("0.7:0.25")
-        base = config.Config.from_flat(
-            epochs=FLAGS.epochs,
-            prune_schedule=label_pruning.resolve_prune_schedule(schedule, FLAGS.epochs),
-        )
+        base = config.Config.from_flat(epochs=FLAGS.epochs, prune_schedule="0.7:0.25")
         # The demo's own folders: a second `make demo` replaces them (only kpartial's artifacts).
         results = comparison.compare(
             base,

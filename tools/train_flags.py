@@ -12,7 +12,7 @@ from absl import flags
 
 cli.start_tensorflow()  # before kpartial imports it
 from kpartial import config as config_lib
-from kpartial import label_pruning, losses
+from kpartial import losses
 
 # The config's parts, as the --helpshort groups name them.
 GROUP_OF_PART = {
@@ -130,8 +130,4 @@ def config_from_values(values, is_tty=False, **overrides):
     for flag in config_lib.RULE_OPTION_FLAGS:
         if values.get(flag) is None:
             values.pop(flag, None)
-    config = config_lib.Config.from_flat(**values)
-    if not label_pruning.switched_on(config):
-        return config
-    # The schedule in epoch counts, so config.json says when it prunes.
-    return config.replace(prune_schedule=label_pruning.schedule_of(config))
+    return config_lib.Config.from_flat(**values)
