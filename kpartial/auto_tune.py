@@ -6,11 +6,11 @@ label spaces, gamma 0 (plain BCE on the known negatives) on others such as Tox21
 and which one wins cannot be read from the label statistics (the per-set figures, and the cost of
 tuning, are in benchmarks/README.md, "This version"). So a run trains both, each as a run of its
 own (in `WORKDIR/auto_tune/<candidate>/` when there is a workdir), and keeps the one whose
-validation mAP at its selected epoch is higher; a tie keeps gamma 2. The validation split decides, as it decides
-the epoch; the test set plays no part in the choice (each candidate's own metrics are computed
-after it finished training, and the choice reads only their validation mAP). The chosen
-candidate's network, thresholds and history are copied into the workdir, and `metrics.json` gets an
-`auto_tune` section with both candidates' validation mAP. Cost: two runs.
+validation mAP at its selected epoch is higher; a tie keeps gamma 2. The validation split
+decides, as it decides the epoch; the test set plays no part in the choice (each candidate's own
+metrics are computed after it finished training, and the choice reads only their validation
+mAP). The chosen candidate's network, thresholds and history are copied into the workdir, and
+`metrics.json` gets an `auto_tune` section with both candidates' validation mAP. Cost: two runs.
 
 `auto_tune="auto"` tunes where it can help and is possible: `method="kpartial"` with partial
 training labels (complete labels take gamma 4, see `kpartial.class_stats`), a validation split,

@@ -319,7 +319,11 @@ class PruningConfig(Part):
 
     def check(self):
         if isinstance(self.schedule, str):  # from a flag or a caller: parsed once, here
-            object.__setattr__(self, "schedule", label_pruning.parse_prune_schedule(self.schedule))
+            try:
+                schedule = label_pruning.parse_prune_schedule(self.schedule)
+            except ValueError as e:
+                raise ValueError(f"prune_schedule: {e}") from None
+            object.__setattr__(self, "schedule", schedule)
         else:
             object.__setattr__(self, "schedule", tuple(tuple(e) for e in self.schedule))
 

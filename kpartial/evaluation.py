@@ -1,5 +1,8 @@
-"""A training run's test set: per-epoch evaluation and history, the report of a test set's
-metrics (`test_metrics`) and the AP-by-frequency plot (annotated entries only).
+"""Evaluation of a run: per-epoch evaluation and history, the test report and its plot.
+
+The callbacks evaluate the validation or test set during training, keep the best epoch's weights
+and record each epoch's logs; `test_metrics` reports a test set's metrics and
+`write_ap_by_frequency` draws its AP by class frequency (annotated entries only).
 
 `test_metrics` is the one report: a training run's metrics.json and `export.evaluate_saved_model`
 (tools/evaluate.py) both write it, so a key means the same number in both. Evaluating an
@@ -17,6 +20,7 @@ import weakref
 import keras
 
 from kpartial import metrics, pipeline
+from kpartial.partial_model import network_of
 from kpartial.workdir import write_json
 
 
@@ -49,11 +53,13 @@ _COMPILED = weakref.WeakKeyDictionary()
 
 
 def logits_function(model):
-    """A compiled `batch -> logits [B, C]` of `model` (the network of a `PartialLabelModel`),
-    compiled once per network."""
+    """A compiled `batch -> logits [B, C]` of `model`, compiled once per network.
+
+    A `PartialLabelModel` is scored by its network (`partial_model.network_of`).
+    """
     import tensorflow as tf
 
-    network = getattr(model, "network", model)
+    network = network_of(model)
     if network not in _COMPILED:
         _COMPILED[network] = tf.function(
             lambda x: network(x, training=False), reduce_retracing=True
@@ -66,9 +72,14 @@ class EvaluationCallback(keras.callbacks.Callback):
     """Adds `{prefix}_map`, `_cf1`, `_of1` to the epoch logs every `every` epochs and at the end.
 
     Metrics count only annotated entries (label != 0), with every class's threshold at 0.5.
-    `labels` are the evaluated set's int8 [N, C] labels or `SparseLabels`; `prefix` is "val" for
-    the validation split (monitoring and epoch selection), "test" for the test set (monitoring
-    only, on request: nothing in training reads it).
+
+    Args:
+      dataset: the evaluated set's evaluation dataset (`pipeline.evaluation_dataset`).
+      labels: the evaluated set's int8 [N, C] labels or `SparseLabels`.
+      every: evaluate every this many epochs.
+      total_epochs: the run's last epoch, always evaluated; None = only every `every` epochs.
+      prefix: "val" for the validation split (monitoring and epoch selection), "test" for the
+        test set (monitoring only, on request: nothing in training reads it).
     """
 
     def __init__(self, dataset, labels, every=1, total_epochs=None, prefix="test"):
@@ -100,8 +111,11 @@ class BestEpoch(keras.callbacks.Callback):
         self.best_value, self.best_epoch, self._weights = -float("inf"), None, None
 
     def resume(self, records):
-        """Takes the best of a resumed run's epoch `records` (`EpochLog.epochs`, up to its
-        checkpoint); its weights are in `path` (rewritten if a later epoch was lost to the kill)."""
+        """Takes the best of a resumed run's epoch `records` (`EpochLog.epochs`).
+
+        The records go up to the run's checkpoint; the best one's weights are in `path`
+        (rewritten if a later epoch was lost to the kill).
+        """
         for record in records:
             value = record.get(self.monitor)
             if value is not None and value > self.best_value:
@@ -112,7 +126,7 @@ class BestEpoch(keras.callbacks.Callback):
         if value is None or not value > self.best_value:  # NaN never wins
             return
         self.best_value, self.best_epoch = float(value), epoch + 1
-        network = getattr(self.model, "network", self.model)
+        network = network_of(self.model)
         if self.path is None:
             self._weights = network.get_weights()
             return
@@ -125,7 +139,7 @@ class BestEpoch(keras.callbacks.Callback):
         """Loads the best epoch's weights into `model`'s network; returns that epoch (1-based)."""
         if self.best_epoch is None:
             raise ValueError(f"no epoch reported {self.monitor}: nothing to select")
-        network = getattr(model, "network", model)
+        network = network_of(model)
         if self.path is None:
             network.set_weights(self._weights)
         else:
@@ -134,8 +148,10 @@ class BestEpoch(keras.callbacks.Callback):
 
 
 class EpochLog(keras.callbacks.Callback):
-    """Collects each epoch's logs as `{"epoch": 1-based, **logs}`; goes after the callbacks that
-    add to the logs, so every record carries what that epoch measured.
+    """Collects each epoch's logs as `{"epoch": 1-based, **logs}`.
+
+    Goes after the callbacks that add to the logs, so every record carries what that epoch
+    measured.
 
     With `path`, the records are also written there (atomically) after every epoch, so a resumed
     run's history continues the killed run's: `resume(epochs_done)` reads them back.
@@ -147,8 +163,10 @@ class EpochLog(keras.callbacks.Callback):
         self.epochs = []
 
     def resume(self, epochs_done):
-        """Takes the records of the first `epochs_done` epochs from `path` (a record written after
-        the last checkpoint, by a run killed in between, is dropped)."""
+        """Takes the records of the first `epochs_done` epochs from `path`.
+
+        A record written after the last checkpoint, by a run killed in between, is dropped.
+        """
         if not (self.path and os.path.isfile(self.path)):
             self.epochs = []
             return
@@ -202,9 +220,17 @@ test_metrics.__test__ = False  # not a pytest test where a test module imports i
 
 
 def sparse_ranking_metrics(scores, train_positives=None, num_train_examples=None):
-    """P@1/3/5, nDCG@3/5 and top-3 CF1/OF1 of `metrics.SparseScores`, each example's annotated
-    entries ranked; PSP@1/3/5 too (Jain et al. propensities from the training positives) when
-    `train_positives` and `num_train_examples` are both given."""
+    """P@1/3/5, nDCG@3/5 and top-3 CF1/OF1, each example's annotated entries ranked.
+
+    Args:
+      scores: the test set's `metrics.SparseScores`.
+      train_positives: int [C] known training positives per class, or None.
+      num_train_examples: the number of training examples, or None.
+
+    Returns:
+      A dict of the metrics; PSP@1/3/5 too (Jain et al. propensities from the training
+      positives) when `train_positives` and `num_train_examples` are both given.
+    """
     result = {f"p@{k}": scores.precision_at_k(k) for k in (1, 3, 5)}
     result.update({f"ndcg@{k}": scores.ndcg_at_k(k) for k in (3, 5)})
     top3 = scores.f1_scores_at_top_k(3)

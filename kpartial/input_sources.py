@@ -152,7 +152,7 @@ class ImageFileSource:
         return batch  # decoded while the epoch's examples were read
 
     def evaluation_batches(self, batch_size, part=None):
-        """Batches of `{"x", "id"}` in example order (of a `WorkerPart`'s examples), not augmented."""
+        """Batches of `{"x", "id"}` in example order (of a `WorkerPart`'s examples), unaugmented."""
         ids = (
             tf.range(self.num_examples, dtype=tf.int32)
             if part is None

@@ -148,7 +148,7 @@ class PartialLabelLoss(keras.losses.Loss):
         return self.normalised(*self.sums(y_true, y_pred, sample_weight), batch_size)
 
     def call(self, y_true, y_pred):
-        """Per-example values whose batch mean is the loss (for Keras utilities that call `call`)."""
+        """Per-example values whose batch mean is the loss (for Keras utilities calling `call`)."""
         logits = ops.cast(ops.convert_to_tensor(y_pred), "float32")
         y_true = ops.convert_to_tensor(y_true)
         batch_size = ops.cast(ops.shape(logits)[0], "float32")
@@ -567,11 +567,12 @@ class PartialSelectiveAsymmetricLoss(PartialLabelLoss):
     """Partial / class-aware selective asymmetric loss (P-ASL, CSL).
 
     Ben-Baruch et al., CVPR 2022, "Multi-label classification with partial annotations using
-    class-aware selective loss". Separate terms for positives, annotated negatives and unannotated entries. An unannotated entry
-    is ignored when its class is likely present: the class prior is above `prior_threshold`, or
-    the entry is among the `likelihood_top_k x B` highest-scoring unannotated entries of the
-    batch (as the authors' code ranks them: over the whole batch, annotated entries excluded).
-    The other unannotated entries are negatives with their own, stronger focusing:
+    class-aware selective loss". Separate terms for positives, annotated negatives and
+    unannotated entries. An unannotated entry is ignored when its class is likely present: the
+    class prior is above `prior_threshold`, or the entry is among the `likelihood_top_k x B`
+    highest-scoring unannotated entries of the batch (as the authors' code ranks them: over the
+    whole batch, annotated entries excluded). The other unannotated entries are negatives with
+    their own, stronger focusing:
 
         l_ic = [y=+1] (1-p)^g+ (-log p) + [y=-1] p^g- (-log(1-p))
              + [y=0] (1 - ignore_ic) p^gu (-log(1-p))
@@ -815,9 +816,9 @@ class SelfPacedLossCorrection(PartialLabelLoss, _EpochAware):
     """Self-paced loss correction (SPLC).
 
     Zhang et al., 2021, "Simple and robust loss design for multi-label learning with missing
-    labels". Focal-margin positives and focal negatives; from epoch `warmup_epochs` on, an unknown entry
-    the network scores above tau is read as a missing positive (its loss becomes the positive
-    term):
+    labels". Focal-margin positives and focal negatives; from epoch `warmup_epochs` on, an
+    unknown entry the network scores above tau is read as a missing positive (its loss becomes
+    the positive term):
 
         l+ = (1 - sigmoid(z - m))^gamma softplus(-(z - m)),   l- = p^gamma softplus(z)
         l_ic = [y=+1] l+ + [y=-1] l- + [y=0] (c_ic l+ + (1 - c_ic) l-)

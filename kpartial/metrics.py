@@ -269,7 +269,7 @@ def f1_scores(labels, scores, threshold=0.5) -> dict:
 
 
 def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
-    """The `f1_scores` dict from per-class [C] true positive, false positive, false negative counts."""
+    """The `f1_scores` dict from per-class [C] TP, FP and FN counts."""
     has_pos = (tp + fn) > 0
     pred_cnt = tp + fp
     prec_c = np.where(pred_cnt > 0, tp / np.maximum(pred_cnt, 1), 0.0)
@@ -342,7 +342,7 @@ def precision_at_k(labels, scores, k=1) -> float:
 def ndcg_at_k(labels, scores, k=5) -> float:
     """nDCG@k over each example's annotated entries, averaged over examples with a positive.
 
-        nDCG@k = DCG@k / ideal DCG@k,   DCG@k = sum_{r<=k} [positive at rank r] / log2(r + 1)
+    nDCG@k = DCG@k / ideal DCG@k,   DCG@k = sum_{r<=k} [positive at rank r] / log2(r + 1)
     """
     return SparseScores.from_dense(labels, scores).ndcg_at_k(k)
 

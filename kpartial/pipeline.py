@@ -52,8 +52,11 @@ def steps_per_epoch(data, batch_size):
 
 
 def _epoch_seed(seed, epoch):
-    """The [2] stateless seed of one epoch: its order and augmentation depend on (seed, epoch) only,
-    so epoch k is the same whether or not the run was resumed before it."""
+    """The [2] stateless seed of one epoch.
+
+    The epoch's order and augmentation depend on (seed, epoch) only, so epoch k is the same
+    whether or not the run was resumed before it.
+    """
     return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
 
 
@@ -116,8 +119,14 @@ def training_dataset(
 
 
 def evaluation_dataset(data, batch_size, image_size=None, part=None):
-    """Batches of `{"x", "id"}` in example order, without augmentation; with an
-    `input_sources.WorkerPart`, of that part's examples only."""
+    """Batches of `{"x", "id"}` in example order, without augmentation.
+
+    Args:
+      data: `kpartial.data.MultiLabelData`.
+      batch_size: examples per batch (the last one may be smaller).
+      image_size: (height, width) for image data.
+      part: an `input_sources.WorkerPart`: that part's examples only; None = every example.
+    """
     source = input_sources.source_for(data, image_size)
     return source.evaluation_batches(batch_size, part=part).prefetch(AUTOTUNE)
 

@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from kpartial import class_stats, evaluation, losses, workdir
+from kpartial import class_stats, evaluation, losses, metrics, workdir
+from kpartial.sparse_labels import as_sparse
 
 # The decision threshold of a class without a validated one of its own.
 DECISION_THRESHOLD = 0.5
@@ -67,6 +68,10 @@ def test_report(config, model, scores, inputs, thresholds, chosen, selected_epoc
     """The run's metrics dict from the test set's `metrics.SparseScores`; logs the headline."""
     train, test, stats = inputs.train, inputs.test, inputs.stats
     result = evaluation.test_metrics(scores, thresholds, stats.positives, train.num_examples)
+    if inputs.simulated_test is not None:
+        result["simulated_test_map"] = restricted(
+            scores, inputs.simulated_test
+        ).mean_average_precision()
     validation = inputs.validation
     result["selection"] = {
         "select_epoch": config.runtime.select_epoch,
@@ -91,8 +96,10 @@ def test_report(config, model, scores, inputs, thresholds, chosen, selected_epoc
             "epochs": config.runtime.epochs,
             "jit_compile": bool(model.jit_compile),
             "active_classes": int(model.active_classes.numpy().sum()),
-            "note": "metrics count only annotated test entries; mAP over classes with >=1 positive "
-            "and >=1 negative",
+            "note": "metrics count only annotated test entries (the full truth where the test set is "
+            "fully labelled); mAP over classes with >=1 positive and >=1 negative; "
+            "simulated_test_map: mAP over the test entries the training labels' simulation would "
+            "have kept (what a test set annotated the same way shows)",
             "skipped_input": {"train": train.skipped, "test": test.skipped},
         }
     )
@@ -111,6 +118,21 @@ def test_report(config, model, scores, inputs, thresholds, chosen, selected_epoc
         + (f"; artifacts in {config.workdir}" if config.workdir else "")
     )
     return result
+
+
+def restricted(scores, labels):
+    """`scores` (a `metrics.SparseScores`) at the entries `labels` annotates only."""
+    kept = as_sparse(labels)
+    keys = scores.rows * scores.num_classes + scores.classes
+    at = np.isin(keys, kept.rows() * kept.num_classes + kept.classes)
+    return metrics.SparseScores(
+        scores.rows[at],
+        scores.classes[at],
+        scores.scores[at],
+        scores.labels[at],
+        scores.num_examples,
+        scores.num_classes,
+    )
 
 
 def write_outputs(config, model, inputs, scores, result, thresholds, chosen):

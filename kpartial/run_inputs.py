@@ -44,6 +44,9 @@ class RunInputs(NamedTuple):
     stats: class_stats.ClassStatistics
     # Held-out training examples with the labels the run may see (partial), or None.
     validation: object = None
+    # For reports only: the test labels the training labels' simulation would have kept (the
+    # entries a test set annotated the same way would show), or None for labels as given.
+    simulated_test: object = None
 
 
 def read(config, placement, datasets=None, log=print):
@@ -83,7 +86,7 @@ def read(config, placement, datasets=None, log=print):
             f"--batch_size={config.runtime.batch_size} (the global batch) is not a multiple of "
             f"the {placement.replicas} replicas of --strategy={config.runtime.strategy}"
         )
-    return RunInputs(train, test, known, stats, validation)
+    return RunInputs(train, test, known, stats, validation, simulated_test_labels(config, test))
 
 
 def load_data(config):
@@ -134,6 +137,27 @@ def training_labels(config, train, log=print):
             f"{cfg.known_fraction:.0%} of them"
         )
     return simulate.keep_fraction(train.labels, cfg.known_fraction, config.runtime.seed)
+
+
+def simulated_test_labels(config, test):
+    """The test labels under the scheme that made the training labels, or None.
+
+    Read from the simulation file's record (`simulate.save`) or `known_fraction`, for the report
+    only: training never reads how its labels were simulated.
+    """
+    cfg = config.data
+    if cfg.simulation:
+        meta = simulate.read_meta(cfg.simulation)
+        scheme, params, seed = meta["scheme"], meta["params"], meta["seed"]
+    elif cfg.known_fraction < 1.0:
+        scheme, params, seed = (
+            "keep_fraction",
+            {"fraction": cfg.known_fraction},
+            config.runtime.seed,
+        )
+    else:
+        return None
+    return simulate.simulate(test.labels, scheme, seed, **params)
 
 
 def load_validation_data(config, train):

@@ -116,16 +116,20 @@ def check_resumable(config):
             f"--resume: {config.workdir} has no config.json, so it is not a resumable run"
         )
     try:
-        started = _comparable(config_lib.started_config(read_json(path)))
+        started = config_lib.started_config(read_json(path))
     except (ValueError, TypeError) as e:
         if isinstance(e, workdir.WorkdirError):
             raise
         raise workdir.WorkdirError(f"--resume: {path} is not a kpartial config ({e})") from None
-    now = _comparable(config)
+    # A field changed when it reads otherwise and means otherwise (see `_comparable`).
+    was, now = started.flat(), config.flat()
+    was_meant, now_meant = _comparable(started), _comparable(config)
     changed = [
-        f"{name}={started.get(name)!r} -> {now[name]!r}"
+        f"{name}={was.get(name)!r} -> {now[name]!r}"
         for name in now
-        if name not in RESUME_MAY_CHANGE and started.get(name) != now[name]
+        if name not in RESUME_MAY_CHANGE
+        and was.get(name) != now[name]
+        and was_meant.get(name) != now_meant[name]
     ]
     if changed:
         raise workdir.WorkdirError(

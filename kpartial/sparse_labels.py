@@ -82,10 +82,12 @@ class SparseLabels:
 
     @property
     def shape(self):
+        """(N, C)."""
         return (int(self.indptr.size - 1), self.num_classes)
 
     @property
     def num_known(self):
+        """K, the number of known entries."""
         return int(self.classes.size)
 
     @property
@@ -94,6 +96,7 @@ class SparseLabels:
         return int(self.indptr.nbytes + self.classes.nbytes + self.values.nbytes)
 
     def row_lengths(self):
+        """int64 [N]: the known entries of every row."""
         return np.diff(self.indptr)
 
     def rows(self):
@@ -102,6 +105,7 @@ class SparseLabels:
 
     @classmethod
     def from_dense(cls, labels):
+        """From a dense int [N, C] matrix in {+1, -1, 0}."""
         labels = np.asarray(labels)
         rows, cols = np.nonzero(labels)
         indptr = _offsets(np.bincount(rows, minlength=labels.shape[0]))
@@ -117,6 +121,7 @@ class SparseLabels:
         return cls(indptr, classes[order], np.asarray(values)[order], num_classes)
 
     def to_dense(self):
+        """The labels as a dense int8 [N, C] matrix."""
         dense = np.zeros(self.shape, np.int8)
         dense[self.rows(), self.classes] = self.values
         return dense
@@ -157,9 +162,11 @@ class SparseLabels:
         )
 
     def positives_per_class(self):
+        """int64 [C]: known positives per class."""
         return np.bincount(self.classes[self.values > 0], minlength=self.num_classes)
 
     def negatives_per_class(self):
+        """int64 [C]: known negatives per class."""
         return np.bincount(self.classes[self.values < 0], minlength=self.num_classes)
 
     def save(self, path, **extra):
@@ -175,6 +182,7 @@ class SparseLabels:
 
     @classmethod
     def load(cls, npz):
+        """From the arrays `save` wrote (an opened .npz, or any mapping of them)."""
         return cls(npz["indptr"], npz["classes"], npz["values"], int(npz["num_classes"]))
 
 

@@ -50,9 +50,7 @@ def test_yeast_kpartial_beats_assume_negative_at_ten_percent(tmp_path):
     )
     kpartial = training.run(base, log=lambda line: None)
     assume_negative = training.run(
-        training.TrainConfig(
-            **{**base.__dict__, "method": "assume_negative", "workdir": str(tmp_path / "an")}
-        ),
+        base.replace(method="assume_negative", workdir=str(tmp_path / "an")),
         log=lambda line: None,
     )
     metrics = json.loads((tmp_path / "an" / "metrics.json").read_text())

@@ -279,3 +279,86 @@ def test_simulate_cli_rejects_a_parameter_of_another_scheme(tmp_path, run_tool):
     assert "--scheme=per_image_count needs --positives, --negatives" in done.stderr
     assert "does not take ['--fraction']" in done.stderr
     assert not (tmp_path / "never.npz").exists()
+
+
+# ----------------------------------------------------------------------------
+# Labels missing for a reason: verified candidates and per-class coverage
+
+
+def _full_labels(n=3000, c=30, seed=0):
+    rng = np.random.default_rng(seed)
+    rates = np.geomspace(0.02, 0.4, c)
+    return np.where(rng.random((n, c)) < rates, 1, -1).astype(np.int8)
+
+
+def _auc(positive_scores, negative_scores):
+    ranks = np.argsort(np.argsort(np.r_[positive_scores, negative_scores])) + 1
+    n_pos, n_neg = len(positive_scores), len(negative_scores)
+    return (ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def test_verified_candidates_verifies_about_k_per_example_and_favours_positives():
+    labels = _full_labels()
+    kept = simulate.verified_candidates(labels, 4, 0.9, seed=3)
+    _assert_subset(kept, labels)
+    per_row = (kept != 0).sum(1)
+    assert per_row.min() >= 1 and abs(per_row.mean() - 4) < 0.15  # k_i ~ Poisson(4), at least 1
+    # The detector verifies a true positive far more often than a negative, and misses some.
+    verified = kept != 0
+    positive_rate = verified[labels == 1].mean()
+    negative_rate = verified[labels == -1].mean()
+    assert positive_rate > 4 * negative_rate and positive_rate < 0.95
+    np.testing.assert_array_equal(kept, simulate.verified_candidates(labels, 4, 0.9, seed=3))
+    sparse = simulate.verified_candidates(SparseLabels.from_dense(labels), 4, 0.9, seed=3)
+    np.testing.assert_array_equal(as_dense(sparse), kept)
+
+
+def test_verified_candidates_detector_auc_is_about_a_within_each_class():
+    """Per class, verification follows the detector's score, whose AUC is A_c ~ A +- 0.05: the
+    verified share of positives rises with A."""
+    labels = _full_labels(n=4000, c=10)
+    shares = []
+    for auc in (0.7, 0.9, 0.99):
+        kept = simulate.verified_candidates(labels, 3, auc, seed=1)
+        shares.append((kept == 1).sum() / (labels == 1).sum())
+    assert shares[0] < shares[1] < shares[2]
+
+
+def test_class_coverage_keeps_a_share_per_class_independent_of_the_value():
+    labels = _full_labels(n=20000, c=20)
+    kept = simulate.class_coverage(labels, 0.02, 0.8, seed=5)
+    _assert_subset(kept, labels)
+    share = (kept != 0).mean(0)
+    assert share.min() > 0.015 and share.max() < 0.82 and share.max() / share.min() > 5
+    # Within a class, positives and negatives are kept at the same rate.
+    for c in range(20):
+        kept_positive = (kept[:, c] == 1).sum() / (labels[:, c] == 1).sum()
+        assert abs(kept_positive - share[c]) < 4 * np.sqrt(share[c] / (labels[:, c] == 1).sum())
+    with pytest.raises(ValueError, match="min_fraction <= max_fraction"):
+        simulate.class_coverage(labels, 0.5, 0.1, seed=0)
+
+
+def test_describe_counts_what_a_scheme_left():
+    labels = np.array([[1, -1, 1], [1, -1, -1]], np.int8)
+    kept = np.array([[1, 0, 0], [0, -1, 0]], np.int8)
+    left = simulate.describe(labels, kept)
+    assert left["known_share"] == pytest.approx(2 / 6)
+    assert left["positives_unknown"] == pytest.approx(2 / 3)
+    assert left["class_known_share"][1] == pytest.approx(0.5)
+
+
+def test_simulate_cli_prints_what_the_new_schemes_left(tmp_path, run_tool):
+    path = tmp_path / "d.npz"
+    labels = _full_labels(n=200, c=12)
+    np.savez(path, x=np.zeros((200, 2), np.float32), y=labels)
+    proc = run_tool(
+        "simulate.py",
+        f"--data=npz:{path}",
+        "--scheme=verified_candidates",
+        "--candidates=3",
+        "--detector_auc=0.9",
+        f"--out={tmp_path / 's.npz'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "of the annotated positives left unknown" in proc.stdout
+    assert "known share per class p10/p50/p90" in proc.stdout

@@ -6,7 +6,12 @@ r"""Writes a seeded partial-label simulation of a dataset, for training on ident
 
 Schemes (kpartial/simulate.py): keep_fraction (--fraction), per_image_fraction (--fraction),
 per_class_count (--count positives and --count negatives per class), per_image_count
-(--positives, --negatives per image; 1 and 0 = single positive). --out defaults to a file next to
+(--positives, --negatives per image; 1 and 0 = single positive), and two where labels are
+missing for a reason: verified_candidates (--candidates=K --detector_auc=A: each example
+verifies the top ~K classes of a simulated detector, as Open Images' labels were made) and
+class_coverage (--min_fraction --max_fraction: each class keeps its own share of the entries, as
+assays screened on different libraries). It prints the share of the true positives left unknown
+and the known share per class (10th/50th/90th percentile). --out defaults to a file next to
 the data named after the scheme, its parameters and the seed. The .npz holds the kept labels
 (sparse) and a JSON record of the scheme, parameters, seed, data and classes.
 """
@@ -31,19 +36,22 @@ flags.DEFINE_float("fraction", None, "keep_fraction / per_image_fraction: share 
 flags.DEFINE_integer("count", None, "per_class_count: positives and negatives kept per class.")
 flags.DEFINE_integer("positives", None, "per_image_count: positives kept per image.")
 flags.DEFINE_integer("negatives", None, "per_image_count: negatives kept per image.")
+flags.DEFINE_float("candidates", None, "verified_candidates: mean classes verified per example.")
+flags.DEFINE_float("detector_auc", None, "verified_candidates: the detector's mean ROC AUC.")
+flags.DEFINE_float("min_fraction", None, "class_coverage: the lowest share a class keeps.")
+flags.DEFINE_float("max_fraction", None, "class_coverage: the highest share a class keeps.")
 flags.DEFINE_integer("seed", 1, "Seed.")
 flags.DEFINE_string("out", "", "Output .npz; default next to the data.")
 flags.mark_flag_as_required("data")
 
 
+PARAMETERS = sorted({name for _, names in simulate.SCHEMES.values() for name in names})
+
+
 def _check_scheme_parameters(values):
     needed = simulate.SCHEMES[values["scheme"]][1]
     missing = [f"--{n}" for n in needed if values[n] is None]
-    unused = [
-        f"--{n}"
-        for n in ("fraction", "count", "positives", "negatives")
-        if n not in needed and values[n] is not None
-    ]
+    unused = [f"--{n}" for n in PARAMETERS if n not in needed and values[n] is not None]
     if missing or unused:
         raise flags.ValidationError(
             f"--scheme={values['scheme']} needs {', '.join('--' + n for n in needed)}"
@@ -53,9 +61,7 @@ def _check_scheme_parameters(values):
     return True
 
 
-flags.register_multi_flags_validator(
-    ["scheme", "fraction", "count", "positives", "negatives"], _check_scheme_parameters
-)
+flags.register_multi_flags_validator(["scheme", *PARAMETERS], _check_scheme_parameters)
 
 
 def default_out(path, scheme, params, seed):
@@ -72,7 +78,8 @@ def main(argv):
         full = data.load_spec(FLAGS.data, FLAGS.data_options, FLAGS.on_bad_input)
     names = simulate.SCHEMES[FLAGS.scheme][1]
     params = {n: FLAGS[n].value for n in names}
-    labels = simulate.simulate(full.labels, FLAGS.scheme, FLAGS.seed, **params)
+    with cli.one_line_errors():
+        labels = simulate.simulate(full.labels, FLAGS.scheme, FLAGS.seed, **params)
     out = FLAGS.out or default_out(path, FLAGS.scheme, params, FLAGS.seed)
     simulate.save(
         out,
@@ -86,9 +93,13 @@ def main(argv):
     kept = labels.num_known if hasattr(labels, "num_known") else int((labels != 0).sum())
     for reason, count in full.skipped.items():
         print(f"skipped {count} records (on_bad_input=skip): {reason}")
+    left = simulate.describe(full.labels, labels)
+    p10, p50, p90 = left["class_known_share"]
     print(
         f"{FLAGS.scheme} {params} seed {FLAGS.seed}: kept {kept} of {full.num_known} known "
-        f"labels of {full.source}; wrote {out}"
+        f"labels of {full.source} ({left['known_share']:.1%} of the entries known); "
+        f"{left['positives_unknown']:.1%} of the annotated positives left unknown; known share "
+        f"per class p10/p50/p90 {p10:.3f}/{p50:.3f}/{p90:.3f}; wrote {out}"
     )
 
 
