@@ -38,8 +38,9 @@ def make_data(path):
 
 def time_kpartial(npz, **overrides):
     from kpartial import training
+    from kpartial.config import Config
 
-    config = training.TrainConfig(
+    config = Config.from_flat(
         train_data=f"npz:{npz}",
         test_data=f"npz:{npz}",
         method="ignore",

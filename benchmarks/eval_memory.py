@@ -10,7 +10,7 @@ PSP@k, top-3 F1) and the per-class AP of the plot.
   `test.dense_labels()`, then `evaluate`, `ranking_metrics`, `per_class_average_precision` on the
   [N, C] arrays (the dense implementations, kept in tests/dense_reference.py).
 - streaming: `evaluation.stream_scores` (batch by batch, labels looked up by id, only annotated
-  entries kept), then the same metrics from `metrics.SparseScores`.
+  entries kept), then the same metrics from `sparse_scores.SparseScores`.
 
 Dense is skipped above --dense_max_examples (at 30k x 9.6k it needs more than the 24 GB of the
 project's machine); its memory is then extrapolated from the largest measured size (linear in N).

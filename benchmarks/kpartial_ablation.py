@@ -2,7 +2,7 @@
 
 Every run uses `flags/mlp.cfg`'s settings (40 epochs, pseudo labels from epoch 10 every 5, a
 quarter of the classes pruned after 75% of the epochs) with the validation split and best-epoch
-selection of the defaults; a variant changes `TrainConfig` fields (e.g. the loss options). Run it
+selection of the defaults; a variant changes flat config fields (e.g. the loss options). Run it
 from another checkout (`PYTHONPATH=that checkout`) to measure that version side by side with the
 same script.
 
@@ -30,7 +30,7 @@ flags.DEFINE_list("seeds", ["1", "2"], "Seeds.")
 flags.DEFINE_multi_string(
     "variants",
     ["default="],
-    "NAME=FIELD:VALUE;FIELD:VALUE... (TrainConfig fields; values parsed as JSON, else strings).",
+    "NAME=FIELD:VALUE;FIELD:VALUE... (flat config fields; values parsed as JSON, else strings).",
 )
 flags.DEFINE_integer("epochs", 40, "Epochs per run.")
 flags.DEFINE_string("out", "/tmp/kpartial_ablation.json", "JSON of every run and the means.")
@@ -49,7 +49,7 @@ def _variant(text):
 
 
 def _data_fields(dataset):
-    """TrainConfig data fields: a Mulan set (validation every 5 epochs), or "tox21" as
+    """Flat config data fields: a Mulan set (validation every 5 epochs), or "tox21" as
     `tools/compare.py --flagfile=flags/mlp.cfg` runs it (20% test split, validation every epoch)."""
     if dataset == "tox21":
         return {
@@ -64,11 +64,12 @@ def _data_fields(dataset):
 def main(argv):
     del argv
     from kpartial import run_inputs, training
+    from kpartial.config import Config
 
     variants = dict(_variant(text) for text in FLAGS.variants)
     runs, means = [], {}
     for dataset in FLAGS.datasets:
-        base = training.TrainConfig(
+        base = Config.from_flat(
             **_data_fields(dataset),
             epochs=FLAGS.epochs,
             hidden_units=(512,),

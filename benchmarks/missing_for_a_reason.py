@@ -95,8 +95,10 @@ def main(argv):
                             "decisions": [
                                 line
                                 for line in lines
-                                if line.startswith(("pseudo labels: off", "class statistics"))
-                                or "auto_tune: chose" in line
+                                if any(
+                                    key in line
+                                    for key in ("pseudo labels: off", "class statistics", "chose")
+                                )
                             ],
                         }
                     )

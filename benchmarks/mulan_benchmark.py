@@ -48,7 +48,8 @@ def main(argv):
     del argv
     import pandas as pd
 
-    from kpartial import comparison, training
+    from kpartial import comparison
+    from kpartial.config import Config
 
     seeds = [int(s) for s in FLAGS.seeds]
     fractions = [float(f) for f in FLAGS.known_fractions]
@@ -56,7 +57,7 @@ def main(argv):
     sections = []
     for name in FLAGS.datasets:
         train_file, test_file = (os.path.join(FLAGS.mulan_root, f) for f in FILES[name])
-        base = training.TrainConfig(
+        base = Config.from_flat(
             train_data=f"mulan:{train_file}",
             test_data=f"mulan:{test_file}",
             epochs=FLAGS.epochs,

@@ -515,8 +515,3 @@ def started_config(flat):
     """The config a workdir's `config.json` describes, as it ran (fields it predates take
     `STARTED_BEFORE_THEY_EXISTED`)."""
     return Config.from_flat(**{**STARTED_BEFORE_THEY_EXISTED, **flat})
-
-
-def TrainConfig(**values):
-    """`Config.from_flat(**values)`."""
-    return Config.from_flat(**values)

@@ -1,31 +1,35 @@
 """Evaluation of a run: per-epoch evaluation and history, the test report and its plot.
 
 The callbacks evaluate the validation or test set during training, keep the best epoch's weights
-and record each epoch's logs; `test_metrics` reports a test set's metrics and
-`write_ap_by_frequency` draws its AP by class frequency (annotated entries only).
+and record each epoch's logs; `test_metrics` reports a test set's metrics, `plot_ap_by_frequency`
+draws its AP by class frequency (annotated entries only) and `write_ap_by_frequency` writes that
+plot to the run's folder and TensorBoard.
 
 `test_metrics` is the one report: a training run's metrics.json and `export.evaluate_saved_model`
 (tools/evaluate.py) both write it, so a key means the same number in both. Evaluating an
 exported model is `export`'s job.
 
 Test sets are evaluated as a stream: each batch's scores are kept at its annotated entries only
-(`metrics.StreamingEvaluation`), and its labels are looked up by example id, so neither the
+(`sparse_scores.StreamingEvaluation`), and its labels are looked up by example id, so neither the
 scores nor the labels of the test set are ever an [N, C] array.
 """
 
+import io
 import json
 import os
 import weakref
 
 import keras
+import numpy as np
 
 from kpartial import metrics, pipeline
 from kpartial.partial_model import network_of
+from kpartial.sparse_scores import StreamingEvaluation
 from kpartial.workdir import write_json
 
 
 def stream_scores(predict, dataset, labels, from_logits=True):
-    """The `metrics.SparseScores` of `predict` on `dataset`, one batch at a time.
+    """The `sparse_scores.SparseScores` of `predict` on `dataset`, one batch at a time.
 
     Args:
       predict: maps a batch `{"x", "id"}` to its [B, C] logits (or probabilities).
@@ -34,7 +38,7 @@ def stream_scores(predict, dataset, labels, from_logits=True):
       from_logits: whether `predict` returns logits.
     """
     lookup = pipeline.label_lookup(labels)
-    streaming = metrics.StreamingEvaluation(labels.shape[1])
+    streaming = StreamingEvaluation(labels.shape[1])
     for batch in dataset:
         streaming.add(lookup(batch["id"]).numpy(), predict(batch), from_logits)
     return streaming.result()
@@ -191,7 +195,7 @@ def test_metrics(scores, thresholds, train_positives=None, num_train_examples=No
     Every metric counts only annotated test entries.
 
     Args:
-      scores: the test set's `metrics.SparseScores`.
+      scores: the test set's `sparse_scores.SparseScores`.
       thresholds: float [C] per-class decision thresholds (0.5 everywhere when none were chosen),
         or one for every class.
       train_positives: int [C] known training positives per class, for the propensities of
@@ -223,7 +227,7 @@ def sparse_ranking_metrics(scores, train_positives=None, num_train_examples=None
     """P@1/3/5, nDCG@3/5 and top-3 CF1/OF1, each example's annotated entries ranked.
 
     Args:
-      scores: the test set's `metrics.SparseScores`.
+      scores: the test set's `sparse_scores.SparseScores`.
       train_positives: int [C] known training positives per class, or None.
       num_train_examples: the number of training examples, or None.
 
@@ -241,6 +245,77 @@ def sparse_ranking_metrics(scores, train_positives=None, num_train_examples=None
     return result
 
 
+def plot_ap_by_frequency(per_class_ap, positive_counts, path, dataset="", method="", mean_ap=None):
+    """Writes a PNG scatter of per-class AP against the class's number of training positives.
+
+    The AP counts annotated test entries only. The title names `dataset`, `method` and `mean_ap`
+    (also the PNG's Title metadata); classes without an evaluable AP are left out and counted in
+    the legend. The x axis is logarithmic from 1 up (symlog), so the classes with no training
+    positive sit apart at 0, with their own marker. Draws on its own `Figure`: no pyplot state,
+    no change of matplotlib's backend.
+
+    Args:
+        per_class_ap: float [C] test AP per class (NaN where not evaluable).
+        positive_counts: [C] known training positives per class.
+        path: the PNG file to write.
+        dataset: the data spec, for the title (its folders are left out).
+        method: the method, for the title.
+        mean_ap: the mAP for the title, or None.
+
+    Returns:
+        The PNG bytes (for a TensorBoard image too).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    ap = np.asarray(per_class_ap, np.float64)
+    counts = np.asarray(positive_counts, np.float64)
+    evaluated = ~np.isnan(ap)
+    unseen = evaluated & (counts <= 0)
+    seen = evaluated & ~unseen
+    figure = Figure(figsize=(6.4, 4.2), dpi=100)
+    axes = figure.subplots()
+    axes.scatter(
+        counts[seen],
+        ap[seen],
+        s=14,
+        alpha=0.7,
+        label=f"{int(seen.sum())} classes with training positives",
+    )
+    if unseen.any():
+        axes.scatter(
+            np.zeros(int(unseen.sum())),
+            ap[unseen],
+            s=30,
+            marker="x",
+            color="tab:red",
+            label=f"{int(unseen.sum())} classes with no training positive",
+        )
+    axes.set_xscale("symlog", linthresh=1, linscale=0.5)
+    axes.set_xlim(left=-0.5, right=max(10.0, counts[evaluated].max(initial=1) * 1.5))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    axes.set_xlabel("training positives of the class (known labels; log scale above 1)")
+    axes.set_ylabel("AP on annotated test entries")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_yticks(np.linspace(0, 1, 6))
+    axes.grid(alpha=0.3)
+    if (~evaluated).any():
+        axes.plot([], [], " ", label=f"{int((~evaluated).sum())} classes not evaluable (no AP)")
+    axes.legend(loc="lower right", fontsize=8)
+    # A data spec's folders would crowd the title out: FMT:/a/b/file.arff -> FMT:file.arff.
+    fmt, _, source = dataset.partition(":")
+    dataset = f"{fmt}:{os.path.basename(source.rstrip('/'))}" if "/" in source else dataset
+    mean = "" if mean_ap is None or not np.isfinite(mean_ap) else f"mAP {100 * mean_ap:.2f}%"
+    title = " · ".join(filter(None, (dataset, method, mean))) or "per-class AP"
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Title": title})
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return buffer.getvalue()
+
+
 def write_ap_by_frequency(per_class_ap, positive_counts, workdir, dataset, method, mean_ap):
     """ap_by_frequency.png in `workdir`, and the same picture as the TensorBoard image of that name.
 
@@ -254,7 +329,7 @@ def write_ap_by_frequency(per_class_ap, positive_counts, workdir, dataset, metho
     """
     import tensorflow as tf
 
-    png = metrics.plot_ap_by_frequency(
+    png = plot_ap_by_frequency(
         per_class_ap,
         positive_counts,
         os.path.join(workdir, "ap_by_frequency.png"),

@@ -334,54 +334,79 @@ def evaluate_saved_model(
     if out_dir:
         check_metrics_target(out_dir, overwrite)
     serve, label_names, thresholds = load_serving(model_path)
-    # Images are verified below, after the cheaper checks that the data fits the model.
-    test = data.load_spec(test_data, data_options, on_bad_input)
-    try:
-        test = data.align_classes(test, label_names, test_data)
-    except data.DataError as e:
-        raise data.DataError(f"{e} (model {model_path})") from None
+    test = _load_test_set(test_data, data_options, on_bad_input, label_names, model_path)
     input_shape = serve.structured_input_signature[1]["x"].shape.as_list()[1:]
     side = _check_inputs_fit(test, input_shape, test_data, model_path)
     if test.features is None:
-        recorded = read_marker(model_path).get("image_size") or [None]
-        trained_side = side or recorded[0]
-        if image_size and trained_side and image_size != trained_side:
-            raise data.DataError(
-                f"image_size={image_size}: the model {model_path} takes "
-                f"{trained_side} x {trained_side} images"
-            )
-        image_size = image_size or trained_side
-        if not image_size:
-            raise data.DataError(f"{model_path} does not record its image size: give image_size")
+        image_size = _image_side(model_path, side, image_size)
+        # Images are verified after the cheaper checks that the data fits the model.
         test = data.verify_images(test, on_bad_input)
     dataset = pipeline.evaluation_dataset(test, batch_size, (image_size, image_size))
-    # Batch by batch, keeping the scores at annotated entries only: no [N, C] array of scores or
-    # of labels (sparse test labels stay sparse).
-    scores = evaluation.stream_scores(
-        lambda batch: serve(x=batch["x"])["probabilities"].numpy(),
-        dataset,
-        test.labels,
-        from_logits=False,
-    )
+    scores = _export_scores(serve, dataset, test.labels)
     positives, num_train_examples = read_train_counts(model_path)
     result = evaluation.test_metrics(scores, thresholds, positives, num_train_examples)
     if positives is None:
         result["left_out"] = NO_TRAIN_COUNTS
-    result.update(
-        {
-            "model": model_path,
-            "test_data": test_data,
-            "image_size": image_size if test.features is None else None,
-            "skipped_input": test.skipped,
-            "note": "metrics count only annotated test entries; cf1/of1 at the export's "
-            "thresholds (thresholds.csv), cf1@0.5/of1@0.5 at 0.5",
-            "written_by": EVALUATE_WRITER,
-        }
-    )
+    result.update(_evaluation_details(model_path, test_data, test, image_size))
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, "metrics.json"), result)
     return result
+
+
+def _load_test_set(test_data, data_options, on_bad_input, label_names, model_path):
+    """The test set of `test_data`, restricted to the model's classes (`data.align_classes`)."""
+    test = data.load_spec(test_data, data_options, on_bad_input)
+    try:
+        return data.align_classes(test, label_names, test_data)
+    except data.DataError as e:
+        raise data.DataError(f"{e} (model {model_path})") from None
+
+
+def _image_side(model_path, side, image_size):
+    """The image side to feed an image model: its fixed `side`, else its export's image size.
+
+    Raises:
+      DataError: `image_size` (if given) disagrees with it, or neither it nor `image_size` is known.
+    """
+    recorded = read_marker(model_path).get("image_size") or [None]
+    trained_side = side or recorded[0]
+    if image_size and trained_side and image_size != trained_side:
+        raise data.DataError(
+            f"image_size={image_size}: the model {model_path} takes "
+            f"{trained_side} x {trained_side} images"
+        )
+    image_size = image_size or trained_side
+    if not image_size:
+        raise data.DataError(f"{model_path} does not record its image size: give image_size")
+    return image_size
+
+
+def _export_scores(serve, dataset, labels):
+    """The `SparseScores` of the `serve` signature's probabilities on `dataset`.
+
+    Batch by batch, keeping the scores at annotated entries only: no [N, C] array of scores or of
+    labels (sparse test labels stay sparse).
+    """
+    return evaluation.stream_scores(
+        lambda batch: serve(x=batch["x"])["probabilities"].numpy(),
+        dataset,
+        labels,
+        from_logits=False,
+    )
+
+
+def _evaluation_details(model_path, test_data, test, image_size):
+    """What an evaluation's result says besides the metrics: its inputs, its note, its writer."""
+    return {
+        "model": model_path,
+        "test_data": test_data,
+        "image_size": image_size if test.features is None else None,
+        "skipped_input": test.skipped,
+        "note": "metrics count only annotated test entries; cf1/of1 at the export's "
+        "thresholds (thresholds.csv), cf1@0.5/of1@0.5 at 0.5",
+        "written_by": EVALUATE_WRITER,
+    }
 
 
 def check_metrics_target(out_dir, overwrite=False):

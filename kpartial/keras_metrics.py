@@ -35,7 +35,7 @@ Classes:
     MaskedAveragePrecision: bucketed approximation of
         :func:`kpartial.metrics.mean_average_precision` (a different algorithm: per-class score
         histograms, so it can stream inside a compiled step; the exact AP is computed in one
-        place, :class:`kpartial.metrics.SparseScores`).
+        place, :class:`kpartial.sparse_scores.SparseScores`).
 """
 
 from __future__ import annotations
@@ -317,7 +317,7 @@ class MaskedAveragePrecision(keras.metrics.Metric):
     histograms are what a metric inside a compiled (XLA) train or test step can
     accumulate, where the exact AP needs every score sorted. Reports (a run's
     metrics.json, tools/evaluate.py) use the exact AP of
-    :class:`kpartial.metrics.SparseScores`.
+    :class:`kpartial.sparse_scores.SparseScores`.
 
     Args:
         num_classes: Number of classes ``C``.

@@ -166,6 +166,57 @@ def _balanced_loss(sums):
     return np.where((num_positive > 0) & (num_negative > 0), balanced, np.inf)
 
 
+class KnownLabelLossPass:
+    """`streamed_known_label_loss` as a pass made once and called at every pruning, so its
+    `tf.function` is traced once.
+
+    Args:
+      model: the model (or network) whose predictions are scored.
+      known_labels: the training labels, int8 [N, C] or `SparseLabels`.
+      epsilon: probabilities are clipped to [epsilon, 1 - epsilon].
+    """
+
+    def __init__(self, model, known_labels, epsilon=1e-7):
+        network = network_of(model)
+        lookup = pipeline.label_lookup(known_labels)
+        num_classes = known_labels.shape[1]
+        sums = tf.Variable(tf.zeros([4, num_classes], tf.float64), trainable=False)
+        self.model, self.sums = model, sums
+
+        @tf.function
+        def accumulate(dataset):
+            for batch in dataset:
+                logits = tf.cast(network(batch["x"], training=False), tf.float32)
+                known = lookup(batch["id"])
+                # Only the known entries count: a few per example, so the float64 work is small.
+                where = tf.where(tf.not_equal(known, 0))
+                z = tf.cast(tf.gather_nd(logits, where), tf.float64)
+                p = tf.cast(tf.cast(1.0 / (1.0 + tf.exp(-z)), tf.float32), tf.float64)
+                p = tf.clip_by_value(p, epsilon, 1 - epsilon)
+                positive = tf.gather_nd(known, where) > 0
+                classes = tf.cast(where[:, 1], tf.int32)
+                zero = tf.zeros_like(p)
+                parts = [
+                    tf.where(positive, -tf.math.log(p), zero),
+                    tf.where(positive, zero, -tf.math.log(1 - p)),
+                    tf.cast(positive, tf.float64),
+                    tf.cast(tf.logical_not(positive), tf.float64),
+                ]
+                sums.assign_add(
+                    tf.stack([tf.math.unsorted_segment_sum(x, classes, num_classes) for x in parts])
+                )
+
+        self.accumulate = accumulate
+
+    def __call__(self, dataset):
+        """float64 [C]: the class-balanced BCE of the known entries of `dataset`."""
+        self.sums.assign(tf.zeros_like(self.sums))
+        self.accumulate(dataset)
+        # With several workers, each passed over its part of the examples.
+        strategy = getattr(self.model, "distribute_strategy", None)
+        return _balanced_loss(distribution.sum_across_workers(self.sums.numpy(), strategy))
+
+
 def streamed_known_label_loss(model, dataset, known_labels, epsilon=1e-7):
     """Class-balanced BCE of `model`'s predictions on `dataset` at the known entries, float64 [C].
 
@@ -176,39 +227,9 @@ def streamed_known_label_loss(model, dataset, known_labels, epsilon=1e-7):
     float32 probabilities the model predicts), so memory is [B, C] + [4, C], never [N, C]; the
     batch's labels come from `pipeline.label_lookup` by example id (dense or `SparseLabels`).
     With several workers, `dataset` is this worker's part and the sums are added across workers.
+    A caller that scores repeatedly keeps a `KnownLabelLossPass` instead.
     """
-    network = network_of(model)
-    lookup = pipeline.label_lookup(known_labels)
-    sums = tf.Variable(tf.zeros([4, known_labels.shape[1]], tf.float64), trainable=False)
-
-    num_classes = known_labels.shape[1]
-
-    @tf.function
-    def accumulate(dataset):
-        for batch in dataset:
-            logits = tf.cast(network(batch["x"], training=False), tf.float32)
-            known = lookup(batch["id"])
-            # Only the known entries count: a few per example, so the float64 work is that small.
-            where = tf.where(tf.not_equal(known, 0))
-            z = tf.cast(tf.gather_nd(logits, where), tf.float64)
-            p = tf.cast(tf.cast(1.0 / (1.0 + tf.exp(-z)), tf.float32), tf.float64)
-            p = tf.clip_by_value(p, epsilon, 1 - epsilon)
-            positive = tf.gather_nd(known, where) > 0
-            classes = tf.cast(where[:, 1], tf.int32)
-            zero = tf.zeros_like(p)
-            parts = [
-                tf.where(positive, -tf.math.log(p), zero),
-                tf.where(positive, zero, -tf.math.log(1 - p)),
-                tf.cast(positive, tf.float64),
-                tf.cast(tf.logical_not(positive), tf.float64),
-            ]
-            sums.assign_add(
-                tf.stack([tf.math.unsorted_segment_sum(x, classes, num_classes) for x in parts])
-            )
-
-    accumulate(dataset)
-    # With several workers, each passed over its part of the examples.
-    return _balanced_loss(distribution.sum_across_workers(sums.numpy(), model.distribute_strategy))
+    return KnownLabelLossPass(model, known_labels, epsilon)(dataset)
 
 
 class FitWell:
@@ -289,6 +310,7 @@ class LabelPruningCallback(keras.callbacks.Callback):
         self.criterion = criterion
         self.seed = seed
         self.log = log
+        self._loss_pass = None  # the fit_well pass, made at the first pruning
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch not in self.schedule:
@@ -299,7 +321,9 @@ class LabelPruningCallback(keras.callbacks.Callback):
         count = round(self.schedule[epoch] * num_classes) - int((~active).sum())
         class_loss = None
         if criterion_named(self.criterion).uses_class_loss:
-            class_loss = streamed_known_label_loss(self.model, self.dataset, self.known_labels)
+            if self._loss_pass is None:  # made once: every pruning reuses its compiled pass
+                self._loss_pass = KnownLabelLossPass(self.model, self.known_labels)
+            class_loss = self._loss_pass(self.dataset)
         # Seeded per event, so a resumed run prunes the same classes.
         rng = np.random.default_rng([self.seed, epoch])
         pruned = choose_classes_to_prune(active, count, self.criterion, class_loss, rng)

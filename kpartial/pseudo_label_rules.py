@@ -200,6 +200,12 @@ class PositiveCandidates:
         self.logits = tf.Variable(tf.fill([num_examples, slots], -np.inf), trainable=False)
         self.over_cap = tf.Variable(tf.constant(0, tf.int64), trainable=False)
 
+    def reset(self):
+        """Forgets every candidate (before a new pass)."""
+        self.classes.assign(tf.zeros_like(self.classes))
+        self.logits.assign(tf.fill(self.logits.shape, -np.inf))
+        self.over_cap.assign(0)
+
     def add(self, ids, logits, unknown):
         """Records a batch's candidates (graph code: called inside the refresh's `tf.function`).
 
@@ -299,64 +305,86 @@ def in_sample(ids, share):
     return hashed < int(share * 2**32)
 
 
-def score_histograms(
-    network, dataset, known_lookup, num_classes, truth_lookup=None, candidates=None, share=1.0
-):
-    """Per-class histograms of the unknown entries' logits, in one pass over `dataset`.
+class HistogramPass:
+    """Per-class histograms of the unknown entries' logits, in one pass over a dataset.
 
-    Binning every entry costs several times what predicting it costs with a small network, so the
-    histograms may count a hashed `share` of the examples (`in_sample`); the candidates always
-    see every example.
+    Made once per run and called at every refresh: its counts and its `tf.function` are kept, so
+    a refresh reuses the compiled pass instead of tracing a new one. Binning every entry costs
+    several times what predicting it costs with a small network, so the histograms may count a
+    hashed `share` of the examples (`in_sample`); the candidates always see every example.
 
     Args:
       network: maps a batch's inputs to [B, C] logits.
-      dataset: batches of `{"x", "id"}`, finite, without augmentation.
       known_lookup: `pipeline.label_lookup` of the training labels: ids -> int8 [B, C].
       num_classes: C.
       truth_lookup: the same for the hidden true labels, or None.
       candidates: a `PositiveCandidates` that collects in the same pass, or None.
       share: the share of examples counted into the histograms (1 = all).
-
-    Returns:
-      int64 [G, C, NUM_BINS]: G = 1 without truth, else 3 (hidden label unknown, +1, -1).
     """
-    groups = 1 if truth_lookup is None else 3
-    # The hidden-label groups count only their (few) entries: +1 and unknown; the -1 group is the
-    # rest. Counted per batch with one 2-D bincount per group, much cheaper than a scatter of one
-    # increment per entry.
-    counts = tf.Variable(tf.zeros([groups, num_classes, NUM_BINS], tf.int32), trainable=False)
 
-    def add(group, bins, where):
-        bins = tf.transpose(tf.where(where, bins, NUM_BINS))  # [C, B]; NUM_BINS = not counted
-        histogram = tf.math.bincount(
-            bins, minlength=NUM_BINS + 1, maxlength=NUM_BINS + 1, axis=-1, dtype=tf.int32
-        )
-        counts.scatter_add(tf.IndexedSlices(histogram[None, :, :NUM_BINS], tf.constant([group])))
+    def __init__(
+        self, network, known_lookup, num_classes, truth_lookup=None, candidates=None, share=1.0
+    ):
+        self.groups = 1 if truth_lookup is None else 3
+        self.candidates = candidates
+        # The hidden-label groups count only their (few) entries: +1 and unknown; the -1 group is
+        # the rest. Counted per batch with one 2-D bincount per group, much cheaper than a
+        # scatter of one increment per entry.
+        counts = tf.Variable(tf.zeros([self.groups, num_classes, NUM_BINS], tf.int32), False)
+        self.counts = counts
 
-    @tf.function
-    def count(dataset):
-        for batch in dataset:
-            ids = batch["id"]
-            logits = tf.cast(network(batch["x"], training=False), tf.float32)
-            unknown = tf.equal(known_lookup(ids), 0)
-            if candidates is not None:
-                candidates.add(ids, logits, unknown)
-            if share < 1.0:
-                rows = in_sample(ids, share)
-                ids, logits, unknown = (tf.boolean_mask(x, rows) for x in (ids, logits, unknown))
-            bins = tf.cast(tf.floor((logits - LOWEST_LOGIT) / BIN_WIDTH), tf.int32)
-            bins = tf.clip_by_value(bins, 0, NUM_BINS - 1)
-            add(0, bins, unknown)
-            if truth_lookup is not None:
-                truth = truth_lookup(ids)
-                add(1, bins, unknown & (truth > 0))
-                add(2, bins, unknown & tf.equal(truth, 0))
+        def add(group, bins, where):
+            bins = tf.transpose(tf.where(where, bins, NUM_BINS))  # [C, B]; NUM_BINS: not counted
+            histogram = tf.math.bincount(
+                bins, minlength=NUM_BINS + 1, maxlength=NUM_BINS + 1, axis=-1, dtype=tf.int32
+            )
+            counts.scatter_add(
+                tf.IndexedSlices(histogram[None, :, :NUM_BINS], tf.constant([group]))
+            )
 
-    count(dataset)
-    result = counts.numpy().astype(np.int64)
-    if groups == 3:  # [all, +1, unknown] -> [unknown, +1, -1]
-        result = np.stack([result[2], result[1], result[0] - result[1] - result[2]])
-    return result
+        @tf.function
+        def count(dataset):
+            for batch in dataset:
+                ids = batch["id"]
+                logits = tf.cast(network(batch["x"], training=False), tf.float32)
+                unknown = tf.equal(known_lookup(ids), 0)
+                if candidates is not None:
+                    candidates.add(ids, logits, unknown)
+                if share < 1.0:
+                    rows = in_sample(ids, share)
+                    ids, logits, unknown = (
+                        tf.boolean_mask(x, rows) for x in (ids, logits, unknown)
+                    )
+                bins = tf.cast(tf.floor((logits - LOWEST_LOGIT) / BIN_WIDTH), tf.int32)
+                bins = tf.clip_by_value(bins, 0, NUM_BINS - 1)
+                add(0, bins, unknown)
+                if truth_lookup is not None:
+                    truth = truth_lookup(ids)
+                    add(1, bins, unknown & (truth > 0))
+                    add(2, bins, unknown & tf.equal(truth, 0))
+
+        self.count = count
+
+    def __call__(self, dataset):
+        """int64 [G, C, NUM_BINS] of `dataset` (batches of `{"x", "id"}`, finite, unaugmented):
+        G = 1 without truth, else 3 (hidden label unknown, +1, -1). Resets the candidates first."""
+        self.counts.assign(tf.zeros_like(self.counts))
+        if self.candidates is not None:
+            self.candidates.reset()
+        self.count(dataset)
+        result = self.counts.numpy().astype(np.int64)
+        if self.groups == 3:  # [all, +1, unknown] -> [unknown, +1, -1]
+            result = np.stack([result[2], result[1], result[0] - result[1] - result[2]])
+        return result
+
+
+def score_histograms(
+    network, dataset, known_lookup, num_classes, truth_lookup=None, candidates=None, share=1.0
+):
+    """`HistogramPass(...)(dataset)`: one pass, for a caller that makes it once."""
+    return HistogramPass(network, known_lookup, num_classes, truth_lookup, candidates, share)(
+        dataset
+    )
 
 
 def labelled_counts(counts, positive, negative):

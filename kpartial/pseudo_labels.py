@@ -4,7 +4,7 @@ unknown entries into pseudo positives/negatives.
 The thresholds (t+_c, t-_c), the rules that set them and the statistics they read are
 `kpartial.pseudo_label_rules`'s. `PseudoLabelCallback` refreshes the labels on a schedule (first
 after `start_epoch` epochs, then every `every` epochs) by ONE streaming pass over the training set
-without augmentation (`pseudo_label_rules.score_histograms`); beyond `HISTOGRAM_EXAMPLES` examples
+without augmentation (`pseudo_label_rules.HistogramPass`, compiled once); beyond `HISTOGRAM_EXAMPLES` examples
 the histograms count a fixed hashed sample of them.
 
 The two sides are kept differently (`PartialLabelModel.resolve_labels` applies them):
@@ -37,11 +37,11 @@ import numpy as np
 from kpartial import class_stats, distribution, evaluation, pipeline
 from kpartial.partial_model import network_of
 from kpartial.pseudo_label_rules import (
+    HistogramPass,
     PositiveCandidates,
     logit,
     pseudo_label_quality,
     rule_of,
-    score_histograms,
     sigmoid,
 )
 from kpartial.sparse_labels import as_sparse
@@ -193,6 +193,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         self.log = log
         self.histogram_examples = histogram_examples
         self.quality = {}
+        self._pass = None  # the refresh's HistogramPass, made at the first refresh
 
     def is_refresh_epoch(self, epoch):
         """Whether a refresh begins `epoch` (0-based): `start_epoch`, then every `every`."""
@@ -211,19 +212,20 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         model = self.model
         network = network_of(model)
         truth = self.true_labels
-        num_examples, slots = model.pseudo_store_shape
-        floor = logit(self.rule.positive_threshold)
-        candidates = PositiveCandidates(num_examples, slots, floor)
+        num_examples, _ = model.pseudo_store_shape
         share = min(1.0, self.histogram_examples / max(num_examples, 1))
-        counts = score_histograms(
-            network,
-            self.dataset,
-            pipeline.label_lookup(self.known_labels),
-            self.known_labels.shape[1],
-            None if truth is None else pipeline.label_lookup(truth),
-            candidates,
-            share,
-        )
+        if self._pass is None:  # made once: every refresh reuses its compiled pass
+            slots = model.pseudo_store_shape[1]
+            self._pass = HistogramPass(
+                network,
+                pipeline.label_lookup(self.known_labels),
+                self.known_labels.shape[1],
+                None if truth is None else pipeline.label_lookup(truth),
+                PositiveCandidates(num_examples, slots, logit(self.rule.positive_threshold)),
+                share,
+            )
+        candidates = self._pass.candidates
+        counts = self._pass(self.dataset)
         # Each worker passed over its part of the examples: the statistics of the whole set,
         # identical on every worker, before any threshold is computed.
         strategy = model.distribute_strategy

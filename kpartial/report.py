@@ -10,8 +10,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from kpartial import class_stats, evaluation, losses, metrics, workdir
+from kpartial import class_stats, evaluation, losses, workdir
 from kpartial.sparse_labels import as_sparse
+from kpartial.sparse_scores import SparseScores
 
 # The decision threshold of a class without a validated one of its own.
 DECISION_THRESHOLD = 0.5
@@ -65,7 +66,7 @@ def decision_thresholds(model, inputs, validation_dataset):
 
 
 def test_report(config, model, scores, inputs, thresholds, chosen, selected_epoch, log):
-    """The run's metrics dict from the test set's `metrics.SparseScores`; logs the headline."""
+    """The run's metrics dict from the test set's `SparseScores`; logs the headline."""
     train, test, stats = inputs.train, inputs.test, inputs.stats
     result = evaluation.test_metrics(scores, thresholds, stats.positives, train.num_examples)
     if inputs.simulated_test is not None:
@@ -121,11 +122,11 @@ def test_report(config, model, scores, inputs, thresholds, chosen, selected_epoc
 
 
 def restricted(scores, labels):
-    """`scores` (a `metrics.SparseScores`) at the entries `labels` annotates only."""
+    """`scores` (a `SparseScores`) at the entries `labels` annotates only."""
     kept = as_sparse(labels)
     keys = scores.rows * scores.num_classes + scores.classes
     at = np.isin(keys, kept.rows() * kept.num_classes + kept.classes)
-    return metrics.SparseScores(
+    return SparseScores(
         scores.rows[at],
         scores.classes[at],
         scores.scores[at],

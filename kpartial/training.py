@@ -31,7 +31,7 @@ from kpartial import (
     run_inputs,
     run_modes,
 )
-from kpartial.config import Config, TrainConfig  # noqa: F401 (the config is part of the API)
+from kpartial.config import Config  # noqa: F401 (training.Config: the run's config)
 from kpartial.partial_model import EpochClock, PartialLabelModel
 
 load_data = run_inputs.load_data

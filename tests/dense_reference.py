@@ -1,28 +1,28 @@
 """Dense [N, C] twins of what kpartial computes from sparse or streamed data, kept out of the
 package.
 
-kpartial computes each metric in one place, `kpartial.metrics.SparseScores` (the scores at the
+kpartial computes each metric in one place, `kpartial.sparse_scores.SparseScores` (the scores at
 annotated entries only), and the known-label loss of pruning in one compiled pass
 (`label_pruning.streamed_known_label_loss`). The functions here compute the same numbers another
 way, vectorised over whole [N, C] matrices: they are the independent reference the tests compare
 against, and the dense path of benchmarks/eval_memory.py.
 
-The metric functions take (labels, scores), as `kpartial.metrics` does, and check them with its
-argument checks.
+The metric functions take (labels, scores), as `kpartial.metrics` does, and check them with the
+same argument checks (`kpartial.sparse_scores`).
 """
 
 import math
 
 import numpy as np
 
-from kpartial import metrics
+from kpartial import metrics, sparse_scores
 
 
 def _checked(labels, scores, ndim=2):
     """(int8 labels, float64 scores), checked as kpartial.metrics checks them."""
-    y, s = metrics._check_pair(labels, scores, ndim)
+    y, s = sparse_scores._check_pair(labels, scores, ndim)
     s = s.astype(np.float64)
-    metrics._check_no_nan(s[y != 0], "scores")
+    sparse_scores._check_no_nan(s[y != 0], "scores")
     return y, s
 
 
@@ -79,7 +79,7 @@ def mean_average_precision(labels, scores):
 
 def _f1(y, predicted):
     is_pos, is_neg = y == 1, y == -1
-    return metrics._f1_from_counts(
+    return sparse_scores._f1_from_counts(
         (predicted & is_pos).sum(axis=0),
         (predicted & is_neg).sum(axis=0),
         (~predicted & is_pos).sum(axis=0),
@@ -88,7 +88,7 @@ def _f1(y, predicted):
 
 def f1_scores(labels, scores, threshold=0.5):
     y, s = _checked(labels, scores)
-    return _f1(y, s >= metrics._validate_threshold(threshold, s.shape[1]))
+    return _f1(y, s >= sparse_scores._validate_threshold(threshold, s.shape[1]))
 
 
 def evaluate(labels, scores, threshold=0.5):

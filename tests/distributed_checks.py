@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from kpartial import class_stats, distribution, losses, pipeline, run_inputs, simulate, training
+from kpartial.config import Config
 from kpartial.partial_model import PartialLabelModel
 
 BATCH = 64
@@ -39,7 +40,7 @@ STATE = ("pseudo_positives", "pseudo_thresholds", "pseudo_negative_thresholds", 
 
 
 def _inputs():
-    train, test = run_inputs.load_data(training.TrainConfig())
+    train, test = run_inputs.load_data(Config.from_flat())
     known = simulate.keep_fraction(train.labels, 0.3, 1)
     stats = class_stats.ClassStatistics.from_labels(known, train.label_names)
     return run_inputs.RunInputs(train, test, known, stats)
@@ -49,7 +50,7 @@ def _model(strategy, method, inputs, pseudo):
     train, stats = inputs.train, inputs.stats
     with strategy.scope():
         network = training.build_network(
-            training.TrainConfig(hidden_units=(16,), dropout=0.0, seed=0), train
+            Config.from_flat(hidden_units=(16,), dropout=0.0, seed=0), train
         )
         model = PartialLabelModel(
             network,
@@ -79,7 +80,7 @@ def _one_step(strategy, method, inputs, weights, pseudo, pruned):
         active = np.ones(num_classes, np.float32)
         active[::3] = 0
         model.active_classes.assign(active)
-    config = training.TrainConfig(batch_size=BATCH, seed=5)
+    config = Config.from_flat(batch_size=BATCH, seed=5)
     datasets = pipeline.run_datasets(
         config,
         inputs,
@@ -116,7 +117,7 @@ def gradient_differences(inputs):
 def first_batches(inputs):
     """Whether the replicas' halves of the first global batch equal the one-device batch."""
     mirrored = distribution.make_strategy("mirrored")
-    config = training.TrainConfig(batch_size=BATCH, seed=5)
+    config = Config.from_flat(batch_size=BATCH, seed=5)
     single_model = _model(tf.distribute.get_strategy(), "ignore", inputs, False)
     one_device = tf.distribute.get_strategy()
     single = pipeline.run_datasets(
@@ -181,7 +182,7 @@ def _config(**overrides):
         "pseudo_every": 2,
         "prune_schedule": ((3, 0.5),),
     }
-    return training.TrainConfig(**{**settings, **overrides})
+    return Config.from_flat(**{**settings, **overrides})
 
 
 def replica_state():

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from kpartial import auto_tune, class_stats, data, distribution, training
+from kpartial.config import Config
 from kpartial.workdir import WorkdirError
 
 
 @pytest.fixture(scope="module")
 def config(tiny_npz):
     train, test = tiny_npz
-    return training.TrainConfig(
+    return Config.from_flat(
         train_data=train,
         test_data=test,
         known_fraction=0.3,

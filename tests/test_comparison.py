@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kpartial import comparison, run_inputs, training
+from kpartial import comparison, run_inputs
+from kpartial.config import Config
 
 
 @pytest.fixture(scope="module")
 def compared(tiny_npz, tmp_path_factory):
     root = tmp_path_factory.mktemp("comparison")
     train_spec, test_spec = tiny_npz
-    base = training.TrainConfig(
+    base = Config.from_flat(
         train_data=train_spec,
         test_data=test_spec,
         epochs=2,
@@ -156,8 +157,8 @@ def test_data_fields_are_all_that_load_data_reads(tmp_path):
     x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
     np.savez(path, x=x, y=np.where(x[:, :2] > 0, 1, -1).astype(np.int8))
     for config in (
-        training.TrainConfig(train_data=f"npz:{path}", test_fraction=0.3),
-        training.TrainConfig(train_data=f"npz:{path}", test_data=f"npz:{path}"),
+        Config.from_flat(train_data=f"npz:{path}", test_fraction=0.3),
+        Config.from_flat(train_data=f"npz:{path}", test_data=f"npz:{path}"),
     ):
         recorder = Recorder(config.data)
         run_inputs.load_data(types.SimpleNamespace(data=recorder))  # reads only config.data

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from kpartial import data, distribution, input_sources, pipeline, training
+from kpartial.config import Config
 from tests.helpers import JPEG, ROOT, write
 
 
@@ -219,7 +220,7 @@ def test_a_bad_tf_config_is_one_line(text, match):
 
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="strategy must be one of auto, one_device"):
-        training.TrainConfig(strategy="parameter_server")
+        Config.from_flat(strategy="parameter_server")
     with pytest.raises(ValueError, match="strategy must be one of"):
         distribution.make_strategy("tpu")
 
@@ -227,6 +228,6 @@ def test_unknown_strategy_is_refused():
 def test_one_device_strategy_trains_like_the_default(tiny_npz):
     train, test = tiny_npz
     config = {"train_data": train, "test_data": test, "method": "ignore", "epochs": 2, "seed": 2}
-    default = training.run(training.TrainConfig(**config), log=lambda line: None)
-    one = training.run(training.TrainConfig(strategy="one_device", **config), log=lambda l: None)
+    default = training.run(Config.from_flat(**config), log=lambda line: None)
+    one = training.run(Config.from_flat(strategy="one_device", **config), log=lambda l: None)
     assert one["map"] == pytest.approx(default["map"], abs=1e-6)

@@ -7,14 +7,14 @@ import time
 import numpy as np
 import pytest
 
-from kpartial import evaluation, metrics
+from kpartial import evaluation, metrics, sparse_scores
+from kpartial.evaluation import plot_ap_by_frequency
 from kpartial.metrics import (
     average_precision,
     evaluate,
     f1_scores,
     mean_average_precision,
     per_class_average_precision,
-    plot_ap_by_frequency,
 )
 from tests import dense_reference
 
@@ -402,7 +402,7 @@ def test_scores_passed_first_are_named_in_the_error():
     with pytest.raises(ValueError, match=order):
         metrics.psp_at_k(PROBS, LABELS, np.ones(3))
     with pytest.raises(ValueError, match=order):
-        metrics.SparseScores.from_dense(PROBS, LABELS)
+        sparse_scores.SparseScores.from_dense(PROBS, LABELS)
     # Integer scores outside {-1, 0, 1} are caught by their values.
     with pytest.raises(ValueError, match=rf"found \[2, 3\].*{order}"):
         average_precision(np.array([3, 2, 1], np.uint8), [1, -1, 1])
@@ -534,7 +534,7 @@ def test_f1_at_top_k():
 
 
 def test_plot_ap_by_frequency_writes_a_png(tmp_path):
-    png = metrics.plot_ap_by_frequency([0.5, np.nan, 0.9], [3, 0, 100], tmp_path / "ap.png")
+    png = plot_ap_by_frequency([0.5, np.nan, 0.9], [3, 0, 100], tmp_path / "ap.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "ap.png").read_bytes() == png
 
 
@@ -564,7 +564,7 @@ def _dense_reference(labels, scores, positive_counts, num_train, thresholds):
 
 
 def _streamed(labels, scores, positive_counts, num_train, thresholds, batch_sizes):
-    streaming = metrics.StreamingEvaluation(labels.shape[1])
+    streaming = sparse_scores.StreamingEvaluation(labels.shape[1])
     start = 0
     for size in batch_sizes:
         streaming.add(labels[start : start + size], scores[start : start + size])
@@ -661,7 +661,7 @@ def test_dense_functions_equal_the_dense_reference(seed):
 
 def test_test_metrics_keys_with_and_without_the_training_counts():
     labels, scores = _random_case(np.random.default_rng(7), 60, 6)
-    sparse = metrics.SparseScores.from_dense(labels, scores)
+    sparse = sparse_scores.SparseScores.from_dense(labels, scores)
     thresholds = np.linspace(0.2, 0.7, 6)
     common = {
         *("map", "cf1", "of1", "cp", "cr", "op", "or", "evaluated_classes", "annotated_entries"),
@@ -688,7 +688,7 @@ def test_streaming_from_logits_is_the_float32_sigmoid():
     labels = rng.choice([-1, 0, 1], size=(50, 6)).astype(np.int8)
     # dense_reference.predict_probabilities' conversion, float64 then float32.
     probabilities = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
-    streaming = metrics.StreamingEvaluation(6)
+    streaming = sparse_scores.StreamingEvaluation(6)
     streaming.add(labels[:30], logits[:30], from_logits=True)
     streaming.add(labels[30:], logits[30:], from_logits=True)
     np.testing.assert_array_equal(
@@ -697,13 +697,13 @@ def test_streaming_from_logits_is_the_float32_sigmoid():
 
 
 def test_streaming_edge_cases():
-    empty = metrics.StreamingEvaluation(3).result()
+    empty = sparse_scores.StreamingEvaluation(3).result()
     assert empty.num_examples == 0 and math.isnan(empty.evaluate()["map"])
-    unannotated = metrics.SparseScores.from_dense(np.zeros((4, 3), np.int8), np.zeros((4, 3)))
+    unannotated = sparse_scores.SparseScores.from_dense(np.zeros((4, 3), np.int8), np.zeros((4, 3)))
     assert unannotated.evaluate()["annotated_entries"] == 0
     assert math.isnan(unannotated.precision_at_k(1)) and math.isnan(unannotated.ndcg_at_k(3))
     assert math.isnan(unannotated.psp_at_k(np.ones(3), 3))
-    streaming = metrics.StreamingEvaluation(3)
+    streaming = sparse_scores.StreamingEvaluation(3)
     with pytest.raises(ValueError, match="a batch of 2 classes for 3 classes"):
         streaming.add(np.ones((1, 2), np.int8), np.zeros((1, 2)))
     with pytest.raises(ValueError, match="NaN at annotated"):
@@ -755,7 +755,7 @@ def test_best_f1_thresholds_match_a_brute_force_search():
     labels[:, 5] = np.where(labels[:, 5] > 0, -1, labels[:, 5])
     labels[:2, 5] = 1  # two positives: too few for a threshold of its own
     scores = np.round(np.clip(rng.random((200, 6)) * 0.6 + (labels > 0) * 0.3, 0, 1), 2)
-    thresholds, chosen = metrics.SparseScores.from_dense(labels, scores).best_f1_thresholds(3)
+    thresholds, chosen = sparse_scores.SparseScores.from_dense(labels, scores).best_f1_thresholds(3)
     assert chosen.tolist() == [True] * 5 + [False] and thresholds[5] == 0.5
     for c in range(5):
         annotated = labels[:, c] != 0
@@ -775,9 +775,11 @@ def test_precision_floors_match_a_brute_force_search():
     labels[:, 3] = np.where(labels[:, 3] > 0, -1, labels[:, 3])  # no positives: no evidence
     labels[:5, 3] = 1
     scores[:5, 3] = 0.01  # five positives, all at the bottom: no score is precise
-    floors = metrics.SparseScores.from_dense(labels, scores).precision_floors(0.8, 3)
+    floors = sparse_scores.SparseScores.from_dense(labels, scores).precision_floors(0.8, 3)
     assert floors[3] == np.inf
-    assert metrics.SparseScores.from_dense(labels, scores).precision_floors(0.8, 6)[3] == -np.inf
+    assert (
+        sparse_scores.SparseScores.from_dense(labels, scores).precision_floors(0.8, 6)[3] == -np.inf
+    )
     for c in range(3):
         annotated = labels[:, c] != 0
         s, positive = scores[annotated, c], labels[annotated, c] > 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kpartial import data, export, pipeline, simulate, tfrecords, training
+from kpartial.config import Config
 from tests.helpers import SHARED_DATA
 
 COCO = SHARED_DATA / "coco-tiny" / "annotations"
@@ -14,7 +15,7 @@ YEAST = SHARED_DATA / "mulan" / "yeast"
 
 @pytest.mark.skipif(not COCO.is_dir(), reason="../shared/data/coco-tiny is absent")
 def test_coco_jpegs_train_through_the_image_pipeline_and_serve(tmp_path):
-    config = training.TrainConfig(
+    config = Config.from_flat(
         train_data=f"coco:{COCO / 'instances_train2017.json'}",
         test_data=f"coco:{COCO / 'instances_val2017.json'}",
         known_fraction=0.5,
@@ -40,7 +41,7 @@ def test_coco_jpegs_train_through_the_image_pipeline_and_serve(tmp_path):
 
 @pytest.mark.skipif(not YEAST.is_dir(), reason="../shared/data/mulan/yeast is absent")
 def test_yeast_kpartial_beats_assume_negative_at_ten_percent(tmp_path):
-    base = training.TrainConfig(
+    base = Config.from_flat(
         train_data=f"mulan:{YEAST / 'yeast-train.arff'}",
         test_data=f"mulan:{YEAST / 'yeast-test.arff'}",
         known_fraction=0.1,
@@ -80,7 +81,7 @@ def test_coco_through_tfrecords_with_a_single_positive_simulation(tmp_path):
     images = next(iter(pipeline.evaluation_dataset(records, 80, (32, 32))))
     np.testing.assert_array_equal(images["id"].numpy(), np.arange(80))
     assert images["x"].shape == (80, 32, 32, 3) and float(images["x"].numpy().std()) > 1.0
-    config = training.TrainConfig(
+    config = Config.from_flat(
         train_data=f"tfrecord:{tmp_path / 'train'}",
         test_data=f"coco:{COCO / 'instances_val2017.json'}",
         simulation=str(tmp_path / "single.npz"),

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from kpartial import data, export, models, run_inputs, training, workdir
+from kpartial.config import Config
 from kpartial.data.readers import synthetic
 from tests.helpers import ROOT
 
@@ -41,7 +42,7 @@ def _config(specs, workdir_path, **overrides):
         "batch_size": 64,
         "auto_tune": "off",
     }
-    return training.TrainConfig(
+    return Config.from_flat(
         train_data=train_spec,
         test_data=test_spec,
         workdir=str(workdir_path),
@@ -166,7 +167,7 @@ def test_non_finite_hyperparameters_fail_at_flag_parsing(flag, tmp_path, run_too
 
 def test_non_finite_hyperparameters_are_refused_by_the_config():
     with pytest.raises(ValueError, match="learning_rate must be a finite number"):
-        training.TrainConfig(learning_rate=float("nan"))
+        Config.from_flat(learning_rate=float("nan"))
 
 
 # ---------------------------------------------------------------------------- export targets

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from kpartial import data, pipeline, simulate, tfrecords, training
+from kpartial.config import Config
 from kpartial.sparse_labels import SparseLabels
 from tests.helpers import LABELS, NAMES, feature_data
 
@@ -140,7 +141,7 @@ def test_image_shards_train_with_a_validation_set_of_their_own(tmp_path):
         tfrecords.write_tfrecords(images, str(tmp_path / name), num_shards=2)
         return f"tfrecord:{tmp_path / name}"
 
-    config = training.TrainConfig(
+    config = Config.from_flat(
         train_data=shards("train"),
         test_data=shards("test"),
         epochs=2,

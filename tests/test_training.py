@@ -19,6 +19,7 @@ from kpartial import (
     losses,
     metrics,
     models,
+    pseudo_label_rules,
     pseudo_labels,
     report,
     run_inputs,
@@ -40,7 +41,7 @@ def series(history, key):
 @pytest.fixture(scope="module")
 def base_config(tiny_npz):
     train_spec, test_spec = tiny_npz
-    return training.TrainConfig(
+    return Config.from_flat(
         train_data=train_spec,
         test_data=test_spec,
         known_fraction=0.1,
@@ -268,12 +269,12 @@ def test_ignore_uses_no_pseudo_labels_or_pruning(base_config):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="method"):
-        training.TrainConfig(method="nope")
+        Config.from_flat(method="nope")
     with pytest.raises(ValueError, match="jit_compile"):
-        training.TrainConfig(jit_compile="yes")
-    assert pseudo_labels.switched_on(training.TrainConfig(pseudo_start_epoch=-1)) is False
-    assert label_pruning.switched_on(training.TrainConfig(prune_schedule=((1, 0.5),))) is True
-    ignore = training.TrainConfig(method="ignore", prune_schedule=((1, 0.5),))
+        Config.from_flat(jit_compile="yes")
+    assert pseudo_labels.switched_on(Config.from_flat(pseudo_start_epoch=-1)) is False
+    assert label_pruning.switched_on(Config.from_flat(prune_schedule=((1, 0.5),))) is True
+    ignore = Config.from_flat(method="ignore", prune_schedule=((1, 0.5),))
     assert label_pruning.switched_on(ignore) is False
 
 
@@ -281,7 +282,7 @@ def test_different_classes_are_rejected(tiny_npz, tmp_path):
     train_spec, _ = tiny_npz
     other = synthetic.make_imbalanced_features(num_examples=50, num_classes=5, num_features=16)
     np.savez(tmp_path / "other.npz", x=other.features, y=other.labels)
-    config = training.TrainConfig(train_data=train_spec, test_data=f"npz:{tmp_path}/other.npz")
+    config = Config.from_flat(train_data=train_spec, test_data=f"npz:{tmp_path}/other.npz")
     with pytest.raises(data.DataError, match="different classes"):
         run_inputs.load_data(config)
 
@@ -440,7 +441,7 @@ def check_result(result, test_examples):
 
 def test_tiny_run_on_npz_with_a_skipped_row(tmp_path):
     path = write_run_npz(tmp_path / "run.npz", empty_row=5)
-    config = training.TrainConfig(train_data=f"npz:{path}", on_bad_input="skip", **RUN)
+    config = Config.from_flat(train_data=f"npz:{path}", on_bad_input="skip", **RUN)
     result = training.run(config, log=lambda *_: None)
     check_result(result, test_examples=18)  # round(0.3 * 59)
     reason = {"row without any known label": 1}
@@ -464,7 +465,7 @@ def test_tiny_run_with_a_saved_simulation(tmp_path):
         source=train.source,
         label_names=train.label_names,
     )
-    config = training.TrainConfig(train_data=f"npz:{path}", simulation=str(sim), **RUN)
+    config = Config.from_flat(train_data=f"npz:{path}", simulation=str(sim), **RUN)
     assert np.array_equal(run_inputs.training_labels(config, train), kept)
     result = training.run(config, log=lambda *_: None)
     check_result(result, test_examples=18)
@@ -495,7 +496,7 @@ def test_tiny_run_from_tfrecord_shards_and_make_tfrecords_cli(tmp_path, run_tool
     np.testing.assert_array_equal(back.features, full.features)
 
     # Feature records are read into memory, so a validation part can be held out of them.
-    config = training.TrainConfig(train_data=f"tfrecord:{out}", **RUN)
+    config = Config.from_flat(train_data=f"tfrecord:{out}", **RUN)
     result = training.run(config, log=lambda *_: None)
     check_result(result, test_examples=18)
     assert result["skipped_input"] == {"train": {}, "test": {}}
@@ -527,7 +528,7 @@ def _verified_labels_npz(path, num_examples=600, num_classes=12, seed=0):
 
 
 def test_class_dependent_annotation_is_said_and_gives_the_unknown_entries_their_rate(tmp_path):
-    config = training.TrainConfig(
+    config = Config.from_flat(
         train_data=_verified_labels_npz(tmp_path / "train.npz"),
         test_data=_verified_labels_npz(tmp_path / "test.npz", seed=1),
         epochs=4,
@@ -561,7 +562,7 @@ def _dense_labels_npz(path, num_examples=400, num_classes=6, seed=0):
 
 
 def test_a_dense_label_space_turns_pseudo_labels_off_unless_asked_for(tmp_path):
-    config = training.TrainConfig(
+    config = Config.from_flat(
         train_data=_dense_labels_npz(tmp_path / "train.npz"),
         test_data=_dense_labels_npz(tmp_path / "test.npz", seed=1),
         known_fraction=0.3,
@@ -575,3 +576,34 @@ def test_a_dense_label_space_turns_pseudo_labels_off_unless_asked_for(tmp_path):
     lines, refreshes = _auto_and_on(config)
     assert any("pseudo labels: off, because the label space is dense" in line for line in lines)
     assert len(refreshes) == 2 and not any("pseudo_positives=0," in line for line in refreshes)
+
+
+def test_refreshes_and_prunings_reuse_their_compiled_passes(base_config, monkeypatch):
+    """Three pseudo-label refreshes, two prunings and every evaluation: each pass traced once."""
+    made = []
+    for module, name in (
+        (pseudo_label_rules, "HistogramPass"),
+        (label_pruning, "KnownLabelLossPass"),
+    ):
+        cls = getattr(module, name)
+
+        class Recorded(cls):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                made.append(self)
+
+        monkeypatch.setattr(module, name, Recorded)
+        if name == "HistogramPass":
+            monkeypatch.setattr(pseudo_labels, name, Recorded)
+    config = base_config.replace(
+        epochs=6, pseudo_start_epoch=1, prune_schedule="3:0.25,4:0.5", pseudo_labels="on"
+    )
+    lines = []
+    training.run(config, log=lines.append)
+    assert sum("pseudo labels refreshed" in line for line in lines) == 5
+    assert sum("pruned" in line for line in lines) == 2
+    histograms = [p for p in made if isinstance(p, pseudo_label_rules.HistogramPass)]
+    losses_ = [p for p in made if isinstance(p, label_pruning.KnownLabelLossPass)]
+    assert len(histograms) == 1 and len(losses_) == 1  # made once per run
+    assert histograms[0].count.experimental_get_tracing_count() == 1
+    assert losses_[0].accumulate.experimental_get_tracing_count() == 1

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 
 from kpartial import data, run_inputs, training
+from kpartial.config import Config
 
 
 @pytest.fixture(scope="module")
 def config(tiny_npz):
     train, test = tiny_npz
-    return training.TrainConfig(
+    return Config.from_flat(
         train_data=train,
         test_data=test,
         known_fraction=0.3,

@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cli  # before TensorFlow is imported
-import train  # tools/train.py: its flags and their mapping to TrainConfig
+import train  # tools/train.py: its flags and their mapping to the config
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -55,7 +55,7 @@ flags.register_validator(
 
 
 def _variant(method):
-    """TrainConfig overrides of a method: --loss_options are options of --method's loss, so the
+    """flat config overrides of a method: --loss_options are options of --method's loss, so the
     other methods run with their losses' defaults (--method itself plays no other part)."""
     return {"method": method, "loss_options": FLAGS.loss_options if method == FLAGS.method else ""}
 
