@@ -72,11 +72,10 @@ def make_records(folder, num_images, truth, seed, truth_images=0):
     truth_out = ""
     if truth_images:
         rows = np.arange(min(truth_images, num_images))
-        full = full_truth(positives, rows)
-        keep = (full > 0).any(0)  # classes with a true positive among these images
         truth_out = os.path.join(folder, "truth")
+        # Every entry known; mAP counts the classes with a true positive among these images.
         truth_data = data.MultiLabelData(
-            np.where(keep, full, 0).astype(np.int8), names, features=features[rows]
+            full_truth(positives, rows), names, features=features[rows]
         )
         tfrecords.write_tfrecords(truth_data, truth_out, 1)
     return out, verified.num_known, float(missed), truth_out

@@ -184,4 +184,9 @@ def tune(config, run_candidate, log):
                 shutil.copyfile(os.path.join(source, name), f"{target}.tmp-{os.getpid()}")
                 os.replace(f"{target}.tmp-{os.getpid()}", target)
         workdir.write_json(os.path.join(config.workdir, workdir.FINISHED), result)
+    log(
+        f"{config.loss.method} (auto_tune: {chosen}): mAP={result['map']:.4f} "
+        f"CF1={result['cf1']:.4f} OF1={result['of1']:.4f} on the test set"
+        + (f"; artifacts in {config.workdir}" if config.workdir else "")
+    )
     return result

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kpartial import class_stats, data, losses, simulate, sparse_labels
+from kpartial import class_stats, data, label_pruning, losses, simulate, sparse_labels
 
 # The DataConfig fields `load_data` reads: runs that agree on them can share loaded data.
 DATA_FIELDS = (
@@ -71,6 +71,7 @@ def read(config, placement, datasets=None, log=print):
     elif cfg.validation_fraction:
         train, validation, known = split_validation(train, known, config)
     stats = class_statistics(config, known, train)
+    _check_learnable(config, train, stats, validation)
     loss = losses.get(config.loss.method, stats, **config.loss.parsed_options)
     if loss.needs_example_state:
         _check_dense_state(config, train, loss.name)
@@ -203,6 +204,39 @@ def class_statistics(config, known, train):
         given = class_stats.ClassStatistics.from_csv(config.data.class_stats, train.label_names)
         return dataclasses.replace(given, complete=counted.complete)
     return counted
+
+
+def _check_learnable(config, train, stats, validation):
+    """Refuses, in one line naming the flag or file, inputs a run could only fail on later."""
+    cfg = config.data
+    if not (stats.positives.sum() + stats.negatives.sum()):
+        raise data.DataError(
+            f"{cfg.train_data}: no known training label is left (--known_fraction="
+            f"{cfg.known_fraction}, --simulation={cfg.simulation or '-'}); keep more labels"
+        )
+    bad_names = [name for name in train.label_names if "\n" in name or "\r" in name]
+    if bad_names:
+        raise data.DataError(
+            f"{cfg.train_data}: class name {bad_names[0]!r} holds a line break, which the "
+            "exported label list cannot keep; rename the class"
+        )
+    if validation is not None and config.runtime.select_epoch == "best":
+        counted = class_stats.ClassStatistics.from_labels(validation.labels, train.label_names)
+        if not ((counted.positives > 0) & (counted.negatives > 0)).any():
+            raise data.DataError(
+                f"{cfg.validation_data or cfg.train_data}: the validation part "
+                f"({validation.num_examples} examples) has no class with a known positive and a "
+                "known negative, so val_map cannot choose an epoch; give a larger "
+                "--validation_fraction or --validation_data, or --select_epoch=last"
+            )
+    if label_pruning.switched_on(config):
+        schedule = label_pruning.schedule_of(config)
+        last = schedule[-1][1] if schedule else 0.0
+        if round(last * train.num_classes) >= train.num_classes:
+            raise data.DataError(
+                f"--prune_schedule: pruning {last:g} of the {train.num_classes} classes of "
+                f"{cfg.train_data} would leave none active; prune a smaller share"
+            )
 
 
 def _physical_memory():

@@ -11,6 +11,7 @@ The parts live in their own modules: the configuration in `kpartial.config`, the
 `tools/train.py` is a thin flag layer over `run`.
 """
 
+import math
 import os
 import time
 
@@ -111,6 +112,7 @@ def train(config, inputs, placement, extra_callbacks=(), resuming=False, log=pri
             best.resume(epoch_log.epochs)
     callbacks = [
         EpochClock(),
+        StopOnNonFiniteLoss(config),
         *techniques,
         *monitoring,
         *_output_callbacks(config, inputs.stats),
@@ -136,6 +138,26 @@ def train(config, inputs, placement, extra_callbacks=(), resuming=False, log=pri
     if config.workdir:
         report.write_outputs(config, model, inputs, scores, result, thresholds, chosen)
     return result
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops the run at the first epoch whose training loss is not finite, in one line naming
+    the epoch and the settings that usually cause it (Keras' `TerminateOnNaN` stops silently)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            runtime = self.config.runtime
+            raise ValueError(
+                f"epoch {epoch + 1}: the training loss is {loss}; the run diverged. Likely "
+                f"--learning_rate={runtime.learning_rate:g}, --weight_decay="
+                f"{runtime.weight_decay:g} or --loss_options={self.config.loss.options or '-'} "
+                "is too large"
+            )
 
 
 def resolve_jit_compile(setting):

@@ -67,6 +67,12 @@ def test_the_run_keeps_the_candidate_with_the_better_validation_map(config, tmp_
         assert tuned["candidates"][name]["val_map"] == scores[name]
     assert tuned["chosen"] == auto_tune.choose(scores)
     assert any(line.startswith(f"auto_tune: chose {tuned['chosen']}") for line in lines)
+    assert lines[0].startswith("auto_tune: 2 runs") and "--auto_tune=off trains once" in lines[0]
+    # The last line is the chosen run's result, not a candidate's line 90 lines up.
+    assert lines[-1] == (
+        f"kpartial (auto_tune: {tuned['chosen']}): mAP={result['map']:.4f} "
+        f"CF1={result['cf1']:.4f} OF1={result['of1']:.4f} on the test set; artifacts in {tmp_path}"
+    )
     chosen = tmp_path / "auto_tune" / tuned["chosen"]
     for name in auto_tune.CHOSEN_ARTIFACTS:
         assert (tmp_path / name).read_bytes() == (chosen / name).read_bytes(), name

@@ -320,3 +320,64 @@ def test_train_and_test_must_agree_on_features(specs, tmp_path):
     config = _config((specs[0], wide), tmp_path / "run")
     with pytest.raises(data.DataError, match="has 6 features but test .*wide.npz has 7"):
         run_inputs.load_data(config)
+
+
+# ----------------------------------------------------------------------------
+# Settings that could only fail after training are refused first, in one line
+
+
+def _tiny(tiny_npz, tmp_path, **overrides):
+    train_spec, test_spec = tiny_npz
+    values = {
+        "train_data": train_spec,
+        "test_data": test_spec,
+        "epochs": 2,
+        "hidden_units": (8,),
+        "auto_tune": "off",
+        "workdir": str(tmp_path / "w"),
+    }
+    return Config.from_flat(**{**values, **overrides})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"known_fraction": 1e-9}, "no known training label is left"),
+        ({"prune_schedule": "1:0.99"}, "would leave none active"),
+    ],
+)
+def test_inputs_a_run_could_only_fail_on_are_refused_before_anything_is_written(
+    tiny_npz, tmp_path, overrides, message
+):
+    with pytest.raises(data.DataError, match=message):
+        training.run(_tiny(tiny_npz, tmp_path, **overrides), log=lambda line: None)
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_class_name_with_a_line_break_is_refused_before_training(tmp_path):
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = np.where(x[:, :2] > 0, 1, -1).astype(np.int8)
+    np.savez(path, x=x, y=y, label_names=np.array(["a", "b\nc"]))
+    config = Config.from_flat(
+        train_data=f"npz:{path}",
+        test_fraction=0.3,
+        epochs=1,
+        auto_tune="off",
+        workdir=str(tmp_path / "w"),
+    )
+    with pytest.raises(data.DataError, match="holds a line break"):
+        training.run(config, log=lambda line: None)
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_diverging_run_stops_at_its_first_non_finite_loss_naming_the_likely_flag(
+    tiny_npz, tmp_path
+):
+    config = _tiny(tiny_npz, tmp_path, learning_rate=1e30, epochs=3, pseudo_labels="off")
+    with pytest.raises(
+        ValueError, match=r"epoch \d: the training loss is nan.*learning_rate=1e\+30"
+    ):
+        training.run(config, log=lambda line: None)
+    assert not (tmp_path / "w" / "metrics.json").exists()
