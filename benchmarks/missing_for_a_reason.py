@@ -27,7 +27,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["yeast", "enron"], "Mulan sets under --mulan_root.")
 flags.DEFINE_string("mulan_root", "../shared/data/mulan", "Folder of the Mulan sets.")
 flags.DEFINE_list("regimes", ["vc4", "vc8", "cc0.02-0.8", "cc0.1-0.5"], "vcK or ccA-B.")
-flags.DEFINE_list("methods", ["kpartial", "ignore", "p_asl", "epr"], "Methods.")
+flags.DEFINE_list(
+    "methods",
+    ["kpartial", "ignore", "p_asl", "epr"],
+    "Methods, or variants METHOD:FIELD=VALUE;FIELD=VALUE (flat config fields), e.g. "
+    "kpartial:missing_labels=at_random.",
+)
 flags.DEFINE_list("seeds", ["1"], "Seeds (of the simulation and of the run).")
 flags.DEFINE_integer("epochs", 40, "Epochs per run.")
 flags.DEFINE_string("out", "/tmp/missing_for_a_reason", "Output folder (runs.json, table.md).")
@@ -77,7 +82,9 @@ def main(argv):
                 )
                 left = simulate.describe(train.labels, labels)
                 for method in FLAGS.methods:
-                    run = base.replace(method=method, simulation=path, seed=seed)
+                    name_, _, fields = method.partition(":")
+                    overrides = dict(item.split("=", 1) for item in filter(None, fields.split(";")))
+                    run = base.replace(method=name_, simulation=path, seed=seed, **overrides)
                     lines = []
                     started = time.perf_counter()
                     result = training.run(run, log=lines.append, datasets=loaded)

@@ -107,8 +107,9 @@ class ClassStatistics:
         return float(np.mean(self.unknown_priors)) >= DENSE_LABEL_SPACE
 
     @classmethod
-    def from_labels(cls, labels, label_names):
-        """Counts annotated entries of an int [N, C] label matrix in {+1, -1, 0} or SparseLabels."""
+    def from_labels(cls, labels, label_names, missing="auto"):
+        """Counts annotated entries of an int [N, C] label matrix in {+1, -1, 0} or SparseLabels;
+        `missing` as `unknown_priors` takes it."""
         if isinstance(labels, SparseLabels):
             positives = labels.positives_per_class().astype(np.int64)
             negatives = labels.negatives_per_class().astype(np.int64)
@@ -117,7 +118,7 @@ class ClassStatistics:
             positives = (labels > 0).sum(axis=0).astype(np.int64)
             negatives = (labels < 0).sum(axis=0).astype(np.int64)
         priors = (positives + 1.0) / (positives + negatives + 2.0)
-        unknown, annotation = unknown_priors(positives, negatives, priors, labels.shape[0])
+        unknown, annotation = unknown_priors(positives, negatives, priors, labels.shape[0], missing)
         complete = bool(np.all(positives + negatives >= labels.shape[0]))
         return cls(tuple(label_names), positives, negatives, priors, unknown, annotation, complete)
 
@@ -197,7 +198,12 @@ class ClassStatistics:
         ).to_csv(path, index=False)
 
 
-def unknown_priors(positives, negatives, priors, num_examples):
+# How labels went missing (`--missing_labels`): "auto" reads it from the counts (`unknown_priors`);
+# the user who knows it says so.
+MISSING_LABELS = ("auto", "at_random", "verified")
+
+
+def unknown_priors(positives, negatives, priors, num_examples, missing="auto"):
     """(float64 [C] positive rate among unknown entries, a line saying which rule gave it).
 
     See the module docstring: the priors when every class is annotated on about the same share
@@ -208,7 +214,18 @@ def unknown_priors(positives, negatives, priors, num_examples):
       negatives: int [C] annotated negatives per class.
       priors: float64 [C] the classes' priors.
       num_examples: N, the number of examples the counts come from.
+      missing: a `MISSING_LABELS` name: "at_random" (within each class, e.g. assays screened on
+        different libraries) gives the priors, "verified" (proposed classes verified, e.g. Open
+        Images) the known positives over all examples, "auto" reads it from the counts.
     """
+    if missing == "at_random":
+        return priors, "labels missing at random within each class (--missing_labels=at_random)"
+    if missing == "verified":
+        rates = (np.asarray(positives) + 1.0) / (num_examples + 2.0)
+        return rates, (
+            "proposed classes verified (--missing_labels=verified): unknown entries take each "
+            f"class's known positives over all examples (mean {rates.mean():.3g})"
+        )
     share = (np.asarray(positives) + np.asarray(negatives)) / max(int(num_examples), 1)
     annotated = share[share > 0]
     if annotated.size == 0 or np.all(share >= 1.0):

@@ -157,6 +157,15 @@ class DataConfig(Part):
         high=1.0,
         low_open=True,
     )
+    missing_labels: str = option(
+        "auto",
+        "How the unknown labels went missing, which sets the unknown entries' positive rate: "
+        "auto = read from the annotation counts (kpartial.class_stats); at_random = at random "
+        "within each class (the rate is the class prior; e.g. assays screened on different "
+        "libraries); verified = people verified proposed classes (the rate is the class's known "
+        "positives over all examples; e.g. Open Images).",
+        choices=class_stats.MISSING_LABELS,
+    )
     class_stats: str = option(
         "",
         "CSV label,positives,negatives,prior of an existing dataset; default: statistics of the "
@@ -414,7 +423,7 @@ RULE_OPTION_FLAGS = {
     "pseudo_negative_coverage": ("negative_coverage", 0.1),
 }
 # What a run whose config.json predates a field ran with (a run before auto_tune trained once).
-STARTED_BEFORE_THEY_EXISTED = {"auto_tune": "off"}
+STARTED_BEFORE_THEY_EXISTED = {"auto_tune": "off", "missing_labels": "auto"}
 
 
 @dataclasses.dataclass(frozen=True)

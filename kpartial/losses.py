@@ -298,12 +298,15 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         b = ops.where(
             positive, self._positive_weight, ops.where(negative, 0.0, self._unknown_target)
         )
-        entry = a * ops.softplus(logits) - b * logits
+        softplus = ops.softplus(logits)  # = -log(1 - p): shared by every term
+        entry = a * softplus - b * logits
         if self.negative_focusing or self.negative_margin:
-            _, focused = _asymmetric_terms(
-                logits, 0.0, self.negative_focusing, self.negative_margin
+            # ASL's negative term alone (its positive term is not needed here).
+            entry = ops.where(
+                negative,
+                _focused_negative(logits, softplus, self.negative_focusing, self.negative_margin),
+                entry,
             )
-            entry = ops.where(negative, focused, entry)
         known = ops.cast(ops.logical_or(positive, negative), "float32")
         unknown = 1.0 - known
         return [(entry * known, known), (entry * unknown, unknown)]
@@ -345,6 +348,16 @@ def _focus(x, gamma):
             result = result * x
         return result
     return ops.power(ops.maximum(x, 1e-12), gamma)
+
+
+def _focused_negative(logits, softplus, gamma, margin):
+    """ASL's negative entry loss p_m^gamma (-log(1 - p_m)), p_m = max(p - m, 0), given
+    softplus(logits) = -log(1 - p) (reused where m = 0)."""
+    p = ops.sigmoid(logits)
+    if margin > 0:
+        shifted = ops.relu(p - margin)  # 1 - shifted >= margin, so the log is finite
+        return _focus(shifted, gamma) * -ops.log(1.0 - shifted)
+    return _focus(p, gamma) * softplus
 
 
 def _log_sigmoid_pair(logits):

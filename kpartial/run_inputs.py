@@ -199,7 +199,9 @@ def split_validation(train, known, config):
 def class_statistics(config, known, train):
     """The `ClassStatistics` of the labels the run trains on (the priors of `class_stats` when
     given; whether every entry is annotated is the training labels' to say)."""
-    counted = class_stats.ClassStatistics.from_labels(known, train.label_names)
+    counted = class_stats.ClassStatistics.from_labels(
+        known, train.label_names, config.data.missing_labels
+    )
     if config.data.class_stats:
         given = class_stats.ClassStatistics.from_csv(config.data.class_stats, train.label_names)
         return dataclasses.replace(given, complete=counted.complete)

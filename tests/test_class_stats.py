@@ -97,3 +97,21 @@ def test_dense_reads_the_unknown_entries_mean_rate():
     stats = class_stats.ClassStatistics.from_labels(labels, ["a", "b"])
     assert stats.dense  # mean prior (9 + 17) / 2 / 42 = 0.31
     assert not class_stats.ClassStatistics.from_labels(labels[:, :1] * 0 - 1, ["a"]).dense
+
+
+def test_missing_labels_says_how_the_unknown_entries_went_missing():
+    """Shares 0.02-0.8 read as class-dependent; a user who knows the labels went missing at
+    random within each class (assays) or by verification (Open Images) says so."""
+    rng = np.random.default_rng(0)
+    share = np.geomspace(0.02, 0.8, 10)
+    labels = np.where(rng.random((2000, 10)) < 0.2, 1, -1).astype(np.int8)
+    labels[rng.random((2000, 10)) >= share] = 0
+    names = [str(c) for c in range(10)]
+    auto = class_stats.ClassStatistics.from_labels(labels, names)
+    assert auto.depends_on_class
+    at_random = class_stats.ClassStatistics.from_labels(labels, names, "at_random")
+    np.testing.assert_array_equal(at_random.unknown_priors, at_random.priors)
+    assert not at_random.depends_on_class and "at_random" in at_random.annotation
+    verified = class_stats.ClassStatistics.from_labels(labels, names, "verified")
+    positives = (labels > 0).sum(0)
+    np.testing.assert_allclose(verified.unknown_priors, (positives + 1) / 2002)
