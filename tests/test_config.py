@@ -5,10 +5,11 @@ import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
 from kpartial import config as config_lib
-from kpartial import pseudo_labels, run_modes, workdir
+from kpartial import pseudo_labels, run_modes, training, workdir
 from kpartial.config import Config
 
 # The config.json of a run started by kpartial before the config was nested (99e6da9): flat, with
@@ -118,3 +119,47 @@ def test_every_field_has_a_flag_with_its_help():
     ).stdout.split()
     assert set(names) <= set(defined)
     assert set(config_lib.RULE_OPTION_FLAGS) <= set(defined)  # old flagfiles keep working
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt  # killed: the checkpoint holds the epochs before this one
+
+
+def test_a_run_started_before_the_nesting_resumes_to_the_same_result(tiny_npz, tmp_path):
+    """A killed run whose config.json has the flat fields of 99e6da9 (the pseudo-label rule's
+    options as fields of their own, no pseudo_rule_options or missing_labels) resumes."""
+    train_spec, test_spec = tiny_npz
+    values = {
+        "train_data": train_spec,
+        "test_data": test_spec,
+        "known_fraction": 0.3,
+        "epochs": 4,
+        "pseudo_start_epoch": 1,
+        "pseudo_every": 1,
+        "pseudo_rule_options": "negative_coverage=0.2",
+        "prune_schedule": "0.5:0.25",
+        "hidden_units": (16,),
+        "auto_tune": "off",
+    }
+    whole = training.run(Config.from_flat(**values), log=lambda line: None)
+    config = Config.from_flat(**values, workdir=str(tmp_path / "w"))
+    with pytest.raises(KeyboardInterrupt):
+        training.run(config, callbacks=[_StopAfter(3)], log=lambda line: None)
+    old = {**config.flat()}
+    for name in ("pseudo_rule_options", "missing_labels"):
+        del old[name]
+    old.update(
+        pseudo_positive_threshold=0.5, pseudo_negative_threshold=0.05, pseudo_negative_coverage=0.2
+    )
+    old["prune_schedule"] = [[2, 0.25]]  # flags wrote the schedule in epoch counts
+    (tmp_path / "w" / "config.json").write_text(json.dumps(old))
+    lines = []
+    resumed = training.run(config, resume=True, log=lines.append)
+    assert any(line.startswith("--resume: continuing") for line in lines)
+    assert resumed["map"] == whole["map"]
