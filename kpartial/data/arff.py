@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from kpartial.data.container import NEGATIVE, POSITIVE, UNKNOWN, DataError, MultiLabelData
+from kpartial.data.container import (
+    NEGATIVE,
+    POSITIVE,
+    UNKNOWN,
+    DataError,
+    MultiLabelData,
+    row_reporter,
+)
 
 # One comma-separated token: quoted ('...' or "..." with backslash escapes) or bare.
 _TOKEN = re.compile(r"""\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,'"]*?)\s*(,|$)""", re.DOTALL)
@@ -233,6 +240,32 @@ def parse_rows(lines, start, attrs, path) -> tuple[np.ndarray, list[int]]:
         except ValueError as e:
             raise DataError(f"{path}:{lineno}: {e}") from None
     return values, [n for n, _ in data_lines]
+
+
+def parse_checked_rows(lines, start, attrs, path, label_cols, feature_cols, bad):
+    """`parse_rows`, then the rows with a missing or non-finite feature or an invalid label
+    reported through `bad` (a `BadInput`): an error naming the file and line, or dropped and
+    counted. Returns (values [rows kept, attrs], their line numbers)."""
+    with np.errstate(over="ignore"):  # Overflow becomes inf, reported below with its line.
+        values, line_numbers = parse_rows(lines, start, attrs, path)
+    keep = np.ones(len(values), bool)
+    finite = np.isfinite(values[:, feature_cols])
+    report = row_reporter(bad, keep, lambda row: f"{path}:{line_numbers[row]}")
+    report(
+        ~finite.all(axis=1),
+        lambda row: (
+            "missing or non-finite value for feature "
+            f"{attrs[feature_cols[int(np.argmin(finite[row]))]].name!r}"
+        ),
+    )
+    for j in label_cols:
+        # decode_label_column raises on the first invalid value; invalid rows go through `bad`
+        # first so that "skip" can drop them.
+        report(
+            ~valid_label(values[:, j], attrs[j]),
+            lambda row, j=j: bad_label(values[row, j], attrs[j]),
+        )
+    return values[keep], [n for n, k in zip(line_numbers, keep) if k]
 
 
 def _converts(conv, token) -> bool:

@@ -3,10 +3,8 @@
 import os
 import re
 
-import numpy as np
-
-from kpartial.data.arff import bad_label, labelled_data, parse_rows, read_arff, valid_label
-from kpartial.data.container import BadInput, DataError, MultiLabelData, row_reporter
+from kpartial.data.arff import labelled_data, parse_checked_rows, read_arff
+from kpartial.data.container import BadInput, DataError, MultiLabelData
 
 # "-C 14" / "-C -14" anywhere in the relation name, e.g. @relation 'Yeast: -C 14 -split 0.6'.
 _NUM_LABELS = re.compile(r"(?<![\w-])-C\s*(-?\d+)")
@@ -47,27 +45,9 @@ def read_meka(path, *, on_bad_input="error") -> MultiLabelData:
     if num_labels < 0:
         label_cols, feature_cols = feature_cols, label_cols
 
-    with np.errstate(over="ignore"):  # Overflow becomes inf, reported below with its line.
-        values, line_numbers = parse_rows(lines, start, attrs, path)
-    keep = np.ones(len(values), bool)
-    finite = np.isfinite(values[:, feature_cols])
-    report = row_reporter(bad, keep, lambda row: f"{path}:{line_numbers[row]}")
-    report(
-        ~finite.all(axis=1),
-        lambda row: (
-            "missing or non-finite value for feature "
-            f"{attrs[feature_cols[int(np.argmin(finite[row]))]].name!r}"
-        ),
+    values, line_numbers = parse_checked_rows(
+        lines, start, attrs, path, label_cols, feature_cols, bad
     )
-    for j in label_cols:
-        # decode_label_column raises on the first invalid value; invalid rows go through `bad`
-        # first so that "skip" can drop them.
-        report(
-            ~valid_label(values[:, j], attrs[j]),
-            lambda row, j=j: bad_label(values[row, j], attrs[j]),
-        )
-    values = values[keep]
-    line_numbers = [n for n, k in zip(line_numbers, keep) if k]
     return labelled_data(
         values,
         attrs,

@@ -6,10 +6,8 @@ import os
 import re
 import xml.etree.ElementTree as ET
 
-import numpy as np
-
-from kpartial.data.arff import bad_label, labelled_data, parse_rows, read_arff, valid_label
-from kpartial.data.container import BadInput, DataError, MultiLabelData, row_reporter
+from kpartial.data.arff import labelled_data, parse_checked_rows, read_arff
+from kpartial.data.container import BadInput, DataError, MultiLabelData
 
 _SPLIT_SUFFIX = re.compile(r"-(?:train|test).*$", re.IGNORECASE)
 
@@ -87,27 +85,9 @@ def read_mulan(path, xml_path=None, *, on_bad_input="error") -> MultiLabelData:
     label_cols = [j for j, a in enumerate(attrs) if a.name in label_set]
     feature_cols = [j for j, a in enumerate(attrs) if a.name not in label_set]
 
-    with np.errstate(over="ignore"):  # Overflow becomes inf, reported below with its line.
-        values, line_numbers = parse_rows(lines, start, attrs, path)
-    keep = np.ones(len(values), bool)
-    finite = np.isfinite(values[:, feature_cols])
-    report = row_reporter(bad, keep, lambda row: f"{path}:{line_numbers[row]}")
-    report(
-        ~finite.all(axis=1),
-        lambda row: (
-            "missing or non-finite value for feature "
-            f"{attrs[feature_cols[int(np.argmin(finite[row]))]].name!r}"
-        ),
+    values, line_numbers = parse_checked_rows(
+        lines, start, attrs, path, label_cols, feature_cols, bad
     )
-    for j in label_cols:
-        # decode_label_column raises on the first invalid value; invalid rows go through `bad`
-        # first so that "skip" can drop them.
-        report(
-            ~valid_label(values[:, j], attrs[j]),
-            lambda row, j=j: bad_label(values[row, j], attrs[j]),
-        )
-    values = values[keep]
-    line_numbers = [n for n, k in zip(line_numbers, keep) if k]
     return labelled_data(
         values,
         attrs,
