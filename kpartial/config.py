@@ -362,7 +362,9 @@ class ModelConfig(Part):
 class RuntimeConfig(Part):
     """How the run trains: seed, schedule, optimizer, compilation, distribution, evaluation."""
 
-    seed: int = option(1, "Seed of weights, shuffling and the label simulation.")
+    seed: int = option(
+        1, "Seed of weights, shuffling and the label simulation (>= 0).", low=0, high=2**31 - 1
+    )
     epochs: int = option(30, "Training epochs.", low=1)
     batch_size: int = option(256, "Batch size (the global batch, split over replicas).", low=1)
     learning_rate: float = option(1e-3, "AdamW learning rate.", low=0.0)

@@ -78,15 +78,32 @@ def check_tf_config(text):
             "--strategy=multi_worker needs TF_CONFIG: set it in each worker's environment to "
             '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}'
         )
+    shown = text if len(text) <= 200 else text[:200] + "..."
     try:
         config = json.loads(text)
         cluster, task = config["cluster"], config["task"]
         members = cluster[task["type"]]
         index = int(task["index"])
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else repr(e)
         raise ValueError(
-            f"TF_CONFIG is not a cluster with this task in it ({e!r}): {text}"
+            f"TF_CONFIG is not a cluster with this task in it ({reason}): {shown}"
         ) from None
+    for kind, addresses in cluster.items():
+        if not isinstance(addresses, list) or not addresses:
+            raise ValueError(
+                f'TF_CONFIG: cluster["{kind}"] must be a list of "host:port" strings, got '
+                f"{addresses!r:.80}"
+            )
+        for address in addresses:
+            host, _, port = str(address).rpartition(":")
+            if not (isinstance(address, str) and host and port.isdigit() and int(port) < 65536):
+                raise ValueError(
+                    f'TF_CONFIG: cluster["{kind}"] has {address!r:.80}, not a "host:port" with a '
+                    "port number"
+                )
+    if config.get("rpc_layer", "grpc") != "grpc":
+        raise ValueError(f"TF_CONFIG: rpc_layer must be grpc, got {config['rpc_layer']!r:.80}")
     if not 0 <= index < len(members):
         raise ValueError(f"TF_CONFIG: task index {index} is not among the {len(members)} tasks")
 

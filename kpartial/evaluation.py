@@ -174,9 +174,12 @@ class EpochLog(keras.callbacks.Callback):
         if not (self.path and os.path.isfile(self.path)):
             self.epochs = []
             return
-        with open(self.path) as f:
-            records = json.load(f)
-        self.epochs = [record for record in records if record["epoch"] <= epochs_done]
+        try:
+            with open(self.path) as f:
+                records = json.load(f)
+            self.epochs = [record for record in records if record["epoch"] <= epochs_done]
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"{self.path} is not a kpartial epoch history ({e})") from None
 
     def on_epoch_end(self, epoch, logs=None):
         record = {k: v if isinstance(v, int) else float(v) for k, v in (logs or {}).items()}

@@ -58,6 +58,17 @@ def existing_artifacts(path):
     return [name for name in ARTIFACTS if os.path.lexists(os.path.join(path, name))]
 
 
+def holds_kpartial_run(path):
+    """Whether `path` holds a run kpartial wrote: a config.json of a kpartial config (the first
+    file a run writes), so `--overwrite` never removes a user's files of the same names."""
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"train_data", "method", "workdir"} <= set(config)
+
+
 def is_finished(path):
     """Whether the workdir `path` holds a finished run (its `FINISHED` file)."""
     return os.path.isfile(os.path.join(path, FINISHED))
@@ -122,6 +133,12 @@ def claim(path, resume=False, overwrite=False, log=print):
     lock = _take_lock(path)
     try:
         found = existing_artifacts(path)
+        if found and overwrite and not holds_kpartial_run(path):
+            raise WorkdirError(
+                f"--overwrite: {path} holds {', '.join(found[:4])} but no config.json that "
+                "kpartial wrote, so they are not a kpartial run's; move them, or choose another "
+                "--workdir"
+            )
         if found and overwrite:
             for name in found:
                 target = os.path.join(path, name)

@@ -210,6 +210,16 @@ def test_replica_loss_outside_a_strategy_is_the_loss():
         ("{not json", "TF_CONFIG is not a cluster"),
         ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "KeyError"),
         ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "index 1"),
+        ('{"cluster": {"worker": ["a:abc"]}, "task": {"type": "worker", "index": 0}}', "port"),
+        ('{"cluster": {"worker": "a:1,b:2"}, "task": {"type": "worker", "index": 0}}', "a list"),
+        (
+            (
+                '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}, '
+                '"rpc_layer": "carrier-pigeon"}'
+            ),
+            "rpc_layer must be grpc",
+        ),
+        ("[" * 3000 + "]" * 3000, "nested too deeply"),
     ],
 )
 def test_a_bad_tf_config_is_one_line(text, match):

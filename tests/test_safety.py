@@ -381,3 +381,28 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_naming_the_likely_fl
     ):
         training.run(config, log=lambda line: None)
     assert not (tmp_path / "w" / "metrics.json").exists()
+
+
+def test_overwrite_removes_only_a_run_kpartial_wrote(tiny_npz, tmp_path):
+    """A folder with the user's own config.json, checkpoint/ and tensorboard/ is not a run."""
+    folder = tmp_path / "w"
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "tensorboard").mkdir()
+    (folder / "config.json").write_text('{"my": "settings"}')
+    with pytest.raises(workdir.WorkdirError, match="no config.json that kpartial wrote"):
+        training.run(_tiny(tiny_npz, tmp_path, epochs=1), overwrite=True, log=lambda line: None)
+    assert (folder / "config.json").read_text() == '{"my": "settings"}'
+    assert (folder / "checkpoint").is_dir() and (folder / "tensorboard").is_dir()
+
+
+def test_overwrite_checks_the_inputs_before_it_removes_a_finished_run(tiny_npz, tmp_path):
+    config = _tiny(tiny_npz, tmp_path, epochs=1)
+    training.run(config, log=lambda line: None)
+    before = (tmp_path / "w" / "metrics.json").read_text()
+    with pytest.raises(data.DataError, match="typo.npz"):
+        training.run(
+            config.replace(train_data=f"npz:{tmp_path / 'typo.npz'}"),
+            overwrite=True,
+            log=lambda line: None,
+        )
+    assert (tmp_path / "w" / "metrics.json").read_text() == before  # the finished run stays

@@ -489,3 +489,14 @@ def test_messages_quoting_library_errors_stay_on_one_line():
         "f.csv: cannot read: Expected 2 fields"
     )
     assert re.fullmatch(r"a b", str(data.DataError("a\n  b")))
+
+
+@pytest.mark.parametrize(
+    "option, value", [("fingerprint_bits", 0), ("fingerprint_bits", -5), ("fingerprint_bits", "abc"),
+                      ("fingerprint_bits", 10**8), ("fingerprint_radius", -1)]
+)  # fmt: skip
+def test_moleculenet_fingerprint_options_are_one_line(tmp_path, option, value):
+    path = tmp_path / "m.csv"
+    path.write_text("smiles,task\nCCO,1\nCCN,0\n")
+    with pytest.raises(data.DataError, match=f"reader option {option} must be an integer"):
+        data.load("moleculenet", str(path), featurizer="none", **{option: value})

@@ -19,6 +19,11 @@ from kpartial.data.files import read_csv_table
 FEATURIZERS = ("morgan", "none")
 
 
+# Reader option bounds: a fingerprint is a float32 row per molecule, so its length bounds memory.
+MAX_FINGERPRINT_BITS = 65536
+MAX_FINGERPRINT_RADIUS = 8
+
+
 def read_moleculenet(
     path,
     *,
@@ -63,6 +68,14 @@ def read_moleculenet(
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if featurizer not in FEATURIZERS:
         raise DataError(f"{path}: featurizer must be one of {FEATURIZERS}, got {featurizer!r}")
+    for name, value, low, high in (
+        ("fingerprint_bits", fingerprint_bits, 1, MAX_FINGERPRINT_BITS),
+        ("fingerprint_radius", fingerprint_radius, 0, MAX_FINGERPRINT_RADIUS),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise DataError(
+                f"{path}: reader option {name} must be an integer in [{low}, {high}], got {value!r}"
+            )
     bad = BadInput(on_bad_input)
     table, lines = read_csv_table(path, bad, "MoleculeNet CSV")
     if smiles_column not in table.columns:
