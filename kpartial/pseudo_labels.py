@@ -129,6 +129,25 @@ def is_on(config, stats):
     )
 
 
+def refresh_line(quality):
+    """A refresh's figures in a short line (history.json and TensorBoard keep them all)."""
+    q = dict(quality)
+    positives = f"{q.pop('pseudo_positives')} positives"
+    if "pseudo_pos_precision" in q:
+        precision, recall = q.pop("pseudo_pos_precision"), q.pop("pseudo_pos_recall")
+        positives += f" (precision {precision:.3g}, recall {recall:.3g})"
+    negatives = f"{q.pop('pseudo_negatives')} negatives"
+    if "pseudo_neg_precision" in q:
+        negatives += f" (precision {q.pop('pseudo_neg_precision'):.3g})"
+    seconds = q.pop("refresh_seconds", None)
+    parts = [f"coverage {q.pop('pseudo_coverage'):.3g}", positives, negatives]
+    parts += [
+        f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+        for k, v in q.items()
+    ]
+    return ", ".join(parts) + ("" if seconds is None else f"; {seconds:.2f} s")
+
+
 class PseudoLabelCallback(keras.callbacks.Callback):
     """Refreshes the model's pseudo labels on a schedule; logs coverage (and quality).
 
@@ -284,13 +303,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         if not self.is_refresh_epoch(epoch):
             return
         self.quality = self.refresh()
-        self.log(
-            f"epoch {epoch + 1}: pseudo labels refreshed: "
-            + ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v:d}"
-                for k, v in self.quality.items()
-            )
-        )
+        self.log(f"epoch {epoch + 1}: pseudo labels refreshed: {refresh_line(self.quality)}")
 
     def on_epoch_end(self, epoch, logs=None):
         # Figures on refresh epochs only (other epochs did not change the thresholds), and only

@@ -112,9 +112,9 @@ def test_report(config, model, scores, inputs, thresholds, chosen, selected_epoc
     log(
         f"{config.loss.method} {labels_used} seed={config.runtime.seed}: "
         f"mAP={result['map']:.4f} CF1={result['cf1']:.4f} OF1={result['of1']:.4f} "
-        f"({result['evaluated_classes']} classes, annotated test entries only; epoch "
-        f"{selected_epoch} of {config.runtime.epochs}"
-        + (", selected on validation" if config.runtime.select_epoch == "best" else "")
+        f"({result['evaluated_classes']} classes, annotated test entries; epoch "
+        f"{selected_epoch}/{config.runtime.epochs}"
+        + (" chosen on validation" if config.runtime.select_epoch == "best" else "")
         + ")"
         + (f"; artifacts in {config.workdir}" if config.workdir else "")
     )

@@ -101,7 +101,7 @@ def train(config, inputs, placement, extra_callbacks=(), resuming=False, log=pri
     ]
     if not placement.is_chief:  # trains its share; the chief monitors, reports and writes
         callbacks = [EpochClock(), *techniques, *extra_callbacks]
-        seconds = _fit(config, model, datasets, callbacks, start_epoch)
+        seconds = _fit(config, model, datasets, callbacks, start_epoch, log)
         _log_digest(model, placement, log)
         return {"worker": placement.place.index, "train_seconds": round(seconds, 3)}
     epoch_log = evaluation.EpochLog(_in_workdir(config, "history.json"))
@@ -120,7 +120,7 @@ def train(config, inputs, placement, extra_callbacks=(), resuming=False, log=pri
         epoch_log,
         *([backup] if backup else []),  # last: the checkpoint holds everything the epoch changed
     ]
-    seconds = _fit(config, model, datasets, callbacks, start_epoch)
+    seconds = _fit(config, model, datasets, callbacks, start_epoch, log)
     _log_digest(model, placement, log)
     selected_epoch = config.runtime.epochs if best is None else best.restore(model)
     thresholds, chosen = report.decision_thresholds(model, inputs, datasets.validation)
@@ -271,8 +271,12 @@ def _output_callbacks(config, stats):
     return [keras.callbacks.TensorBoard(os.path.join(config.workdir, "tensorboard"))]
 
 
-def _fit(config, model, datasets, callbacks, start_epoch):
-    """Trains from `start_epoch` to `epochs`; returns the seconds it took."""
+def _fit(config, model, datasets, callbacks, start_epoch, log=print):
+    """Trains from `start_epoch` to `epochs`; returns the seconds it took. `verbose=2` prints
+    `EpochLine`s instead of Keras' per-epoch lines."""
+    verbose = config.runtime.verbose
+    if verbose == 2:
+        callbacks = [*callbacks, EpochLine(log)]
     started = time.perf_counter()
     model.fit(
         datasets.train,
@@ -281,9 +285,37 @@ def _fit(config, model, datasets, callbacks, start_epoch):
         steps_per_epoch=datasets.steps_per_epoch,
         callbacks=callbacks,
         shuffle=False,
-        verbose=config.runtime.verbose,
+        verbose=0 if verbose == 2 else verbose,
     )
     return time.perf_counter() - started
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One short line per epoch: its number, steps, seconds, the loss, the validation figures and
+    the active classes, integers as integers (every figure is in history.json and TensorBoard)."""
+
+    SHOWN = ("loss", "val_map", "val_cf1", "val_of1", "test_map", "active_classes")
+
+    def __init__(self, log=print):
+        super().__init__()
+        self.log = log
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        parts = [
+            f"epoch {epoch + 1}/{self.params.get('epochs')}",
+            f"{self.params.get('steps')} steps",
+            f"{time.perf_counter() - self.started:.1f} s",
+        ]
+        for name in self.SHOWN:
+            value = (logs or {}).get(name)
+            if value is None:
+                continue
+            value = float(value)
+            parts.append(f"{name} {int(value)}" if value.is_integer() else f"{name} {value:.4f}")
+        self.log(" - ".join(parts))
 
 
 def _log_digest(model, placement, log):
