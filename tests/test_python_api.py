@@ -103,6 +103,7 @@ def _readme_python_blocks():
 def test_readme_use_from_python_runs(tmp_path):
     printed = _run("\n".join(_readme_python_blocks()), tmp_path).splitlines()
     assert (tmp_path / "network.keras").is_file()
+    assert (tmp_path / "workdirs" / "from_python" / "metrics.json").is_file()
     assert len(printed) == 4  # one list of label names per predicted example
     for line in printed:
         assert set(re.findall(r"'([^']*)'", line)) <= {"cat", "dog", "car"}
