@@ -351,7 +351,7 @@ def test_callback_writes_thresholds_the_train_step_applies(mode):
         )
     # Before the third epoch, which Keras prints as "Epoch 3/N"; counts print as integers.
     assert len(logged) == 1 and logged[0].startswith("epoch 3: pseudo labels refreshed")
-    assert f"pseudo_positives={callback.quality['pseudo_positives']:d}," in logged[0]
+    assert f", {callback.quality['pseudo_positives']:d} positives (" in logged[0]
 
     logs = {"loss": 1.0}
     callback.on_epoch_end(2, logs)

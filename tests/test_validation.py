@@ -96,15 +96,17 @@ def test_validated_precision_limits_the_pseudo_positives(config):
         training.run(config.replace(**overrides), log=lines.append)
         return [line for line in lines if "pseudo labels refreshed" in line]
 
-    def count(line, key):
-        return float(line.split(f"{key}=")[1].split(",")[0])
+    def count(line, key):  # the refresh line's "N positives" / "validated classes N"
+        if key == "positives":
+            return float(line.split(" positives")[0].rsplit(", ", 1)[1])
+        return float(line.split(f"{key} ")[1].split(",")[0])
 
     plain = refreshes(auto_tune="off")
     validated = refreshes(auto_tune="off", pseudo_min_precision=0.95)
     assert len(plain) == len(validated) == 3
     for before, after in zip(plain, validated):
-        assert "validated_classes=" in after and "validated_classes=" not in before
-        assert count(after, "pseudo_positives") <= count(before, "pseudo_positives")
-        assert count(after, "validated_classes") <= 8
+        assert "validated classes" in after and "validated classes" not in before
+        assert count(after, "positives") <= count(before, "positives")
+        assert count(after, "validated classes") <= 8
     with pytest.raises(ValueError, match="pseudo_min_precision measures precision"):
         config.replace(pseudo_min_precision=0.9, validation_fraction=0.0, select_epoch="last")
