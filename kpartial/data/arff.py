@@ -268,6 +268,24 @@ def parse_checked_rows(lines, start, attrs, path, label_cols, feature_cols, bad)
     return values[keep], [n for n, k in zip(line_numbers, keep) if k]
 
 
+def checked_labelled_data(lines, start, attrs, path, label_cols, feature_cols, bad, fmt):
+    """The `MultiLabelData` of an ARFF body (`parse_checked_rows`, then `labelled_data`), its
+    source named `fmt:path` and its skipped rows counted."""
+    values, line_numbers = parse_checked_rows(
+        lines, start, attrs, path, label_cols, feature_cols, bad
+    )
+    return labelled_data(
+        values,
+        attrs,
+        label_cols,
+        feature_cols,
+        path,
+        line_numbers,
+        source=f"{fmt}:{path}",
+        skipped=bad.counts,
+    )
+
+
 def _converts(conv, token) -> bool:
     try:
         conv(token)

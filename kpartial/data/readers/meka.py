@@ -3,7 +3,7 @@
 import os
 import re
 
-from kpartial.data.arff import labelled_data, parse_checked_rows, read_arff
+from kpartial.data.arff import checked_labelled_data, read_arff
 from kpartial.data.container import BadInput, DataError, MultiLabelData
 
 # "-C 14" / "-C -14" anywhere in the relation name, e.g. @relation 'Yeast: -C 14 -split 0.6'.
@@ -45,19 +45,7 @@ def read_meka(path, *, on_bad_input="error") -> MultiLabelData:
     if num_labels < 0:
         label_cols, feature_cols = feature_cols, label_cols
 
-    values, line_numbers = parse_checked_rows(
-        lines, start, attrs, path, label_cols, feature_cols, bad
-    )
-    return labelled_data(
-        values,
-        attrs,
-        label_cols,
-        feature_cols,
-        path,
-        line_numbers,
-        source=f"meka:{path}",
-        skipped=bad.counts,
-    )
+    return checked_labelled_data(lines, start, attrs, path, label_cols, feature_cols, bad, "meka")
 
 
 def _num_labels(header_lines, path) -> int:

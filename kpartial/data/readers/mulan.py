@@ -6,7 +6,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 
-from kpartial.data.arff import labelled_data, parse_checked_rows, read_arff
+from kpartial.data.arff import checked_labelled_data, read_arff
 from kpartial.data.container import BadInput, DataError, MultiLabelData
 
 _SPLIT_SUFFIX = re.compile(r"-(?:train|test).*$", re.IGNORECASE)
@@ -85,16 +85,4 @@ def read_mulan(path, xml_path=None, *, on_bad_input="error") -> MultiLabelData:
     label_cols = [j for j, a in enumerate(attrs) if a.name in label_set]
     feature_cols = [j for j, a in enumerate(attrs) if a.name not in label_set]
 
-    values, line_numbers = parse_checked_rows(
-        lines, start, attrs, path, label_cols, feature_cols, bad
-    )
-    return labelled_data(
-        values,
-        attrs,
-        label_cols,
-        feature_cols,
-        path,
-        line_numbers,
-        source=f"mulan:{path}",
-        skipped=bad.counts,
-    )
+    return checked_labelled_data(lines, start, attrs, path, label_cols, feature_cols, bad, "mulan")
