@@ -73,8 +73,10 @@ def off_because(config, stats, placement):
       ValueError: `auto_tune="on"` in a multi-worker run.
     """
     setting = config.loss.auto_tune
-    if setting == "off" or not config.loss.has_techniques:
-        return "auto_tune=off" if setting == "off" else ""
+    if setting == "off":
+        return "auto_tune=off"
+    if not config.loss.has_techniques:
+        return f"auto_tune: method={config.loss.method} has no focusing to choose"
     if setting == "auto":
         if not config.data.has_validation:
             return "auto_tune: no validation split to choose on (validation_fraction=0)"
@@ -92,14 +94,20 @@ def off_because(config, stats, placement):
     return ""
 
 
-def candidates(config, stats, placement, log):
-    """The candidates' configs, or () when the run trains once (said in one line)."""
+def plan(config, stats, placement, log):
+    """(the config the run records, the candidates' configs or () when it trains once).
+
+    A kpartial run that could tune but trains once records `auto_tune="off"` in its config.json,
+    the setting it ran with, and says why in one line; other methods and `auto_tune=off` keep
+    their config as given.
+    """
     reason = off_because(config, stats, placement)
-    if reason or not config.loss.has_techniques or config.loss.auto_tune == "off":
-        if reason and reason != "auto_tune=off":
-            log(f"{reason}; training once")
-        return ()
-    return tuple(candidate_config(config, name) for name in CANDIDATES)
+    if not reason:
+        return config, tuple(candidate_config(config, name) for name in CANDIDATES)
+    if config.loss.has_techniques and config.loss.auto_tune != "off":
+        log(f"{reason}; training once")
+        config = config.replace(auto_tune="off")
+    return config, ()
 
 
 def validation_score(result):

@@ -66,9 +66,7 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
     # First: a multi-worker strategy must exist before any other TensorFlow op runs.
     placement = distribution.placement(config.runtime.strategy)
     inputs = run_inputs.read(config, placement, datasets, log)
-    candidates = auto_tune.candidates(config, inputs.stats, placement, log)
-    if not candidates and config.loss.auto_tune != "off":
-        config = config.replace(auto_tune="off")  # what config.json records: it trained once
+    config, candidates = auto_tune.plan(config, inputs.stats, placement, log)
 
     def train_one(one, one_log, resume, overwrite=False, files=None):
         with run_modes.claimed(one, placement, resume, overwrite, files, one_log) as claim:

@@ -175,3 +175,15 @@ def test_where_it_cannot_tune_on_is_refused_in_one_line(config):
     assert "multi-worker" in auto_tune.off_because(config, partial, two_workers)
     with pytest.raises(ValueError, match="give auto_tune=off"):
         auto_tune.off_because(config.replace(auto_tune="on"), partial, two_workers)
+
+
+def test_another_method_records_its_auto_tune_as_given_and_resumes(config, tmp_path):
+    """auto_tune concerns kpartial's loss: an `ignore` run's config.json keeps `auto`, as runs
+    before the config was nested wrote it, so such a workdir resumes."""
+    ignore = config.replace(method="ignore", epochs=2)
+    result, lines = _run(ignore, tmp_path)
+    assert not any(line.startswith("auto_tune") for line in lines)
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["auto_tune"] == "auto"
+    again, lines = _run(ignore, tmp_path, resume=True)
+    assert again["map"] == result["map"] and any("holds a finished run" in l for l in lines)
