@@ -89,7 +89,7 @@ def resolve_prune_schedule(schedule, epochs):
     resolved, entries = [], []
     for epoch, fraction in schedule:
         entry = f"{epoch}:{fraction}"
-        at = max(1, math.floor(epoch * epochs + 0.5)) if isinstance(epoch, float) else epoch
+        at = epoch_count(epoch, epochs)
         if at >= epochs:
             raise ValueError(
                 f"entry {entry!r} prunes after {at} epochs, when none of the {epochs} epochs is "
@@ -114,15 +114,17 @@ def switched_on(config):
     return wanted and bool(pruning.schedule)
 
 
-def _epoch_count(epoch, epochs):
-    """An entry's epoch in counts: a share of `epochs` rounds to the nearest (halves up), >= 1."""
+def epoch_count(epoch, epochs):
+    """An epoch given as a count (an int, kept) or as a share of `epochs` (a float in (0, 1),
+    rounded to the nearest epoch, halves up, and at least 1), in counts. The pruning schedule and
+    the first pseudo-label refresh read their shares this way."""
     return max(1, math.floor(epoch * epochs + 0.5)) if isinstance(epoch, float) else epoch
 
 
 def in_epoch_counts(schedule, epochs):
     """`schedule` with every share written as its epoch count (no checks): how two configs that
     say the same schedule in other words compare equal."""
-    return tuple((_epoch_count(epoch, epochs), fraction) for epoch, fraction in schedule)
+    return tuple((epoch_count(epoch, epochs), fraction) for epoch, fraction in schedule)
 
 
 def _split(config):
@@ -131,7 +133,7 @@ def _split(config):
     late = tuple(
         entry
         for entry in config.pruning.schedule
-        if isinstance(entry[0], float) and _epoch_count(entry[0], epochs) >= epochs
+        if isinstance(entry[0], float) and epoch_count(entry[0], epochs) >= epochs
     )
     return tuple(entry for entry in config.pruning.schedule if entry not in late), late
 
@@ -365,13 +367,14 @@ def callbacks(config, inputs, datasets, log):
             f"prune_schedule: {', '.join(f'{e}:{f}' for e, f in late)} falls at or after the last "
             f"of {config.runtime.epochs} epochs; skipped"
         )
-    if not schedule_of(config):
+    schedule = schedule_of(config)
+    if not schedule:
         return []
     return [
         LabelPruningCallback(
             datasets.train_inputs,
             inputs.known,  # looked up per batch: sparse labels stay sparse
-            schedule_of(config),
+            schedule,
             config.pruning.criterion,
             config.runtime.seed,
             log,

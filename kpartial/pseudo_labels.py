@@ -28,13 +28,13 @@ call for pseudo labels.
 """
 
 import dataclasses
-import math
 import time
 
 import keras
 import numpy as np
 
 from kpartial import class_stats, distribution, evaluation, pipeline
+from kpartial.label_pruning import epoch_count
 from kpartial.partial_model import network_of
 from kpartial.pseudo_label_rules import (
     HistogramPass,
@@ -64,10 +64,8 @@ def start_epoch_of(config):
     (a float in (0, 1), rounded to the nearest epoch, at least 1); None when a share falls at or
     after the last epoch of a short run, which then trains without pseudo labels."""
     start, epochs = config.pseudo.start_epoch, config.runtime.epochs
-    if isinstance(start, int):
-        return start
-    count = max(1, math.floor(start * epochs + 0.5))
-    return count if count < epochs else None
+    count = epoch_count(start, epochs)
+    return count if isinstance(start, int) or count < epochs else None
 
 
 def config_error(config):
