@@ -10,7 +10,7 @@ rules that compute them; the switch, the schedule and the model's store are
 `kpartial.pseudo_labels`'s.
 
 The statistics come from ONE streaming pass over the training set without augmentation
-(`score_histograms`): batch by batch, the unknown entries' logits are counted into per-class
+(`HistogramPass`): batch by batch, the unknown entries' logits are counted into per-class
 histograms (`NUM_BINS` bins of width `BIN_WIDTH` on the logit scale; logits beyond the range land
 in the end bins), with the known labels looked up per batch by example id (sparse labels stay
 sparse). The histograms may count a fixed hashed sample of the examples (`in_sample`): a quantile
@@ -378,15 +378,6 @@ class HistogramPass:
         return result
 
 
-def score_histograms(
-    network, dataset, known_lookup, num_classes, truth_lookup=None, candidates=None, share=1.0
-):
-    """`HistogramPass(...)(dataset)`: one pass, for a caller that makes it once."""
-    return HistogramPass(network, known_lookup, num_classes, truth_lookup, candidates, share)(
-        dataset
-    )
-
-
 def labelled_counts(counts, positive, negative):
     """Pseudo positives and negatives per histogram row and class under logit thresholds.
 
@@ -412,7 +403,7 @@ def pseudo_label_quality(counts, positive, negative):
     """Coverage of unknown entries and, given hidden-label groups, precision and recall.
 
     Args:
-      counts: `score_histograms`'s output, [1 or 3, C, NUM_BINS].
+      counts: a `HistogramPass`'s output, [1 or 3, C, NUM_BINS].
       positive, negative: logit thresholds [C].
 
     Returns:

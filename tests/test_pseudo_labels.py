@@ -20,6 +20,7 @@ from kpartial.pseudo_label_rules import (
     BIN_WIDTH,
     NUM_BINS,
     FixedThresholdRule,
+    HistogramPass,
     PositiveCandidates,
     PriorMatchedRule,
     bin_edges,
@@ -28,7 +29,6 @@ from kpartial.pseudo_label_rules import (
     prior_matched_negative_thresholds,
     pseudo_label_quality,
     rule_of,
-    score_histograms,
 )
 from kpartial.pseudo_labels import PseudoLabelCallback
 from kpartial.sparse_labels import SparseLabels
@@ -155,7 +155,7 @@ def test_rule_defaults_are_the_run_defaults():
 
 
 # ----------------------------------------------------------------------------
-# score_histograms and pseudo_label_quality
+# HistogramPass and pseudo_label_quality
 
 
 def test_histograms_and_quality_count_what_the_rule_labels():
@@ -164,13 +164,12 @@ def test_histograms_and_quality_count_what_the_rule_labels():
     dataset = pipeline.evaluation_dataset(train, batch_size=16)
     logits = network.predict(dataset, verbose=0).astype(np.float64)
     for labels in (known, SparseLabels.from_dense(known)):  # sparse labels stay sparse
-        counts = score_histograms(
+        counts = HistogramPass(
             network,
-            dataset,
             pipeline.label_lookup(labels),
             NUM_CLASSES,
             pipeline.label_lookup(train.labels),
-        )
+        )(dataset)
         assert counts.shape == (3, NUM_CLASSES, NUM_BINS)
         np.testing.assert_array_equal(counts.sum(axis=0), _histogram(logits, known))
     hidden = [np.where(known == 0, train.labels == sign, False) for sign in (1, -1)]
@@ -207,9 +206,9 @@ def test_histograms_of_a_hashed_sample_count_only_its_rows():
     dataset = pipeline.evaluation_dataset(train, batch_size=16)
     logits = network.predict(dataset, verbose=0).astype(np.float64)
     candidates = PositiveCandidates(NUM_EXAMPLES, 2, floor=0.0)
-    counts = score_histograms(
-        network, dataset, pipeline.label_lookup(known), NUM_CLASSES, None, candidates, share=0.5
-    )
+    counts = HistogramPass(
+        network, pipeline.label_lookup(known), NUM_CLASSES, None, candidates, share=0.5
+    )(dataset)
     rows = in_sample(np.arange(NUM_EXAMPLES), 0.5).numpy()
     assert 0.3 < rows.mean() < 0.7  # the hash spreads consecutive ids
     np.testing.assert_array_equal(counts[0], _histogram(logits[rows], known[rows]))

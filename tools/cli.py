@@ -8,7 +8,6 @@ PYTHONWARNINGS asks for them.
 """
 
 import contextlib
-import math
 import os
 import re
 import sys
@@ -131,14 +130,6 @@ def validate_export_name(flag_name):
         return True
 
     flags.register_validator(flag_name, check)
-
-
-def validate_finite(*flag_names):
-    """Registers parse-time checks that each float flag is finite (NaN passes any bound check)."""
-    for name in flag_names:
-        flags.register_validator(
-            name, lambda value: value is None or math.isfinite(value), "must be a finite number"
-        )
 
 
 def config_or_flag_error(make_config):
