@@ -104,7 +104,12 @@ def main(argv):
                                 for line in lines
                                 if any(
                                     key in line
-                                    for key in ("pseudo labels: off", "class statistics", "chose")
+                                    for key in (
+                                        "pseudo labels: off",
+                                        "class statistics",
+                                        "chose",
+                                        "rate measured",
+                                    )
                                 )
                             ],
                         }

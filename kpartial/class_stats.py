@@ -107,7 +107,7 @@ class ClassStatistics:
         return float(np.mean(self.unknown_priors)) >= DENSE_LABEL_SPACE
 
     @classmethod
-    def from_labels(cls, labels, label_names, missing="auto"):
+    def from_labels(cls, labels, label_names, missing="counts"):
         """Counts annotated entries of an int [N, C] label matrix in {+1, -1, 0} or SparseLabels;
         `missing` as `unknown_priors` takes it."""
         if isinstance(labels, SparseLabels):
@@ -198,12 +198,13 @@ class ClassStatistics:
         ).to_csv(path, index=False)
 
 
-# How labels went missing (`--missing_labels`): "auto" reads it from the counts (`unknown_priors`);
-# the user who knows it says so.
-MISSING_LABELS = ("auto", "at_random", "verified")
+# How labels went missing (`--missing_labels`): "measured" leaves the rates to the run
+# (`kpartial.unknown_rates`), "counts" reads them from the counts (`unknown_priors`); the user who
+# knows says so.
+MISSING_LABELS = ("measured", "counts", "at_random", "verified")
 
 
-def unknown_priors(positives, negatives, priors, num_examples, missing="auto"):
+def unknown_priors(positives, negatives, priors, num_examples, missing="counts"):
     """(float64 [C] positive rate among unknown entries, a line saying which rule gave it).
 
     See the module docstring: the priors when every class is annotated on about the same share
@@ -216,8 +217,11 @@ def unknown_priors(positives, negatives, priors, num_examples, missing="auto"):
       num_examples: N, the number of examples the counts come from.
       missing: a `MISSING_LABELS` name: "at_random" (within each class, e.g. assays screened on
         different libraries) gives the priors, "verified" (proposed classes verified, e.g. Open
-        Images) the known positives over all examples, "auto" reads it from the counts.
+        Images) the known positives over all examples, "counts" reads it from the counts;
+        "measured" gives the priors until the run measures the rates (`kpartial.unknown_rates`).
     """
+    if missing == "measured":
+        return priors, "unknown entries' positive rates: measured during the run"
     if missing == "at_random":
         return priors, "labels missing at random within each class (--missing_labels=at_random)"
     if missing == "verified":

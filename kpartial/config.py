@@ -158,12 +158,13 @@ class DataConfig(Part):
         low_open=True,
     )
     missing_labels: str = option(
-        "auto",
-        "How the unknown labels went missing, which sets the unknown entries' positive rate: "
-        "auto = read from the annotation counts (kpartial.class_stats); at_random = at random "
-        "within each class (the rate is the class prior; e.g. assays screened on different "
-        "libraries); verified = people verified proposed classes (the rate is the class's known "
-        "positives over all examples; e.g. Open Images).",
+        "measured",
+        "How the unknown labels went missing, which sets the unknown entries' positive rate that "
+        "kpartial's unknown term and pseudo-label quota use: measured = measured during the run "
+        "by the network of its first epochs (kpartial.unknown_rates); counts = read from the "
+        "annotation counts (kpartial.class_stats); at_random = at random within each class (the "
+        "class prior; e.g. assays screened on different libraries); verified = people verified "
+        "proposed classes (the class's known positives over all examples; e.g. Open Images).",
         choices=class_stats.MISSING_LABELS,
     )
     class_stats: str = option(
@@ -214,11 +215,12 @@ class LossConfig(Part):
         flag="loss_options",
     )
     auto_tune: str = option(
-        "auto",
-        "kpartial's focusing of the known negatives, chosen on the validation split: auto = "
-        "train the loss with and without it and keep the better (2 runs; only with partial "
-        "labels, a validation split and one worker, else said in one line); on = refuse where it "
-        "cannot; off = one run of --loss_options as given.",
+        "off",
+        "kpartial's focusing of the known negatives: off = one run with the loss's focusing "
+        "(negative_focusing, gamma 2); auto = train the loss with and without it and keep the "
+        "better on the validation split (2 runs, twice the cost; only with partial labels, a "
+        "validation split and one worker, else said in one line); on = as auto, refused where it "
+        "cannot tune.",
         choices=SWITCH,
     )
 
@@ -425,7 +427,7 @@ RULE_OPTION_FLAGS = {
     "pseudo_negative_coverage": ("negative_coverage", 0.1),
 }
 # What a run whose config.json predates a field ran with (a run before auto_tune trained once).
-STARTED_BEFORE_THEY_EXISTED = {"auto_tune": "off", "missing_labels": "auto"}
+STARTED_BEFORE_THEY_EXISTED = {"auto_tune": "off", "missing_labels": "counts"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -511,6 +513,8 @@ def _jsonable(value):
 def _upgrade(values):
     """Flat values of any version in today's names (see `RULE_OPTION_FLAGS`)."""
     values = {**values}
+    if values.get("missing_labels") == "auto":  # the count rule's name before measuring existed
+        values["missing_labels"] = "counts"
     rule_options = data.parse_options(values.get("pseudo_rule_options", ""))
     takes = pseudo_label_rules.rule_option_names(values.get("pseudo_mode", "prior"))
     for flag, (option_name, default) in RULE_OPTION_FLAGS.items():

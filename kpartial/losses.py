@@ -92,6 +92,10 @@ class PartialLabelLoss(keras.losses.Loss):
         """[(l^p [B, C], k^p [B, C]) for each part p]: `entry_losses` for a loss of one part."""
         return [self.entry_losses(y_true, logits)]
 
+    # Whether `sums` takes `unknown`: the unknown term's weight and rates from the model's
+    # variables (measured during the run, `kpartial.unknown_rates`) instead of constants.
+    reads_unknown_rates = False
+
     def batch_statistics(self, y_true, logits, weight):
         """Per-example statistics r [B, S] whose batch mean `batch_term` takes; None here.
 
@@ -108,13 +112,16 @@ class PartialLabelLoss(keras.losses.Loss):
         config.pop("reduction", None)  # fixed: always normalised by counted entries
         return config
 
-    def sums(self, y_true, y_pred, sample_weight=None):
+    def sums(self, y_true, y_pred, sample_weight=None, unknown=None):
         """The loss before it is normalised: (numerators [P], counts [P], statistics [S] or None).
 
         Per part p, sum s l^p and sum s k^p; the statistics are summed over the examples. The loss
         is `sum(numerators / max(1, counts)) + batch_term(statistics / B)`; a data-parallel
         train step adds the counts and statistics of every replica first
         (`kpartial.distribution.replica_loss`), so that its gradient is the global batch's.
+        `unknown` is (scale [], rates [C]) for a loss that `reads_unknown_rates`: the unknown
+        term's weight is multiplied by the scale and its rates u_c replaced (tensors, so a
+        compiled step reads their current values).
         """
         logits = ops.cast(ops.convert_to_tensor(y_pred), "float32")
         # Labels keep their (int8) dtype: the label masks compare them, nothing casts them to
@@ -125,8 +132,13 @@ class PartialLabelLoss(keras.losses.Loss):
             weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
             if len(weight.shape) == 1:
                 weight = ops.expand_dims(weight, -1)
+        if unknown is not None and not self.reads_unknown_rates:
+            raise ValueError(f"{type(self).__name__} has no unknown term to set rates of")
+        parts = (
+            self.parts(y_true, logits) if unknown is None else self.parts(y_true, logits, unknown)
+        )
         numerators, counts = [], []
-        for losses, counted in self.parts(y_true, logits):
+        for losses, counted in parts:
             if weight is not None:
                 losses, counted = losses * weight, counted * weight
             numerators.append(ops.sum(losses))
@@ -249,11 +261,14 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         where the label space is small or dense (figures: benchmarks/README.md). `get` gives 4
         when the labels are complete (`kpartial.class_stats`).
       negative_margin: m in [0, 1), the probability margin of the known negatives (ASL's: 0.05).
-      unknown_priors: u_c, C values in (0, 1); None = the priors.
+      unknown_priors: u_c, C values in (0, 1); None = the priors. A `PartialLabelModel` that
+        measures the rates during the run passes them (and the term's on/off scale) to `sums`
+        instead, from its variables (`reads_unknown_rates`, `kpartial.unknown_rates`).
       name: loss name.
     """
 
     uses_priors = True
+    reads_unknown_rates = True
 
     def __init__(
         self,
@@ -287,17 +302,23 @@ class StatisticsWeightedLoss(PartialLabelLoss):
             ((1 - priors) / priors) ** self.balance, self.max_positive_weight
         ).astype(np.float32)[None, :]
 
-    def parts(self, y_true, logits):
+    @property
+    def positive_weights(self):
+        """float64 [C] w_c, the known positives' weights."""
+        return self._positive_weight[0].astype(np.float64)
+
+    def parts(self, y_true, logits, unknown=None):
         # With softplus(-z) = softplus(z) - z the entry loss is a softplus(z) - b z, where
-        # (a, b) = (w_c, w_c) for a positive, (1, 0) for a negative, lambda (1, pi_c) for an
+        # (a, b) = (w_c, w_c) for a positive, (1, 0) for a negative, lambda (1, u_c) for an
         # unknown entry: one softplus, and coefficients selected from the label masks.
+        weight, target = self.unknown_weight, self._unknown_target
+        if unknown is not None:  # (scale, rates) from the model's variables
+            scale, rates = unknown
+            weight = self.unknown_weight * ops.cast(scale, "float32")
+            target = weight * ops.expand_dims(ops.cast(rates, "float32"), 0)
         positive, negative = _masks(y_true)
-        a = ops.where(
-            positive, self._positive_weight, ops.where(negative, 1.0, self.unknown_weight)
-        )
-        b = ops.where(
-            positive, self._positive_weight, ops.where(negative, 0.0, self._unknown_target)
-        )
+        a = ops.where(positive, self._positive_weight, ops.where(negative, 1.0, weight))
+        b = ops.where(positive, self._positive_weight, ops.where(negative, 0.0, target))
         softplus = ops.softplus(logits)  # = -log(1 - p): shared by every term
         entry = a * softplus - b * logits
         if self.negative_focusing or self.negative_margin:

@@ -15,6 +15,9 @@ every update, and checkpoints (`save_weights`) carry them:
 - `corrected_labels` int8 [N, C], only for a loss that `needs_example_state` (LL-Cp): the +1
   labels its permanent corrections wrote, looked up by the example id the pipeline yields.
 - `active_classes` float32 [C]: 1 for classes still trained, 0 for pruned ones.
+- `unknown_rates` float32 [C] and `unknown_scale` float32 [] (only when the run measures the
+  unknown entries' positive rates, `kpartial.unknown_rates`): the rates u_c the loss's unknown
+  term targets and that term's on/off scale, 0 until the rates are measured.
 - `epochs_done` int32 []: epochs finished, so a checkpoint knows where a resumed run continues.
 
 The loss's entry weight is `active_c * (pseudo_weight if the entry holds a pseudo label else 1)`:
@@ -124,6 +127,9 @@ class PartialLabelModel(keras.Model):
       pseudo_labelling: whether the train step applies pseudo labels. False skips its [B, C]
         comparisons and keeps no store; the threshold variables exist either way.
       max_pseudo_positives: L, the store's pseudo-positive slots per example.
+      measures_unknown_rates: whether the loss's unknown term reads its rates and on/off scale
+        from this model's variables (`set_unknown_rates`); the term is off until they are set.
+        Needs a loss that `reads_unknown_rates`.
     """
 
     def __init__(
@@ -135,9 +141,12 @@ class PartialLabelModel(keras.Model):
         pseudo_weight=1.0,
         pseudo_labelling=True,
         max_pseudo_positives=16,
+        measures_unknown_rates=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if measures_unknown_rates and not partial_loss.reads_unknown_rates:
+            raise ValueError(f"{type(partial_loss).__name__} has no unknown term to measure for")
         self.network = network
         self.partial_loss = partial_loss
         self.pseudo_weight = float(pseudo_weight)
@@ -172,6 +181,14 @@ class PartialLabelModel(keras.Model):
             trainable=False,
             name="pseudo_negative_thresholds",
         )
+        self.unknown_rates = self.unknown_scale = None
+        if measures_unknown_rates:
+            self.unknown_rates = self.add_weight(
+                shape=(num_classes,), initializer="zeros", trainable=False, name="unknown_rates"
+            )
+            self.unknown_scale = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="unknown_scale"
+            )
         self.epochs_done = self.add_weight(
             shape=(), dtype="int32", initializer="zeros", trainable=False, name="epochs_done"
         )
@@ -253,6 +270,26 @@ class PartialLabelModel(keras.Model):
         self.pseudo_negative_thresholds.assign(
             np.zeros(self.pseudo_negative_thresholds.shape, np.float32)
         )
+
+    @property
+    def unknown_rates_measured(self):
+        """Whether the loss's unknown term is on with measured rates (False before
+        `set_unknown_rates`, and for a model that does not measure them)."""
+        return self.unknown_scale is not None and float(self.unknown_scale.numpy()) > 0
+
+    def set_unknown_rates(self, rates):
+        """Switches the loss's unknown term on with the rates u_c [C], from the next step on.
+
+        Raises:
+          ValueError: the model does not measure rates, or `rates` is not C values in (0, 1).
+        """
+        if self.unknown_rates is None:
+            raise ValueError("this PartialLabelModel was made with measures_unknown_rates=False")
+        rates = np.asarray(rates, np.float32)
+        if rates.shape != tuple(self.unknown_rates.shape) or not np.all((rates > 0) & (rates < 1)):
+            raise ValueError(f"need {self.unknown_rates.shape[0]} rates in (0, 1)")
+        self.unknown_rates.assign(rates)
+        self.unknown_scale.assign(1.0)
 
     @property
     def active_class_mask(self):
@@ -354,8 +391,13 @@ class PartialLabelModel(keras.Model):
             targets = self.resolve_labels(labels, logits, inputs["id"], class_ids)
         weights = self.entry_weights(labels, targets, class_ids)
         partial_loss = self.partial_loss if class_ids is None else self._active_loss
+        unknown = None
+        if self.unknown_rates is not None:
+            unknown = (self.unknown_scale, self._per_class(self.unknown_rates, class_ids))
         loss, replicas = distribution.replica_loss(
-            partial_loss, partial_loss.sums(targets, logits, weights), ops.shape(logits)[0]
+            partial_loss,
+            partial_loss.sums(targets, logits, weights, unknown=unknown),
+            ops.shape(logits)[0],
         )
         if self.network.losses:
             loss = loss + ops.sum(self.network.losses) / replicas

@@ -33,7 +33,7 @@ import time
 import keras
 import numpy as np
 
-from kpartial import class_stats, distribution, evaluation, pipeline
+from kpartial import class_stats, distribution, evaluation, pipeline, unknown_rates
 from kpartial.label_pruning import epoch_count
 from kpartial.partial_model import network_of
 from kpartial.pseudo_label_rules import (
@@ -99,20 +99,28 @@ def off_because(config, stats):
     """
     if config.pseudo.switch != "auto" or not switched_on(config):
         return ""
+    if unknown_rates.switched_on(config, stats):
+        return ""  # the rates are measured: the first refresh decides (`dense_line`)
     if stats.depends_on_class:
         return (
             "the annotation depends on the class (see the class statistics line): the unknown "
             "entries' positive rate is only a lower bound there, and pseudo negatives would "
             "outnumber the annotations; --pseudo_labels=on refreshes anyway (pseudo negatives only)"
         )
-    if stats.dense:
-        return (
-            f"the label space is dense (the unknown entries' mean positive rate "
-            f"{np.mean(stats.unknown_priors):.2f} >= {class_stats.DENSE_LABEL_SPACE}): the "
-            "unknown term already targets each class's rate, and pseudo positives by that quota "
-            "add noise there; --pseudo_labels=on refreshes anyway"
-        )
-    return ""
+    return dense_line(stats.unknown_priors)
+
+
+def dense_line(rates):
+    """Why pseudo labels stay off for a label space whose unknown entries' rates are `rates`
+    (one line), or "" where it is not dense."""
+    if float(np.mean(rates)) < class_stats.DENSE_LABEL_SPACE:
+        return ""
+    return (
+        f"the label space is dense (the unknown entries' mean positive rate "
+        f"{np.mean(rates):.2f} >= {class_stats.DENSE_LABEL_SPACE}): the unknown term already "
+        "targets each class's rate, and pseudo positives by that quota add noise there; "
+        "--pseudo_labels=on refreshes anyway"
+    )
 
 
 def is_on(config, stats):
@@ -162,7 +170,10 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         `rule_options` (the rule, see `rule_of`) and `min_precision`. Its `weight` and
         `max_positives` are the model's (`PartialLabelModel`), its `switch` the trainer's.
       priors: float [C] positive rates among the unknown entries (needed by a rule with
-        `needs_priors`).
+        `needs_priors`), or "measured": the model's `unknown_rates`, read at each refresh (the
+        measurement comes first, `kpartial.unknown_rates`).
+      off_when_dense: with measured rates, whether a refresh makes no pseudo labels where those
+        rates say the label space is dense (`dense_line`; `pseudo_labels=auto`).
       validation: (dataset, labels) of held-out training examples with their known labels, for
         `min_precision`: if > 0, a class is pseudo-labelled positive only at scores where its
         held-out known entries are positive at least this often. For a class with at least 3
@@ -192,6 +203,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         true_labels=None,
         log=print,
         histogram_examples=HISTOGRAM_EXAMPLES,
+        off_when_dense=False,
     ):
         super().__init__()
         start_epoch, every = settings.start_epoch, settings.every
@@ -206,7 +218,10 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         self.dataset, self.validation = dataset, validation
         self.known_labels, self.true_labels = known_labels, true_labels
         self.start_epoch, self.every = start_epoch, every
-        self.priors = None if priors is None else np.asarray(priors)
+        self.measured = isinstance(priors, str) and priors == "measured"
+        self.priors = None if priors is None or self.measured else np.asarray(priors)
+        self.off_when_dense = off_when_dense
+        self.off_line = ""  # why refreshes make nothing (measured rates of a dense label space)
         self.log = log
         self.histogram_examples = histogram_examples
         self.quality = {}
@@ -250,8 +265,11 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         candidates.sum_across_workers(strategy)
         known = as_sparse(self.known_labels)
         unknown_counts = num_examples - known.positives_per_class() - known.negatives_per_class()
+        priors = self.priors
+        if self.measured:
+            priors = model.unknown_rates.numpy().astype(np.float64)
         positive, negative = self.rule.thresholds(
-            counts.sum(axis=0), self.priors, candidates, unknown_counts
+            counts.sum(axis=0), priors, candidates, unknown_counts
         )
         validated = None
         if self.min_precision:
@@ -300,6 +318,13 @@ class PseudoLabelCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not self.is_refresh_epoch(epoch):
             return
+        if self.measured and self.off_when_dense:
+            line = dense_line(self.model.unknown_rates.numpy())
+            if line and not self.off_line:
+                self.log(f"epoch {epoch + 1}: pseudo labels: off, because {line}")
+            self.off_line = line
+            if line:
+                return
         self.quality = self.refresh()
         self.log(f"epoch {epoch + 1}: pseudo labels refreshed: {refresh_line(self.quality)}")
 
@@ -307,7 +332,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         # Figures on refresh epochs only (other epochs did not change the thresholds), and only
         # the shares: Keras prints every log value with four decimals, so the counts are in the
         # refresh line instead.
-        if logs is not None and self.is_refresh_epoch(epoch):
+        if logs is not None and self.is_refresh_epoch(epoch) and not self.off_line:
             logs.update({k: v for k, v in self.quality.items() if isinstance(v, float)})
 
 
@@ -346,6 +371,9 @@ def callbacks(config, inputs, datasets, log):
         )
         return []
     simulated = config.data.known_fraction < 1.0 or bool(config.data.simulation)
+    measured = unknown_rates.switched_on(config, stats)
+    if measured and unknown_rates.measure_epoch(config) is None:
+        return []  # nothing measured (said by `unknown_rates.callbacks`), and no time to refresh
     rates = np.zeros_like(stats.priors) if stats.depends_on_class else stats.unknown_priors
     validation = None
     if inputs.validation is not None:
@@ -355,9 +383,10 @@ def callbacks(config, inputs, datasets, log):
             datasets.train_inputs,
             inputs.known,  # looked up per batch: sparse labels stay sparse
             dataclasses.replace(config.pseudo, start_epoch=start),
-            rates,
+            "measured" if measured else rates,
             validation=validation,
             true_labels=inputs.train.labels if simulated else None,
             log=log,
+            off_when_dense=measured and config.pseudo.switch == "auto",
         )
     ]

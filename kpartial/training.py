@@ -31,6 +31,7 @@ from kpartial import (
     report,
     run_inputs,
     run_modes,
+    unknown_rates,
 )
 from kpartial.config import Config  # noqa: F401 (training.Config: the run's config)
 from kpartial.partial_model import EpochClock, PartialLabelModel
@@ -94,6 +95,7 @@ def train(config, inputs, placement, extra_callbacks=(), resuming=False, log=pri
     backup, start_epoch = _checkpointing(config, model, resuming, placement, log)
     datasets = pipeline.run_datasets(config, inputs, model.epochs_done, placement)
     techniques = [
+        *unknown_rates.callbacks(config, inputs, datasets, log),  # before the refresh it feeds
         *pseudo_labels.callbacks(config, inputs, datasets, log),
         *label_pruning.callbacks(config, inputs, datasets, log),
     ]
@@ -197,6 +199,7 @@ def build_model(config, inputs, placement):
         config.pseudo.weight,
         pseudo_labelling=pseudo_labels.is_on(config, inputs.stats),
         max_pseudo_positives=config.pseudo.max_positives,
+        measures_unknown_rates=unknown_rates.switched_on(config, inputs.stats),
     )
     # Keras 3's multi-step loop fails under a multi-replica strategy (keras-team/keras#19246).
     steps = runtime.steps_per_execution if placement.replicas == 1 else 1

@@ -23,6 +23,7 @@ def config(tiny_npz):
         pseudo_start_epoch=2,
         pseudo_every=1,
         hidden_units=(16,),
+        auto_tune="auto",  # the two-run search is asked for: the default trains once
     )
 
 

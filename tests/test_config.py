@@ -49,7 +49,7 @@ def test_a_config_json_from_before_the_nesting_reads_as_it_ran():
     now = Config.from_flat(
         known_fraction=0.2, epochs=5, pseudo_start_epoch=1, pseudo_every=1,
         pseudo_rule_options="negative_coverage=0.2", prune_schedule=((3, 0.25),),
-        auto_tune="off", workdir="/w",
+        auto_tune="off", missing_labels="counts", workdir="/w",
     )  # fmt: skip
     assert started == now
 
@@ -146,6 +146,7 @@ def test_a_run_started_before_the_nesting_resumes_to_the_same_result(tiny_npz, t
         "prune_schedule": "0.5:0.25",
         "hidden_units": (16,),
         "auto_tune": "off",
+        "missing_labels": "counts",  # as runs before measuring existed read their rates
     }
     whole = training.run(Config.from_flat(**values), log=lambda line: None)
     config = Config.from_flat(**values, workdir=str(tmp_path / "w"))

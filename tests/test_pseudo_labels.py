@@ -477,6 +477,7 @@ def _stats(depends_on_class=False, dense=False):
     return types.SimpleNamespace(
         depends_on_class=depends_on_class,
         dense=dense,
+        complete=False,
         unknown_priors=rates + (0.3 if dense else 0.0),
         priors=rates * 2,
     )
@@ -503,7 +504,7 @@ def _run_parts(stats, validation=True):
     ],
 )
 def test_off_because_and_is_on(flat, stats, reason):
-    config = Config.from_flat(**flat)
+    config = Config.from_flat(missing_labels="counts", **flat)
     assert pseudo_labels.off_because(config, stats).startswith(reason)
     assert bool(pseudo_labels.off_because(config, stats)) == bool(reason)
     wanted = flat.get("method") != "ignore" and flat.get("pseudo_start_epoch") != -1
@@ -512,7 +513,7 @@ def test_off_because_and_is_on(flat, stats, reason):
 
 def test_callbacks_log_why_auto_is_off():
     logged = []
-    config = Config.from_flat()
+    config = Config.from_flat(missing_labels="counts")
     inputs, datasets = _run_parts(_stats(dense=True))
     assert pseudo_labels.callbacks(config, inputs, datasets, logged.append) == []
     assert len(logged) == 1 and logged[0].startswith("pseudo labels: off, because the label")
@@ -524,6 +525,7 @@ def test_callbacks_log_why_auto_is_off():
 @pytest.mark.parametrize("known_fraction", [1.0, 0.5])
 def test_callbacks_make_the_configured_callback(known_fraction):
     config = Config.from_flat(
+        missing_labels="counts",
         known_fraction=known_fraction,
         pseudo_start_epoch=3,
         pseudo_every=2,
@@ -548,7 +550,9 @@ def test_callbacks_make_the_configured_callback(known_fraction):
 
 def test_callbacks_where_annotation_depends_on_the_class_make_negatives_only():
     """Asked for where `auto` would be off: the prior rule's quota is zero (no positives)."""
-    config = Config.from_flat(pseudo_labels="on", validation_fraction=0.0, select_epoch="last")
+    config = Config.from_flat(
+        missing_labels="counts", pseudo_labels="on", validation_fraction=0.0, select_epoch="last"
+    )
     inputs, datasets = _run_parts(_stats(depends_on_class=True), validation=False)
     (callback,) = pseudo_labels.callbacks(config, inputs, datasets, print)
     np.testing.assert_array_equal(callback.priors, 0.0)
@@ -563,5 +567,7 @@ def test_is_on_with_real_class_statistics():
     train, known = _tiny_data()
     stats = class_stats.ClassStatistics.from_labels(known, train.label_names)
     # 30% positives: a dense label space, where `auto` leaves pseudo labels off.
-    assert stats.dense and not pseudo_labels.is_on(Config.from_flat(), stats)
+    assert stats.dense and not pseudo_labels.is_on(Config.from_flat(missing_labels="counts"), stats)
+    # Measured rates: the first refresh decides, so the model keeps a store.
+    assert pseudo_labels.is_on(Config.from_flat(), stats)
     assert pseudo_labels.is_on(Config.from_flat(pseudo_labels="on"), stats)
