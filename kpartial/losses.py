@@ -119,9 +119,9 @@ class PartialLabelLoss(keras.losses.Loss):
         is `sum(numerators / max(1, counts)) + batch_term(statistics / B)`; a data-parallel
         train step adds the counts and statistics of every replica first
         (`kpartial.distribution.replica_loss`), so that its gradient is the global batch's.
-        `unknown` is (scale [], rates [C]) for a loss that `reads_unknown_rates`: the unknown
-        term's weight is multiplied by the scale and its rates u_c replaced (tensors, so a
-        compiled step reads their current values).
+        `unknown` is (measured [], rates [C]) for a loss that `reads_unknown_rates`: its rates u_c
+        replaced, and with measured = 0 the loss is masked BCE (the warm-up before the rates are
+        measured); tensors, so a compiled step reads their current values.
         """
         logits = ops.cast(ops.convert_to_tensor(y_pred), "float32")
         # Labels keep their (int8) dtype: the label masks compare them, nothing casts them to
@@ -262,8 +262,10 @@ class StatisticsWeightedLoss(PartialLabelLoss):
         when the labels are complete (`kpartial.class_stats`).
       negative_margin: m in [0, 1), the probability margin of the known negatives (ASL's: 0.05).
       unknown_priors: u_c, C values in (0, 1); None = the priors. A `PartialLabelModel` that
-        measures the rates during the run passes them (and the term's on/off scale) to `sums`
-        instead, from its variables (`reads_unknown_rates`, `kpartial.unknown_rates`).
+        measures the rates during the run passes them to `sums` instead, from its variables
+        (`reads_unknown_rates`, `kpartial.unknown_rates`), with a switch that makes the loss
+        masked BCE (w_c = 1, gamma = m = 0, lambda = 0) until they are measured: the run's first
+        epochs are then the model trained with the unknown entries ignored that measures them.
       name: loss name.
     """
 
@@ -302,32 +304,32 @@ class StatisticsWeightedLoss(PartialLabelLoss):
             ((1 - priors) / priors) ** self.balance, self.max_positive_weight
         ).astype(np.float32)[None, :]
 
-    @property
-    def positive_weights(self):
-        """float64 [C] w_c, the known positives' weights."""
-        return self._positive_weight[0].astype(np.float64)
-
     def parts(self, y_true, logits, unknown=None):
         # With softplus(-z) = softplus(z) - z the entry loss is a softplus(z) - b z, where
         # (a, b) = (w_c, w_c) for a positive, (1, 0) for a negative, lambda (1, u_c) for an
         # unknown entry: one softplus, and coefficients selected from the label masks.
         weight, target = self.unknown_weight, self._unknown_target
-        if unknown is not None:  # (scale, rates) from the model's variables
-            scale, rates = unknown
-            weight = self.unknown_weight * ops.cast(scale, "float32")
+        positive_weight, measured = self._positive_weight, None
+        if unknown is not None:  # (measured, rates) from the model's variables
+            measured, rates = unknown
+            measured = ops.cast(measured, "float32")
+            weight = self.unknown_weight * measured
             target = weight * ops.expand_dims(ops.cast(rates, "float32"), 0)
+            positive_weight = 1.0 + measured * (self._positive_weight - 1.0)
         positive, negative = _masks(y_true)
-        a = ops.where(positive, self._positive_weight, ops.where(negative, 1.0, weight))
-        b = ops.where(positive, self._positive_weight, ops.where(negative, 0.0, target))
+        a = ops.where(positive, positive_weight, ops.where(negative, 1.0, weight))
+        b = ops.where(positive, positive_weight, ops.where(negative, 0.0, target))
         softplus = ops.softplus(logits)  # = -log(1 - p): shared by every term
         entry = a * softplus - b * logits
         if self.negative_focusing or self.negative_margin:
-            # ASL's negative term alone (its positive term is not needed here).
-            entry = ops.where(
-                negative,
-                _focused_negative(logits, softplus, self.negative_focusing, self.negative_margin),
-                entry,
+            # ASL's negative term alone (its positive term is not needed here); BCE's before the
+            # rates are measured.
+            focused = _focused_negative(
+                logits, softplus, self.negative_focusing, self.negative_margin
             )
+            if measured is not None:
+                focused = softplus + measured * (focused - softplus)
+            entry = ops.where(negative, focused, entry)
         known = ops.cast(ops.logical_or(positive, negative), "float32")
         unknown = 1.0 - known
         return [(entry * known, known), (entry * unknown, unknown)]

@@ -15,9 +15,9 @@ every update, and checkpoints (`save_weights`) carry them:
 - `corrected_labels` int8 [N, C], only for a loss that `needs_example_state` (LL-Cp): the +1
   labels its permanent corrections wrote, looked up by the example id the pipeline yields.
 - `active_classes` float32 [C]: 1 for classes still trained, 0 for pruned ones.
-- `unknown_rates` float32 [C] and `unknown_scale` float32 [] (only when the run measures the
+- `unknown_rates` float32 [C] and `rates_measured` float32 [] (only when the run measures the
   unknown entries' positive rates, `kpartial.unknown_rates`): the rates u_c the loss's unknown
-  term targets and that term's on/off scale, 0 until the rates are measured.
+  term targets, and 1 once they are measured (before, the loss is masked BCE).
 - `epochs_done` int32 []: epochs finished, so a checkpoint knows where a resumed run continues.
 
 The loss's entry weight is `active_c * (pseudo_weight if the entry holds a pseudo label else 1)`:
@@ -127,9 +127,9 @@ class PartialLabelModel(keras.Model):
       pseudo_labelling: whether the train step applies pseudo labels. False skips its [B, C]
         comparisons and keeps no store; the threshold variables exist either way.
       max_pseudo_positives: L, the store's pseudo-positive slots per example.
-      measures_unknown_rates: whether the loss's unknown term reads its rates and on/off scale
-        from this model's variables (`set_unknown_rates`); the term is off until they are set.
-        Needs a loss that `reads_unknown_rates`.
+      measures_unknown_rates: whether the loss reads its unknown entries' rates from this
+        model's variables (`set_unknown_rates`); until they are set it is masked BCE. Needs a
+        loss that `reads_unknown_rates`.
     """
 
     def __init__(
@@ -181,13 +181,13 @@ class PartialLabelModel(keras.Model):
             trainable=False,
             name="pseudo_negative_thresholds",
         )
-        self.unknown_rates = self.unknown_scale = None
+        self.unknown_rates = self.rates_measured = None
         if measures_unknown_rates:
             self.unknown_rates = self.add_weight(
                 shape=(num_classes,), initializer="zeros", trainable=False, name="unknown_rates"
             )
-            self.unknown_scale = self.add_weight(
-                shape=(), initializer="zeros", trainable=False, name="unknown_scale"
+            self.rates_measured = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="rates_measured"
             )
         self.epochs_done = self.add_weight(
             shape=(), dtype="int32", initializer="zeros", trainable=False, name="epochs_done"
@@ -275,10 +275,10 @@ class PartialLabelModel(keras.Model):
     def unknown_rates_measured(self):
         """Whether the loss's unknown term is on with measured rates (False before
         `set_unknown_rates`, and for a model that does not measure them)."""
-        return self.unknown_scale is not None and float(self.unknown_scale.numpy()) > 0
+        return self.rates_measured is not None and float(self.rates_measured.numpy()) > 0
 
     def set_unknown_rates(self, rates):
-        """Switches the loss's unknown term on with the rates u_c [C], from the next step on.
+        """The loss's unknown entries' rates u_c [C], and its full form, from the next step on.
 
         Raises:
           ValueError: the model does not measure rates, or `rates` is not C values in (0, 1).
@@ -289,7 +289,7 @@ class PartialLabelModel(keras.Model):
         if rates.shape != tuple(self.unknown_rates.shape) or not np.all((rates > 0) & (rates < 1)):
             raise ValueError(f"need {self.unknown_rates.shape[0]} rates in (0, 1)")
         self.unknown_rates.assign(rates)
-        self.unknown_scale.assign(1.0)
+        self.rates_measured.assign(1.0)
 
     @property
     def active_class_mask(self):
@@ -393,7 +393,7 @@ class PartialLabelModel(keras.Model):
         partial_loss = self.partial_loss if class_ids is None else self._active_loss
         unknown = None
         if self.unknown_rates is not None:
-            unknown = (self.unknown_scale, self._per_class(self.unknown_rates, class_ids))
+            unknown = (self.rates_measured, self._per_class(self.unknown_rates, class_ids))
         loss, replicas = distribution.replica_loss(
             partial_loss,
             partial_loss.sums(targets, logits, weights, unknown=unknown),

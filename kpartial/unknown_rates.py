@@ -7,9 +7,10 @@ positives and the unknown ones poor; where assays were screened on different lib
 class is annotated on its own share of the examples but at random within it. The counts look the
 same in both cases, so they cannot tell u_c. The network can: as in CSL (Ben-Baruch et al.,
 2022), a model trained with the unknown entries ignored predicts them, and their mean prediction
-estimates the class's rate. Here that model is the run's own first epochs: until the measurement,
-the unknown term is off (the loss is its known part), so nothing has pulled the unknown entries'
-scores towards a guessed rate, and nothing is trained twice.
+estimates the class's rate. Here that model is the run's own first epochs: until the measurement
+the loss is masked BCE (`StatisticsWeightedLoss` with w_c = 1, no focusing, lambda = 0), whose
+scores are calibrated to the annotated entries, and nothing is trained twice. From the measurement
+on, the loss is kpartial's, with the measured rates.
 
 A network trained on the annotated entries predicts the annotated distribution, whose positive
 rate is not the unknown entries'. Read as a shift of the class prior between the annotated and the
@@ -17,21 +18,19 @@ unknown entries (the annotation depends on the entry through its label), the rat
 point of Saerens et al.'s EM ("Adjusting the outputs of a classifier to new a priori
 probabilities", 2002), per class c over its unknown entries i with logits z_i:
 
-    p_i = sigmoid(z_i - log w_c - delta)                    (scores calibrated to the annotations)
+    p_i = sigmoid(z_i - delta)
     q_i = (p_i u / pi_c) / (p_i u / pi_c + (1 - p_i)(1 - u) / (1 - pi_c))
-    u  <- mean_i q_i,   from u = mean_i p_i, until it settles
+    u  <- min(mean_i q_i, pi_c),   from u = mean_i p_i, until it settles
 
-pi_c is the class prior (the annotated share of positives, `kpartial.class_stats`). The loss
-weights a class's known positives by w_c, which moves the network's logits up by about log w_c,
-and its negative focusing moves all of them further: log w_c is taken off per class, and delta,
-one number, makes the held-out annotated entries' (the validation split's) mean calibrated score
-equal their share of positives (0 without a validation split). Calibrating on held-out entries
-matters: the training entries' own annotations are memorised, so their scores would show no shift.
-With labels missing at random the unknown entries score like held-out annotated ones and u stays
-near pi_c; with verified candidates their scores are low and the EM lowers u further, to what those
-scores mean under the unknown entries' own prior. Where the annotation depends on the entry beyond
-its label (a real detector looked at the image), the estimate is a measurement with that bias, not
-the truth; benchmarks/README.md compares it with the simulations' true rates.
+pi_c is the class prior (the annotated share of positives, `kpartial.class_stats`). delta, one
+number, makes the held-out annotated entries' (the validation split's) mean score equal their
+share of positives (0 without a validation split): the training entries' own annotations are
+memorised, so their scores would not show a miscalibration. The cap at pi_c assumes annotation
+never prefers a class's negatives: labels missing at random leave u_c = pi_c (the unknown entries
+score like held-out annotated ones), verified candidates leave fewer positives unknown (their
+scores are low and the EM lowers u). Where the annotation depends on the entry beyond its label (a
+real detector looked at the image), the estimate is a measurement with that bias, not the truth;
+benchmarks/README.md compares it with the simulations' true rates.
 
 The pass is one streaming pass over (a fixed hashed sample of) the training inputs, like a
 pseudo-label refresh's, holding O(C x BINS); the model then switches the unknown term on with the
@@ -61,7 +60,7 @@ RATE_FLOOR = 1e-5
 def measure_epoch(config):
     """The epoch before which the rates are measured: the first pseudo-label refresh's (a share
     of the epochs, see `kpartial.pseudo_labels`), at least 1; None when it is not before the last
-    epoch (the run then trains without the unknown term)."""
+    epoch (the run then trains with masked BCE)."""
     start = config.pseudo.start_epoch
     default = type(config.pseudo)().start_epoch  # a run without pseudo labels keeps the share
     epochs = config.runtime.epochs
@@ -84,45 +83,45 @@ def switched_on(config, stats):
     )
 
 
-def em_rates(unknown_histograms, priors, shifts, steps=EM_STEPS):
+def em_rates(unknown_histograms, priors, shift=0.0, steps=EM_STEPS):
     """u_c by the EM of the module docstring.
 
     Args:
       unknown_histograms: int [C, BINS] the unknown entries' logits, binned (`bin_logits`).
       priors: float [C] pi_c, the annotated entries' positive rate, in (0, 1).
-      shifts: float [C] log w_c + delta, taken off every logit of the class.
+      shift: delta, or float [C] per class, taken off every logit.
       steps: EM steps.
 
     Returns:
-      float64 [C] rates in [RATE_FLOOR, 1 - RATE_FLOOR]; pi_c for a class without unknown entries.
+      float64 [C] rates in [RATE_FLOOR, pi_c]; pi_c for a class without unknown entries.
     """
     counts = np.asarray(unknown_histograms, np.float64)
     totals = counts.sum(axis=1)
-    logits = bin_logits()[None, :] - np.asarray(shifts, np.float64)[:, None]
+    shift = np.broadcast_to(np.asarray(shift, np.float64), counts.shape[:1])
+    logits = bin_logits()[None, :] - shift[:, None]
     p = 1.0 / (1.0 + np.exp(-logits))
     a = np.clip(np.asarray(priors, np.float64), RATE_FLOOR, 1 - RATE_FLOOR)[:, None]
     weights = counts / np.maximum(totals, 1.0)[:, None]
-    u = np.clip((weights * p).sum(axis=1, keepdims=True), RATE_FLOOR, 1 - RATE_FLOOR)
+    u = np.clip((weights * p).sum(axis=1, keepdims=True), RATE_FLOOR, a)
     for _ in range(steps):
         positive = p * u / a
         q = positive / (positive + (1.0 - p) * (1.0 - u) / (1.0 - a))
-        u = np.clip((weights * q).sum(axis=1, keepdims=True), RATE_FLOOR, 1 - RATE_FLOOR)
+        u = np.clip((weights * q).sum(axis=1, keepdims=True), RATE_FLOOR, a)
     return np.where(totals > 0, u[:, 0], a[:, 0])
 
 
-def calibration_shift(scores, offsets):
-    """delta: the shift that makes the mean of sigmoid(logit(s) - offset - delta) over annotated
-    entries equal their share of positives (0 for no entries, or all of one value).
+def calibration_shift(scores):
+    """delta: the shift that makes the mean of sigmoid(logit(s) - delta) over annotated entries
+    equal their share of positives (0 for no entries, or all of one value).
 
     Args:
       scores: a `SparseScores` of held-out annotated entries.
-      offsets: float [C] log w_c, taken off each entry's logit first.
     """
     labels = np.asarray(scores.labels) > 0
     if labels.all() or not labels.any():
         return 0.0
     clipped = np.clip(np.asarray(scores.scores, np.float64), 1e-7, 1 - 1e-7)
-    logits = np.log(clipped / (1 - clipped)) - np.asarray(offsets)[scores.classes]
+    logits = np.log(clipped / (1 - clipped))
     target = labels.mean()
     low, high = -30.0, 30.0
     for _ in range(60):  # the mean falls as delta grows
@@ -183,7 +182,7 @@ class UnknownRateCallback(keras.callbacks.Callback):
         several workers this worker's part (the counts are summed across workers).
       known_labels: the training annotations, int [N, C] or `SparseLabels`.
       priors: float [C] pi_c, the annotated entries' positive rates.
-      epoch: epochs trained (with the unknown term off) before the measurement.
+      epoch: epochs trained (with masked BCE) before the measurement.
       validation: (dataset, labels) of held-out examples with their known labels, to calibrate
         the scores (delta of the module docstring), or None.
       true_labels: the hidden full labels of a simulation, or None: their rate among the unknown
@@ -220,12 +219,10 @@ class UnknownRateCallback(keras.callbacks.Callback):
             model.network, pipeline.label_lookup(self.known_labels), num_classes, share
         )
         unknown = distribution.sum_across_workers(measure(self.dataset), model.distribute_strategy)
-        offsets = np.log(model.partial_loss.positive_weights)
         delta = 0.0
         if self.validation is not None:
-            scores = evaluation.model_scores(model.network, *self.validation)
-            delta = calibration_shift(scores, offsets)
-        rates = em_rates(unknown, self.priors, offsets + delta)
+            delta = calibration_shift(evaluation.model_scores(model.network, *self.validation))
+        rates = em_rates(unknown, self.priors, delta)
         figures = {"unknown_rate_mean": float(rates.mean()), "calibration_shift": delta}
         if self.true_labels is not None:
             figures["unknown_rate_true_mean"] = _true_unknown_rate(
@@ -242,7 +239,7 @@ class UnknownRateCallback(keras.callbacks.Callback):
         self.log(
             f"epoch {epoch + 1}: unknown entries' positive rate measured on the network of "
             f"{epoch} epochs: mean {rates.mean():.4g} (the priors' {self.priors.mean():.4g}); "
-            "the unknown term is on from now"
+            "kpartial's loss from now"
             + ("" if truth is None else f"; the simulation's true mean {truth:.4g} (report only)")
         )
 
@@ -270,9 +267,9 @@ def callbacks(config, inputs, datasets, log):
     epoch = measure_epoch(config)
     if epoch is None:
         log(
-            f"unknown rates: not measured, because the measurement (after {config.pseudo.start_epoch}"
-            f" of {config.runtime.epochs} epochs) falls at or after the last epoch; the unknown "
-            "term stays off"
+            "unknown rates: not measured, because the measurement (after "
+            f"{config.pseudo.start_epoch} of {config.runtime.epochs} epochs) falls at or after "
+            "the last epoch; the loss stays masked BCE"
         )
         return []
     simulated = config.data.known_fraction < 1.0 or bool(config.data.simulation)

@@ -42,9 +42,9 @@ def _scores_of_a_calibrated_network(rate, prior, size, rng, separation=2.0):
 def test_em_recovers_the_unknown_entries_rate_from_a_prior_shift(rate, prior):
     rng = np.random.default_rng(0)
     logits = _scores_of_a_calibrated_network(rate, prior, 200_000, rng)
-    shift = np.log(3.0)  # a weighted loss's logits sit log w_c higher; the shift takes it off
+    shift = 0.4  # a miscalibration the held-out entries measured
     histograms = _histograms([logits + shift])
-    (measured,) = unknown_rates.em_rates(histograms, [prior], [shift])
+    (measured,) = unknown_rates.em_rates(histograms, [prior], shift)
     naive = np.mean(1 / (1 + np.exp(-logits)))  # the mean score alone keeps the annotated prior
     assert measured == pytest.approx(rate, abs=0.01)
     if rate != prior:
@@ -54,7 +54,7 @@ def test_em_recovers_the_unknown_entries_rate_from_a_prior_shift(rate, prior):
 def test_em_keeps_the_prior_for_a_class_without_unknown_entries_and_stays_in_bounds():
     histograms = np.zeros((2, unknown_rates.BINS), int)
     histograms[1, 0] = 10  # every unknown entry scores far below anything positive
-    rates = unknown_rates.em_rates(histograms, [0.3, 0.3], [0.0, 0.0])
+    rates = unknown_rates.em_rates(histograms, [0.3, 0.3])
     assert rates[0] == pytest.approx(0.3)
     assert unknown_rates.RATE_FLOOR <= rates[1] < 1e-3
 
@@ -62,29 +62,42 @@ def test_em_keeps_the_prior_for_a_class_without_unknown_entries_and_stays_in_bou
 def test_calibration_shift_finds_the_offset_of_held_out_scores():
     rng = np.random.default_rng(1)
     classes = rng.integers(0, 3, 50_000)
-    offsets = np.log(np.array([1.0, 4.0, 9.0]))
     labels = np.where(rng.random(classes.size) < 0.3, 1, -1)
     evidence = rng.normal(np.where(labels > 0, 1.0, -1.0), np.sqrt(2.0))
-    logits = evidence + np.log(0.3 / 0.7) + offsets[classes] + 0.7  # true delta 0.7
+    logits = evidence + np.log(0.3 / 0.7) + 0.7  # true delta 0.7
     scores = SparseScores(
         np.arange(classes.size), classes, 1 / (1 + np.exp(-logits)), labels, classes.size, 3
     )
-    assert unknown_rates.calibration_shift(scores, offsets) == pytest.approx(0.7, abs=0.05)
+    assert unknown_rates.calibration_shift(scores) == pytest.approx(0.7, abs=0.05)
 
 
-def test_the_loss_takes_the_unknown_term_from_tensors():
-    """`sums(..., unknown=(scale, rates))` is the loss with those rates (scale 1) or without its
-    unknown term (scale 0), checked against the NumPy reference."""
+def test_em_never_exceeds_the_prior():
+    """Annotation that would prefer negatives is not assumed: u_c <= pi_c."""
+    rng = np.random.default_rng(3)
+    logits = _scores_of_a_calibrated_network(0.6, 0.2, 50_000, rng)
+    (measured,) = unknown_rates.em_rates(_histograms([logits]), [0.2])
+    assert measured == pytest.approx(0.2)
+
+
+def test_the_loss_takes_the_unknown_rates_from_tensors():
+    """`sums(..., unknown=(measured, rates))` is the loss with those rates (measured = 1) or
+    masked BCE (measured = 0), checked against the NumPy reference."""
     rng = np.random.default_rng(2)
     y = rng.choice([-1, 0, 1], size=(6, 3), p=[0.3, 0.5, 0.2]).astype(np.int8)
     z = rng.normal(size=(6, 3)).astype(np.float32)
     loss = losses.StatisticsWeightedLoss(**KPARTIAL_KW)
     rates = np.array([0.01, 0.2, 0.001], np.float32)
-    for scale, options in ((1.0, {"unknown_priors": rates}), (0.0, {"unknown_weight": 0.0})):
-        sums = loss.sums(y, z, unknown=(np.float32(scale), rates))
+    masked_bce = {"balance": 0.0, "unknown_weight": 0.0, "negative_focusing": 0.0}
+    masked_bce["negative_margin"] = 0.0
+    for measured, options in ((1.0, {"unknown_priors": rates}), (0.0, masked_bce)):
+        sums = loss.sums(y, z, unknown=(np.float32(measured), rates))
         value = float(loss.normalised(*sums, 6))
         expected, _ = reference("kpartial", y, z, **{**KPARTIAL_KW, **options})
         assert value == pytest.approx(expected, rel=1e-5)
+    bce, _ = reference("ignore", y, z)
+    assert float(loss.normalised(*loss.sums(y, z, unknown=(np.float32(0), rates)), 6)) == (
+        pytest.approx(bce, rel=1e-5)
+    )
     with pytest.raises(ValueError, match="no unknown term"):
         losses.IgnoreUnknownBCE().sums(y, z, unknown=(np.float32(1.0), rates))
 
@@ -107,11 +120,11 @@ def _model(num_examples=64, num_classes=3):
 
 
 def test_the_train_step_reads_the_measured_rates_and_checkpoints_carry_them(tmp_path):
-    train, known = _data()
+    train, _ = _data()
     model = _model()
     batch = ({"x": train.features[:16], "id": np.arange(16)}, np.zeros((16, 3), np.int8))
     off = float(model.compute_partial_loss(batch[0], batch[1], False))
-    assert off == 0.0  # only unknown entries, and the term is off until measured
+    assert off == 0.0  # only unknown entries: masked BCE until the rates are measured
     model.set_unknown_rates([0.1, 0.2, 0.3])
     assert model.unknown_rates_measured
     on = float(model.compute_partial_loss(batch[0], batch[1], False))
@@ -156,6 +169,7 @@ def test_the_callback_measures_once_before_its_epoch_and_logs_the_truth_when_sim
     logs = {}
     callback.on_epoch_end(1, logs)
     assert set(logs) == {"unknown_rate_mean", "calibration_shift", "unknown_rate_true_mean"}
+    assert np.all(rates <= 0.3 + 1e-6)  # never above the prior
 
 
 def _stats(complete=False):
@@ -181,7 +195,7 @@ def test_a_run_too_short_to_measure_says_so():
     datasets = types.SimpleNamespace(train_inputs=None, validation=None)
     lines = []
     assert unknown_rates.callbacks(Config.from_flat(epochs=1), inputs, datasets, lines.append) == []
-    assert len(lines) == 1 and "not measured" in lines[0] and "stays off" in lines[0]
+    assert len(lines) == 1 and "not measured" in lines[0] and "stays masked BCE" in lines[0]
     (callback,) = unknown_rates.callbacks(Config.from_flat(epochs=9), inputs, datasets, print)
     assert callback.epoch == 3  # the first pseudo-label refresh's share, 0.33 of 9
 
