@@ -10,7 +10,12 @@ computed from the training annotations or read from a CSV of an existing dataset
 
 The positive rate among the *unknown* entries (`unknown_priors`, which kpartial's unknown term
 and pseudo-label quota use) equals the prior only if annotation does not depend on the label.
-That cannot be checked per entry, but its usual violation shows in the counts: when annotators
+The count rule below is the default (`--missing_labels=counts`): it reads the usual violation
+from the counts, and cannot tell labels verified among proposed classes from labels missing at
+random within classes whose annotated shares differ. `--missing_labels=measured` has the run
+measure the rate on the network of its first epochs instead (`kpartial.unknown_rates`; these
+statistics then keep the priors): better where the classes were covered at random, worse under
+verified candidates (benchmarks/README.md, "Measured unknown rates"). When annotators
 were asked about the classes likely present in each example (Open Images' verification), the
 annotated share of a class follows its frequency and differs by orders of magnitude between
 classes, while labels missing at random leave every class annotated on about the same share of
@@ -198,10 +203,10 @@ class ClassStatistics:
         ).to_csv(path, index=False)
 
 
-# How labels went missing (`--missing_labels`): "measured" leaves the rates to the run
-# (`kpartial.unknown_rates`), "counts" reads them from the counts (`unknown_priors`); the user who
+# How labels went missing (`--missing_labels`): "counts" reads the rates from the counts
+# (`unknown_priors`), "measured" leaves them to the run (`kpartial.unknown_rates`); the user who
 # knows says so.
-MISSING_LABELS = ("measured", "counts", "at_random", "verified")
+MISSING_LABELS = ("counts", "measured", "at_random", "verified")
 
 
 def unknown_priors(positives, negatives, priors, num_examples, missing="counts"):

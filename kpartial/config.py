@@ -158,11 +158,11 @@ class DataConfig(Part):
         low_open=True,
     )
     missing_labels: str = option(
-        "measured",
+        "counts",
         "How the unknown labels went missing, which sets the unknown entries' positive rate that "
-        "kpartial's unknown term and pseudo-label quota use: measured = measured during the run "
-        "by the network of its first epochs (kpartial.unknown_rates); counts = read from the "
-        "annotation counts (kpartial.class_stats); at_random = at random within each class (the "
+        "kpartial's unknown term and pseudo-label quota use: counts = read from the annotation "
+        "counts (kpartial.class_stats); measured = measured during the run by the network of its "
+        "first epochs, which train masked BCE (kpartial.unknown_rates); at_random = at random within each class (the "
         "class prior; e.g. assays screened on different libraries); verified = people verified "
         "proposed classes (the class's known positives over all examples; e.g. Open Images).",
         choices=class_stats.MISSING_LABELS,

@@ -22,6 +22,11 @@ entries cross t+, and the pseudo positives' precision falls (figures: benchmarks
 O(C x NUM_BINS + N x L) during a refresh and O(C + N x L) after it.
 Known labels always win.
 
+The quota's rates are the unknown entries' positive rates: measured by the run before the first
+refresh (`kpartial.unknown_rates`, the default), or the class statistics' (`--missing_labels`
+other than measured). With measured rates `pseudo_labels=auto` decides at the first refresh,
+from the measured mean rate (`dense_line`), and says so in one line.
+
 The technique owns its switch and its callback: `switched_on`, `off_because` and `is_on` read the
 run's `kpartial.config.Config`, and `callbacks` builds what a run adds, so the trainer needs one
 call for pseudo labels.
@@ -84,11 +89,12 @@ def config_error(config):
 def off_because(config, stats):
     """Why `pseudo_labels=auto` leaves pseudo labels off for this data, one line ("" = it does not).
 
-    Two cases, both read from the class statistics (see `kpartial.class_stats`): where the
-    annotation depends on the class, the unknown entries' positive rate is only a lower bound and
-    pseudo negatives would outnumber the annotations; where the label space is dense, the unknown
-    term already targets each class's rate and pseudo positives by that quota add noise. `on`
-    refreshes anyway (see `callbacks`).
+    With rates read from the class statistics (`--missing_labels` other than measured), two
+    cases (see `kpartial.class_stats`): where the annotation depends on the class, the unknown
+    entries' positive rate is only a lower bound and pseudo negatives would outnumber the
+    annotations; where the label space is dense, the unknown term already targets each class's
+    rate and pseudo positives by that quota add noise. `on` refreshes anyway (see `callbacks`).
+    With measured rates nothing is known yet: the first refresh decides (`dense_line`).
 
     Args:
       config: the run's `kpartial.config.Config`.

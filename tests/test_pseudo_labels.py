@@ -569,5 +569,5 @@ def test_is_on_with_real_class_statistics():
     # 30% positives: a dense label space, where `auto` leaves pseudo labels off.
     assert stats.dense and not pseudo_labels.is_on(Config.from_flat(missing_labels="counts"), stats)
     # Measured rates: the first refresh decides, so the model keeps a store.
-    assert pseudo_labels.is_on(Config.from_flat(), stats)
+    assert pseudo_labels.is_on(Config.from_flat(missing_labels="measured"), stats)
     assert pseudo_labels.is_on(Config.from_flat(pseudo_labels="on"), stats)

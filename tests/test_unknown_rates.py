@@ -183,10 +183,12 @@ def _stats(complete=False):
         ({"missing_labels": "counts"}, _stats(), False),
         ({"method": "ignore"}, _stats(), False),
         ({}, _stats(complete=True), False),
+        ({"class_stats": "given.csv"}, _stats(), False),
     ],
 )
 def test_switched_on(flat, stats, on):
-    assert unknown_rates.switched_on(Config.from_flat(**flat), stats) == on
+    config = Config.from_flat(**{"missing_labels": "measured", **flat})
+    assert unknown_rates.switched_on(config, stats) == on
 
 
 def test_a_run_too_short_to_measure_says_so():
@@ -194,12 +196,14 @@ def test_a_run_too_short_to_measure_says_so():
     inputs = types.SimpleNamespace(stats=_stats(), train=train, known=known, validation=None)
     datasets = types.SimpleNamespace(train_inputs=None, validation=None)
     lines = []
-    assert unknown_rates.callbacks(Config.from_flat(epochs=1), inputs, datasets, lines.append) == []
+    short = Config.from_flat(epochs=1, missing_labels="measured")
+    assert unknown_rates.callbacks(short, inputs, datasets, lines.append) == []
     assert len(lines) == 1 and "not measured" in lines[0] and "stays masked BCE" in lines[0]
-    (callback,) = unknown_rates.callbacks(Config.from_flat(epochs=9), inputs, datasets, print)
+    nine = short.replace(epochs=9)
+    (callback,) = unknown_rates.callbacks(nine, inputs, datasets, print)
     assert callback.epoch == 3  # the first pseudo-label refresh's share, 0.33 of 9
 
 
-def test_missing_labels_measured_is_the_default_and_old_auto_reads_as_counts():
-    assert Config().data.missing_labels == "measured"
+def test_old_auto_reads_as_counts_the_default():
+    assert Config().data.missing_labels == "counts"
     assert Config.from_flat(missing_labels="auto").data.missing_labels == "counts"
