@@ -16,7 +16,9 @@ thresholds: the same `map`, `cf1`, `of1`, ... as the run's metrics.json on the s
 
 Exports never destroy what kpartial did not write: an existing target is replaced only when asked
 (`overwrite`) and only if it holds the marker. The SavedModel is written to a temporary sibling and
-renamed into place, so a crash never leaves half a SavedModel under the final name.
+renamed into place, so a crash never leaves half a SavedModel under the final name; the next
+export to that name removes what a killed one left and puts back an export it had moved aside
+(`recover_interrupted_export`).
 """
 
 import json
@@ -85,9 +87,16 @@ def read_marker(path):
         return json.load(f)
 
 
-def check_target(path, overwrite):
-    """Raises ExportError if exporting to `path` would replace something it must not."""
+def check_target(path, overwrite, workdir=None):
+    """Raises ExportError if exporting to `path` would replace something it must not.
+
+    An export made from `workdir` (its marker says so) may be replaced without `overwrite`: it is
+    that run's own, as when a resumed run exports again.
+    """
     if not os.path.lexists(path):
+        return
+    own = workdir is not None and os.path.isdir(path) and not os.path.islink(path)
+    if own and read_marker(path).get("workdir") == os.path.abspath(workdir):
         return
     if not overwrite:
         raise ExportError(f"export target {path} exists; pass --overwrite to replace it")
@@ -106,6 +115,7 @@ def export_saved_model(
     overwrite=False,
     train_positives=None,
     num_train_examples=None,
+    workdir=None,
 ):
     """Writes a SavedModel of `network` to `path`; returns `path`.
 
@@ -118,13 +128,16 @@ def export_saved_model(
       train_positives: int [C] known training positives per class and
       num_train_examples: the number of training examples, both or neither: written as the asset
         `train_counts.json`, from which evaluating the export computes PSP@k.
+      workdir: the run's workdir the network comes from, recorded in the marker; an export of
+        the same workdir is replaced without `overwrite` (`check_target`).
 
     Raises:
       ExportError: `path` exists and `overwrite` is off, or it is not a kpartial export.
       ValueError: the label names, thresholds or training positives do not match the outputs,
         or only one of `train_positives` and `num_train_examples` is given.
     """
-    check_target(path, overwrite)
+    recover_interrupted_export(path)
+    check_target(path, overwrite, workdir)
     thresholds = np.asarray(thresholds, dtype=np.float32)
     if len(label_names) != network.output_shape[-1] or thresholds.shape != (len(label_names),):
         raise ValueError(
@@ -142,6 +155,8 @@ def export_saved_model(
         marker = {"format": "kpartial SavedModel", "version": 1, "input_shape": input_shape}
         if len(input_shape) == 3:
             marker["image_size"] = input_shape[:2]
+        if workdir is not None:
+            marker["workdir"] = os.path.abspath(workdir)
         with open(os.path.join(asset_dir, MARKER), "w") as f:
             json.dump(marker, f)
         if counts is not None:
@@ -177,14 +192,54 @@ def _train_counts(train_positives, num_train_examples, num_classes):
     return {"train_examples": int(num_train_examples), "train_positives": positives.tolist()}
 
 
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _leftovers(parent, name, kind):
+    """(folder, pid) of `.NAME.KIND-PID-*` folders an export by a process now dead left behind."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.{kind}-(\d+)-")
+    found = []
+    for entry in os.listdir(parent) if os.path.isdir(parent) else ():
+        match = pattern.match(entry)
+        if match and not _pid_alive(int(match.group(1))):
+            found.append(os.path.join(parent, entry))
+    return found
+
+
+def recover_interrupted_export(path):
+    """Cleans up after exports to `path` that were killed: removes their half-written
+    `.NAME.tmp-PID-*` folders, and puts back a previous export a killed replacement had moved
+    aside (`.NAME.old-PID-*/NAME`) when nothing took its place. Folders of live exports are
+    left alone. Returns the folders it removed or restored from."""
+    parent, name = os.path.split(os.path.abspath(path))
+    handled = []
+    for old in _leftovers(parent, name, "old"):
+        kept = os.path.join(old, name)
+        if os.path.isdir(kept) and not os.path.lexists(path):
+            os.replace(kept, path)
+        shutil.rmtree(old)
+        handled.append(old)
+    for tmp in _leftovers(parent, name, "tmp"):
+        shutil.rmtree(tmp)
+        handled.append(tmp)
+    return handled
+
+
 def _save_then_rename(module, path):
     parent, name = os.path.split(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=parent)
     try:
         tf.saved_model.save(module, tmp, signatures={"serve": module.serve})
         if os.path.lexists(path):
-            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            old = tempfile.mkdtemp(prefix=f".{name}.old-{os.getpid()}-", dir=parent)
             os.replace(path, os.path.join(old, name))
             os.replace(tmp, path)
             shutil.rmtree(old)
@@ -204,7 +259,8 @@ def export_workdir(workdir, path, overwrite=False):
     Args:
       workdir: the finished run's workdir.
       path: the SavedModel folder; neither the workdir nor a folder containing it.
-      overwrite: replace an existing kpartial export at `path`.
+      overwrite: replace an existing kpartial export at `path` (an export of this workdir is
+        replaced anyway: a resumed run exporting again).
 
     Returns:
       `path`.
@@ -229,7 +285,7 @@ def export_workdir(workdir, path, overwrite=False):
     thresholds = np.load(os.path.join(workdir, "thresholds.npy"))
     positives, num_examples = workdir_train_counts(workdir, label_names)
     return export_saved_model(
-        network, label_names, thresholds, path, overwrite, positives, num_examples
+        network, label_names, thresholds, path, overwrite, positives, num_examples, workdir
     )
 
 

@@ -202,13 +202,25 @@ def build_model(config, inputs, placement):
         measures_unknown_rates=unknown_rates.switched_on(config, inputs.stats),
     )
     # Keras 3's multi-step loop fails under a multi-replica strategy (keras-team/keras#19246).
-    steps = runtime.steps_per_execution if placement.replicas == 1 else 1
+    steps = 1
+    if placement.replicas == 1:
+        epoch_steps = pipeline.steps_per_epoch(inputs.train, runtime.batch_size)
+        steps = execution_steps(runtime.steps_per_execution, epoch_steps)
     model.compile(
         optimizer=keras.optimizers.AdamW(runtime.learning_rate, runtime.weight_decay),
         jit_compile=resolve_jit_compile(runtime.jit_compile),
         steps_per_execution=steps,
     )
     return model
+
+
+def execution_steps(configured, epoch_steps):
+    """Train steps per compiled call: the largest divisor of the epoch's steps that is at most
+    `configured`, so a call never runs past the end of an epoch (Keras' progress bar and batch
+    callbacks would count steps beyond it, e.g. 16/5). The steps trained are the same."""
+    return max(
+        d for d in range(1, min(configured, max(epoch_steps, 1)) + 1) if epoch_steps % d == 0
+    )
 
 
 def _log_placement(config, placement, log):

@@ -304,3 +304,33 @@ def test_a_data_error_is_one_line(script, flags, names, trained, tmp_path):
     assert proc.returncode == 1, _describe(proc)
     (line,) = proc.stderr.splitlines()
     assert line.startswith("error: ") and names in line
+
+
+def test_a_bad_image_found_during_training_is_one_line(tmp_path):
+    """With --noverify_images a file that is not an image fails when its batch is built: one
+    line naming the file and the flag, exit 1, not TensorFlow's traceback."""
+    from PIL import Image
+
+    rows = ["image,a,b"]
+    for i in range(8):
+        Image.new("RGB", (20, 20), (30 * i, 20, 90)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{1 if i % 2 else -1},{-1 if i % 2 else 1}")
+    (tmp_path / "3.png").write_text("not an image")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    proc = _run_tool(
+        "train.py",
+        f"--train_data=manifest:{tmp_path / 'train.csv'}",
+        "--train_data_options=image_column=image",
+        "--image_size=32",
+        "--noverify_images",
+        "--epochs=1",
+        "--batch_size=4",
+        "--validation_fraction=0",
+        "--test_fraction=0.25",
+        "--select_epoch=last",
+        f"--workdir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 1, _describe(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, _describe(proc)
+    assert "not an image" in lines[0] and "3.png" in lines[0] and "--verify_images" in lines[0]

@@ -98,6 +98,35 @@ def test_export_replaces_an_existing_export(tmp_path):
     np.testing.assert_array_equal(thresholds, np.float32([0.25, 0.75]))
 
 
+def _dead_pid():
+    """A pid no process has: a child that already exited (and was reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_next_export_cleans_up_after_killed_ones(tmp_path):
+    """A killed export leaves `.NAME.tmp-PID-*`, or (killed while replacing) the previous export
+    in `.NAME.old-PID-*/NAME` and nothing at NAME: the next export removes the first and puts the
+    second back (then refuses to replace it without --overwrite); a live export's are kept."""
+    network = models.build_mlp(2, 2, hidden_units=(), dropout=0.0, seed=0)
+    path = tmp_path / "model"
+    export.export_saved_model(network, ["a", "b"], [0.5, 0.5], str(path))
+    dead = _dead_pid()
+    half = tmp_path / f".model.tmp-{dead}-x1"
+    half.mkdir()
+    (half / "saved_model.pb").write_text("half")
+    aside = tmp_path / f".model.old-{dead}-x2"
+    aside.mkdir()
+    path.rename(aside / "model")  # killed between moving the old export aside and renaming
+    live = tmp_path / f".model.tmp-{os.getpid()}-x3"  # this process: an export in progress
+    live.mkdir()
+    with pytest.raises(export.ExportError, match="exists; pass --overwrite"):
+        export.export_saved_model(network, ["c", "d"], [0.25, 0.75], str(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "model"]
+    assert export.load_serving(str(path))[1] == ("a", "b")  # the previous export is back
+
+
 def test_mismatched_label_count_raises(tmp_path):
     network = models.build_mlp(5, 3, hidden_units=(4,), dropout=0.0)
     with pytest.raises(ValueError, match="2 label names"):
@@ -222,6 +251,20 @@ def test_export_workdir_carries_the_runs_training_counts(tmp_path):
     assert export.workdir_train_counts(str(old), ["a", "b", "c"]) == (None, None)
     path = export.export_workdir(str(old), str(tmp_path / "old_model"))
     assert export.read_train_counts(path) == (None, None)
+
+
+def test_a_run_exports_again_over_its_own_export_only(tmp_path):
+    """A resumed run re-exports to its target without --overwrite when the export there came
+    from its own workdir (the marker records it); another run's export is still refused."""
+    network = models.build_mlp(5, 3, hidden_units=(4,), dropout=0.0, seed=2)
+    run = _fake_workdir(tmp_path / "run", network, train_examples=30)
+    other = _fake_workdir(tmp_path / "other", network, train_examples=30)
+    path = export.export_workdir(str(run), str(tmp_path / "model"))
+    assert export.read_marker(path)["workdir"] == str(run.resolve())
+    export.check_target(path, False, str(run))  # tools/train.py's check before training
+    assert export.export_workdir(str(run), path) == path
+    with pytest.raises(export.ExportError, match="exists; pass --overwrite"):
+        export.export_workdir(str(other), path)
 
 
 def test_evaluation_never_writes_over_a_runs_metrics(counted_export, tmp_path):

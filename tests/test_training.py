@@ -609,3 +609,28 @@ def test_refreshes_and_prunings_reuse_their_compiled_passes(base_config, monkeyp
     assert len(histograms) == 1 and len(losses_) == 1  # made once per run
     assert histograms[0].count.experimental_get_tracing_count() == 1
     assert losses_[0].accumulate.experimental_get_tracing_count() == 1
+
+
+def test_a_compiled_call_never_runs_past_the_end_of_an_epoch():
+    """With --steps_per_execution above the epoch's steps (or not dividing them), Keras' batch
+    callbacks and progress bar counted steps beyond the epoch (16/5); the run takes the largest
+    divisor instead, and trains exactly the epoch's steps."""
+    assert training.execution_steps(16, 5) == 5
+    assert training.execution_steps(16, 20) == 10
+    assert training.execution_steps(16, 32) == 16
+    assert training.execution_steps(16, 17) == 1
+    assert training.execution_steps(1, 14) == 1
+    seen = {}
+
+    class LastBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen["last"] = max(seen.get("last", -1), batch)
+
+        def on_train_end(self, logs=None):
+            seen["iterations"] = int(self.model.optimizer.iterations)
+
+    config = Config.from_flat(
+        train_data="synthetic:train", epochs=2, known_fraction=0.1, batch_size=256, verbose=0
+    )  # 3600 training examples: 14 steps an epoch
+    training.run(config, log=lambda line: None, callbacks=[LastBatch()])
+    assert seen == {"last": 13, "iterations": 28}

@@ -183,12 +183,18 @@ def _stats(complete=False):
         ({"missing_labels": "counts"}, _stats(), False),
         ({"method": "ignore"}, _stats(), False),
         ({}, _stats(complete=True), False),
-        ({"class_stats": "given.csv"}, _stats(), False),
     ],
 )
 def test_switched_on(flat, stats, on):
     config = Config.from_flat(**{"missing_labels": "measured", **flat})
     assert unknown_rates.switched_on(config, stats) == on
+
+
+def test_given_class_statistics_are_not_measured_over(tmp_path):
+    path = tmp_path / "given.csv"
+    path.write_text("label,positives,negatives,prior\na,1,1,0.5\n")
+    config = Config.from_flat(missing_labels="measured", class_stats=str(path))
+    assert not unknown_rates.switched_on(config, _stats())
 
 
 def test_a_run_too_short_to_measure_says_so():

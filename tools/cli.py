@@ -154,3 +154,34 @@ def one_line_errors():
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except Exception as e:  # noqa: BLE001 (TensorFlow's data errors only; the rest re-raised)
+        line = _input_error_line(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _input_error_line(error):
+    """One line for a TensorFlow error raised while reading the inputs (an image that does not
+    decode, a damaged record), or None for any other error."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(
+        error, (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+    ):
+        return None
+    # TensorFlow's message: "Graph execution error:", where the op was defined, then the op's
+    # own message, then its node name ("[[{{node ...}}]]"). The op's message is what to show.
+    lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
+    lines = [
+        line
+        for line in lines
+        if line
+        and not line.startswith(("File ", "[[", "Detected at node", "Graph execution error"))
+        and not line.endswith("(most recent call last):")
+    ]
+    reason = lines[-1] if lines else type(error).__name__
+    return (
+        f"an input could not be read while training: {reason} (with --noverify_images, images "
+        "are decoded only when their batch is built; --verify_images checks every one first)"
+    )

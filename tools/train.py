@@ -58,7 +58,7 @@ def main(argv):
         is_chief = distribution.placement(config.runtime.strategy).is_chief
         export_path = export_path if is_chief else ""  # the chief exports; workers write nothing
         if export_path:  # refuse before training, not after it
-            export.check_target(export_path, FLAGS.overwrite)
+            export.check_target(export_path, FLAGS.overwrite, FLAGS.workdir)
         result = training.run(
             config, resume=FLAGS.resume, overwrite=FLAGS.overwrite, files={"flags.txt": resolved}
         )
