@@ -154,7 +154,7 @@ def one_line_errors():
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    except Exception as e:  # noqa: BLE001 (TensorFlow's data errors only; the rest re-raised)
+    except Exception as e:  # TensorFlow's data errors only; the rest is raised again
         line = _input_error_line(e)
         if line is None:
             raise
