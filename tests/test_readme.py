@@ -18,9 +18,9 @@ SECONDS = re.compile(r"\d+(\.\d+)? s\b")
 def _blocks(after, count):
     """The first `count` fenced blocks after the heading `after`, as lists of lines."""
     text = README[README.index(after) :]
-    return [block.strip("\n").splitlines() for block in re.findall(r"```\n(.*?)```", text, re.S)][
-        :count
-    ]
+    return [
+        block.strip("\n").splitlines() for block in re.findall(r"```\n(.*?)```", text, re.DOTALL)
+    ][:count]
 
 
 def _tool_args(command, replacements):
