@@ -87,16 +87,16 @@ def read_marker(path):
         return json.load(f)
 
 
-def check_target(path, overwrite, workdir=None):
+def check_target(path, overwrite, own_workdir=None):
     """Raises ExportError if exporting to `path` would replace something it must not.
 
-    An export made from `workdir` (its marker says so) may be replaced without `overwrite`: it is
-    that run's own, as when a resumed run exports again.
+    With `own_workdir` (a resumed run exporting again), an export made from that workdir (its
+    marker says so) may be replaced without `overwrite`: it is the run's own.
     """
     if not os.path.lexists(path):
         return
-    own = workdir is not None and os.path.isdir(path) and not os.path.islink(path)
-    if own and read_marker(path).get("workdir") == os.path.abspath(workdir):
+    own = own_workdir is not None and os.path.isdir(path) and not os.path.islink(path)
+    if own and read_marker(path).get("workdir") == os.path.abspath(own_workdir):
         return
     if not overwrite:
         raise ExportError(f"export target {path} exists; pass --overwrite to replace it")
@@ -116,6 +116,7 @@ def export_saved_model(
     train_positives=None,
     num_train_examples=None,
     workdir=None,
+    replace_own=False,
 ):
     """Writes a SavedModel of `network` to `path`; returns `path`.
 
@@ -128,8 +129,9 @@ def export_saved_model(
       train_positives: int [C] known training positives per class and
       num_train_examples: the number of training examples, both or neither: written as the asset
         `train_counts.json`, from which evaluating the export computes PSP@k.
-      workdir: the run's workdir the network comes from, recorded in the marker; an export of
-        the same workdir is replaced without `overwrite` (`check_target`).
+      workdir: the run's workdir the network comes from, recorded in the marker.
+      replace_own: replace an export of the same `workdir` without `overwrite` (a resumed run
+        exporting again, `check_target`).
 
     Raises:
       ExportError: `path` exists and `overwrite` is off, or it is not a kpartial export.
@@ -137,7 +139,7 @@ def export_saved_model(
         or only one of `train_positives` and `num_train_examples` is given.
     """
     recover_interrupted_export(path)
-    check_target(path, overwrite, workdir)
+    check_target(path, overwrite, workdir if replace_own else None)
     thresholds = np.asarray(thresholds, dtype=np.float32)
     if len(label_names) != network.output_shape[-1] or thresholds.shape != (len(label_names),):
         raise ValueError(
@@ -250,7 +252,7 @@ def _save_then_rename(module, path):
             shutil.rmtree(tmp)
 
 
-def export_workdir(workdir, path, overwrite=False):
+def export_workdir(workdir, path, overwrite=False, replace_own=False):
     """Exports the network a training run left in `workdir` (see `kpartial.training`).
 
     The export carries the run's network, label names and thresholds, and, where the run recorded
@@ -259,8 +261,9 @@ def export_workdir(workdir, path, overwrite=False):
     Args:
       workdir: the finished run's workdir.
       path: the SavedModel folder; neither the workdir nor a folder containing it.
-      overwrite: replace an existing kpartial export at `path` (an export of this workdir is
-        replaced anyway: a resumed run exporting again).
+      overwrite: replace an existing kpartial export at `path`.
+      replace_own: replace an export of this workdir even without `overwrite` (a resumed run
+        exporting again; `tools/train.py --resume`).
 
     Returns:
       `path`.
@@ -285,7 +288,15 @@ def export_workdir(workdir, path, overwrite=False):
     thresholds = np.load(os.path.join(workdir, "thresholds.npy"))
     positives, num_examples = workdir_train_counts(workdir, label_names)
     return export_saved_model(
-        network, label_names, thresholds, path, overwrite, positives, num_examples, workdir
+        network,
+        label_names,
+        thresholds,
+        path,
+        overwrite,
+        positives,
+        num_examples,
+        workdir,
+        replace_own,
     )
 
 

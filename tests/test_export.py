@@ -261,10 +261,12 @@ def test_a_run_exports_again_over_its_own_export_only(tmp_path):
     other = _fake_workdir(tmp_path / "other", network, train_examples=30)
     path = export.export_workdir(str(run), str(tmp_path / "model"))
     assert export.read_marker(path)["workdir"] == str(run.resolve())
-    export.check_target(path, False, str(run))  # tools/train.py's check before training
-    assert export.export_workdir(str(run), path) == path
+    export.check_target(path, False, str(run))  # tools/train.py --resume's check before training
+    assert export.export_workdir(str(run), path, replace_own=True) == path
     with pytest.raises(export.ExportError, match="exists; pass --overwrite"):
-        export.export_workdir(str(other), path)
+        export.export_workdir(str(other), path, replace_own=True)
+    with pytest.raises(export.ExportError, match="exists; pass --overwrite"):
+        export.export_workdir(str(run), path)  # not resuming: a second export is refused
 
 
 def test_evaluation_never_writes_over_a_runs_metrics(counted_export, tmp_path):

@@ -58,14 +58,18 @@ def main(argv):
         is_chief = distribution.placement(config.runtime.strategy).is_chief
         export_path = export_path if is_chief else ""  # the chief exports; workers write nothing
         if export_path:  # refuse before training, not after it
-            export.check_target(export_path, FLAGS.overwrite, FLAGS.workdir)
+            export.check_target(
+                export_path, FLAGS.overwrite, FLAGS.workdir if FLAGS.resume else None
+            )
         result = training.run(
             config, resume=FLAGS.resume, overwrite=FLAGS.overwrite, files={"flags.txt": resolved}
         )
         if not is_chief:
             print(f"worker {result['worker']} done; the chief writes the run into {FLAGS.workdir}")
         if export_path:
-            path = export.export_workdir(FLAGS.workdir, export_path, FLAGS.overwrite)
+            path = export.export_workdir(
+                FLAGS.workdir, export_path, FLAGS.overwrite, replace_own=FLAGS.resume
+            )
             print(f"workdir {FLAGS.workdir}; exported SavedModel to {path}")
 
 
