@@ -71,3 +71,15 @@ def test_the_tour_prints_what_the_readme_quotes(replacements):
         proc = _run_tool(script, *args)
         assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_quoted(evaluation_output, proc.stdout.splitlines(), replacements)
+
+
+def test_the_tox21_example_runs_as_written_and_says_what_it_drops(shared_data, tmp_path):
+    pytest.importorskip("rdkit")
+    shared_data("moleculenet/tox21.csv")
+    heading = "Natively partial labels, Tox21's assays"
+    command, output = _blocks(heading, 2)
+    replacements = {"workdirs/tox21": str(tmp_path / "tox21")}
+    script, args = _tool_args(" ".join(line.rstrip("\\ ") for line in command), replacements)
+    proc = _run_tool(script, *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _assert_quoted(output, proc.stdout.splitlines(), replacements)
