@@ -185,30 +185,28 @@ class KnownLabelLossPass:
         sums = tf.Variable(tf.zeros([4, num_classes], tf.float64), trainable=False)
         self.model, self.sums = model, sums
 
-        @tf.function
-        def accumulate(dataset):
-            for batch in dataset:
-                logits = tf.cast(network(batch["x"], training=False), tf.float32)
-                known = lookup(batch["id"])
-                # Only the known entries count: a few per example, so the float64 work is small.
-                where = tf.where(tf.not_equal(known, 0))
-                z = tf.cast(tf.gather_nd(logits, where), tf.float64)
-                p = tf.cast(tf.cast(1.0 / (1.0 + tf.exp(-z)), tf.float32), tf.float64)
-                p = tf.clip_by_value(p, epsilon, 1 - epsilon)
-                positive = tf.gather_nd(known, where) > 0
-                classes = tf.cast(where[:, 1], tf.int32)
-                zero = tf.zeros_like(p)
-                parts = [
-                    tf.where(positive, -tf.math.log(p), zero),
-                    tf.where(positive, zero, -tf.math.log(1 - p)),
-                    tf.cast(positive, tf.float64),
-                    tf.cast(tf.logical_not(positive), tf.float64),
-                ]
-                sums.assign_add(
-                    tf.stack([tf.math.unsorted_segment_sum(x, classes, num_classes) for x in parts])
-                )
+        def accumulate(batch):
+            logits = tf.cast(network(batch["x"], training=False), tf.float32)
+            known = lookup(batch["id"])
+            # Only the known entries count: a few per example, so the float64 work is small.
+            where = tf.where(tf.not_equal(known, 0))
+            z = tf.cast(tf.gather_nd(logits, where), tf.float64)
+            p = tf.cast(tf.cast(1.0 / (1.0 + tf.exp(-z)), tf.float32), tf.float64)
+            p = tf.clip_by_value(p, epsilon, 1 - epsilon)
+            positive = tf.gather_nd(known, where) > 0
+            classes = tf.cast(where[:, 1], tf.int32)
+            zero = tf.zeros_like(p)
+            parts = [
+                tf.where(positive, -tf.math.log(p), zero),
+                tf.where(positive, zero, -tf.math.log(1 - p)),
+                tf.cast(positive, tf.float64),
+                tf.cast(tf.logical_not(positive), tf.float64),
+            ]
+            sums.assign_add(
+                tf.stack([tf.math.unsorted_segment_sum(x, classes, num_classes) for x in parts])
+            )
 
-        self.accumulate = accumulate
+        self.accumulate = pipeline.PerBatch(accumulate)
 
     def __call__(self, dataset):
         """float64 [C]: the class-balanced BCE of the known entries of `dataset`."""

@@ -42,7 +42,7 @@ import inspect
 import numpy as np
 import tensorflow as tf
 
-from kpartial import distribution
+from kpartial import distribution, pipeline
 from kpartial.data import parse_options
 
 # The logit histogram: NUM_BINS bins of BIN_WIDTH from LOWEST_LOGIT (sigmoid(16) = 1 - 1e-7).
@@ -342,28 +342,24 @@ class HistogramPass:
                 tf.IndexedSlices(histogram[None, :, :NUM_BINS], tf.constant([group]))
             )
 
-        @tf.function
-        def count(dataset):
-            for batch in dataset:
-                ids = batch["id"]
-                logits = tf.cast(network(batch["x"], training=False), tf.float32)
-                unknown = tf.equal(known_lookup(ids), 0)
-                if candidates is not None:
-                    candidates.add(ids, logits, unknown)
-                if share < 1.0:
-                    rows = in_sample(ids, share)
-                    ids, logits, unknown = (
-                        tf.boolean_mask(x, rows) for x in (ids, logits, unknown)
-                    )
-                bins = tf.cast(tf.floor((logits - LOWEST_LOGIT) / BIN_WIDTH), tf.int32)
-                bins = tf.clip_by_value(bins, 0, NUM_BINS - 1)
-                add(0, bins, unknown)
-                if truth_lookup is not None:
-                    truth = truth_lookup(ids)
-                    add(1, bins, unknown & (truth > 0))
-                    add(2, bins, unknown & tf.equal(truth, 0))
+        def count_batch(batch):
+            ids = batch["id"]
+            logits = tf.cast(network(batch["x"], training=False), tf.float32)
+            unknown = tf.equal(known_lookup(ids), 0)
+            if candidates is not None:
+                candidates.add(ids, logits, unknown)
+            if share < 1.0:
+                rows = in_sample(ids, share)
+                ids, logits, unknown = (tf.boolean_mask(x, rows) for x in (ids, logits, unknown))
+            bins = tf.cast(tf.floor((logits - LOWEST_LOGIT) / BIN_WIDTH), tf.int32)
+            bins = tf.clip_by_value(bins, 0, NUM_BINS - 1)
+            add(0, bins, unknown)
+            if truth_lookup is not None:
+                truth = truth_lookup(ids)
+                add(1, bins, unknown & (truth > 0))
+                add(2, bins, unknown & tf.equal(truth, 0))
 
-        self.count = count
+        self.count = pipeline.PerBatch(count_batch)
 
     def __call__(self, dataset):
         """int64 [G, C, NUM_BINS] of `dataset` (batches of `{"x", "id"}`, finite, unaugmented):

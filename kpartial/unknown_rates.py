@@ -147,25 +147,23 @@ class MeasurePass:
         self.unknown = tf.Variable(tf.zeros([num_classes, BINS], tf.int32), trainable=False)
         width = (HIGHEST_LOGIT - LOWEST_LOGIT) / BINS
 
-        @tf.function
-        def count(dataset):
-            for batch in dataset:
-                ids = batch["id"]
-                logits = tf.cast(network(batch["x"], training=False), tf.float32)
-                known = tf.not_equal(known_lookup(ids), 0)
-                if share < 1.0:
-                    rows = in_sample(ids, share)
-                    logits, known = tf.boolean_mask(logits, rows), tf.boolean_mask(known, rows)
-                bins = tf.clip_by_value(
-                    tf.cast(tf.floor((logits - LOWEST_LOGIT) / width), tf.int32), 0, BINS - 1
-                )
-                bins = tf.transpose(tf.where(known, BINS, bins))  # [C, B]; BINS: not counted
-                histogram = tf.math.bincount(
-                    bins, minlength=BINS + 1, maxlength=BINS + 1, axis=-1, dtype=tf.int32
-                )
-                self.unknown.assign_add(histogram[:, :BINS])
+        def count(batch):
+            ids = batch["id"]
+            logits = tf.cast(network(batch["x"], training=False), tf.float32)
+            known = tf.not_equal(known_lookup(ids), 0)
+            if share < 1.0:
+                rows = in_sample(ids, share)
+                logits, known = tf.boolean_mask(logits, rows), tf.boolean_mask(known, rows)
+            bins = tf.clip_by_value(
+                tf.cast(tf.floor((logits - LOWEST_LOGIT) / width), tf.int32), 0, BINS - 1
+            )
+            bins = tf.transpose(tf.where(known, BINS, bins))  # [C, B]; BINS: not counted
+            histogram = tf.math.bincount(
+                bins, minlength=BINS + 1, maxlength=BINS + 1, axis=-1, dtype=tf.int32
+            )
+            self.unknown.assign_add(histogram[:, :BINS])
 
-        self.count = count
+        self.count = pipeline.PerBatch(count)
 
     def __call__(self, dataset):
         """int64 [C, BINS] the unknown entries' logit histograms."""

@@ -608,8 +608,8 @@ def test_refreshes_and_prunings_reuse_their_compiled_passes(base_config, monkeyp
     histograms = [p for p in made if isinstance(p, pseudo_label_rules.HistogramPass)]
     losses_ = [p for p in made if isinstance(p, label_pruning.KnownLabelLossPass)]
     assert len(histograms) == 1 and len(losses_) == 1  # made once per run
-    assert histograms[0].count.experimental_get_tracing_count() == 1
-    assert losses_[0].accumulate.experimental_get_tracing_count() == 1
+    assert histograms[0].count.compiled.experimental_get_tracing_count() == 1
+    assert losses_[0].accumulate.compiled.experimental_get_tracing_count() == 1
 
 
 def test_a_compiled_call_never_runs_past_the_end_of_an_epoch():
