@@ -32,7 +32,7 @@ import pandas as pd
 import tensorflow as tf
 
 from kpartial import class_stats, data, evaluation, pipeline
-from kpartial.workdir import ARTIFACTS, LOCK, write_json
+from kpartial.workdir import ARTIFACTS, LOCK, process_alive, write_json
 
 
 class _ServingModule(tf.Module):
@@ -194,23 +194,13 @@ def _train_counts(train_positives, num_train_examples, num_classes):
     return {"train_examples": int(num_train_examples), "train_positives": positives.tolist()}
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def _leftovers(parent, name, kind):
     """(folder, pid) of `.NAME.KIND-PID-*` folders an export by a process now dead left behind."""
     pattern = re.compile(rf"\.{re.escape(name)}\.{kind}-(\d+)-")
     found = []
     for entry in os.listdir(parent) if os.path.isdir(parent) else ():
         match = pattern.match(entry)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             found.append(os.path.join(parent, entry))
     return found
 

@@ -74,7 +74,8 @@ def is_finished(path):
     return os.path.isfile(os.path.join(path, FINISHED))
 
 
-def _process_alive(pid):
+def process_alive(pid):
+    """Whether a process `pid` runs on this machine (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -97,7 +98,7 @@ def _take_lock(path):
                 host, pid = held["host"], int(held["pid"])
             except (OSError, ValueError, KeyError, TypeError):
                 held, host, pid = None, None, None  # unreadable: a write cut short by a kill
-            if held is not None and (host != owner["host"] or _process_alive(pid)):
+            if held is not None and (host != owner["host"] or process_alive(pid)):
                 where = f"pid {pid}" + ("" if host == owner["host"] else f" on {host}")
                 raise WorkdirError(
                     f"--workdir={path} is in use by another run ({where}); wait for it or stop it "
