@@ -52,7 +52,8 @@ class PerBatch:
 
     Passes that predict outside the train step (refreshes, pruning, measurements) use it rather
     than one `tf.function` looping over the dataset: on CPU the network runs about 3x slower
-    inside such a loop (benchmarks/README.md, "Measured unknown rates, and the default that trains once").
+    inside such a loop (benchmarks/README.md, "Measured unknown rates, and the default that
+    trains once").
     """
 
     def __init__(self, step):

@@ -22,9 +22,9 @@ entries cross t+, and the pseudo positives' precision falls (figures: benchmarks
 O(C x NUM_BINS + N x L) during a refresh and O(C + N x L) after it.
 Known labels always win.
 
-The quota's rates are the unknown entries' positive rates: measured by the run before the first
-refresh (`kpartial.unknown_rates`, the default), or the class statistics' (`--missing_labels`
-other than measured). With measured rates `pseudo_labels=auto` decides at the first refresh,
+The quota's rates are the unknown entries' positive rates: the class statistics' (by default), or
+measured by the run before the first refresh (`--missing_labels=measured`,
+`kpartial.unknown_rates`). With measured rates `pseudo_labels=auto` decides at the first refresh,
 from the measured mean rate (`dense_line`), and says so in one line.
 
 The technique owns its switch and its callback: `switched_on`, `off_because` and `is_on` read the
@@ -38,7 +38,7 @@ import time
 import keras
 import numpy as np
 
-from kpartial import class_stats, distribution, evaluation, pipeline, unknown_rates
+from kpartial import class_stats, distribution, evaluation, pipeline, run_inputs, unknown_rates
 from kpartial.label_pruning import epoch_count
 from kpartial.partial_model import network_of
 from kpartial.pseudo_label_rules import (
@@ -376,22 +376,18 @@ def callbacks(config, inputs, datasets, log):
             "the last epoch"
         )
         return []
-    simulated = config.data.known_fraction < 1.0 or bool(config.data.simulation)
     measured = unknown_rates.switched_on(config, stats)
     if measured and unknown_rates.measure_epoch(config) is None:
         return []  # nothing measured (said by `unknown_rates.callbacks`), and no time to refresh
     rates = np.zeros_like(stats.priors) if stats.depends_on_class else stats.unknown_priors
-    validation = None
-    if inputs.validation is not None:
-        validation = (datasets.validation, inputs.validation.labels)
     return [
         PseudoLabelCallback(
             datasets.train_inputs,
             inputs.known,  # looked up per batch: sparse labels stay sparse
             dataclasses.replace(config.pseudo, start_epoch=start),
             "measured" if measured else rates,
-            validation=validation,
-            true_labels=inputs.train.labels if simulated else None,
+            validation=run_inputs.held_out(inputs, datasets),
+            true_labels=run_inputs.hidden_truth(config, inputs),
             log=log,
             off_when_dense=measured and config.pseudo.switch == "auto",
         )

@@ -49,6 +49,20 @@ class RunInputs(NamedTuple):
     simulated_test: object = None
 
 
+def hidden_truth(config, inputs):
+    """The training examples' full labels where the run hid some of them (`known_fraction` < 1 or
+    a simulation), for the techniques' monitoring lines only; None for labels as given."""
+    simulated = config.data.known_fraction < 1.0 or bool(config.data.simulation)
+    return inputs.train.labels if simulated else None
+
+
+def held_out(inputs, datasets):
+    """(the validation dataset, its known labels), or None without a validation split."""
+    if inputs.validation is None:
+        return None
+    return datasets.validation, inputs.validation.labels
+
+
 def read(config, placement, datasets=None, log=print):
     """The run's `RunInputs`.
 

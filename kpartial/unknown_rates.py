@@ -32,24 +32,24 @@ scores are low and the EM lowers u). Where the annotation depends on the entry b
 real detector looked at the image), the estimate is a measurement with that bias, not the truth;
 benchmarks/README.md compares it with the simulations' true rates.
 
-The pass is one streaming pass over (a fixed hashed sample of) the training inputs, like a
-pseudo-label refresh's, holding O(C x BINS); the model then switches the unknown term on with the
-rates (`PartialLabelModel.set_unknown_rates`: variables the compiled step reads, checkpointed, so a
+The pass is a pseudo-label refresh's streaming pass over (a fixed hashed sample of) the training
+inputs (`HistogramPass`), holding O(C x NUM_BINS); the model then switches to kpartial's loss with
+the rates (`PartialLabelModel.set_unknown_rates`: variables the compiled step reads, checkpointed, so a
 resumed run does not measure again).
 """
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from kpartial import distribution, evaluation, losses, pipeline
+from kpartial import distribution, evaluation, losses, pipeline, run_inputs
 from kpartial.label_pruning import epoch_count
-from kpartial.pseudo_label_rules import in_sample
+from kpartial.pseudo_label_rules import BIN_WIDTH, LOWEST_LOGIT, NUM_BINS, HistogramPass
 from kpartial.sparse_labels import as_sparse
 
-# The unknown entries' score histogram: BINS bins of the logit scale from -16 to 16.
-BINS = 256
-LOWEST_LOGIT, HIGHEST_LOGIT = -16.0, 16.0
+# The EM reads a refresh's histogram of the unknown entries' logits (`HistogramPass`) with
+# BIN_POOL of its bins pooled into one: BINS bins of the logit scale from -16 to 16.
+BIN_POOL = 4
+BINS = NUM_BINS // BIN_POOL
 # Examples counted at most (a fixed hash of their ids): the means need no more.
 MEASURED_EXAMPLES = 16384
 EM_STEPS = 200
@@ -69,7 +69,7 @@ def measure_epoch(config):
 
 
 def switched_on(config, stats):
-    """Whether the run measures u_c: `missing_labels=measured` (the default), a loss that reads
+    """Whether the run measures u_c: `missing_labels=measured`, a loss that reads
     the rates (kpartial's), labels with unknown entries, and no statistics CSV (its priors are
     the user's)."""
 
@@ -134,42 +134,16 @@ def calibration_shift(scores):
 
 
 def bin_logits():
-    """float64 [BINS]: each histogram bin's central logit."""
-    width = (HIGHEST_LOGIT - LOWEST_LOGIT) / BINS
-    return LOWEST_LOGIT + width * (np.arange(BINS) + 0.5)
+    """float64 [BINS]: each pooled histogram bin's central logit."""
+    return LOWEST_LOGIT + BIN_WIDTH * BIN_POOL * (np.arange(BINS) + 0.5)
 
 
-class MeasurePass:
-    """One pass: the unknown entries' logit histograms [C, BINS] over a hashed `share` of the
-    examples (compiled once)."""
-
-    def __init__(self, network, known_lookup, num_classes, share=1.0):
-        self.unknown = tf.Variable(tf.zeros([num_classes, BINS], tf.int32), trainable=False)
-        width = (HIGHEST_LOGIT - LOWEST_LOGIT) / BINS
-
-        def count(batch):
-            ids = batch["id"]
-            logits = tf.cast(network(batch["x"], training=False), tf.float32)
-            known = tf.not_equal(known_lookup(ids), 0)
-            if share < 1.0:
-                rows = in_sample(ids, share)
-                logits, known = tf.boolean_mask(logits, rows), tf.boolean_mask(known, rows)
-            bins = tf.clip_by_value(
-                tf.cast(tf.floor((logits - LOWEST_LOGIT) / width), tf.int32), 0, BINS - 1
-            )
-            bins = tf.transpose(tf.where(known, BINS, bins))  # [C, B]; BINS: not counted
-            histogram = tf.math.bincount(
-                bins, minlength=BINS + 1, maxlength=BINS + 1, axis=-1, dtype=tf.int32
-            )
-            self.unknown.assign_add(histogram[:, :BINS])
-
-        self.count = pipeline.PerBatch(count)
-
-    def __call__(self, dataset):
-        """int64 [C, BINS] the unknown entries' logit histograms."""
-        self.unknown.assign(tf.zeros_like(self.unknown))
-        self.count(dataset)
-        return self.unknown.numpy().astype(np.int64)
+def binned_unknown_logits(network, dataset, known_labels, share=1.0):
+    """int64 [C, BINS]: the unknown entries' logits of `dataset`, binned for the EM (one
+    `HistogramPass` over a hashed `share` of the examples, its bins pooled)."""
+    num_classes = known_labels.shape[1]
+    counts = HistogramPass(network, pipeline.label_lookup(known_labels), num_classes, share=share)
+    return counts(dataset)[0].reshape(num_classes, BINS, BIN_POOL).sum(axis=2)
 
 
 class UnknownRateCallback(keras.callbacks.Callback):
@@ -211,12 +185,11 @@ class UnknownRateCallback(keras.callbacks.Callback):
     def measure(self):
         """(float64 [C] rates, the figures logged with them)."""
         model = self.model
-        num_examples, num_classes = self.known_labels.shape
-        share = min(1.0, self.measured_examples / max(num_examples, 1))
-        measure = MeasurePass(
-            model.network, pipeline.label_lookup(self.known_labels), num_classes, share
+        share = min(1.0, self.measured_examples / max(self.known_labels.shape[0], 1))
+        unknown = distribution.sum_across_workers(
+            binned_unknown_logits(model.network, self.dataset, self.known_labels, share),
+            model.distribute_strategy,
         )
-        unknown = distribution.sum_across_workers(measure(self.dataset), model.distribute_strategy)
         delta = 0.0
         if self.validation is not None:
             delta = calibration_shift(evaluation.model_scores(model.network, *self.validation))
@@ -270,18 +243,14 @@ def callbacks(config, inputs, datasets, log):
             "the last epoch; the loss stays masked BCE"
         )
         return []
-    simulated = config.data.known_fraction < 1.0 or bool(config.data.simulation)
-    validation = None
-    if inputs.validation is not None:
-        validation = (datasets.validation, inputs.validation.labels)
     return [
         UnknownRateCallback(
             datasets.train_inputs,
             inputs.known,
             inputs.stats.priors,
             epoch,
-            validation=validation,
-            true_labels=inputs.train.labels if simulated else None,
+            validation=run_inputs.held_out(inputs, datasets),
+            true_labels=run_inputs.hidden_truth(config, inputs),
             log=log,
         )
     ]

@@ -14,13 +14,12 @@ from tests.test_losses import KPARTIAL_KW, reference
 
 
 def _histograms(logits_per_class):
-    """[C, BINS] histograms of each class's logits, binned as `MeasurePass` bins them."""
-    width = (unknown_rates.HIGHEST_LOGIT - unknown_rates.LOWEST_LOGIT) / unknown_rates.BINS
+    """[C, BINS] histograms of each class's logits, in the bins `bin_logits` centres."""
+    centres = unknown_rates.bin_logits()
+    width = centres[1] - centres[0]
     rows = []
     for logits in logits_per_class:
-        bins = np.clip(
-            np.floor((logits - unknown_rates.LOWEST_LOGIT) / width), 0, unknown_rates.BINS - 1
-        )
+        bins = np.clip(np.floor((logits - centres[0]) / width + 0.5), 0, unknown_rates.BINS - 1)
         rows.append(np.bincount(bins.astype(int), minlength=unknown_rates.BINS))
     return np.stack(rows)
 
@@ -49,6 +48,19 @@ def test_em_recovers_the_unknown_entries_rate_from_a_prior_shift(rate, prior):
     assert measured == pytest.approx(rate, abs=0.01)
     if rate != prior:
         assert abs(measured - rate) < abs(naive - rate) / 3
+
+
+def test_the_pass_bins_the_unknown_entries_logits_for_the_em():
+    """`binned_unknown_logits` (a refresh's `HistogramPass`, bins pooled) against NumPy: every
+    unknown entry's logit in its bin, known entries not counted."""
+    train, known = _data(num_examples=64)
+    network = models.build_mlp(5, 3, hidden_units=(8,), dropout=0.0, seed=0)
+    dataset = pipeline.evaluation_dataset(train, batch_size=16)
+    logits = network(train.features).numpy() * 20  # spread over the range, past both ends
+    network = keras.Sequential([network, keras.layers.Rescaling(20.0)])
+    got = unknown_rates.binned_unknown_logits(network, dataset, known)
+    expected = _histograms([logits[known[:, c] == 0, c] for c in range(3)])
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_em_keeps_the_prior_for_a_class_without_unknown_entries_and_stays_in_bounds():
