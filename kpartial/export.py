@@ -195,7 +195,7 @@ def _train_counts(train_positives, num_train_examples, num_classes):
 
 
 def _leftovers(parent, name, kind):
-    """(folder, pid) of `.NAME.KIND-PID-*` folders an export by a process now dead left behind."""
+    """The `.NAME.KIND-PID-*` folders that exports by processes now dead left behind."""
     pattern = re.compile(rf"\.{re.escape(name)}\.{kind}-(\d+)-")
     found = []
     for entry in os.listdir(parent) if os.path.isdir(parent) else ():
