@@ -1,7 +1,7 @@
 """Step time of every partial-label loss (value + gradient w.r.t. logits) relative to plain BCE.
 
 Batch 256, 1k and 10k classes, 10% of entries known; each loss is a tf.function (XLA off, the CPU
-default) timed over --steps calls after a warm-up. Every one of --repeats rounds times BCE and then
+default, unless --jit_compile) timed over --steps calls after a warm-up. Every one of --repeats rounds times BCE and then
 each loss, so a ratio compares timings taken moments apart (on a shared machine the load drifts
 between rounds); the table gives the median time and the median ratio with its range over rounds.
 Writes a Markdown table.
@@ -25,13 +25,14 @@ flags.DEFINE_integer("steps", 50, "Timed calls per loss and size.")
 flags.DEFINE_integer("repeats", 3, "Rounds of timing BCE and every loss; medians are reported.")
 flags.DEFINE_list("losses", [], "Losses to time (default: every registered loss).")
 flags.DEFINE_list("classes", ["1000", "10000"], "Label-space sizes.")
+flags.DEFINE_bool("jit_compile", False, "Compile each step with XLA (the GPU default).")
 BATCH = 256
 
 
 def step_seconds(loss, labels, logits, steps):
     import tensorflow as tf
 
-    @tf.function
+    @tf.function(jit_compile=FLAGS.jit_compile)
     def step(z):
         with tf.GradientTape() as tape:
             tape.watch(z)
@@ -61,9 +62,13 @@ def main(argv):
     for num_classes in sizes:
         rng = np.random.default_rng(0)
         full = np.where(rng.random((BATCH, num_classes)) < 0.02, 1, -1).astype(np.int8)
-        labels = tf.constant(simulate.keep_fraction(full, 0.1, seed=0))
+        partial = simulate.keep_fraction(full, 0.1, seed=0)
+        labels = tf.constant(partial)
         logits = tf.constant(rng.normal(size=(BATCH, num_classes)).astype(np.float32))
-        stats = class_stats.ClassStatistics.from_labels(full, [str(c) for c in range(num_classes)])
+        # The statistics a run computes from its partial labels (so the loss has its defaults).
+        stats = class_stats.ClassStatistics.from_labels(
+            partial, [str(c) for c in range(num_classes)]
+        )
         bce = keras.losses.BinaryCrossentropy(from_logits=True)
         dense_targets = tf.cast(labels > 0, tf.float32)
         timed = {reference: lambda y, z, bce=bce, t=dense_targets: bce(t, z)}
@@ -89,7 +94,8 @@ def main(argv):
     lines = [
         (
             f"Loss value + gradient per step, batch {BATCH}, CPU ({os.cpu_count()} cores), "
-            f"TensorFlow {tf.__version__}: median of {FLAGS.repeats} rounds of {FLAGS.steps} "
+            f"TensorFlow {tf.__version__}, XLA {'on' if FLAGS.jit_compile else 'off'}: median of "
+            f"{FLAGS.repeats} rounds of {FLAGS.steps} "
             "calls; the ratio to BCE is the median of the per-round ratios, with their range."
         ),
         "",

@@ -45,6 +45,11 @@ def _masks(y_true):
     return ops.greater(y_true, zero), ops.less(y_true, zero)
 
 
+def _known(y_true):
+    """Boolean mask of the annotated entries (see `_masks` for the zero's dtype)."""
+    return ops.not_equal(y_true, ops.zeros((), y_true.dtype))
+
+
 def _split(y_true):
     positive, negative = _masks(y_true)
     return ops.cast(positive, "float32"), ops.cast(negative, "float32")
@@ -134,6 +139,14 @@ class PartialLabelLoss(keras.losses.Loss):
                 weight = ops.expand_dims(weight, -1)
         if unknown is not None and not self.reads_unknown_rates:
             raise ValueError(f"{type(self).__name__} has no unknown term to set rates of")
+        numerators, counts = self.part_sums(y_true, logits, weight, unknown)
+        statistics = self.batch_statistics(y_true, logits, weight)
+        if statistics is not None:
+            statistics = ops.sum(statistics, axis=0)
+        return numerators, counts, statistics
+
+    def part_sums(self, y_true, logits, weight, unknown):
+        """(sum s l^p [P], sum s k^p [P]) of the parts; the gradient is the graph's."""
         parts = (
             self.parts(y_true, logits) if unknown is None else self.parts(y_true, logits, unknown)
         )
@@ -143,10 +156,7 @@ class PartialLabelLoss(keras.losses.Loss):
                 losses, counted = losses * weight, counted * weight
             numerators.append(ops.sum(losses))
             counts.append(ops.sum(counted))
-        statistics = self.batch_statistics(y_true, logits, weight)
-        if statistics is not None:
-            statistics = ops.sum(statistics, axis=0)
-        return ops.stack(numerators), ops.stack(counts), statistics
+        return ops.stack(numerators), ops.stack(counts)
 
     def normalised(self, numerators, counts, statistics, batch_size):
         """The loss from `sums` (of one batch of `batch_size` examples, or of several added)."""
@@ -175,8 +185,75 @@ class PartialLabelLoss(keras.losses.Loss):
         return per_example
 
 
+class KnownUnknownLoss(PartialLabelLoss):
+    """Base class of a loss whose parts are the known labels and, optionally, the unknown entries.
+
+    A subclass gives its entry losses with their derivative, `entries`, instead of `parts`.
+    `part_sums` then computes both parts' sums in one pass over [B, C] and their gradient from
+    that derivative (a custom gradient), instead of differentiating every operation of the
+    formula: on a CPU without XLA each operation is a pass over [B, C], and the backward pass of
+    the graph doubles them. `parts` (the same values, differentiated by the graph) serves `call`.
+
+    Attributes:
+      counts_unknown: class attribute; True when the unknown entries are a second part (their
+        entry losses are then not 0), False when the loss is masked (one part, the known labels).
+    """
+
+    counts_unknown = False
+
+    def entries(self, y_true, logits, unknown=None):
+        """(entry losses l [B, C], dl/dz [B, C]), both 0 where a masked loss has no term."""
+        raise NotImplementedError
+
+    def parts(self, y_true, logits, unknown=None):
+        entry, _ = self.entries(y_true, logits, unknown)
+        known = ops.cast(_known(y_true), "float32")
+        if not self.counts_unknown:
+            return [(entry, known)]
+        return [(entry * known, known), (entry * (1.0 - known), 1.0 - known)]
+
+    def part_sums(self, y_true, logits, weight, unknown):
+        known = _known(y_true)
+        counted = ops.cast(known, "float32")
+        if weight is not None:
+            counted = counted * weight
+        known_count = ops.sum(counted)
+        if self.counts_unknown:
+            # sum_ic s_ic [y_ic = 0] as the whole weight minus the known part's.
+            total = (
+                ops.cast(ops.size(logits), "float32")
+                if weight is None
+                else ops.sum(ops.broadcast_to(weight, ops.shape(logits)))
+            )
+            counts = ops.stack([known_count, total - known_count])
+        else:
+            counts = ops.stack([known_count])
+
+        @ops.custom_gradient
+        def numerators(logits):
+            entry, derivative = self.entries(y_true, logits, unknown)
+            if weight is not None:
+                entry, derivative = entry * weight, derivative * weight
+            if not self.counts_unknown:
+                sums = ops.stack([ops.sum(entry)])
+            else:
+                sums = ops.stack(
+                    [ops.sum(ops.where(known, entry, 0.0)), ops.sum(ops.where(known, 0.0, entry))]
+                )
+
+            def gradient(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                if not self.counts_unknown:
+                    return upstream[0] * derivative
+                return ops.where(known, upstream[0], upstream[1]) * derivative
+
+            return sums, gradient
+
+        return numerators(logits), counts
+
+
 @keras.saving.register_keras_serializable(package="kpartial")
-class IgnoreUnknownBCE(PartialLabelLoss):
+class IgnoreUnknownBCE(KnownUnknownLoss):
     """Binary cross-entropy on known labels only (the `ignore` baseline).
 
         l_ic = [y_ic = +1] softplus(-z_ic) + [y_ic = -1] softplus(z_ic),   k_ic = [y_ic != 0]
@@ -188,12 +265,15 @@ class IgnoreUnknownBCE(PartialLabelLoss):
     def __init__(self, name="ignore_unknown_bce"):
         super().__init__(name=name)
 
-    def entry_losses(self, y_true, logits):
-        zero = ops.zeros((), y_true.dtype)  # see _masks
-        known = ops.cast(ops.not_equal(y_true, zero), "float32")
-        positive = ops.cast(ops.greater(y_true, zero), "float32")
-        # softplus(-z) = softplus(z) - z, so one softplus serves both kinds of label.
-        return known * ops.softplus(logits) - positive * logits, known
+    def entries(self, y_true, logits, unknown=None):
+        del unknown
+        positive, negative = _masks(y_true)
+        known = ops.cast(ops.logical_or(positive, negative), "float32")
+        positive = ops.cast(positive, "float32")
+        # softplus(-z) = softplus(z) - z, so one softplus serves both kinds of label; the
+        # derivative is sigmoid(z) - [y = +1] on the known labels.
+        entry = known * ops.softplus(logits) - positive * logits
+        return entry, known * ops.sigmoid(logits) - positive
 
 
 @keras.saving.register_keras_serializable(package="kpartial")
@@ -216,7 +296,7 @@ class AssumeNegativeBCE(PartialLabelLoss):
 
 
 @keras.saving.register_keras_serializable(package="kpartial")
-class StatisticsWeightedLoss(PartialLabelLoss):
+class StatisticsWeightedLoss(KnownUnknownLoss):
     """kpartial's loss: prior-balanced BCE on known labels plus a prior-target term on unknown ones.
 
     With the class prior pi_c (see `kpartial.class_stats`) and `balance` beta, known positives of a
@@ -304,10 +384,13 @@ class StatisticsWeightedLoss(PartialLabelLoss):
             ((1 - priors) / priors) ** self.balance, self.max_positive_weight
         ).astype(np.float32)[None, :]
 
-    def parts(self, y_true, logits, unknown=None):
+    counts_unknown = True
+
+    def entries(self, y_true, logits, unknown=None):
         # With softplus(-z) = softplus(z) - z the entry loss is a softplus(z) - b z, where
-        # (a, b) = (w_c, w_c) for a positive, (1, 0) for a negative, lambda (1, u_c) for an
-        # unknown entry: one softplus, and coefficients selected from the label masks.
+        # (a, b) = (w_c, w_c) for a positive, lambda (1, u_c) for an unknown entry (a negative
+        # below): one softplus, coefficients selected from the label masks; its derivative is
+        # a sigmoid(z) - b.
         weight, target = self.unknown_weight, self._unknown_target
         positive_weight, measured = self._positive_weight, None
         if unknown is not None:  # (measured, rates) from the model's variables
@@ -317,22 +400,26 @@ class StatisticsWeightedLoss(PartialLabelLoss):
             target = weight * ops.expand_dims(ops.cast(rates, "float32"), 0)
             positive_weight = 1.0 + measured * (self._positive_weight - 1.0)
         positive, negative = _masks(y_true)
-        a = ops.where(positive, positive_weight, ops.where(negative, 1.0, weight))
-        b = ops.where(positive, positive_weight, ops.where(negative, 0.0, target))
+        focused = bool(self.negative_focusing or self.negative_margin)
+        a = ops.where(positive, positive_weight, weight)
+        b = ops.where(positive, positive_weight, target)
+        if not focused:  # a negative's BCE: (a, b) = (1, 0)
+            a, b = ops.where(negative, 1.0, a), ops.where(negative, 0.0, b)
         softplus = ops.softplus(logits)  # = -log(1 - p): shared by every term
-        entry = a * softplus - b * logits
-        if self.negative_focusing or self.negative_margin:
+        p = ops.sigmoid(logits)
+        entry, derivative = a * softplus - b * logits, a * p - b
+        if focused:
             # ASL's negative term alone (its positive term is not needed here); BCE's before the
             # rates are measured.
-            focused = _focused_negative(
-                logits, softplus, self.negative_focusing, self.negative_margin
+            negative_entry, negative_derivative = _focused_negative(
+                p, softplus, self.negative_focusing, self.negative_margin
             )
             if measured is not None:
-                focused = softplus + measured * (focused - softplus)
-            entry = ops.where(negative, focused, entry)
-        known = ops.cast(ops.logical_or(positive, negative), "float32")
-        unknown = 1.0 - known
-        return [(entry * known, known), (entry * unknown, unknown)]
+                negative_entry = softplus + measured * (negative_entry - softplus)
+                negative_derivative = p + measured * (negative_derivative - p)
+            entry = ops.where(negative, negative_entry, entry)
+            derivative = ops.where(negative, negative_derivative, derivative)
+        return entry, derivative
 
     def get_config(self):
         return {
@@ -373,14 +460,26 @@ def _focus(x, gamma):
     return ops.power(ops.maximum(x, 1e-12), gamma)
 
 
-def _focused_negative(logits, softplus, gamma, margin):
-    """ASL's negative entry loss p_m^gamma (-log(1 - p_m)), p_m = max(p - m, 0), given
-    softplus(logits) = -log(1 - p) (reused where m = 0)."""
-    p = ops.sigmoid(logits)
+def _focused_negative(p, softplus, gamma, margin):
+    """ASL's negative entry loss p_m^gamma (-log(1 - p_m)), p_m = max(p - m, 0), and its
+    derivative in the logit z, given p = sigmoid(z) and softplus(z) = -log(1 - p) (reused where
+    m = 0):
+
+        d/dz = [p > m] p (1 - p) (gamma p_m^(gamma - 1) (-log(1 - p_m)) + p_m^gamma / (1 - p_m))
+    """
+    shifted, log_term, ratio = p, softplus, 1.0  # ratio = (1 - p) / (1 - p_m)
     if margin > 0:
         shifted = ops.relu(p - margin)  # 1 - shifted >= margin, so the log is finite
-        return _focus(shifted, gamma) * -ops.log(1.0 - shifted)
-    return _focus(p, gamma) * softplus
+        log_term = -ops.log(1.0 - shifted)
+        ratio = (1.0 - p) / (1.0 - shifted)
+    focus = _focus(shifted, gamma)
+    derivative = focus * ratio
+    if gamma:
+        derivative = derivative + gamma * _focus(shifted, gamma - 1) * log_term * (1.0 - p)
+    derivative = p * derivative
+    if margin > 0 and gamma < 1:  # else p_m^(gamma - 1) p_m = 0 already holds below the margin
+        derivative = ops.where(shifted > 0, derivative, 0.0)
+    return focus * log_term, derivative
 
 
 def _log_sigmoid_pair(logits):

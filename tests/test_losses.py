@@ -44,10 +44,13 @@ def reference(name, y, z, weight=None, **kw):
         # Known negatives: ASL's p_m^gamma (-log(1 - p_m)), p_m = max(p - m, 0); plain BCE at 0, 0.
         gamma, m = kw.get("negative_focusing", 0.0), kw.get("negative_margin", 0.0)
         q = np.maximum(p - m, 0.0)
-        negative_loss = q**gamma * -np.log1p(-q) if (gamma or m) else softplus(z)
-        dq = p * (1 - p) * (p > m)
+        # -log(1 - q), and (1 - p) / (1 - q), exact where m = 0 and p rounds to 1.
+        log_term = softplus(z) if m == 0 else -np.log1p(-q)
+        ratio = 1.0 if m == 0 else (1 - p) / (1 - q)
+        negative_loss = q**gamma * log_term if (gamma or m) else softplus(z)
+        focus_grad = gamma * np.where(q > 0, np.where(q > 0, q, 1.0) ** (gamma - 1), 0.0)
         negative_grad = (
-            (gamma * q ** max(gamma - 1, 0) * -np.log1p(-q) + q**gamma / (1 - q)) * dq
+            (focus_grad * log_term * (1 - p) + q**gamma * ratio) * p * (p > m)
             if (gamma or m)
             else p
         )
@@ -76,12 +79,20 @@ KPARTIAL_KW = {
 }
 UNFOCUSED_KW = {**KPARTIAL_KW, "negative_focusing": 0.0, "negative_margin": 0.0}
 UNKNOWN_RATE_KW = {**KPARTIAL_KW, "unknown_priors": [0.01, 0.2, 0.001]}
+MARGIN_ONLY_KW = {**KPARTIAL_KW, "negative_focusing": 0.0}
+FRACTIONAL_FOCUSING_KW = {**KPARTIAL_KW, "negative_focusing": 0.5, "negative_margin": 0.0}
 CASES = [
     ("ignore", losses.IgnoreUnknownBCE(), {}),
     ("assume_negative", losses.AssumeNegativeBCE(), {}),
     ("kpartial", losses.StatisticsWeightedLoss(**KPARTIAL_KW), KPARTIAL_KW),
     ("kpartial_unfocused", losses.StatisticsWeightedLoss(**UNFOCUSED_KW), UNFOCUSED_KW),
     ("kpartial_unknown_rates", losses.StatisticsWeightedLoss(**UNKNOWN_RATE_KW), UNKNOWN_RATE_KW),
+    ("kpartial_margin_only", losses.StatisticsWeightedLoss(**MARGIN_ONLY_KW), MARGIN_ONLY_KW),
+    (
+        "kpartial_fractional_focusing",
+        losses.StatisticsWeightedLoss(**FRACTIONAL_FOCUSING_KW),
+        FRACTIONAL_FOCUSING_KW,
+    ),
 ]
 
 

@@ -5,6 +5,7 @@ import types
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kpartial import data, losses, models, pipeline, unknown_rates
 from kpartial.config import Config
@@ -93,7 +94,7 @@ def test_em_never_exceeds_the_prior():
 
 def test_the_loss_takes_the_unknown_rates_from_tensors():
     """`sums(..., unknown=(measured, rates))` is the loss with those rates (measured = 1) or
-    masked BCE (measured = 0), checked against the NumPy reference."""
+    masked BCE (measured = 0), value and gradient checked against the NumPy reference."""
     rng = np.random.default_rng(2)
     y = rng.choice([-1, 0, 1], size=(6, 3), p=[0.3, 0.5, 0.2]).astype(np.int8)
     z = rng.normal(size=(6, 3)).astype(np.float32)
@@ -102,10 +103,16 @@ def test_the_loss_takes_the_unknown_rates_from_tensors():
     masked_bce = {"balance": 0.0, "unknown_weight": 0.0, "negative_focusing": 0.0}
     masked_bce["negative_margin"] = 0.0
     for measured, options in ((1.0, {"unknown_priors": rates}), (0.0, masked_bce)):
-        sums = loss.sums(y, z, unknown=(np.float32(measured), rates))
-        value = float(loss.normalised(*sums, 6))
-        expected, _ = reference("kpartial", y, z, **{**KPARTIAL_KW, **options})
-        assert value == pytest.approx(expected, rel=1e-5)
+        logits = tf.constant(z)
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            sums = loss.sums(y, logits, unknown=(np.float32(measured), rates))
+            value = loss.normalised(*sums, 6)
+        expected, expected_grad = reference("kpartial", y, z, **{**KPARTIAL_KW, **options})
+        assert float(value) == pytest.approx(expected, rel=1e-5)
+        np.testing.assert_allclose(
+            tape.gradient(value, logits), expected_grad, rtol=1e-4, atol=1e-7
+        )
     bce, _ = reference("ignore", y, z)
     assert float(loss.normalised(*loss.sums(y, z, unknown=(np.float32(0), rates)), 6)) == (
         pytest.approx(bce, rel=1e-5)
