@@ -382,6 +382,13 @@ class RuntimeConfig(Part):
         "(--batch_size is the global batch).",
         choices=lambda: tuple(distribution.STRATEGIES),
     )
+    peer_timeout: float = option(
+        600.0,
+        "Seconds a multi_worker run waits for every worker of TF_CONFIG to start; then it stops "
+        "with one line.",
+        low=0.0,
+        low_open=True,
+    )
     eval_every: int = option(
         1, "Validation (and --monitor_test) evaluation period in epochs.", low=1
     )

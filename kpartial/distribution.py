@@ -22,6 +22,8 @@ task of type "chief") writes into the workdir.
 import hashlib
 import json
 import os
+import socket
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -37,23 +39,33 @@ def _gpus():
 _created = {}
 
 
-def make_strategy(name):
+class PeerTimeoutError(TimeoutError):
+    """The other workers of a multi-worker cluster did not all start in time."""
+
+
+def make_strategy(name, peer_timeout=600.0):
     """The `tf.distribute.Strategy` called `name` (one of `STRATEGIES`), one per process.
 
     A multi-worker strategy must exist before the process runs any other TensorFlow op, so a
     program creates it first; asking again for the same name returns the same object.
 
+    Args:
+      name: one of `STRATEGIES`.
+      peer_timeout: seconds `multi_worker` waits for every worker of `TF_CONFIG` to start.
+
     Raises:
       ValueError: an unknown name, or `multi_worker` without a usable `TF_CONFIG`.
+      PeerTimeoutError: not every worker started within `peer_timeout` seconds. The process
+        should then exit: TensorFlow's wait for them cannot be cancelled.
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
     if name not in _created:
-        _created[name] = _new_strategy(name)
+        _created[name] = _new_strategy(name, peer_timeout)
     return _created[name]
 
 
-def _new_strategy(name):
+def _new_strategy(name, peer_timeout):
     if name == "auto":
         return (
             tf.distribute.MirroredStrategy() if len(_gpus()) > 1 else tf.distribute.get_strategy()
@@ -68,7 +80,55 @@ def _new_strategy(name):
         cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(cpus)
     check_tf_config(os.environ.get("TF_CONFIG", ""))
+    return _join_cluster(peer_timeout)
+
+
+def _join_cluster(peer_timeout):
+    """`MultiWorkerMirroredStrategy()` once every worker of `TF_CONFIG` is up.
+
+    TensorFlow's constructor waits in native code, without a deadline, for every worker to
+    answer, and signals do not reach that wait (TensorFlow also takes over SIGTERM there). So the
+    workers first meet in Python: each listens on its own cluster port and connects to every
+    other worker's, until all answer or `peer_timeout` seconds pass. A worker that has already
+    moved on to TensorFlow's server answers on the same port. Ctrl-C and SIGTERM end this wait.
+    """
+    config = json.loads(os.environ["TF_CONFIG"])
+    task = config["task"]
+    own = config["cluster"][task["type"]][int(task["index"])]
+    peers = [
+        address for members in config["cluster"].values() for address in members if address != own
+    ]
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", int(own.rpartition(":")[2])))
+        listener.listen(len(peers) + 1)  # the kernel completes the peers' connections
+        waiting = _unreachable(peers, time.monotonic() + peer_timeout)
+    finally:
+        listener.close()
+    if waiting:
+        raise PeerTimeoutError(
+            f"--peer_timeout: {len(waiting)} of the other {len(peers)} workers of TF_CONFIG did "
+            f"not start within {peer_timeout:g} s ({', '.join(waiting):.200}); start the same "
+            "command on each of them"
+        )
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _unreachable(addresses, deadline):
+    """The `addresses` ("host:port") that accepted no connection before `deadline`."""
+    waiting = list(addresses)
+    while waiting and time.monotonic() < deadline:
+        for address in list(waiting):
+            host, _, port = address.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+                waiting.remove(address)
+            except OSError:
+                pass
+        if waiting:
+            time.sleep(0.2)
+    return waiting
 
 
 def check_tf_config(text):
@@ -148,9 +208,9 @@ class Placement(NamedTuple):
         return self.strategy.num_replicas_in_sync
 
 
-def placement(name):
+def placement(name, peer_timeout=600.0):
     """The `Placement` of the strategy called `name` (see `make_strategy`)."""
-    strategy = make_strategy(name)
+    strategy = make_strategy(name, peer_timeout)
     return Placement(strategy, place(strategy))
 
 

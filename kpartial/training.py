@@ -65,7 +65,7 @@ def run(config, log=print, datasets=None, callbacks=(), resume=False, overwrite=
       DataError: bad input data.
     """
     # First: a multi-worker strategy must exist before any other TensorFlow op runs.
-    placement = distribution.placement(config.runtime.strategy)
+    placement = distribution.placement(config.runtime.strategy, config.runtime.peer_timeout)
     inputs = run_inputs.read(config, placement, datasets, log)
     config, candidates = auto_tune.plan(config, inputs.stats, placement, log)
 

@@ -4,13 +4,16 @@ through tools/train.py, against a one-worker run with the same global batch."""
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from tests.helpers import ROOT, SHARED_DATA
-from tests.local_cluster import run_local_cluster
+from tests.local_cluster import local_tf_configs, run_local_cluster
 
 YEAST = SHARED_DATA / "mulan" / "yeast"
 
@@ -152,3 +155,53 @@ def test_a_killed_chief_stops_the_cluster_and_both_resume_to_the_same_result(res
     result = json.loads((root / "killed" / "metrics.json").read_text())
     assert result["resumed_after_epoch"] == 5
     assert result["map"] == pytest.approx(whole["map"], abs=1e-6)
+
+
+def _lone_worker(tmp_path, *flags):
+    """tools/train.py as worker 0 of a two-worker cluster whose worker 1 never starts."""
+    tf_config = local_tf_configs(2)[0]
+    command = [
+        sys.executable,
+        str(ROOT / "tools" / "train.py"),
+        "--train_data=synthetic:train",
+        "--strategy=multi_worker",
+        "--epochs=1",
+        f"--workdir={tmp_path / 'run'}",
+        *flags,
+    ]
+    env = {**ENV, "TF_CONFIG": tf_config}
+    own_port = int(json.loads(tf_config)["cluster"]["worker"][0].rpartition(":")[2])
+    return command, env, own_port
+
+
+def test_a_worker_whose_peer_never_starts_stops_after_peer_timeout_in_one_line(tmp_path):
+    command, env, _ = _lone_worker(tmp_path, "--peer_timeout=2")
+    started = time.monotonic()
+    proc = subprocess.run(
+        command, check=False, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: --peer_timeout: 1 of the other 1 workers of TF_CONFIG did not ")
+    assert "within 2 s (127.0.0.1:" in line
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_sigterm_ends_the_wait_for_peers(tmp_path):
+    command, env, own_port = _lone_worker(tmp_path)  # the default timeout, 600 s
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # waiting for its peer: it listens on its own port
+            try:
+                socket.create_connection(("127.0.0.1", own_port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.communicate()

@@ -55,7 +55,8 @@ def main(argv):
     config = cli.config_or_flag_error(config_from_flags)
     with cli.one_line_errors():
         # First: a multi-worker strategy must exist before any other TensorFlow op runs.
-        is_chief = distribution.placement(config.runtime.strategy).is_chief
+        runtime = config.runtime
+        is_chief = distribution.placement(runtime.strategy, runtime.peer_timeout).is_chief
         export_path = export_path if is_chief else ""  # the chief exports; workers write nothing
         if export_path:  # refuse before training, not after it
             export.check_target(
