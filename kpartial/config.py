@@ -4,8 +4,8 @@
 `runtime` and `output`. Every field carries its help text, and the name of the flag that sets it
 (the field's name unless the part prefixes it, e.g. `pseudo.start_epoch` is `--pseudo_start_epoch`),
 so `tools/train_flags.py` generates the command line from this module and flag names never change.
-Enumerations are read from the registries (readers, losses, pseudo-label rules, pruning criteria,
-backbones, strategies).
+Enumerations are listed here (the methods, pseudo-label rules, pruning criteria, backbones and
+strategies that kpartial's registries hold), so this module needs no TensorFlow.
 
 Every rule is checked here, once, when a `Config` is made: a Python caller and the command line
 get the same one-line `ValueError`, naming the flag, before anything is read or written. A rule
@@ -24,19 +24,38 @@ from typing import Any
 
 import numpy as np
 
-from kpartial import (
-    auto_tune,
-    class_stats,
-    data,
-    distribution,
-    label_pruning,
-    losses,
-    models,
-    pseudo_label_rules,
-    pseudo_labels,
-)
+from kpartial import class_stats, data
+
+# The modules that implement the techniques import TensorFlow; this one does not (the command
+# line is parsed from it before TensorFlow starts, see tools/cli.py), so they are imported where
+# a rule needs them, and the names each of their registries holds are listed here
+# (tests/test_config.py checks that every registry holds exactly these names).
 
 SWITCH = ("auto", "on", "off")
+# kpartial.losses.LOSSES: each method with the opening words of its loss's docstring.
+METHODS = {
+    "kpartial": (
+        "kpartial's loss: prior-balanced BCE on known labels plus a prior-target term on "
+        "unknown ones"
+    ),
+    "ignore": "Binary cross-entropy on known labels only",
+    "assume_negative": "Binary cross-entropy that reads every unknown label as negative",
+    "wan": "Weak assume-negative BCE",
+    "an_ls": "Assume-negative BCE with label smoothing",
+    "epr": "Expected positive regularisation",
+    "focal": "Binary focal loss",
+    "asl": "Asymmetric loss",
+    "p_asl": "Partial / class-aware selective asymmetric loss",
+    "hill": "Hill loss: focal-margin positives and a hill-shaped negative term",
+    "splc": "Self-paced loss correction",
+    "ll_r": "Large-loss modification, reject",
+    "ll_ct": "Large-loss modification, temporary",
+    "ll_cp": "Large-loss modification, permanent",
+}
+PSEUDO_RULES = ("prior", "fixed")  # kpartial.pseudo_label_rules.RULES
+PRUNE_CRITERIA = ("fit_well", "random")  # kpartial.label_pruning.CRITERIA
+BACKBONES = ("resnet50", "mobilenet_v3_small")  # kpartial.models.BACKBONES
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")  # kpartial.distribution
 
 
 def option(default, help, *, flag=None, choices=None, low=None, high=None, low_open=False):
@@ -193,9 +212,6 @@ class DataConfig(Part):
 
 # The loss is built once on a one-class stand-in for the statistics, so an unknown option or a bad
 # value is refused before any data is read.
-_ONE_CLASS_STATISTICS = class_stats.ClassStatistics(
-    ("class",), np.ones(1), np.ones(1), np.full(1, 0.5)
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +222,7 @@ class LossConfig(Part):
         "kpartial",
         "The loss; kpartial's own adds pseudo labels and pruning (see --pseudo_labels, "
         "--pruning). Formulas: kpartial/losses.py.",
-        choices=lambda: tuple(losses.LOSSES),
+        choices=tuple(METHODS),
     )
     options: str = option(
         "",
@@ -229,8 +245,11 @@ class LossConfig(Part):
         for name, value in options.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"loss_options: {name} must be a finite number, got {value}")
+        from kpartial import losses
+
+        one_class = class_stats.ClassStatistics(("class",), np.ones(1), np.ones(1), np.full(1, 0.5))
         try:
-            losses.get(self.method, _ONE_CLASS_STATISTICS, **options)
+            losses.get(self.method, one_class, **options)
         except (TypeError, ValueError) as e:
             raise ValueError(f"loss_options={self.options!r}: {e}") from None
 
@@ -267,7 +286,7 @@ class PseudoLabelConfig(Part):
     mode: str = option(
         "prior",
         "The rule that sets each class's thresholds (kpartial.pseudo_label_rules.RULES).",
-        choices=lambda: tuple(pseudo_label_rules.RULES),
+        choices=PSEUDO_RULES,
     )
     rule_options: str = option(
         "",
@@ -298,6 +317,8 @@ class PseudoLabelConfig(Part):
             raise ValueError(
                 f"pseudo_start_epoch must be a count of epochs, a share in (0, 1) or -1, got {start}"
             )
+        from kpartial import pseudo_label_rules
+
         try:
             pseudo_label_rules.make_rule(self.mode, **data.parse_options(self.rule_options))
         except (TypeError, ValueError) as e:
@@ -325,11 +346,13 @@ class PruningConfig(Part):
         "fit_well",
         "Which classes go first: fit_well = lowest balanced loss on their known labels; random.",
         flag="prune_criterion",
-        choices=lambda: tuple(label_pruning.CRITERIA),
+        choices=PRUNE_CRITERIA,
     )
 
     def check(self):
         if isinstance(self.schedule, str):  # from a flag or a caller: parsed once, here
+            from kpartial import label_pruning
+
             try:
                 schedule = label_pruning.parse_prune_schedule(self.schedule)
             except ValueError as e:
@@ -345,9 +368,7 @@ class ModelConfig(Part):
 
     hidden_units: tuple = option((512,), "MLP hidden layer widths.")
     dropout: float = option(0.2, "MLP dropout.", low=0.0, high=0.99)
-    backbone: str = option(
-        "mobilenet_v3_small", "Image backbone.", choices=lambda: tuple(models.BACKBONES)
-    )
+    backbone: str = option("mobilenet_v3_small", "Image backbone.", choices=BACKBONES)
     backbone_weights: str = option("", "Local weights file of the backbone.")
     image_size: int = option(224, "Image side in pixels.", low=32)
 
@@ -380,7 +401,7 @@ class RuntimeConfig(Part):
         "tf.distribute strategy: auto = mirrored with several GPUs, else one device; mirrored = "
         "every local GPU; multi_worker = one process per machine, each with its TF_CONFIG "
         "(--batch_size is the global batch).",
-        choices=lambda: tuple(distribution.STRATEGIES),
+        choices=STRATEGIES,
     )
     peer_timeout: float = option(
         600.0,
@@ -461,6 +482,8 @@ class Config:
                 "pseudo_min_precision measures precision on the validation split: give "
                 "validation_fraction > 0 or validation_data"
             )
+        from kpartial import auto_tune, label_pruning, pseudo_labels
+
         for technique in (auto_tune, pseudo_labels, label_pruning):
             error = technique.config_error(self)
             if error:
@@ -522,6 +545,8 @@ def _upgrade(values):
     values = {**values}
     if values.get("missing_labels") == "auto":  # the count rule's name before measuring existed
         values["missing_labels"] = "counts"
+    from kpartial import pseudo_label_rules
+
     rule_options = data.parse_options(values.get("pseudo_rule_options", ""))
     takes = pseudo_label_rules.rule_option_names(values.get("pseudo_mode", "prior"))
     for flag, (option_name, default) in RULE_OPTION_FLAGS.items():

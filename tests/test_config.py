@@ -1,5 +1,6 @@
 """The nested config: flat names, rules checked once, old config.json files, generated flags."""
 
+import functools
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 from kpartial import config as config_lib
 from kpartial import pseudo_labels, run_modes, training, workdir
 from kpartial.config import Config
+from tests.helpers import ROOT
 
 # The config.json of a run started by kpartial before the config was nested (99e6da9): flat, with
 # the pseudo-label rule's options as flags of their own and no pseudo_rule_options.
@@ -164,3 +166,39 @@ def test_a_run_started_before_the_nesting_resumes_to_the_same_result(tiny_npz, t
     resumed = training.run(config, resume=True, log=lines.append)
     assert any(line.startswith("--resume: continuing") for line in lines)
     assert resumed["map"] == whole["map"]
+
+
+def test_the_configs_names_are_those_of_the_registries():
+    """The config lists the names without importing the modules that implement them."""
+    from kpartial import distribution, label_pruning, losses, models, pseudo_label_rules
+
+    assert tuple(config_lib.METHODS) == tuple(losses.LOSSES)
+    for name, words in config_lib.METHODS.items():  # the opening words of the loss's docstring
+        loss = losses.LOSSES[name]
+        if isinstance(loss, functools.partial):  # one loss in several modes: its words, the mode
+            words, mode = words.rsplit(", ", 1)
+            assert mode == ", ".join(map(str, loss.args)), name
+            loss = loss.func
+        assert " ".join(loss.__doc__.split()).startswith(words), name
+    assert config_lib.PSEUDO_RULES == tuple(pseudo_label_rules.RULES)
+    assert config_lib.PRUNE_CRITERIA == tuple(label_pruning.CRITERIA)
+    assert config_lib.BACKBONES == tuple(models.BACKBONES)
+    assert config_lib.STRATEGIES == distribution.STRATEGIES
+
+
+@pytest.mark.parametrize(
+    "tool", ["train.py", "compare.py", "simulate.py", "make_tfrecords.py", "evaluate.py"]
+)
+def test_a_tool_parses_its_flags_before_importing_tensorflow(tool):
+    """A typo or --helpshort is answered without starting TensorFlow (seconds, not ten)."""
+    for flag in ("--epochz=3", "--helpshort"):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", os.path.join(ROOT, "tools", tool), flag],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()]
+        assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")], (tool, flag)

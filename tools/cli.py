@@ -8,10 +8,12 @@ PYTHONWARNINGS asks for them.
 """
 
 import contextlib
+import importlib
 import os
 import re
 import sys
 import tempfile
+import types
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -20,6 +22,7 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 EXPORT_ROOT = "savedmodels"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not sys.warnoptions:
     warnings.filterwarnings(
@@ -40,6 +43,27 @@ app.call_after_init(_warning_unless_verbosity_given)
 _NATIVE_LOG_LINE = re.compile(r"[IWEF]\d{4} [\d:.]+ +\d+ [^\]]+:\d+\] ")
 # Written by a CUDA build of TensorFlow on every start on a machine without a GPU, at ERROR.
 _NO_GPU = "failed call to cuInit"
+
+
+def import_without_tensorflow(name):
+    """`kpartial.<name>`, a module that needs no TensorFlow, imported without TensorFlow.
+
+    `import kpartial` imports TensorFlow and Keras (it registers kpartial's Keras classes), and
+    a submodule's import runs its package's `__init__` first. The flags are defined from
+    `kpartial.config` and parsed before TensorFlow starts, so that a typo or --help is answered
+    in about a second; so, before TensorFlow is imported, a bare stand-in takes the package's
+    place while the submodule loads. The real package, imported later, finds the modules loaded
+    this way and uses them.
+    """
+    if "kpartial" in sys.modules:
+        return importlib.import_module(f"kpartial.{name}")
+    stand_in = types.ModuleType("kpartial")
+    stand_in.__path__ = [os.path.join(ROOT, "kpartial")]
+    sys.modules["kpartial"] = stand_in
+    try:
+        return importlib.import_module(f"kpartial.{name}")
+    finally:
+        del sys.modules["kpartial"]
 
 
 def start_tensorflow():

@@ -32,11 +32,10 @@ FLAGS.set_default("workdir", "")  # runs write under --out (with --keep_runs), n
 
 
 def _check_methods(methods):
-    from kpartial import losses
-
-    unknown = [m for m in methods if m != "all" and m not in losses.LOSSES]
+    known = train.train_flags.config_lib.METHODS
+    unknown = [m for m in methods if m != "all" and m not in known]
     if unknown:
-        raise flags.ValidationError(f"unknown {unknown}; known: all, {', '.join(losses.LOSSES)}")
+        raise flags.ValidationError(f"unknown {unknown}; known: all, {', '.join(known)}")
     return True
 
 
@@ -63,14 +62,17 @@ def _variant(method):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from kpartial import comparison, losses
+    cli.start_tensorflow()
+    from kpartial import comparison
 
     if FLAGS.strategy == "multi_worker":
         raise app.UsageError(
             "--strategy=multi_worker trains one run on a cluster: use tools/train.py (compare's "
             "runs can use the GPUs of one machine with --strategy=mirrored)"
         )
-    methods = list(losses.LOSSES) if "all" in FLAGS.methods else FLAGS.methods
+    methods = (
+        list(train.train_flags.config_lib.METHODS) if "all" in FLAGS.methods else FLAGS.methods
+    )
     with cli.one_line_errors():
         os.makedirs(FLAGS.out, exist_ok=True)
         base = train.config_from_flags(**_variant(methods[0]))

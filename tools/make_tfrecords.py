@@ -20,8 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # before TensorFlow is imported
 from absl import app, flags
 
-cli.start_tensorflow()
-from kpartial import data, simulate, tfrecords
+data = cli.import_without_tensorflow("data")  # the flags are parsed before TensorFlow starts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "FMT:PATH of the data.")
@@ -36,6 +35,9 @@ flags.mark_flags_as_required(["data", "out"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start_tensorflow()
+    from kpartial import simulate, tfrecords
+
     with cli.one_line_errors():
         full = data.load_spec(  # verify_images: records hold decodable images only
             FLAGS.data, FLAGS.data_options, FLAGS.on_bad_input, verify_images=True

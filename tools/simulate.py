@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # before TensorFlow is imported
 from absl import app, flags
 
-cli.start_tensorflow()
-from kpartial import data, simulate
+data = cli.import_without_tensorflow("data")  # the flags are parsed before TensorFlow starts
+simulate = cli.import_without_tensorflow("simulate")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "FMT:PATH of the fully (or natively partially) labelled data.")
@@ -73,6 +73,7 @@ def default_out(path, scheme, params, seed):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start_tensorflow()  # an image reader may import it
     with cli.one_line_errors():
         _, path = data.parse_data_spec(FLAGS.data)
         full = data.load_spec(FLAGS.data, FLAGS.data_options, FLAGS.on_bad_input)

@@ -25,8 +25,6 @@ import cli
 import train_flags
 from absl import app, flags
 
-from kpartial import distribution, export, training
-
 FLAGS = flags.FLAGS
 GROUPS = train_flags.GROUPS
 
@@ -52,7 +50,11 @@ def main(argv):
     export_path = FLAGS.export_dir or (
         os.path.join(cli.EXPORT_ROOT, FLAGS.export_name) if FLAGS.export_name else ""
     )
+    cli.start_tensorflow()  # after the flags are parsed; the config's rules import kpartial
+    from kpartial import distribution, export, training
+
     config = cli.config_or_flag_error(config_from_flags)
+
     with cli.one_line_errors():
         # First: a multi-worker strategy must exist before any other TensorFlow op runs.
         runtime = config.runtime

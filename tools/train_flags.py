@@ -4,15 +4,10 @@ group of its part (`--helpshort` lists them by group, see `cli.run_with_grouped_
 rule is the config's: `config_from_flags` builds the config and the config checks it.
 """
 
-import functools
-import re
-
 import cli
 from absl import flags
 
-cli.start_tensorflow()  # before kpartial imports it
-from kpartial import config as config_lib
-from kpartial import losses
+config_lib = cli.import_without_tensorflow("config")  # parsed before TensorFlow starts
 
 # The config's parts, as the --helpshort groups name them.
 GROUP_OF_PART = {
@@ -29,23 +24,13 @@ GROUPS = tuple(GROUP_OF_PART.values())
 RUN_MODE_FLAGS = ("resume", "overwrite")
 
 
-def _loss_summary(name):
-    """A few words on a registered loss: its class docstring's opening words."""
-    loss = losses.LOSSES[name]
-    mode = ", ".join(map(str, loss.args)) if isinstance(loss, functools.partial) else ""
-    loss = getattr(loss, "func", loss)
-    opening = " ".join((loss.__doc__ or "").split("\n\n")[0].split())
-    words = re.split(r" \(|\. ", opening)[0].rstrip(".")
-    return f"{name} ({', '.join(filter(None, (words, mode)))})" if words else name
-
-
 def _define(part_name, part, field):
     name, default = part.flag_name(field), field.default
     help_text = field.metadata["help"]
     group = GROUP_OF_PART[part_name]
     choices = config_lib.choices_of(field)
     if name == "method":
-        help_text += " " + "; ".join(_loss_summary(n) for n in losses.LOSSES) + "."
+        help_text += " " + "; ".join(f"{n} ({w})" for n, w in config_lib.METHODS.items()) + "."
     if name == "verbose":  # the config takes 0, 1 or 2; the flag also "auto"
         choices, default = ("auto", "0", "1", "2"), "auto"
         help_text += " auto = 1 on a terminal, 2 into a file or pipe."
