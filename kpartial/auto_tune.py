@@ -22,6 +22,7 @@ tune. `"on"` refuses a config where it cannot tune (another method, no validatio
 there is nothing to choose; `"off"` trains the loss as configured, once.
 """
 
+import functools
 import os
 import shutil
 
@@ -188,9 +189,8 @@ def tune(config, run_candidate, log):
         source = os.path.join(config.workdir, FOLDER, chosen)
         for name in CHOSEN_ARTIFACTS:
             if os.path.isfile(os.path.join(source, name)):
-                target = os.path.join(config.workdir, name)
-                shutil.copyfile(os.path.join(source, name), f"{target}.tmp-{os.getpid()}")
-                os.replace(f"{target}.tmp-{os.getpid()}", target)
+                copy = functools.partial(shutil.copyfile, os.path.join(source, name))
+                workdir.replace_atomically(os.path.join(config.workdir, name), copy)
         workdir.write_json(os.path.join(config.workdir, workdir.FINISHED), result)
     log(
         f"{config.loss.method} (auto_tune: {chosen}): mAP={result['map']:.4f} "

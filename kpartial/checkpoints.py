@@ -22,7 +22,7 @@ import os
 
 import keras
 
-from kpartial.workdir import write_atomically
+from kpartial.workdir import replace_atomically, weights_file_bytes, write_atomically
 
 WEIGHTS = "latest.weights.h5"
 
@@ -69,12 +69,12 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         os.makedirs(self.backup_dir, exist_ok=True)
         for stale in glob.glob(os.path.join(self.backup_dir, "*.tmp-*.weights.h5")):
             os.remove(stale)  # a write cut short by a kill
-        # Keras needs the `.weights.h5` suffix on the file it writes.
-        tmp = os.path.join(self.backup_dir, f"latest.tmp-{os.getpid()}.weights.h5")
-        self.model.save_weights(tmp, overwrite=True)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self._weights_path)
+        replace_atomically(
+            self._weights_path,
+            lambda tmp: self.model.save_weights(tmp, overwrite=True),
+            suffix=".weights.h5",
+            size=weights_file_bytes(self.model, *filter(None, [self.model.optimizer])),
+        )
         # For people and tools reading the folder; the loadable truth is the weights file.
         write_atomically(
             self._training_metadata_path,

@@ -25,7 +25,7 @@ import numpy as np
 from kpartial import metrics, pipeline
 from kpartial.partial_model import network_of
 from kpartial.sparse_scores import StreamingEvaluation
-from kpartial.workdir import write_json
+from kpartial.workdir import replace_atomically, weights_file_bytes, write_json
 
 
 def stream_scores(predict, dataset, labels, from_logits=True):
@@ -135,9 +135,12 @@ class BestEpoch(keras.callbacks.Callback):
             self._weights = network.get_weights()
             return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = f"{self.path[: -len('.weights.h5')]}.tmp-{os.getpid()}.weights.h5"
-        network.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self.path)
+        replace_atomically(
+            self.path,
+            lambda tmp: network.save_weights(tmp, overwrite=True),
+            ".weights.h5",
+            weights_file_bytes(network),
+        )
 
     def restore(self, model):
         """Loads the best epoch's weights into `model`'s network; returns that epoch (1-based)."""

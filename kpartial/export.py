@@ -228,6 +228,9 @@ def _save_then_rename(module, path):
     parent, name = os.path.split(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # a folder as mkdir makes it (mkdtemp's is its owner's only)
     try:
         tf.saved_model.save(module, tmp, signatures={"serve": module.serve})
         if os.path.lexists(path):

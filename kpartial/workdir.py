@@ -8,6 +8,7 @@ is gone (a killed run) is stale and taken over.
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -166,17 +167,48 @@ def claim(path, resume=False, overwrite=False, log=print):
             os.rmdir(path)
 
 
-def write_atomically(path, text):
-    """Writes `text` to `path` through a temporary sibling and `os.replace`.
+def replace_atomically(path, write, suffix="", size=0):
+    """Calls `write(tmp)` for a temporary sibling of `path`, syncs it and moves it onto `path`.
 
-    A kill at any moment leaves either the old file or the new one, never a part.
+    A kill at any moment leaves either the old file or the new one, never a part; a write that
+    fails (a full disk) removes its temporary and leaves the old file. `suffix` ends the
+    temporary's name too (Keras needs `.weights.h5` on the files it writes). With `size`, the
+    bytes the write needs, a disk without them is refused before anything is written: h5py, cut
+    short by a full disk, leaves open files that fail again and can crash the process at exit.
+
+    Raises:
+      OSError: ENOSPC when the disk has fewer than `size` bytes free; whatever `write` raises.
     """
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = f"{path[: len(path) - len(suffix)]}.tmp-{os.getpid()}{suffix}"
+    if size and shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < size:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def weights_file_bytes(*objects):
+    """A generous size of the .weights.h5 file of the variables of `objects` (models, optimizers)."""
+    values = sum(
+        int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for o in objects for v in o.variables
+    )
+    return int(1.1 * values) + (1 << 16)  # HDF5's headers and per-dataset metadata
+
+
+def write_atomically(path, text):
+    """Writes `text` to `path` with `replace_atomically`."""
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    replace_atomically(path, write)
 
 
 def json_safe(value):

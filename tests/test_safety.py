@@ -212,6 +212,9 @@ def test_export_replaces_its_own_export_only_with_overwrite(finished, tmp_path):
     export.export_workdir(str(finished), str(target), overwrite=True)
     assert export.is_kpartial_export(str(target))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes a folder
 
 
 def test_a_failed_export_leaves_nothing_under_the_final_name(finished, tmp_path, monkeypatch):
@@ -406,3 +409,74 @@ def test_overwrite_checks_the_inputs_before_it_removes_a_finished_run(tiny_npz, 
             log=lambda line: None,
         )
     assert (tmp_path / "w" / "metrics.json").read_text() == before  # the finished run stays
+
+
+# ---------------------------------------------------------------------------- a full disk
+
+# tools/train.py with a disk that is full from the second checkpoint write on (the weights file
+# of epoch 2): shutil.disk_usage reports no free byte under checkpoint/ after the first call.
+FULL_FROM_THE_SECOND_CHECKPOINT = r"""
+import collections, runpy, shutil, sys
+sys.path.insert(0, sys.argv[1])
+real, calls = shutil.disk_usage, collections.Counter()
+
+def disk_usage(path):
+    usage = real(path)
+    calls[path] += 1
+    if "checkpoint" in str(path) and sum(calls.values()) > 1:
+        return usage._replace(free=0)
+    return usage
+
+shutil.disk_usage = disk_usage
+sys.argv = [sys.argv[1] + "/train.py", *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    flags = ["--epochs=3", "--select_epoch=last", f"--workdir={run}", "--verbose=0"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", FULL_FROM_THE_SECOND_CHECKPOINT, str(ROOT / "tools"), *flags],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: no space left on device writing {run / 'checkpoint' / 'latest.weights.h5'}: "
+    )
+    checkpoints = sorted(p.name for p in (run / "checkpoint").iterdir())
+    assert checkpoints == ["latest.weights.h5", "training_metadata.json"]  # no temporary
+    assert json.loads((run / "checkpoint" / "training_metadata.json").read_text()) == {"epoch": 1}
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "train.py"), *flags, "--resume"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"continuing {run} after epoch 1" in resumed.stdout
+
+
+def test_a_write_cut_short_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "latest.weights.h5"
+    target.write_text("the last checkpoint")
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise OSError(28, "No space left on device", tmp)
+
+    with pytest.raises(OSError, match="No space left"):
+        workdir.replace_atomically(str(target), write, ".weights.h5")
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.weights.h5"]
+    assert target.read_text() == "the last checkpoint"

@@ -8,6 +8,7 @@ PYTHONWARNINGS asks for them.
 """
 
 import contextlib
+import errno
 import importlib
 import os
 import re
@@ -176,14 +177,28 @@ def one_line_errors():
     try:
         yield
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_disk_full_line(e) or ' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(1)
-    except Exception as e:  # TensorFlow's data errors only; the rest is raised again
-        line = _input_error_line(e)
+    except Exception as e:  # TensorFlow's data and disk errors only; the rest is raised again
+        line = _disk_full_line(e) or _input_error_line(e)
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
+
+
+def _disk_full_line(error):
+    """One line for a write that found no space left (Python's, h5py's or TensorFlow's), or None."""
+    if getattr(error, "errno", None) != errno.ENOSPC and "No space left on device" not in str(
+        error
+    ):
+        return None
+    where = getattr(error, "filename", None)
+    return (
+        f"no space left on device{f' writing {where}' if where else ''}: the files written "
+        "before it are intact (the last checkpoint, an earlier export); free space and run "
+        "again (--resume continues the run from its last checkpoint)"
+    )
 
 
 def _input_error_line(error):
