@@ -365,12 +365,16 @@ class PartialLabelModel(keras.Model):
         return variable if class_ids is None else ops.take(variable, class_ids)
 
     def entry_weights(self, labels, targets, class_ids=None):
-        """[B, K] loss weights: the active-class mask, times `pseudo_weight` on pseudo labels."""
+        """Loss weights: the active-class mask [1, K], times `pseudo_weight` on the labels the
+        model filled in ([B, K]; where it fills in none, the mask alone, so no pass over [B, K]
+        is spent on it)."""
+        active = ops.expand_dims(self._per_class(self.active_classes, class_ids), 0)
+        if not self.pseudo_labelling and self.corrected_labels is None:
+            return active
         is_pseudo = ops.logical_and(
             ops.equal(ops.cast(labels, "int8"), 0), ops.not_equal(targets, 0)
         )
-        active = self._per_class(self.active_classes, class_ids)
-        return ops.expand_dims(active, 0) * ops.where(is_pseudo, self.pseudo_weight, 1.0)
+        return active * ops.where(is_pseudo, self.pseudo_weight, 1.0)
 
     def compute_partial_loss(self, inputs, labels, training, use_pseudo_labels=True):
         return self._forward(inputs, labels, training, use_pseudo_labels)[0]
