@@ -395,6 +395,13 @@ class RuntimeConfig(Part):
     jit_compile: str = option(
         "auto", "XLA; auto = on for GPU/TPU only.", choices=("auto", "true", "false")
     )
+    mixed_precision: str = option(
+        "auto",
+        "bfloat16 compute with float32 variables, logits, loss and metrics (Keras' "
+        "mixed_bfloat16): auto = on where every GPU computes bfloat16 natively (compute "
+        "capability 8.0 or newer), off elsewhere; on = also where it is slow (a CPU).",
+        choices=SWITCH,
+    )
     steps_per_execution: int = option(16, "Train steps per compiled call.", low=1)
     strategy: str = option(
         "auto",

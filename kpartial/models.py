@@ -37,6 +37,7 @@ def build_mlp(num_features, num_classes, hidden_units=(512,), dropout=0.2, seed=
         num_classes,
         name="logits",
         kernel_initializer=keras.initializers.GlorotUniform(seed + len(hidden_units)),
+        dtype="float32",  # float32 logits also under a mixed-precision policy
     )(hidden)
     return keras.Model(inputs, logits, name="mlp")
 
@@ -95,5 +96,5 @@ def build_image_model(backbone, num_classes, image_size=(224, 224), weights_path
         base.load_weights(weights_path)
     inputs = keras.Input((*image_size, 3), name="x")
     features = base(preprocess(inputs) if preprocess is not None else inputs)
-    logits = layers.Dense(num_classes, name="logits")(features)
+    logits = layers.Dense(num_classes, name="logits", dtype="float32")(features)
     return keras.Model(inputs, logits, name=f"{backbone}_classifier")

@@ -409,7 +409,8 @@ class PartialLabelModel(keras.Model):
 
     def _active_logits(self, x, class_ids, training):
         """[B, K] logits of the classes `class_ids`: the phase's head, or the gathered columns."""
-        hidden = self._features(x, training=training)
+        # The head's dtype (float32 under a mixed-precision policy), as the full head computes.
+        hidden = ops.cast(self._features(x, training=training), self.output_layer.compute_dtype)
         if self._head_phase is not None:
             return self._head_phase.logits(hidden)
         head = self.output_layer

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kpartial import class_stats, evaluation, losses, workdir
+from kpartial.partial_model import network_of
 from kpartial.sparse_labels import as_sparse
 from kpartial.sparse_scores import SparseScores
 
@@ -96,6 +97,7 @@ def test_report(config, model, scores, inputs, thresholds, chosen, selected_epoc
             "test_data": config.data.test_data,
             "epochs": config.runtime.epochs,
             "jit_compile": bool(model.jit_compile),
+            "dtype_policy": network_of(model).dtype_policy.name,
             "active_classes": int(model.active_classes.numpy().sum()),
             "note": "metrics count only annotated test entries (the full truth where the test set is "
             "fully labelled); mAP over classes with >=1 positive and >=1 negative; "

@@ -169,23 +169,44 @@ def resolve_jit_compile(setting):
     return setting == "true"
 
 
+def resolve_mixed_precision(setting):
+    """The network's Keras dtype policy: "mixed_bfloat16" (auto: where every GPU computes
+    bfloat16 natively, compute capability 8.0 or newer) or "float32"."""
+    if setting == "auto":
+        gpus = tf.config.list_physical_devices("GPU")
+        capabilities = [
+            tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
+            for gpu in gpus
+        ]
+        on = bool(gpus) and min(capabilities) >= (8, 0)
+    else:
+        on = setting == "on"
+    return "mixed_bfloat16" if on else "float32"
+
+
 def build_network(config, train):
-    """The network of `config.model` for `train`'s inputs: an MLP on features, else a backbone."""
+    """The network of `config.model` for `train`'s inputs: an MLP on features, else a backbone,
+    in the dtype policy of `--mixed_precision` (its logits float32 either way)."""
     model = config.model
-    if train.features is not None:
-        return models.build_mlp(
-            train.features.shape[1],
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(resolve_mixed_precision(config.runtime.mixed_precision))
+    try:
+        if train.features is not None:
+            return models.build_mlp(
+                train.features.shape[1],
+                train.num_classes,
+                model.hidden_units,
+                model.dropout,
+                seed=config.runtime.seed,
+            )
+        return models.build_image_model(
+            model.backbone,
             train.num_classes,
-            model.hidden_units,
-            model.dropout,
-            seed=config.runtime.seed,
+            (model.image_size, model.image_size),
+            model.backbone_weights or None,
         )
-    return models.build_image_model(
-        model.backbone,
-        train.num_classes,
-        (model.image_size, model.image_size),
-        model.backbone_weights or None,
-    )
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def build_model(config, inputs, placement):

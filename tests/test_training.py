@@ -295,6 +295,24 @@ def test_resolve_jit_compile():
     assert training.resolve_jit_compile("false") is False
 
 
+def test_mixed_precision_computes_bfloat16_with_float32_logits_and_pruning(base_config, tmp_path):
+    """--mixed_precision=on (auto is on only on bfloat16 GPUs): the hidden layers compute in
+    bfloat16, the variables, logits and loss stay float32, pseudo labels and a pruned phase run."""
+    if not tf.config.list_physical_devices("GPU"):
+        assert training.resolve_mixed_precision("auto") == "float32"
+    config = base_config.replace(workdir=str(tmp_path / "run"), mixed_precision="on")
+    lines = []
+    result = training.run(config, log=lines.append)
+    assert result["dtype_policy"] == "mixed_bfloat16" and np.isfinite(result["map"])
+    assert any("pruned 2 classes" in line for line in lines)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+    network = keras.saving.load_model(tmp_path / "run" / "network.keras")
+    hidden, head = network.layers[1], network.get_layer("logits")
+    assert hidden.compute_dtype == "bfloat16" and hidden.kernel.dtype == "float32"
+    x = np.zeros((2, network.input_shape[1]), np.float32)
+    assert head.compute_dtype == "float32" and network(x).dtype == "float32"
+
+
 def test_fully_known_classes_keep_a_usable_threshold(base_config, tmp_path):
     # Regression: classes without unknown entries get t+ = inf from prior_matched_thresholds, which
     # once reached the exported thresholds as clip(inf) = 1.0. Now t+ stays in pseudo_thresholds
