@@ -47,9 +47,8 @@ class ResNetPreprocess(layers.Layer):
     """ResNet50's 'caffe' preprocessing of [0, 255] RGB pixels: RGB -> BGR, minus ImageNet means."""
 
     def call(self, images):
-        return keras.ops.flip(images, axis=-1) - keras.ops.convert_to_tensor(
-            [103.939, 116.779, 123.68]
-        )
+        means = keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=images.dtype)
+        return keras.ops.flip(images, axis=-1) - means  # in the compute dtype (bfloat16 too)
 
 
 def _resnet50(image_size):

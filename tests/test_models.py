@@ -129,3 +129,15 @@ def test_mlp_layers_of_equal_shape_start_different():
     assert not np.array_equal(kernels[1], kernels[2])
     again = models.build_mlp(16, 3, hidden_units=(16, 16, 16), dropout=0.0, seed=0)
     np.testing.assert_array_equal(again.layers[2].kernel.numpy(), kernels[1])  # still seeded
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v3_small"])
+def test_a_backbone_builds_under_mixed_precision_with_float32_logits(backbone):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        network = models.build_image_model(backbone, 3, (32, 32), None)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    logits = network(np.full((1, 32, 32, 3), 128.0, np.float32))
+    assert logits.dtype == "float32" and np.all(np.isfinite(np.asarray(logits)))
