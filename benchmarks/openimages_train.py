@@ -13,7 +13,7 @@ then runs, each in its own process:
   --prune_schedule=2:0.5`)
 
 both with an MLP of 64 units, batch 256, 3 epochs and the test set evaluated once, at the end.
-It reports the child's peak RSS (`wait4`), each epoch's time from `history.json` (`epoch_seconds`,
+It reports the child's peak RSS (its VmHWM, read while it runs), each epoch's time from `history.json` (`epoch_seconds`,
 which includes the refresh and pruning that begin it), the refresh and pruning times on their own,
 the test mAP on the verified test entries (as Open Images reports it) and on the full truth, and the
 fit to 9M images.
@@ -121,12 +121,31 @@ def train(method, train_records, test_records, workdir):
     started = time.perf_counter()
     with open(os.path.join(os.path.dirname(workdir), f"{method}.log"), "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _high_water_mark(process.pid))
+            time.sleep(0.1)
     seconds = time.perf_counter() - started
-    if status != 0:
-        raise RuntimeError(f"{method} failed (status {status}); see {log.name}")
+    if process.returncode != 0:
+        raise RuntimeError(f"{method} failed (status {process.returncode}); see {log.name}")
     with open(os.path.join(workdir, "metrics.json")) as f:
-        return usage.ru_maxrss * 1024, seconds, json.load(f)
+        return peak, seconds, json.load(f)
+
+
+def _high_water_mark(pid):
+    """The peak RSS in bytes of process `pid` so far (VmHWM), 0 once it has gone.
+
+    Not `wait4`'s ru_maxrss: Linux starts a child's with the high-water mark of the parent that
+    spawned it, and this parent holds the generated data.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def measure_passes(records, workdir):
