@@ -436,16 +436,15 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(tmp_path):
     run = tmp_path / "run"
     flags = ["--epochs=3", "--select_epoch=last", f"--workdir={run}", "--verbose=0"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run(
-        [sys.executable, "-c", FULL_FROM_THE_SECOND_CHECKPOINT, str(ROOT / "tools"), *flags],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+
+    def python(*args):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        return subprocess.run(
+            [sys.executable, *args], check=False, capture_output=True, text=True, cwd=ROOT,
+            env=env, timeout=300,
+        )  # fmt: skip
+
+    proc = python("-c", FULL_FROM_THE_SECOND_CHECKPOINT, str(ROOT / "tools"), *flags)
     assert proc.returncode == 1, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(
@@ -454,15 +453,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(tmp
     checkpoints = sorted(p.name for p in (run / "checkpoint").iterdir())
     assert checkpoints == ["latest.weights.h5", "training_metadata.json"]  # no temporary
     assert json.loads((run / "checkpoint" / "training_metadata.json").read_text()) == {"epoch": 1}
-    resumed = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "train.py"), *flags, "--resume"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+    resumed = python(str(ROOT / "tools" / "train.py"), *flags, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"continuing {run} after epoch 1" in resumed.stdout
 
