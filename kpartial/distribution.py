@@ -101,7 +101,12 @@ def _join_cluster(peer_timeout):
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        listener.bind(("", int(own.rpartition(":")[2])))
+        try:
+            listener.bind(("", int(own.rpartition(":")[2])))
+        except OSError as e:
+            raise OSError(
+                e.errno, f"TF_CONFIG: this worker's address {own}: {e.strerror}"
+            ) from None
         listener.listen(len(peers) + 1)  # the kernel completes the peers' connections
         waiting = _unreachable(peers, time.monotonic() + peer_timeout)
     finally:

@@ -205,3 +205,18 @@ def test_sigterm_ends_the_wait_for_peers(tmp_path):
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_a_worker_whose_port_is_taken_says_which_address(monkeypatch):
+    from kpartial import distribution
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        cluster = {"worker": [address, "127.0.0.1:1"]}
+        monkeypatch.setenv(
+            "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+        )
+        with pytest.raises(OSError, match=f"TF_CONFIG: this worker's address {address}: "):
+            distribution.make_strategy("multi_worker", peer_timeout=1)

@@ -10,6 +10,7 @@ PYTHONWARNINGS asks for them.
 import contextlib
 import errno
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -23,7 +24,6 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 EXPORT_ROOT = "savedmodels"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not sys.warnoptions:
     warnings.filterwarnings(
@@ -59,7 +59,7 @@ def import_without_tensorflow(name):
     if "kpartial" in sys.modules:
         return importlib.import_module(f"kpartial.{name}")
     stand_in = types.ModuleType("kpartial")
-    stand_in.__path__ = [os.path.join(ROOT, "kpartial")]
+    stand_in.__path__ = list(importlib.util.find_spec("kpartial").submodule_search_locations)
     sys.modules["kpartial"] = stand_in
     try:
         return importlib.import_module(f"kpartial.{name}")
