@@ -44,18 +44,12 @@ SMOKE_SHAPES = {
 
 
 def _network(name, shape, num_classes, policy):
-    import keras
-
     from kpartial import models
 
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
+    with models.dtype_policy(policy):
         if name == "mlp":
             return models.build_mlp(shape[0], num_classes, (512,), dropout=0.0)
         return models.build_image_model(name, num_classes, shape[:2], None)
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def step_ms(name, num_classes, xla, mixed, pruned, rng):

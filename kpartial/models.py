@@ -6,10 +6,23 @@ pixels. Backbone weights are never downloaded: `weights_path` loads a local Kera
 the backbone without its top (e.g. `resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`).
 """
 
+import contextlib
 import os
 
 import keras
 from keras import layers
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Builds layers under Keras' dtype policy `name` (e.g. "mixed_bfloat16"), then restores the
+    global policy; the logits layers of this module stay float32 under any policy."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def build_mlp(num_features, num_classes, hidden_units=(512,), dropout=0.2, seed=0):

@@ -188,9 +188,7 @@ def build_network(config, train):
     """The network of `config.model` for `train`'s inputs: an MLP on features, else a backbone,
     in the dtype policy of `--mixed_precision` (its logits float32 either way)."""
     model = config.model
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(resolve_mixed_precision(config.runtime.mixed_precision))
-    try:
+    with models.dtype_policy(resolve_mixed_precision(config.runtime.mixed_precision)):
         if train.features is not None:
             return models.build_mlp(
                 train.features.shape[1],
@@ -205,8 +203,6 @@ def build_network(config, train):
             (model.image_size, model.image_size),
             model.backbone_weights or None,
         )
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def build_model(config, inputs, placement):

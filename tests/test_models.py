@@ -133,11 +133,8 @@ def test_mlp_layers_of_equal_shape_start_different():
 
 @pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v3_small"])
 def test_a_backbone_builds_under_mixed_precision_with_float32_logits(backbone):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with models.dtype_policy("mixed_bfloat16"):
         network = models.build_image_model(backbone, 3, (32, 32), None)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    assert keras.config.dtype_policy().name == "float32"
     logits = network(np.full((1, 32, 32, 3), 128.0, np.float32))
     assert logits.dtype == "float32" and np.all(np.isfinite(np.asarray(logits)))
