@@ -64,17 +64,27 @@ def main(argv):
         for turn, seed in enumerate(map(int, FLAGS.seeds)):
             order = list(methods) if turn % 2 == 0 else list(reversed(methods))
             for name in order:
+                log = []
                 started = time.perf_counter()
                 result = training.run(
-                    methods[name].replace(seed=seed), log=lambda line: None, datasets=loaded
+                    methods[name].replace(seed=seed), log=log.append, datasets=loaded
                 )
                 took = time.perf_counter() - started
                 seconds[name] += took
+                tested = [line for line in log if "labels tested" in line or "not tested" in line]
                 runs.append(
                     {"dataset": dataset, "method": name, "seed": seed, "seconds": took,
-                     "map": result["map"]}
+                     "map": result["map"], "decisions": tested}
                 )  # fmt: skip
-                print(dataset, name, seed, f"{took:.1f}s", f"map={result['map']:.4f}", flush=True)
+                print(
+                    dataset,
+                    name,
+                    seed,
+                    f"{took:.1f}s",
+                    f"map={result['map']:.4f}",
+                    *tested,
+                    flush=True,
+                )
         ratio = seconds["default"] / seconds["ignore"]
         lines.append(
             f"| {dataset} | {seconds['default']:.1f} | {seconds['ignore']:.1f} | {ratio:.2f}x |"

@@ -109,6 +109,8 @@ def main(argv):
                                         "class statistics",
                                         "chose",
                                         "rate measured",
+                                        "labels tested",
+                                        "not tested",
                                     )
                                 )
                             ],

@@ -10,9 +10,12 @@ computed from the training annotations or read from a CSV of an existing dataset
 
 The positive rate among the *unknown* entries (`unknown_priors`, which kpartial's unknown term
 and pseudo-label quota use) equals the prior only if annotation does not depend on the label.
-The count rule below is the default (`--missing_labels=counts`): it reads the usual violation
-from the counts, and cannot tell labels verified among proposed classes from labels missing at
-random within classes whose annotated shares differ. `--missing_labels=measured` has the run
+The count rule below reads the usual violation from the counts, and cannot tell labels verified
+among proposed classes from labels missing at random within classes whose annotated shares
+differ. So the default run (`--missing_labels=tested`) starts on its reading and tests it on the
+validation split before the first pseudo-label refresh (`kpartial.annotation_test`: known and
+unknown entries score alike there only when labels are missing at random within each class);
+`--missing_labels=counts` keeps the count rule's reading. `--missing_labels=measured` has the run
 measure the rate on the network of its first epochs instead (`kpartial.unknown_rates`; these
 statistics then keep the priors): better where the classes were covered at random, worse under
 verified candidates (benchmarks/README.md, "Measured unknown rates"). When annotators
@@ -204,9 +207,10 @@ class ClassStatistics:
 
 
 # How labels went missing (`--missing_labels`): "counts" reads the rates from the counts
-# (`unknown_priors`), "measured" leaves them to the run (`kpartial.unknown_rates`); the user who
-# knows says so.
-MISSING_LABELS = ("counts", "measured", "at_random", "verified")
+# (`unknown_priors`), "tested" starts there and has the run test the reading on its validation
+# split (`kpartial.annotation_test`), "measured" leaves the rates to the run
+# (`kpartial.unknown_rates`); the user who knows says so.
+MISSING_LABELS = ("tested", "counts", "measured", "at_random", "verified")
 
 
 def unknown_priors(positives, negatives, priors, num_examples, missing="counts"):
@@ -222,7 +226,8 @@ def unknown_priors(positives, negatives, priors, num_examples, missing="counts")
       num_examples: N, the number of examples the counts come from.
       missing: a `MISSING_LABELS` name: "at_random" (within each class, e.g. assays screened on
         different libraries) gives the priors, "verified" (proposed classes verified, e.g. Open
-        Images) the known positives over all examples, "counts" reads it from the counts;
+        Images) the known positives over all examples, "counts" and "tested" read it from the
+        counts (the run then tests "tested"'s reading, `kpartial.annotation_test`);
         "measured" gives the priors until the run measures the rates (`kpartial.unknown_rates`).
     """
     if missing == "measured":

@@ -177,12 +177,14 @@ class DataConfig(Part):
         low_open=True,
     )
     missing_labels: str = option(
-        "counts",
+        "tested",
         "How the unknown labels went missing, which sets the unknown entries' positive rate that "
-        "kpartial's unknown term and pseudo-label quota use: counts = read from the annotation "
-        "counts (kpartial.class_stats); measured = measured during the run by the network of its "
-        "first epochs, which train masked BCE (kpartial.unknown_rates); at_random = at random within each class (the "
-        "class prior; e.g. assays screened on different libraries); verified = people verified "
+        "kpartial's unknown term and pseudo-label quota use: tested = read from the annotation "
+        "counts, then tested on the validation split at the first pseudo-label refresh "
+        "(kpartial.annotation_test); counts = read from the counts only (kpartial.class_stats); "
+        "measured = measured during the run by the network of its first epochs, which train "
+        "masked BCE (kpartial.unknown_rates); at_random = at random within each class (the class "
+        "prior; e.g. assays screened on different libraries); verified = people verified "
         "proposed classes (the class's known positives over all examples; e.g. Open Images).",
         choices=class_stats.MISSING_LABELS,
     )

@@ -16,8 +16,9 @@ every update, and checkpoints (`save_weights`) carry them:
   labels its permanent corrections wrote, looked up by the example id the pipeline yields.
 - `active_classes` float32 [C]: 1 for classes still trained, 0 for pruned ones.
 - `unknown_rates` float32 [C] and `rates_measured` float32 [] (only when the run measures the
-  unknown entries' positive rates, `kpartial.unknown_rates`): the rates u_c the loss's unknown
-  term targets, and 1 once they are measured (before, the loss is masked BCE).
+  unknown entries' positive rates, `kpartial.unknown_rates`, or tests how its labels went
+  missing, `kpartial.annotation_test`): the rates u_c the loss's unknown term targets, and 1 once
+  they are set (before, the loss is masked BCE).
 - `epochs_done` int32 []: epochs finished, so a checkpoint knows where a resumed run continues.
 
 The loss's entry weight is `active_c * (pseudo_weight if the entry holds a pseudo label else 1)`:

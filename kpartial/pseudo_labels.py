@@ -24,8 +24,10 @@ Known labels always win.
 
 The quota's rates are the unknown entries' positive rates: the class statistics' (by default), or
 measured by the run before the first refresh (`--missing_labels=measured`,
-`kpartial.unknown_rates`). With measured rates `pseudo_labels=auto` decides at the first refresh,
-from the measured mean rate (`dense_line`), and says so in one line.
+`kpartial.unknown_rates`), or the reading the run tests then (`--missing_labels=tested`, the
+default, `kpartial.annotation_test`). With those `pseudo_labels=auto` decides at the first refresh,
+from the rates then in the model (`dense_line`, and no pseudo labels where the test read the labels
+as missing for a reason), and says so in one line.
 
 The technique owns its switch and its callback: `switched_on`, `off_because` and `is_on` read the
 run's `kpartial.config.Config`, and `callbacks` builds what a run adds, so the trainer needs one
@@ -38,7 +40,15 @@ import time
 import keras
 import numpy as np
 
-from kpartial import class_stats, distribution, evaluation, pipeline, run_inputs, unknown_rates
+from kpartial import (
+    annotation_test,
+    class_stats,
+    distribution,
+    evaluation,
+    pipeline,
+    run_inputs,
+    unknown_rates,
+)
 from kpartial.label_pruning import epoch_count
 from kpartial.partial_model import network_of
 from kpartial.pseudo_label_rules import (
@@ -107,6 +117,10 @@ def off_because(config, stats):
         return ""
     if unknown_rates.switched_on(config, stats):
         return ""  # the rates are measured: the first refresh decides (`dense_line`)
+    if annotation_test.switched_on(config, stats):
+        # The test before the first refresh decides; only where the priors are dense is the
+        # answer known already (off under either reading).
+        return dense_line(stats.priors)
     if stats.depends_on_class:
         return (
             "the annotation depends on the class (see the class statistics line): the unknown "
@@ -127,6 +141,18 @@ def dense_line(rates):
         "targets each class's rate, and pseudo positives by that quota add noise there; "
         "--pseudo_labels=on refreshes anyway"
     )
+
+
+def tested_off_line(model, stats):
+    """Why pseudo labels stay off under the reading the annotation test left in the model
+    (`kpartial.annotation_test`), or ""."""
+    if annotation_test.reads_for_a_reason(model, stats):
+        return (
+            "the labels read as missing for a reason (see the labels-tested line): the unknown "
+            "entries' positive rate is only a lower bound there; --pseudo_labels=on refreshes "
+            "anyway"
+        )
+    return dense_line(model.unknown_rates.numpy())
 
 
 def is_on(config, stats):
@@ -178,8 +204,9 @@ class PseudoLabelCallback(keras.callbacks.Callback):
       priors: float [C] positive rates among the unknown entries (needed by a rule with
         `needs_priors`), or "measured": the model's `unknown_rates`, read at each refresh (the
         measurement comes first, `kpartial.unknown_rates`).
-      off_when_dense: with measured rates, whether a refresh makes no pseudo labels where those
-        rates say the label space is dense (`dense_line`; `pseudo_labels=auto`).
+      off_line_of: None, or a function of the model giving why a refresh makes no pseudo labels
+        now ("" = it does): with rates the run measures or tests, read at each refresh
+        (`pseudo_labels=auto`).
       validation: (dataset, labels) of held-out training examples with their known labels, for
         `min_precision`: if > 0, a class is pseudo-labelled positive only at scores where its
         held-out known entries are positive at least this often. For a class with at least 3
@@ -209,7 +236,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         true_labels=None,
         log=print,
         histogram_examples=HISTOGRAM_EXAMPLES,
-        off_when_dense=False,
+        off_line_of=None,
     ):
         super().__init__()
         start_epoch, every = settings.start_epoch, settings.every
@@ -226,8 +253,8 @@ class PseudoLabelCallback(keras.callbacks.Callback):
         self.start_epoch, self.every = start_epoch, every
         self.measured = isinstance(priors, str) and priors == "measured"
         self.priors = None if priors is None or self.measured else np.asarray(priors)
-        self.off_when_dense = off_when_dense
-        self.off_line = ""  # why refreshes make nothing (measured rates of a dense label space)
+        self.off_line_of = off_line_of
+        self.off_line = ""  # why refreshes make nothing (`off_line_of`'s last line)
         self.log = log
         self.histogram_examples = histogram_examples
         self.quality = {}
@@ -324,8 +351,8 @@ class PseudoLabelCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not self.is_refresh_epoch(epoch):
             return
-        if self.measured and self.off_when_dense:
-            line = dense_line(self.model.unknown_rates.numpy())
+        if self.off_line_of is not None:
+            line = self.off_line_of(self.model)
             if line and not self.off_line:
                 self.log(f"epoch {epoch + 1}: pseudo labels: off, because {line}")
             self.off_line = line
@@ -379,16 +406,22 @@ def callbacks(config, inputs, datasets, log):
     measured = unknown_rates.switched_on(config, stats)
     if measured and unknown_rates.measure_epoch(config) is None:
         return []  # nothing measured (said by `unknown_rates.callbacks`), and no time to refresh
+    tested = annotation_test.switched_on(config, stats)
     rates = np.zeros_like(stats.priors) if stats.depends_on_class else stats.unknown_priors
+    off_line_of = None
+    if config.pseudo.switch == "auto" and measured:
+        off_line_of = lambda model: dense_line(model.unknown_rates.numpy())
+    elif config.pseudo.switch == "auto" and tested:
+        off_line_of = lambda model: tested_off_line(model, stats)
     return [
         PseudoLabelCallback(
             datasets.train_inputs,
             inputs.known,  # looked up per batch: sparse labels stay sparse
             dataclasses.replace(config.pseudo, start_epoch=start),
-            "measured" if measured else rates,
+            "measured" if measured or tested else rates,
             validation=run_inputs.held_out(inputs, datasets),
             true_labels=run_inputs.hidden_truth(config, inputs),
             log=log,
-            off_when_dense=measured and config.pseudo.switch == "auto",
+            off_line_of=off_line_of,
         )
     ]

@@ -43,7 +43,9 @@ def log_inputs(log, inputs, config):
     for split_name, counts in (("train", train.skipped), ("test", test.skipped)):
         for reason, count in counts.items():
             log(f"skipped {count} {split_name} records (on_bad_input=skip): {reason}")
-    if stats.annotation and (stats.depends_on_class or config.data.missing_labels != "counts"):
+    if stats.annotation and (
+        stats.depends_on_class or config.data.missing_labels not in ("counts", "tested")
+    ):
         log(f"class statistics: {stats.annotation}")
     if (
         config.loss.has_techniques

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from kpartial import (
+    annotation_test,
     auto_tune,
     checkpoints,
     distribution,
@@ -96,6 +97,7 @@ def train(config, inputs, placement, extra_callbacks=(), resuming=False, log=pri
     datasets = pipeline.run_datasets(config, inputs, model.epochs_done, placement)
     techniques = [
         *unknown_rates.callbacks(config, inputs, datasets, log),  # before the refresh it feeds
+        *annotation_test.callbacks(config, inputs, datasets, log),  # likewise
         *pseudo_labels.callbacks(config, inputs, datasets, log),
         *label_pruning.callbacks(config, inputs, datasets, log),
     ]
@@ -216,7 +218,8 @@ def build_model(config, inputs, placement):
         config.pseudo.weight,
         pseudo_labelling=pseudo_labels.is_on(config, inputs.stats),
         max_pseudo_positives=config.pseudo.max_positives,
-        measures_unknown_rates=unknown_rates.switched_on(config, inputs.stats),
+        measures_unknown_rates=unknown_rates.switched_on(config, inputs.stats)
+        or annotation_test.switched_on(config, inputs.stats),
     )
     # Keras 3's multi-step loop fails under a multi-replica strategy (keras-team/keras#19246).
     steps = 1

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from kpartial import (
+    annotation_test,
     class_stats,
     data,
     label_pruning,
@@ -30,7 +31,7 @@ from kpartial.config import Config
 from kpartial.data.readers import synthetic
 from kpartial.partial_model import PartialLabelModel
 from tests import dense_reference
-from tests.helpers import NUM_CLASSES, NUM_EXAMPLES, NUM_FEATURES
+from tests.helpers import NUM_CLASSES, NUM_EXAMPLES, NUM_FEATURES, write_tiny_npz
 
 
 def series(history, key):
@@ -190,9 +191,14 @@ def test_checkpoint_restores_training_state(kpartial_run):
         config.model.dropout,
         seed=config.runtime.seed + 1,
     )
-    model = PartialLabelModel(fresh, train.num_examples, NUM_CLASSES, losses.IgnoreUnknownBCE())
+    # The default run tests how its labels went missing: its unknown rates are model state too.
+    loss = losses.StatisticsWeightedLoss(np.full(NUM_CLASSES, 0.3))
+    model = PartialLabelModel(
+        fresh, train.num_examples, NUM_CLASSES, loss, measures_unknown_rates=True
+    )
     model(np.zeros((1, NUM_FEATURES), np.float32))  # build before loading
     model.load_weights(os.path.join(config.workdir, "checkpoint/latest.weights.h5"))
+    assert model.unknown_rates_measured and np.all(model.unknown_rates.numpy() > 0)
     # The checkpoint holds the last epoch's weights (network.keras: the selected epoch's).
     last = keras.Model(fresh.inputs, fresh.outputs)
     assert int(model.epochs_done.numpy()) == config.runtime.epochs
@@ -557,6 +563,7 @@ def test_class_dependent_annotation_is_said_and_gives_the_unknown_entries_their_
         hidden_units=(16,),
         workdir=str(tmp_path / "run"),
         auto_tune="off",
+        missing_labels="counts",
     )
     lines, refreshes = _auto_and_on(config)
     assert any("class statistics: annotation depends on the class" in line for line in lines)
@@ -571,6 +578,44 @@ def test_class_dependent_annotation_is_said_and_gives_the_unknown_entries_their_
         (table["positives"] + 1) / (540 + 2),  # 600 less 10% validation
     )
     assert (table["unknown_prior"] < table["prior"]).all()
+
+
+@pytest.mark.parametrize("verified", [True, False])
+def test_the_default_run_tests_how_its_labels_went_missing(tmp_path, verified):
+    """Verified labels (every positive known) read as missing for a reason on the validation
+    split, whatever the counts read; labels kept at random read as at random."""
+    if verified:
+        data_fields = {  # enough held-out examples (300) for the test to see the difference
+            "train_data": _verified_labels_npz(tmp_path / "train.npz", num_examples=3000),
+            "test_data": _verified_labels_npz(tmp_path / "test.npz", seed=1),
+        }
+    else:
+        data_fields = {
+            "train_data": write_tiny_npz(tmp_path / "train.npz", "train"),
+            "test_data": write_tiny_npz(tmp_path / "test.npz", "test"),
+            "known_fraction": 0.3,
+        }
+    config = Config.from_flat(
+        **data_fields,
+        epochs=6,
+        pseudo_start_epoch=4,
+        hidden_units=(16,),
+        learning_rate=0.01,
+        prune_schedule="",
+    )
+    assert config.data.missing_labels == "tested"
+    lines = []
+    result = training.run(config, log=lines.append)
+    held_out = 300 if verified else 60
+    (tested,) = [line for line in lines if f"labels tested on {held_out} validation" in line]
+    assert tested.startswith("epoch 5: ")
+    reading = "missing for a reason" if verified else "missing at random within each class"
+    assert f"labels read as {reading}" in tested
+    z = float(re.search(r"z = (-?[0-9.]+)", tested).group(1))
+    assert (z > annotation_test.Z_CRITICAL) == verified
+    assert np.isfinite(result["map"])
+    if verified:  # pseudo labels stay off (the priors are dense here, the test agrees)
+        assert not any("pseudo labels refreshed" in line for line in lines)
 
 
 def _dense_labels_npz(path, num_examples=400, num_classes=6, seed=0):

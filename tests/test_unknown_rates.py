@@ -229,6 +229,6 @@ def test_a_run_too_short_to_measure_says_so():
     assert callback.epoch == 3  # the first pseudo-label refresh's share, 0.33 of 9
 
 
-def test_old_auto_reads_as_counts_the_default():
-    assert Config().data.missing_labels == "counts"
+def test_old_auto_reads_as_counts():
+    assert Config().data.missing_labels == "tested"
     assert Config.from_flat(missing_labels="auto").data.missing_labels == "counts"
