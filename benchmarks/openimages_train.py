@@ -51,7 +51,13 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("classes", 9600, "Trainable classes.")
 flags.DEFINE_integer("epochs", 3, "Training epochs.")
-flags.DEFINE_list("methods", ["ignore", "kpartial"], "Methods to run.")
+flags.DEFINE_list(
+    "methods",
+    ["ignore", "kpartial"],
+    "Methods to run, or variants METHOD:FLAG=VALUE;FLAG=VALUE (tools/train.py flags), e.g. "
+    "kpartial:missing_labels=verified.",
+)
+flags.DEFINE_bool("time_passes", True, "Time kpartial's refresh and pruning passes alone.")
 flags.DEFINE_string("out", "benchmarks/results/openimages_train.md", "Markdown table to write.")
 flags.DEFINE_multi_string("train_flag", [], "Extra tools/train.py flag for every run (ablations).")
 flags.DEFINE_string("tmp", "", "Folder for the generated data (default: a temporary folder).")
@@ -99,6 +105,12 @@ def full_truth_map(workdir, truth_records):
     return evaluation.model_scores(network, dataset, truth.labels).mean_average_precision()
 
 
+def variant_flags(method):
+    """tools/train.py flags of a method or a variant METHOD:FLAG=VALUE;FLAG=VALUE."""
+    name, _, fields = method.partition(":")
+    return [f"method={name}", *filter(None, fields.split(";"))]
+
+
 def train(method, train_records, test_records, workdir, validation_records=""):
     """Runs tools/train.py; (peak RSS bytes, wall seconds, metrics.json)."""
     validation = f"--validation_data=tfrecord:{validation_records}" if validation_records else ""
@@ -109,7 +121,7 @@ def train(method, train_records, test_records, workdir, validation_records=""):
         f"--test_data=tfrecord:{test_records}",
         validation or "--validation_fraction=0",
         "--select_epoch=last",
-        f"--method={method}",
+        *(f"--{item}" for item in variant_flags(method)),
         "--hidden_units=64",
         "--dropout=0",
         "--batch_size=256",
@@ -126,7 +138,7 @@ def train(method, train_records, test_records, workdir, validation_records=""):
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.perf_counter()
-    with open(os.path.join(os.path.dirname(workdir), f"{method}.log"), "w") as log:
+    with open(workdir + ".log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         peak = 0
         while process.poll() is None:
@@ -278,14 +290,14 @@ def main(argv):
             flush=True,
         )
         for method in FLAGS.methods:
-            workdir = os.path.join(folder, f"run_{method}")
+            workdir = os.path.join(folder, "run_" + method.replace(":", "_").replace(";", "_"))
             rss, seconds, metrics = train(
                 method, records, test_records, workdir, validation_records
             )
             row = summarise(method, num_images, known, rss, seconds, metrics)
             row["full_truth_map"] = full_truth_map(workdir, truth_records)
             row["positives_unverified"] = missed
-            if method == "kpartial":
+            if method == "kpartial" and FLAGS.time_passes:
                 try:
                     row["passes_s"] = time_passes(records, workdir)
                 except subprocess.CalledProcessError as error:

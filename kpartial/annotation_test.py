@@ -35,7 +35,15 @@ examples. A run without a validation split keeps the count rule and says so.
 import keras
 import numpy as np
 
-from kpartial import class_stats, evaluation, losses, pipeline, run_inputs, unknown_rates
+from kpartial import (
+    class_stats,
+    distribution,
+    evaluation,
+    losses,
+    pipeline,
+    run_inputs,
+    unknown_rates,
+)
 from kpartial.partial_model import network_of
 from kpartial.pseudo_label_rules import LOWEST_LOGIT
 
@@ -86,8 +94,8 @@ def exchangeability(known_histograms, unknown_histograms):
 
 
 def validation_histograms(network, dataset, labels, max_examples=TESTED_EXAMPLES):
-    """(known, unknown): int64 [C, BINS] histograms of the validation logits, and the examples
-    scored; `dataset` yields `{"x", "id"}` batches in example order."""
+    """(known, unknown, examples scored): int64 [C, BINS] histograms of the validation split's
+    known and unknown entries' logits; `dataset` yields `{"x", "id"}` batches in example order."""
     num_classes = labels.shape[1]
     predict = evaluation.logits_function(network)
     lookup = pipeline.label_lookup(labels)
@@ -150,9 +158,17 @@ class AnnotationTestCallback(keras.callbacks.Callback):
             self.model.set_unknown_rates(self.stats.unknown_priors)
 
     def test(self):
-        """(z, AUC, validation examples scored) of the model's network."""
+        """(z, AUC, validation examples scored) of the model's network.
+
+        Every worker holds the whole validation split and the same weights; their figures are
+        averaged anyway, so that no rounding difference can split the workers' readings.
+        """
         known, unknown, seen = validation_histograms(network_of(self.model), *self.validation)
-        return (*exchangeability(known, unknown), seen)
+        strategy = self.model.distribute_strategy
+        figures = np.asarray(exchangeability(known, unknown), np.float64)
+        workers = distribution.place(strategy).count
+        z, auc = distribution.sum_across_workers(figures, strategy) / workers
+        return float(z), float(auc), seen
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.epoch:

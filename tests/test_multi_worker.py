@@ -110,6 +110,9 @@ def test_both_workers_finish(runs):
     assert len(refreshes[0]) == 3 and list(map(strip, refreshes[0])) == list(
         map(strip, refreshes[1])
     )
+    # Both tested how the labels went missing and read them alike.
+    tested = [[l for l in out.splitlines() if "labels tested" in l] for _, out in workers]
+    assert len(tested[0]) == 1 and tested[0] == tested[1]
 
 
 def test_the_chief_writes_the_artifacts(runs):
