@@ -180,16 +180,14 @@ class AnnotationTestCallback(keras.callbacks.Callback):
         self.model.set_unknown_rates(rates)
         self.figures = {"annotation_z": z, "annotation_auc": auc}
         reading = (
-            "missing at random within each class: unknown entries take the priors"
+            "missing at random in classes, u = the priors"
             if at_random
-            else "missing for a reason: unknown entries take each class's known positives over "
-            "all examples, and pseudo labels are off"
+            else "missing for a reason, u = n+/N, pseudo labels off"
         )
         self.log(
-            f"epoch {epoch + 1}: labels tested on {seen} validation examples: known entries "
-            f"outrank unknown ones with AUC {auc:.3f}, z = {z:.2f} (at random: AUC 0.5, z "
-            f"below {Z_CRITICAL}), so labels read as {reading} (mean u {rates.mean():.3g}; the "
-            f"counts had read {counted})"
+            f"epoch {epoch + 1}: labels tested on {seen} held-out examples: known vs unknown AUC "
+            f"{auc:.3f}, z = {z:.2f} {'<=' if at_random else '>'} {Z_CRITICAL}: {reading} (mean "
+            f"u {rates.mean():.3g}; the counts read {counted})"
         )
 
     def on_epoch_end(self, epoch, logs=None):

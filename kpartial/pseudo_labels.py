@@ -148,9 +148,8 @@ def tested_off_line(model, stats):
     (`kpartial.annotation_test`), or ""."""
     if annotation_test.reads_for_a_reason(model, stats):
         return (
-            "the labels read as missing for a reason (see the labels-tested line): the unknown "
-            "entries' positive rate is only a lower bound there; --pseudo_labels=on refreshes "
-            "anyway"
+            "the labels read as missing for a reason (the labels-tested line): u_c is only a "
+            "lower bound there; --pseudo_labels=on refreshes anyway"
         )
     return dense_line(model.unknown_rates.numpy())
 

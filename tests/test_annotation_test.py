@@ -110,18 +110,18 @@ def test_the_callback_starts_on_the_counts_and_keeps_or_replaces_them_at_its_epo
     callback.on_epoch_begin(1)
     assert not lines
     callback.on_epoch_begin(2)
-    assert len(lines) == 1 and "labels tested on 400 validation examples" in lines[0]
+    assert len(lines) == 1 and "labels tested on 400 held-out examples" in lines[0]
     logs = {}
     callback.on_epoch_end(2, logs)
     assert set(logs) == {"annotation_z", "annotation_auc"}
     assert (logs["annotation_z"] > annotation_test.Z_CRITICAL) == verified
     assert annotation_test.reads_for_a_reason(model, stats) == verified
     if verified:
-        assert "missing for a reason" in lines[0] and "the counts had read at random" in lines[0]
+        assert "missing for a reason" in lines[0] and "the counts read at random" in lines[0]
         np.testing.assert_allclose(model.unknown_rates.numpy(), 21 / 1002, rtol=1e-6)
         assert "lower bound" in pseudo_labels.tested_off_line(model, stats)
     else:
-        assert "missing at random within each class" in lines[0]
+        assert "missing at random in classes" in lines[0]
         assert pseudo_labels.tested_off_line(model, stats) == ""
     rates = model.unknown_rates.numpy()
     resumed = annotation_test.AnnotationTestCallback(validation, stats, 1000, 2, log=lines.append)
