@@ -182,7 +182,7 @@ class AnnotationTestCallback(keras.callbacks.Callback):
         reading = (
             "missing at random in classes, u = the priors"
             if at_random
-            else "missing for a reason, u = n+/N, pseudo labels off"
+            else "missing for a reason, u = n+/N"
         )
         self.log(
             f"epoch {epoch + 1}: labels tested on {seen} held-out examples: known vs unknown AUC "
