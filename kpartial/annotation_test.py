@@ -39,7 +39,6 @@ from kpartial import (
     class_stats,
     distribution,
     evaluation,
-    losses,
     pipeline,
     run_inputs,
     unknown_rates,
@@ -56,15 +55,9 @@ TESTED_EXAMPLES = 16384
 
 def switched_on(config, stats):
     """Whether the run tests how its labels went missing: `missing_labels=tested` (the
-    default), a loss that reads the unknown entries' rates (kpartial's), labels with unknown
-    entries, and no statistics CSV (its priors are the user's)."""
-    constructor = losses.LOSSES.get(config.loss.method)
-    loss_class = getattr(constructor, "func", constructor)
-    return (
-        config.data.missing_labels == "tested"
-        and getattr(loss_class, "reads_unknown_rates", False)
-        and not stats.complete
-        and not config.data.class_stats
+    default) where `unknown_rates.sets_its_own_rates`."""
+    return config.data.missing_labels == "tested" and unknown_rates.sets_its_own_rates(
+        config, stats
     )
 
 

@@ -68,19 +68,22 @@ def measure_epoch(config):
     return count if count < epochs else None
 
 
-def switched_on(config, stats):
-    """Whether the run measures u_c: `missing_labels=measured`, a loss that reads
-    the rates (kpartial's), labels with unknown entries, and no statistics CSV (its priors are
-    the user's)."""
-
+def sets_its_own_rates(config, stats):
+    """Whether a run can set its loss's unknown rates itself: a loss that reads them
+    (kpartial's), labels with unknown entries, and no statistics CSV (its priors are the
+    user's)."""
     constructor = losses.LOSSES.get(config.loss.method)
     loss_class = getattr(constructor, "func", constructor)
     return (
-        config.data.missing_labels == "measured"
-        and getattr(loss_class, "reads_unknown_rates", False)
+        getattr(loss_class, "reads_unknown_rates", False)
         and not stats.complete
         and not config.data.class_stats
     )
+
+
+def switched_on(config, stats):
+    """Whether the run measures u_c: `missing_labels=measured` where `sets_its_own_rates`."""
+    return config.data.missing_labels == "measured" and sets_its_own_rates(config, stats)
 
 
 def em_rates(unknown_histograms, priors, shift=0.0, steps=EM_STEPS):
