@@ -82,8 +82,7 @@ def main(argv):
                 )
                 left = simulate.describe(train.labels, labels)
                 for method in FLAGS.methods:
-                    name_, _, fields = method.partition(":")
-                    overrides = dict(item.split("=", 1) for item in filter(None, fields.split(";")))
+                    name_, overrides = tables.method_variant(method)
                     run = base.replace(method=name_, simulation=path, seed=seed, **overrides)
                     lines = []
                     started = time.perf_counter()

@@ -105,15 +105,10 @@ def full_truth_map(workdir, truth_records):
     return evaluation.model_scores(network, dataset, truth.labels).mean_average_precision()
 
 
-def variant_flags(method):
-    """tools/train.py flags of a method or a variant METHOD:FLAG=VALUE;FLAG=VALUE."""
-    name, _, fields = method.partition(":")
-    return [f"method={name}", *filter(None, fields.split(";"))]
-
-
 def train(method, train_records, test_records, workdir, validation_records=""):
     """Runs tools/train.py; (peak RSS bytes, wall seconds, metrics.json)."""
     validation = f"--validation_data=tfrecord:{validation_records}" if validation_records else ""
+    name, fields = tables.method_variant(method)
     command = [
         sys.executable,
         os.path.join(ROOT, "tools", "train.py"),
@@ -121,7 +116,7 @@ def train(method, train_records, test_records, workdir, validation_records=""):
         f"--test_data=tfrecord:{test_records}",
         validation or "--validation_fraction=0",
         "--select_epoch=last",
-        *(f"--{item}" for item in variant_flags(method)),
+        *(f"--{key}={value}" for key, value in {"method": name, **fields}.items()),
         "--hidden_units=64",
         "--dropout=0",
         "--batch_size=256",

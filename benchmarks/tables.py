@@ -11,6 +11,13 @@ def write_table(path, lines):
     print("\n".join(lines))
 
 
+def method_variant(spec):
+    """(method, {field: value}) of a `--methods` entry: METHOD, or a variant
+    METHOD:FIELD=VALUE;FIELD=VALUE (values as written)."""
+    name, _, fields = spec.partition(":")
+    return name, dict(item.split("=", 1) for item in filter(None, fields.split(";")))
+
+
 # The Mulan sets' train and test files under ../shared/data/mulan.
 MULAN_FILES = {
     "yeast": ("yeast/yeast-train.arff", "yeast/yeast-test.arff"),
