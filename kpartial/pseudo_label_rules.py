@@ -214,17 +214,30 @@ class PositiveCandidates:
           logits: float [B, C] the batch's logits.
           unknown: bool [B, C] whether each entry is unknown (only those can be candidates).
         """
-        scores = tf.where(unknown & (logits > self.floor), logits, -np.inf)
-        k = min(self.slots, scores.shape[1])
-        values, index = tf.math.top_k(scores, k)
-        kept = values > -np.inf
-        padding = [[0, 0], [0, self.slots - k]]
-        classes = tf.pad(tf.where(kept, index + 1, 0), padding)
-        values = tf.pad(values, padding, constant_values=-np.inf)
-        rows = tf.expand_dims(tf.cast(ids, tf.int32), -1)
-        self.classes.scatter_nd_update(rows, classes)
-        self.logits.scatter_nd_update(rows, values)
-        over = tf.math.count_nonzero(scores > -np.inf) - tf.math.count_nonzero(kept)
+        # The entries above the floor are few (a pseudo positive is rare), so they are gathered
+        # and ranked within their row, instead of a top-k over all B x C entries. `tf.where`
+        # lists them row by row, classes ascending; the stable sorts keep that order among equal
+        # logits, so ties go to the lower class, as a top-k's do.
+        where = tf.cast(tf.where(unknown & (logits > self.floor)), tf.int32)  # [M, 2]
+        values = tf.gather_nd(logits, where)
+        order = tf.argsort(values, direction="DESCENDING", stable=True)
+        order = tf.gather(order, tf.argsort(tf.gather(where[:, 0], order), stable=True))
+        where, values = tf.gather(where, order), tf.gather(values, order)
+        rows, classes = where[:, 0], where[:, 1]
+        batch = tf.shape(logits)[0]
+        starts = tf.cumsum(tf.math.bincount(rows, minlength=batch, maxlength=batch), exclusive=True)
+        rank = tf.range(tf.shape(rows)[0]) - tf.gather(starts, rows)
+        kept = rank < self.slots
+        slots = tf.boolean_mask(tf.stack([rows, rank], axis=1), kept)
+        shape = tf.stack([batch, self.slots])
+        classes = tf.scatter_nd(slots, tf.boolean_mask(classes, kept) + 1, shape)
+        values = tf.tensor_scatter_nd_update(
+            tf.fill(shape, -np.inf), slots, tf.boolean_mask(values, kept)
+        )
+        ids = tf.expand_dims(tf.cast(ids, tf.int32), -1)
+        self.classes.scatter_nd_update(ids, classes)
+        self.logits.scatter_nd_update(ids, values)
+        over = tf.size(rank, out_type=tf.int64) - tf.math.count_nonzero(kept)
         self.over_cap.assign_add(over)
 
     def sum_across_workers(self, strategy):

@@ -405,6 +405,28 @@ def test_store_keeps_the_highest_logits_and_counts_the_rest():
     np.testing.assert_array_equal(candidates.positives([2.5, 0.0, 2.5]), [[2, 0], [1, 0]])
 
 
+def test_candidates_are_each_rows_highest_unknown_logits_ties_to_the_lower_class():
+    rng = np.random.default_rng(7)
+    num_examples, num_classes, slots = 12, 9, 3
+    logits = np.round(rng.normal(0.5, 1.0, (8, num_classes)), 1).astype(np.float32)  # ties
+    logits[2] = -1.0  # a row without a candidate
+    unknown = rng.random((8, num_classes)) < 0.7
+    ids = rng.permutation(num_examples)[:8]
+    candidates = PositiveCandidates(num_examples, slots, floor=0.0)
+    tf.function(candidates.add)(tf.constant(ids), tf.constant(logits), tf.constant(unknown))
+    scores = np.where(unknown & (logits > 0.0), logits, -np.inf)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :slots]
+    values = np.take_along_axis(scores, top, 1)
+    expected_classes = np.zeros((num_examples, slots), np.int32)
+    expected_logits = np.full((num_examples, slots), -np.inf, np.float32)
+    expected_classes[ids] = np.where(values > -np.inf, top + 1, 0)
+    expected_logits[ids] = values
+    np.testing.assert_array_equal(candidates.classes.numpy(), expected_classes)
+    np.testing.assert_array_equal(candidates.logits.numpy(), expected_logits)
+    above = np.isfinite(scores).sum(axis=1)
+    assert int(candidates.over_cap.numpy()) == int(np.maximum(above - slots, 0).sum())
+
+
 def test_stored_positives_map_to_the_active_columns():
     model = _tiny_model(num_examples=3, num_classes=NUM_CLASSES)
     model.pseudo_positives.assign(np.array([[1, 3, 0], [2, 0, 0], [0, 0, 0]], np.int32))
