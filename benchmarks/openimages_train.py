@@ -24,6 +24,7 @@ fit to 9M images.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -105,6 +106,9 @@ def full_truth_map(workdir, truth_records):
     return evaluation.model_scores(network, dataset, truth.labels).mean_average_precision()
 
 
+DECISION = re.compile(r"labels tested|labels: not tested|pseudo labels|pruned \d+ classes")
+
+
 def train(method, train_records, test_records, workdir, validation_records=""):
     """Runs tools/train.py; (peak RSS bytes, wall seconds, metrics.json)."""
     validation = f"--validation_data=tfrecord:{validation_records}" if validation_records else ""
@@ -143,7 +147,12 @@ def train(method, train_records, test_records, workdir, validation_records=""):
     if process.returncode != 0:
         raise RuntimeError(f"{method} failed (status {process.returncode}); see {log.name}")
     with open(os.path.join(workdir, "metrics.json")) as f:
-        return peak, seconds, json.load(f)
+        metrics = json.load(f)
+    # What the run decided (its test of the labels, pseudo labels, pruning), kept with the row:
+    # the log goes with the data folder.
+    with open(log.name) as f:
+        metrics["decisions"] = [line.strip() for line in f if DECISION.search(line)]
+    return peak, seconds, metrics
 
 
 def _high_water_mark(pid):
@@ -245,6 +254,7 @@ def summarise(method, num_images, known, rss, seconds, metrics):
         "train_s": metrics["train_seconds"],
         "process_s": seconds,
         "map": metrics["map"],
+        "decisions": metrics["decisions"],
     }
 
 

@@ -318,13 +318,31 @@ def in_sample(ids, share):
     return hashed < int(share * 2**32)
 
 
+def sampled(dataset, share, batch_size=1024):
+    """The examples of `dataset` (batches of `{"x", "id"}`) that are `in_sample`, in full batches.
+
+    A pass that counts only the sample iterates these: it predicts and bins just the sample, and
+    each of its batches is full, where the sample's rows spread over every batch of `dataset`
+    would make each batch pay for a whole [C, NUM_BINS] histogram for a few rows.
+    """
+
+    # Masked and rebatched batch by batch: unbatching and filtering example by example costs
+    # tf.data about as much as the pass itself.
+    def sample_of(batch):
+        rows = in_sample(batch["id"], share)
+        return {key: tf.boolean_mask(value, rows) for key, value in batch.items()}
+
+    return dataset.map(sample_of).rebatch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 class HistogramPass:
     """Per-class histograms of the unknown entries' logits, in one pass over a dataset.
 
-    Made once per run and called at every refresh: its counts and its `tf.function` are kept, so
-    a refresh reuses the compiled pass instead of tracing a new one. Binning every entry costs
+    Made once per run and called at every refresh: its counts and its `tf.function`s are kept, so
+    a refresh reuses the compiled passes instead of tracing new ones. Binning every entry costs
     several times what predicting it costs with a small network, so the histograms may count a
-    hashed `share` of the examples (`in_sample`); the candidates always see every example.
+    hashed `share` of the examples (`in_sample`), in a pass over that sample alone (`sampled`);
+    the candidates then see every example in a pass of their own.
 
     Args:
       network: maps a batch's inputs to [B, C] logits.
@@ -339,7 +357,7 @@ class HistogramPass:
         self, network, known_lookup, num_classes, truth_lookup=None, candidates=None, share=1.0
     ):
         self.groups = 1 if truth_lookup is None else 3
-        self.candidates = candidates
+        self.candidates, self.share = candidates, share
         # The hidden-label groups count only their (few) entries: +1 and unknown; the -1 group is
         # the rest. Counted per batch with one 2-D bincount per group, much cheaper than a
         # scatter of one increment per entry.
@@ -355,15 +373,16 @@ class HistogramPass:
                 tf.IndexedSlices(histogram[None, :, :NUM_BINS], tf.constant([group]))
             )
 
-        def count_batch(batch):
+        def scored(batch):
             ids = batch["id"]
             logits = tf.cast(network(batch["x"], training=False), tf.float32)
-            unknown = tf.equal(known_lookup(ids), 0)
+            return ids, logits, tf.equal(known_lookup(ids), 0)
+
+        def collect(ids, logits, unknown):
             if candidates is not None:
                 candidates.add(ids, logits, unknown)
-            if share < 1.0:
-                rows = in_sample(ids, share)
-                ids, logits, unknown = (tf.boolean_mask(x, rows) for x in (ids, logits, unknown))
+
+        def count(ids, logits, unknown):
             bins = tf.cast(tf.floor((logits - LOWEST_LOGIT) / BIN_WIDTH), tf.int32)
             bins = tf.clip_by_value(bins, 0, NUM_BINS - 1)
             add(0, bins, unknown)
@@ -372,7 +391,16 @@ class HistogramPass:
                 add(1, bins, unknown & (truth > 0))
                 add(2, bins, unknown & tf.equal(truth, 0))
 
-        self.count = pipeline.PerBatch(count_batch)
+        def collect_and_count(batch):
+            scores = scored(batch)
+            collect(*scores)
+            count(*scores)
+
+        self.collect = None  # with the whole set counted, one pass does both
+        self.count = pipeline.PerBatch(collect_and_count)
+        if share < 1.0:
+            self.collect = pipeline.PerBatch(lambda batch: collect(*scored(batch)))
+            self.count = pipeline.PerBatch(lambda batch: count(*scored(batch)))
 
     def __call__(self, dataset):
         """int64 [G, C, NUM_BINS] of `dataset` (batches of `{"x", "id"}`, finite, unaugmented):
@@ -380,7 +408,12 @@ class HistogramPass:
         self.counts.assign(tf.zeros_like(self.counts))
         if self.candidates is not None:
             self.candidates.reset()
-        self.count(dataset)
+        if self.collect is None:
+            self.count(dataset)
+        else:
+            if self.candidates is not None:
+                self.collect(dataset)
+            self.count(sampled(dataset, self.share))
         result = self.counts.numpy().astype(np.int64)
         if self.groups == 3:  # [all, +1, unknown] -> [unknown, +1, -1]
             result = np.stack([result[2], result[1], result[0] - result[1] - result[2]])
