@@ -396,11 +396,10 @@ class HistogramPass:
             collect(*scores)
             count(*scores)
 
-        self.collect = None  # with the whole set counted, one pass does both
-        self.count = pipeline.PerBatch(collect_and_count)
-        if share < 1.0:
-            self.collect = pipeline.PerBatch(lambda batch: collect(*scored(batch)))
-            self.count = pipeline.PerBatch(lambda batch: count(*scored(batch)))
+        # Each traces at its first call: the whole set's one pass, or the sample's two.
+        self.collect_and_count = pipeline.PerBatch(collect_and_count)
+        self.collect = pipeline.PerBatch(lambda batch: collect(*scored(batch)))
+        self.count = pipeline.PerBatch(lambda batch: count(*scored(batch)))
 
     def __call__(self, dataset):
         """int64 [G, C, NUM_BINS] of `dataset` (batches of `{"x", "id"}`, finite, unaugmented):
@@ -408,8 +407,8 @@ class HistogramPass:
         self.counts.assign(tf.zeros_like(self.counts))
         if self.candidates is not None:
             self.candidates.reset()
-        if self.collect is None:
-            self.count(dataset)
+        if self.share >= 1.0:
+            self.collect_and_count(dataset)
         else:
             if self.candidates is not None:
                 self.collect(dataset)
