@@ -396,10 +396,13 @@ class HistogramPass:
             collect(*scores)
             count(*scores)
 
-        # Each traces at its first call: the whole set's one pass, or the sample's two.
-        self.collect_and_count = pipeline.PerBatch(collect_and_count)
+        # `count` counts the histograms: of the whole set, collecting the candidates in the same
+        # pass, or of the sample alone, after `collect` passed over every example (each traces
+        # at its first call, so an unused one costs nothing).
+        self.count = pipeline.PerBatch(
+            collect_and_count if share >= 1.0 else lambda batch: count(*scored(batch))
+        )
         self.collect = pipeline.PerBatch(lambda batch: collect(*scored(batch)))
-        self.count = pipeline.PerBatch(lambda batch: count(*scored(batch)))
 
     def __call__(self, dataset):
         """int64 [G, C, NUM_BINS] of `dataset` (batches of `{"x", "id"}`, finite, unaugmented):
@@ -408,7 +411,7 @@ class HistogramPass:
         if self.candidates is not None:
             self.candidates.reset()
         if self.share >= 1.0:
-            self.collect_and_count(dataset)
+            self.count(dataset)
         else:
             if self.candidates is not None:
                 self.collect(dataset)
