@@ -34,6 +34,10 @@ import keras
 import numpy as np
 from keras import ops
 
+# Above this share of known entries, `StatisticsWeightedLoss` computes its known labels' terms
+# densely (see `sums_and_derivative`).
+GATHER_KNOWN_SHARE = 0.08
+
 
 def _masks(y_true):
     """Boolean (positive, negative) masks of the labels.
@@ -231,15 +235,7 @@ class KnownUnknownLoss(PartialLabelLoss):
 
         @ops.custom_gradient
         def numerators(logits):
-            entry, derivative = self.entries(y_true, logits, unknown)
-            if weight is not None:
-                entry, derivative = entry * weight, derivative * weight
-            if not self.counts_unknown:
-                sums = ops.stack([ops.sum(entry)])
-            else:
-                sums = ops.stack(
-                    [ops.sum(ops.where(known, entry, 0.0)), ops.sum(ops.where(known, 0.0, entry))]
-                )
+            sums, derivative = self.sums_and_derivative(y_true, logits, weight, unknown, known)
 
             def gradient(*args, upstream=None):
                 upstream = args[0] if upstream is None else upstream
@@ -250,6 +246,16 @@ class KnownUnknownLoss(PartialLabelLoss):
             return sums, gradient
 
         return numerators(logits), counts
+
+    def sums_and_derivative(self, y_true, logits, weight, unknown, known):
+        """(the parts' weighted entry-loss sums [P], the weighted dl/dz [B, C]) from `entries`."""
+        entry, derivative = self.entries(y_true, logits, unknown)
+        if weight is not None:
+            entry, derivative = entry * weight, derivative * weight
+        if not self.counts_unknown:
+            return ops.stack([ops.sum(entry)]), derivative
+        known_sum = ops.sum(ops.where(known, entry, 0.0))
+        return ops.stack([known_sum, ops.sum(entry) - known_sum]), derivative
 
 
 @keras.saving.register_keras_serializable(package="kpartial")
@@ -386,40 +392,115 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
 
     counts_unknown = True
 
+    def _coefficients(self, unknown):
+        """(lambda, lambda u_c [1, C], w_c [1, C], measured or None) of the entry losses."""
+        if unknown is None:
+            return self.unknown_weight, self._unknown_target, self._positive_weight, None
+        measured, rates = unknown  # from the model's variables
+        measured = ops.cast(measured, "float32")
+        weight = self.unknown_weight * measured
+        target = weight * ops.expand_dims(ops.cast(rates, "float32"), 0)
+        return weight, target, 1.0 + measured * (self._positive_weight - 1.0), measured
+
+    @property
+    def _focused(self):
+        return bool(self.negative_focusing or self.negative_margin)
+
+    def _negative(self, p, softplus, measured):
+        """A known negative's (entry loss, dl/dz): ASL's negative term alone (its positive term
+        is not needed here), or BCE's before the rates are measured."""
+        if not self._focused:
+            return softplus, p
+        entry, derivative = _focused_negative(
+            p, softplus, self.negative_focusing, self.negative_margin
+        )
+        if measured is not None:
+            entry = softplus + measured * (entry - softplus)
+            derivative = p + measured * (derivative - p)
+        return entry, derivative
+
     def entries(self, y_true, logits, unknown=None):
         # With softplus(-z) = softplus(z) - z the entry loss is a softplus(z) - b z, where
         # (a, b) = (w_c, w_c) for a positive, lambda (1, u_c) for an unknown entry (a negative
         # below): one softplus, coefficients selected from the label masks; its derivative is
         # a sigmoid(z) - b.
-        weight, target = self.unknown_weight, self._unknown_target
-        positive_weight, measured = self._positive_weight, None
-        if unknown is not None:  # (measured, rates) from the model's variables
-            measured, rates = unknown
-            measured = ops.cast(measured, "float32")
-            weight = self.unknown_weight * measured
-            target = weight * ops.expand_dims(ops.cast(rates, "float32"), 0)
-            positive_weight = 1.0 + measured * (self._positive_weight - 1.0)
+        weight, target, positive_weight, measured = self._coefficients(unknown)
         positive, negative = _masks(y_true)
-        focused = bool(self.negative_focusing or self.negative_margin)
         a = ops.where(positive, positive_weight, weight)
         b = ops.where(positive, positive_weight, target)
-        if not focused:  # a negative's BCE: (a, b) = (1, 0)
-            a, b = ops.where(negative, 1.0, a), ops.where(negative, 0.0, b)
         softplus = ops.softplus(logits)  # = -log(1 - p): shared by every term
         p = ops.sigmoid(logits)
         entry, derivative = a * softplus - b * logits, a * p - b
-        if focused:
-            # ASL's negative term alone (its positive term is not needed here); BCE's before the
-            # rates are measured.
-            negative_entry, negative_derivative = _focused_negative(
-                p, softplus, self.negative_focusing, self.negative_margin
-            )
-            if measured is not None:
-                negative_entry = softplus + measured * (negative_entry - softplus)
-                negative_derivative = p + measured * (negative_derivative - p)
-            entry = ops.where(negative, negative_entry, entry)
-            derivative = ops.where(negative, negative_derivative, derivative)
+        negative_entry, negative_derivative = self._negative(p, softplus, measured)
+        entry = ops.where(negative, negative_entry, entry)
+        derivative = ops.where(negative, negative_derivative, derivative)
         return entry, derivative
+
+    def sums_and_derivative(self, y_true, logits, weight, unknown, known):
+        """The dense form (`entries`) where many labels are known; else the unknown term over
+        [B, C] and the known labels gathered.
+
+        At partial-label densities (Open Images: 8 of 9,600 classes per image) the known labels'
+        terms, the focusing above all, cost a dense pass each for a few entries; gathered, the
+        [B, C] passes are those of the unknown term, lambda (softplus(z) - u_c z), and of its
+        derivative. Past `GATHER_KNOWN_SHARE` of known entries the gather costs more than it saves.
+        """
+        if weight is not None and len(weight.shape) != 2:
+            weight = ops.reshape(weight, (-1, 1))
+        size = ops.cast(ops.size(logits), "float32")
+        many_known = ops.sum(ops.cast(known, "float32")) > GATHER_KNOWN_SHARE * size
+        return ops.cond(
+            many_known,
+            lambda: super(StatisticsWeightedLoss, self).sums_and_derivative(
+                y_true, logits, weight, unknown, known
+            ),
+            lambda: self._gathered_sums_and_derivative(y_true, logits, weight, unknown, known),
+        )
+
+    def _gathered_sums_and_derivative(self, y_true, logits, weight, unknown, known):
+        lam, target, positive_weight, measured = self._coefficients(unknown)
+        num_classes = logits.shape[-1]
+        per_class = weight is not None and weight.shape[0] == 1
+        if per_class:  # folded into the class coefficients: no pass over [B, C] for it
+            lam, target, positive_weight = lam * weight, target * weight, positive_weight * weight
+        softplus = ops.softplus(logits)
+        entry = lam * softplus - target * logits
+        derivative = lam * ops.sigmoid(logits) - target
+        if weight is not None and not per_class:
+            entry, derivative = entry * weight, derivative * weight
+        # The known entries, flat indices (B x C < 2^31: int32).
+        rows, columns = ops.nonzero(known)
+        index = rows * num_classes + columns
+        z = ops.take(ops.reshape(logits, (-1,)), index)
+        softplus_known = ops.take(ops.reshape(softplus, (-1,)), index)
+        p = ops.sigmoid(z)
+        positive = ops.take(ops.reshape(y_true, (-1,)), index) > ops.zeros((), y_true.dtype)
+        class_weight = ops.take(
+            ops.reshape(ops.broadcast_to(positive_weight, (1, num_classes)), (-1,)), columns
+        )
+        negative_entry, negative_derivative = self._negative(p, softplus_known, measured)
+        known_entry = ops.where(positive, class_weight * (softplus_known - z), negative_entry)
+        known_derivative = ops.where(positive, class_weight * (p - 1.0), negative_derivative)
+        if weight is not None:
+            entry_weight = _gather_weight(weight, rows, columns, index)
+            if per_class:  # the positives' w_c already carries it
+                known_entry = ops.where(positive, known_entry, known_entry * entry_weight)
+                known_derivative = ops.where(
+                    positive, known_derivative, known_derivative * entry_weight
+                )
+            else:
+                known_entry, known_derivative = (
+                    known_entry * entry_weight,
+                    known_derivative * entry_weight,
+                )
+        unknown_sum = ops.sum(entry) - ops.sum(ops.take(ops.reshape(entry, (-1,)), index))
+        derivative = ops.scatter_update(
+            ops.reshape(derivative, (-1,)), ops.expand_dims(index, -1), known_derivative
+        )
+        return (
+            ops.stack([ops.sum(known_entry), unknown_sum]),
+            ops.reshape(derivative, ops.shape(logits)),
+        )
 
     def get_config(self):
         return {
@@ -432,6 +513,15 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
             "negative_focusing": self.negative_focusing,
             "negative_margin": self.negative_margin,
         }
+
+
+def _gather_weight(weight, rows, columns, index):
+    """A [1, C], [B, 1] or [B, C] weight at the entries (rows, columns) = flat `index`."""
+    if weight.shape[0] == 1:
+        return ops.take(ops.reshape(weight, (-1,)), columns)
+    if weight.shape[1] == 1:
+        return ops.take(ops.reshape(weight, (-1,)), rows)
+    return ops.take(ops.reshape(weight, (-1,)), index)
 
 
 def _check_unknown(unknown):

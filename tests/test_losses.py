@@ -96,6 +96,13 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=["dense", "gathered"])
+def known_terms(request, monkeypatch):
+    """kpartial's loss computes its known labels' terms over [B, C] or on the gathered known
+    entries, by their share of the batch; each test below runs both ways."""
+    monkeypatch.setattr(losses, "GATHER_KNOWN_SHARE", 0.0 if request.param == "dense" else 1.0)
+
+
 def value_and_grad(loss, y, z, sample_weight=None):
     z = tf.constant(z)
     with tf.GradientTape() as tape:
@@ -105,7 +112,7 @@ def value_and_grad(loss, y, z, sample_weight=None):
 
 
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
-def test_value_and_gradient_match_numpy(name, loss, kw):
+def test_value_and_gradient_match_numpy(name, loss, kw, known_terms):
     value, grad = value_and_grad(loss, Y, Z)
     ref_value, ref_grad = reference(name, Y, Z, **kw)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
@@ -113,7 +120,7 @@ def test_value_and_gradient_match_numpy(name, loss, kw):
 
 
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
-def test_per_class_weight_removes_a_class(name, loss, kw):
+def test_per_class_weight_removes_a_class(name, loss, kw, known_terms):
     weight = np.array([[1.0, 0.0, 1.0]], dtype=np.float32)
     value, grad = value_and_grad(loss, Y, Z, sample_weight=weight)
     ref_value, ref_grad = reference(name, Y, Z, weight=weight, **kw)
@@ -123,11 +130,22 @@ def test_per_class_weight_removes_a_class(name, loss, kw):
 
 
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
-def test_per_example_weight(name, loss, kw):
+def test_per_example_weight(name, loss, kw, known_terms):
     weight = np.array([1.0, 0.0, 2.0], dtype=np.float32)
-    value, _ = value_and_grad(loss, Y, Z, sample_weight=weight)
-    ref_value, _ = reference(name, Y, Z, weight=weight[:, None], **kw)
+    value, grad = value_and_grad(loss, Y, Z, sample_weight=weight)
+    ref_value, ref_grad = reference(name, Y, Z, weight=weight[:, None], **kw)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
+def test_per_entry_weight(name, loss, kw, known_terms):
+    # The shape of a pseudo-label weight: each entry its own.
+    weight = np.array([[1.0, 0.5, 0.0], [2.0, 1.0, 0.5], [0.5, 1.0, 2.0]], dtype=np.float32)
+    value, grad = value_and_grad(loss, Y, Z, sample_weight=weight)
+    ref_value, ref_grad = reference(name, Y, Z, weight=weight, **kw)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
 
 
 def test_masked_losses_are_zero_without_known_labels():
@@ -228,3 +246,22 @@ def test_get_rejects_options_the_loss_does_not_have():
 def test_bad_priors_are_rejected(priors):
     with pytest.raises(ValueError, match="priors"):
         losses.StatisticsWeightedLoss(priors)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_kpartial_gathered_known_terms_compile(jit_compile, known_terms):
+    # The gathered known entries have a shape known only at run time; XLA bounds it.
+    loss = losses.StatisticsWeightedLoss(**KPARTIAL_KW)
+    weight = tf.constant([[1.0, 0.0, 1.0]])
+
+    @tf.function(jit_compile=jit_compile)
+    def step(z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            value = loss(Y, z, sample_weight=weight)
+        return value, tape.gradient(value, z)
+
+    value, grad = step(tf.constant(Z))
+    ref_value, ref_grad = reference("kpartial", Y, Z, weight=weight.numpy(), **KPARTIAL_KW)
+    np.testing.assert_allclose(float(value), ref_value, rtol=1e-5)
+    np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=1e-4, atol=1e-7)
