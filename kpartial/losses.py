@@ -34,8 +34,9 @@ import keras
 import numpy as np
 from keras import ops
 
-# Above this share of known entries, `StatisticsWeightedLoss` computes its known labels' terms
-# densely (see `sums_and_derivative`).
+# Above this share of a batch's entries known, `StatisticsWeightedLoss` computes its known labels'
+# terms over [B, C] instead of gathering them: where the two cost the same on 2 CPU cores (between
+# 5% and 10% at C = 1,000, about 15% at C = 9,600; benchmarks/README.md, "Loss step time").
 GATHER_KNOWN_SHARE = 0.08
 
 
@@ -336,6 +337,10 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
     any label density (with one normaliser, at 0.1% known labels lambda = 0.1 would weigh the
     unknown entries 100 : 1 against the annotations). A batch without a known label gives the
     unknown part alone; one without unknown entries (full labels), the known part alone.
+
+    Where few labels are known (at most `GATHER_KNOWN_SHARE` of a batch's entries), the known
+    labels' terms are computed on the gathered known entries and only the unknown term over all
+    B x C: the same values, at about the cost of masked BCE (`sums_and_derivative`).
 
     Args:
       priors: C per-class positive priors in (0, 1).

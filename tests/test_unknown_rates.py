@@ -92,9 +92,12 @@ def test_em_never_exceeds_the_prior():
     assert measured == pytest.approx(0.2)
 
 
-def test_the_loss_takes_the_unknown_rates_from_tensors():
+@pytest.mark.parametrize("gather_share", [0.0, 1.0], ids=["dense", "gathered"])
+def test_the_loss_takes_the_unknown_rates_from_tensors(gather_share, monkeypatch):
     """`sums(..., unknown=(measured, rates))` is the loss with those rates (measured = 1) or
-    masked BCE (measured = 0), value and gradient checked against the NumPy reference."""
+    masked BCE (measured = 0), value and gradient checked against the NumPy reference, with the
+    known labels' terms computed over [B, C] and gathered."""
+    monkeypatch.setattr(losses, "GATHER_KNOWN_SHARE", gather_share)
     rng = np.random.default_rng(2)
     y = rng.choice([-1, 0, 1], size=(6, 3), p=[0.3, 0.5, 0.2]).astype(np.int8)
     z = rng.normal(size=(6, 3)).astype(np.float32)
