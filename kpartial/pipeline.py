@@ -28,11 +28,7 @@ def label_lookup(labels):
         labels_t = tf.constant(np.asarray(labels, np.int8))
         return lambda ids: tf.gather(labels_t, ids)
     num_classes = labels.num_classes
-    codes = tf.RaggedTensor.from_row_splits(
-        tf.constant(labels.classes * 2 + (labels.values > 0), tf.int32),
-        tf.constant(labels.indptr, tf.int64),
-        validate=False,
-    )
+    codes = _label_codes(labels)
 
     def lookup(ids):
         rows = tf.gather(codes, ids)
@@ -44,6 +40,31 @@ def label_lookup(labels):
         return tf.scatter_nd(indices, signs, shape)
 
     return lookup
+
+
+def known_entries_lookup(labels):
+    """A function mapping int ids [B] to their known entries, int32 [K, 2] (row of the batch,
+    class): where few labels are known, a pass that needs only where they are skips the dense
+    [B, C] rows (`SparseLabels` are never made dense)."""
+    if not isinstance(labels, SparseLabels):
+        lookup = label_lookup(labels)
+        return lambda ids: tf.cast(tf.where(tf.not_equal(lookup(ids), 0)), tf.int32)
+    codes = _label_codes(labels)
+
+    def lookup(ids):
+        rows = tf.gather(codes, ids)
+        return tf.stack([tf.cast(rows.value_rowids(), tf.int32), rows.flat_values // 2], axis=1)
+
+    return lookup
+
+
+def _label_codes(labels):
+    """`SparseLabels` as a ragged int32 [N, None] of class * 2 + is_positive."""
+    return tf.RaggedTensor.from_row_splits(
+        tf.constant(labels.classes * 2 + (labels.values > 0), tf.int32),
+        tf.constant(labels.indptr, tf.int64),
+        validate=False,
+    )
 
 
 class PerBatch:

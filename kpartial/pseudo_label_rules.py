@@ -206,19 +206,29 @@ class PositiveCandidates:
         self.logits.assign(tf.fill(self.logits.shape, -np.inf))
         self.over_cap.assign(0)
 
-    def add(self, ids, logits, unknown):
+    def add(self, ids, logits, known):
         """Records a batch's candidates (graph code: called inside the refresh's `tf.function`).
 
         Args:
           ids: int [B] example ids: the rows written.
           logits: float [B, C] the batch's logits.
-          unknown: bool [B, C] whether each entry is unknown (only those can be candidates).
+          known: int [K, 2] the batch's known entries (row, class), which cannot be candidates
+            (`pipeline.known_entries_lookup`).
         """
         # The entries above the floor are few (a pseudo positive is rare), so they are gathered
         # and ranked within their row, instead of a top-k over all B x C entries. `tf.where`
         # lists them row by row, classes ascending; the stable sorts keep that order among equal
-        # logits, so ties go to the lower class, as a top-k's do.
-        where = tf.cast(tf.where(unknown & (logits > self.floor)), tf.int32)  # [M, 2]
+        # logits, so ties go to the lower class, as a top-k's do. The known ones are dropped by
+        # looking their flat index up among the known entries' (few as well).
+        where = tf.cast(tf.where(logits > self.floor), tf.int32)  # [M, 2]
+        num_classes = tf.shape(logits)[1]
+        flat = where[:, 0] * num_classes + where[:, 1]
+        known = tf.cast(known, tf.int32)
+        known_flat = tf.concat(
+            [tf.sort(known[:, 0] * num_classes + known[:, 1]), [tf.int32.max]], axis=0
+        )
+        is_known = tf.equal(tf.gather(known_flat, tf.searchsorted(known_flat, flat)), flat)
+        where = tf.boolean_mask(where, tf.logical_not(is_known))
         values = tf.gather_nd(logits, where)
         order = tf.argsort(values, direction="DESCENDING", stable=True)
         order = tf.gather(order, tf.argsort(tf.gather(where[:, 0], order), stable=True))
@@ -346,15 +356,15 @@ class HistogramPass:
 
     Args:
       network: maps a batch's inputs to [B, C] logits.
-      known_lookup: `pipeline.label_lookup` of the training labels: ids -> int8 [B, C].
+      known_entries: `pipeline.known_entries_lookup` of the training labels: ids -> int [K, 2].
       num_classes: C.
-      truth_lookup: the same for the hidden true labels, or None.
+      truth_lookup: `pipeline.label_lookup` of the hidden true labels, or None.
       candidates: a `PositiveCandidates` that collects in the same pass, or None.
       share: the share of examples counted into the histograms (1 = all).
     """
 
     def __init__(
-        self, network, known_lookup, num_classes, truth_lookup=None, candidates=None, share=1.0
+        self, network, known_entries, num_classes, truth_lookup=None, candidates=None, share=1.0
     ):
         self.groups = 1 if truth_lookup is None else 3
         self.candidates, self.share = candidates, share
@@ -364,10 +374,15 @@ class HistogramPass:
         counts = tf.Variable(tf.zeros([self.groups, num_classes, NUM_BINS], tf.int32), False)
         self.counts = counts
 
-        def add(group, bins, where):
-            bins = tf.transpose(tf.where(where, bins, NUM_BINS))  # [C, B]; NUM_BINS: not counted
+        def add(group, bins, where=None):
+            if where is not None:
+                bins = tf.where(where, bins, NUM_BINS)  # NUM_BINS: not counted
             histogram = tf.math.bincount(
-                bins, minlength=NUM_BINS + 1, maxlength=NUM_BINS + 1, axis=-1, dtype=tf.int32
+                tf.transpose(bins),  # [C, B]
+                minlength=NUM_BINS + 1,
+                maxlength=NUM_BINS + 1,
+                axis=-1,
+                dtype=tf.int32,
             )
             counts.scatter_add(
                 tf.IndexedSlices(histogram[None, :, :NUM_BINS], tf.constant([group]))
@@ -376,20 +391,32 @@ class HistogramPass:
         def scored(batch):
             ids = batch["id"]
             logits = tf.cast(network(batch["x"], training=False), tf.float32)
-            return ids, logits, tf.equal(known_lookup(ids), 0)
+            return ids, logits, known_entries(ids)
 
-        def collect(ids, logits, unknown):
+        def collect(ids, logits, known):
             if candidates is not None:
-                candidates.add(ids, logits, unknown)
+                candidates.add(ids, logits, known)
 
-        def count(ids, logits, unknown):
+        def count(ids, logits, known):
             bins = tf.cast(tf.floor((logits - LOWEST_LOGIT) / BIN_WIDTH), tf.int32)
             bins = tf.clip_by_value(bins, 0, NUM_BINS - 1)
+            if truth_lookup is None:
+                # Every entry, then the (few) known ones taken out: no [B, C] mask of the
+                # unknown entries.
+                add(0, bins)
+                known_bins = tf.gather_nd(bins, known)
+                group = tf.zeros_like(known_bins)
+                counts.scatter_nd_sub(
+                    tf.stack([group, known[:, 1], known_bins], axis=1), tf.ones_like(known_bins)
+                )
+                return
+            unknown = tf.equal(
+                tf.scatter_nd(known, tf.ones(tf.shape(known)[:1], tf.int8), tf.shape(bins)), 0
+            )
+            truth = truth_lookup(ids)
             add(0, bins, unknown)
-            if truth_lookup is not None:
-                truth = truth_lookup(ids)
-                add(1, bins, unknown & (truth > 0))
-                add(2, bins, unknown & tf.equal(truth, 0))
+            add(1, bins, unknown & (truth > 0))
+            add(2, bins, unknown & tf.equal(truth, 0))
 
         def collect_and_count(batch):
             scores = scored(batch)

@@ -282,7 +282,7 @@ class PseudoLabelCallback(keras.callbacks.Callback):
             slots = model.pseudo_store_shape[1]
             self._pass = HistogramPass(
                 network,
-                pipeline.label_lookup(self.known_labels),
+                pipeline.known_entries_lookup(self.known_labels),
                 self.known_labels.shape[1],
                 None if truth is None else pipeline.label_lookup(truth),
                 PositiveCandidates(num_examples, slots, logit(self.rule.positive_threshold)),

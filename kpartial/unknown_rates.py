@@ -145,7 +145,9 @@ def binned_unknown_logits(network, dataset, known_labels, share=1.0):
     """int64 [C, BINS]: the unknown entries' logits of `dataset`, binned for the EM (one
     `HistogramPass` over a hashed `share` of the examples, its bins pooled)."""
     num_classes = known_labels.shape[1]
-    counts = HistogramPass(network, pipeline.label_lookup(known_labels), num_classes, share=share)
+    counts = HistogramPass(
+        network, pipeline.known_entries_lookup(known_labels), num_classes, share=share
+    )
     return counts(dataset)[0].reshape(num_classes, BINS, BIN_POOL).sum(axis=2)
 
 

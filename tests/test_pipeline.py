@@ -141,6 +141,19 @@ def test_label_lookup_dense_and_sparse_give_identical_rows():
     np.testing.assert_array_equal(rows.numpy(), np.zeros((3, 2), np.int8))
 
 
+def test_known_entries_lookup_lists_the_known_entries_of_dense_and_sparse_labels():
+    sparse = SparseLabels.from_dense(LABELS)
+    for ids in ([0, 1, 2, 3, 4, 5, 6], [6, 6, 0, 3, 3, 2], [1], [3, 6]):
+        expected = np.argwhere(LABELS[ids] != 0)
+        for labels in (LABELS, sparse):
+            entries = pipeline.known_entries_lookup(labels)(tf.constant(ids, tf.int32))
+            assert entries.dtype == tf.int32
+            got = entries.numpy()
+            np.testing.assert_array_equal(got[np.lexsort((got[:, 1], got[:, 0]))], expected)
+    empty = SparseLabels.from_dense(np.zeros((3, 2), np.int8))
+    assert pipeline.known_entries_lookup(empty)(tf.constant([0, 2], tf.int32)).shape == (0, 2)
+
+
 def test_training_dataset_with_sparse_labels_equals_dense():
     d = feature_data()
 

@@ -43,6 +43,11 @@ def _histogram(logits, known):
     )
 
 
+def _known_entries(unknown):
+    """int32 [K, 2] (row, class) of the entries that are not unknown, as the pipeline gives them."""
+    return tf.cast(tf.where(~np.asarray(unknown)), tf.int32)
+
+
 def _assign(logits, known, positive, negative):
     """The train step's rule in numpy: strict thresholds on unknown entries."""
     pseudo = np.where(logits > positive, 1, np.where(logits < negative, -1, 0)).astype(np.int8)
@@ -61,7 +66,7 @@ def _rule_thresholds(rule, logits, known, priors):
     with np.errstate(divide="ignore"):
         floor = np.log(rule.positive_threshold) - np.log1p(-rule.positive_threshold)
     candidates = PositiveCandidates(num_examples, num_classes, floor)
-    candidates.add(tf.range(num_examples), tf.constant(logits), tf.constant(unknown))
+    candidates.add(tf.range(num_examples), tf.constant(logits), _known_entries(unknown))
     counts = _histogram(logits.astype(np.float64), known)
     return rule.thresholds(counts, priors, candidates, unknown.sum(axis=0))
 
@@ -166,7 +171,7 @@ def test_histograms_and_quality_count_what_the_rule_labels():
     for labels in (known, SparseLabels.from_dense(known)):  # sparse labels stay sparse
         counts = HistogramPass(
             network,
-            pipeline.label_lookup(labels),
+            pipeline.known_entries_lookup(labels),
             NUM_CLASSES,
             pipeline.label_lookup(train.labels),
         )(dataset)
@@ -207,7 +212,7 @@ def test_histograms_of_a_hashed_sample_count_only_its_rows():
     logits = network.predict(dataset, verbose=0).astype(np.float64)
     candidates = PositiveCandidates(NUM_EXAMPLES, 2, floor=0.0)
     counts = HistogramPass(
-        network, pipeline.label_lookup(known), NUM_CLASSES, None, candidates, share=0.5
+        network, pipeline.known_entries_lookup(known), NUM_CLASSES, None, candidates, share=0.5
     )(dataset)
     rows = in_sample(np.arange(NUM_EXAMPLES), 0.5).numpy()
     assert 0.3 < rows.mean() < 0.7  # the hash spreads consecutive ids
@@ -396,7 +401,7 @@ def test_store_keeps_the_highest_logits_and_counts_the_rest():
     candidates = PositiveCandidates(2, 2, floor=0.0)
     logits = tf.constant([[3.0, 1.0, 2.0], [-1.0, 0.5, 4.0]])
     unknown = tf.constant([[True, True, True], [True, True, False]])
-    tf.function(candidates.add)(tf.constant([1, 0]), logits, unknown)
+    tf.function(candidates.add)(tf.constant([1, 0]), logits, _known_entries(unknown))
     # Row 1 (first batch row): the two highest of three candidates; one over the cap.
     # Row 0: class 1 only (class 0 is below the floor, class 2 is known).
     np.testing.assert_array_equal(candidates.classes.numpy(), [[2, 0], [1, 3]])
@@ -405,15 +410,16 @@ def test_store_keeps_the_highest_logits_and_counts_the_rest():
     np.testing.assert_array_equal(candidates.positives([2.5, 0.0, 2.5]), [[2, 0], [1, 0]])
 
 
-def test_candidates_are_each_rows_highest_unknown_logits_ties_to_the_lower_class():
+@pytest.mark.parametrize("unknown_share", [0.7, 1.0], ids=["some_known", "none_known"])
+def test_candidates_are_each_rows_highest_unknown_logits_ties_to_the_lower_class(unknown_share):
     rng = np.random.default_rng(7)
     num_examples, num_classes, slots = 12, 9, 3
     logits = np.round(rng.normal(0.5, 1.0, (8, num_classes)), 1).astype(np.float32)  # ties
     logits[2] = -1.0  # a row without a candidate
-    unknown = rng.random((8, num_classes)) < 0.7
+    unknown = rng.random((8, num_classes)) < unknown_share
     ids = rng.permutation(num_examples)[:8]
     candidates = PositiveCandidates(num_examples, slots, floor=0.0)
-    tf.function(candidates.add)(tf.constant(ids), tf.constant(logits), tf.constant(unknown))
+    tf.function(candidates.add)(tf.constant(ids), tf.constant(logits), _known_entries(unknown))
     scores = np.where(unknown & (logits > 0.0), logits, -np.inf)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :slots]
     values = np.take_along_axis(scores, top, 1)
