@@ -86,29 +86,37 @@ def exchangeability(known_histograms, unknown_histograms):
     return z, float(pairs_won.sum() / (n1 * n2).sum())
 
 
-def validation_histograms(network, dataset, labels, max_examples=TESTED_EXAMPLES):
+def validation_histograms(network, dataset, labels, max_examples=TESTED_EXAMPLES, rows=64):
     """(known, unknown, examples scored): int64 [C, BINS] histograms of the validation split's
-    known and unknown entries' logits; `dataset` yields `{"x", "id"}` batches in example order."""
+    known and unknown entries' logits; `dataset` yields `{"x", "id"}` batches in example order.
+
+    Every entry is binned (float64, `rows` rows at a time, so the pass holds no more than a
+    batch's logits) and the known entries, looked up sparsely, are taken out for the unknown
+    histograms.
+    """
     num_classes = labels.shape[1]
     predict = evaluation.logits_function(network)
-    lookup = pipeline.label_lookup(labels)
+    known_entries = pipeline.known_entries_lookup(labels)
     width = (-2.0 * LOWEST_LOGIT) / unknown_rates.BINS
     offsets = np.arange(num_classes)[None, :] * unknown_rates.BINS
-    known = np.zeros(num_classes * unknown_rates.BINS, np.int64)
-    unknown = np.zeros_like(known)
+    every = np.zeros(num_classes * unknown_rates.BINS, np.int64)
+    known = np.zeros_like(every)
     seen = 0
     for batch in dataset:
         if seen >= max_examples:
             break
         logits = predict(batch)[: max_examples - seen]
-        annotated = lookup(batch["id"][: len(logits)]).numpy() != 0
-        bins = np.clip(np.floor((logits - LOWEST_LOGIT) / width), 0, unknown_rates.BINS - 1)
-        index = bins.astype(np.int64) + offsets
-        known += np.bincount(index[annotated], minlength=known.size)
-        unknown += np.bincount(index[~annotated], minlength=unknown.size)
+        entries = known_entries(batch["id"][: len(logits)]).numpy()
+        index = np.empty(logits.shape, np.int32)
+        for start in range(0, len(logits), rows):
+            chunk = np.asarray(logits[start : start + rows], np.float64)
+            bins = np.clip(np.floor((chunk - LOWEST_LOGIT) / width), 0, unknown_rates.BINS - 1)
+            index[start : start + rows] = bins.astype(np.int32) + offsets
+            every += np.bincount(index[start : start + rows].ravel(), minlength=every.size)
+        known += np.bincount(index[entries[:, 0], entries[:, 1]], minlength=known.size)
         seen += len(logits)
     shape = (num_classes, unknown_rates.BINS)
-    return known.reshape(shape), unknown.reshape(shape), seen
+    return known.reshape(shape), (every - known).reshape(shape), seen
 
 
 def reading_rates(stats, num_examples, at_random):

@@ -10,6 +10,7 @@ from kpartial import annotation_test, class_stats, data, losses, pipeline, pseud
 from kpartial.config import Config
 from kpartial.partial_model import PartialLabelModel
 from kpartial.pseudo_label_rules import LOWEST_LOGIT
+from kpartial.sparse_labels import SparseLabels
 from kpartial.unknown_rates import BINS
 
 
@@ -90,6 +91,27 @@ def _validation(verified, num_examples=400, num_classes=6, seed=0):
         labels=known, label_names=tuple("abcdef"[:num_classes]), features=logits
     )
     return pipeline.evaluation_dataset(held_out, batch_size=64), known
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_validation_histograms_bin_the_known_and_the_unknown_entries(sparse):
+    dataset, known = _validation(True)
+    logits = np.concatenate([batch["x"].numpy() for batch in dataset])
+    logits[0, :3] = [LOWEST_LOGIT - 1.0, -LOWEST_LOGIT + 1.0, 0.0]  # outside the bins, an edge
+    dataset = pipeline.evaluation_dataset(
+        data.MultiLabelData(labels=known, label_names=tuple("abcdef"), features=logits), 64
+    )
+    labels = SparseLabels.from_dense(known) if sparse else known
+    network = keras.Sequential([keras.Input((6,)), keras.layers.Identity()])
+    # 300 of 400 examples, in chunks of 5 rows (not a divisor of the batches of 64).
+    got_known, got_unknown, seen = annotation_test.validation_histograms(
+        network, dataset, labels, max_examples=300, rows=5
+    )
+    assert seen == 300
+    bins, annotated = _binned(logits[:300]), known[:300] != 0
+    for c in range(6):
+        np.testing.assert_array_equal(got_known[c], _histogram(bins[annotated[:, c], c]))
+        np.testing.assert_array_equal(got_unknown[c], _histogram(bins[~annotated[:, c], c]))
 
 
 @pytest.mark.parametrize("verified", [True, False])
