@@ -86,7 +86,7 @@ def exchangeability(known_histograms, unknown_histograms):
     return z, float(pairs_won.sum() / (n1 * n2).sum())
 
 
-def validation_histograms(network, dataset, labels, max_examples=TESTED_EXAMPLES, rows=64):
+def validation_histograms(network, dataset, labels, max_examples=TESTED_EXAMPLES, rows=256):
     """(known, unknown, examples scored): int64 [C, BINS] histograms of the validation split's
     known and unknown entries' logits; `dataset` yields `{"x", "id"}` batches in example order.
 
@@ -112,7 +112,7 @@ def validation_histograms(network, dataset, labels, max_examples=TESTED_EXAMPLES
             chunk = np.asarray(logits[start : start + rows], np.float64)
             bins = np.clip(np.floor((chunk - LOWEST_LOGIT) / width), 0, unknown_rates.BINS - 1)
             index[start : start + rows] = bins.astype(np.int32) + offsets
-            every += np.bincount(index[start : start + rows].ravel(), minlength=every.size)
+        every += np.bincount(index.ravel(), minlength=every.size)
         known += np.bincount(index[entries[:, 0], entries[:, 1]], minlength=known.size)
         seen += len(logits)
     shape = (num_classes, unknown_rates.BINS)
