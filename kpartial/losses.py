@@ -450,7 +450,7 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
         [B, C] passes are those of the unknown term, lambda (softplus(z) - u_c z), and of its
         derivative. Past `GATHER_KNOWN_SHARE` of known entries the gather costs more than it saves.
         """
-        if weight is not None and len(weight.shape) != 2:
+        if weight is not None and len(weight.shape) != 2:  # a scalar: [1, 1]
             weight = ops.reshape(weight, (-1, 1))
         size = ops.cast(ops.size(logits), "float32")
         many_known = ops.sum(ops.cast(known, "float32")) > GATHER_KNOWN_SHARE * size
@@ -467,7 +467,7 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
         num_classes = logits.shape[-1]
         per_class = weight is not None and weight.shape[0] == 1
         if per_class:  # folded into the class coefficients: no pass over [B, C] for it
-            lam, target, positive_weight = lam * weight, target * weight, positive_weight * weight
+            lam, target = lam * weight, target * weight
         softplus = ops.softplus(logits)
         entry = lam * softplus - target * logits
         derivative = lam * ops.sigmoid(logits) - target
@@ -480,24 +480,16 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
         softplus_known = ops.take(ops.reshape(softplus, (-1,)), index)
         p = ops.sigmoid(z)
         positive = ops.take(ops.reshape(y_true, (-1,)), index) > ops.zeros((), y_true.dtype)
-        class_weight = ops.take(
-            ops.reshape(ops.broadcast_to(positive_weight, (1, num_classes)), (-1,)), columns
-        )
+        class_weight = ops.take(ops.reshape(positive_weight, (-1,)), columns)  # w_c: [1, C]
         negative_entry, negative_derivative = self._negative(p, softplus_known, measured)
         known_entry = ops.where(positive, class_weight * (softplus_known - z), negative_entry)
         known_derivative = ops.where(positive, class_weight * (p - 1.0), negative_derivative)
         if weight is not None:
             entry_weight = _gather_weight(weight, rows, columns, index)
-            if per_class:  # the positives' w_c already carries it
-                known_entry = ops.where(positive, known_entry, known_entry * entry_weight)
-                known_derivative = ops.where(
-                    positive, known_derivative, known_derivative * entry_weight
-                )
-            else:
-                known_entry, known_derivative = (
-                    known_entry * entry_weight,
-                    known_derivative * entry_weight,
-                )
+            known_entry, known_derivative = (
+                known_entry * entry_weight,
+                known_derivative * entry_weight,
+            )
         unknown_sum = ops.sum(entry) - ops.sum(ops.take(ops.reshape(entry, (-1,)), index))
         derivative = ops.scatter_update(
             ops.reshape(derivative, (-1,)), ops.expand_dims(index, -1), known_derivative
@@ -521,12 +513,16 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
 
 
 def _gather_weight(weight, rows, columns, index):
-    """A [1, C], [B, 1] or [B, C] weight at the entries (rows, columns) = flat `index`."""
-    if weight.shape[0] == 1:
-        return ops.take(ops.reshape(weight, (-1,)), columns)
-    if weight.shape[1] == 1:
-        return ops.take(ops.reshape(weight, (-1,)), rows)
-    return ops.take(ops.reshape(weight, (-1,)), index)
+    """A [1, 1], [1, C], [B, 1] or [B, C] weight at the entries (rows, columns) = flat `index`."""
+    flat = ops.reshape(weight, (-1,))
+    by_row, by_column = weight.shape[0] != 1, weight.shape[1] != 1
+    if by_row and by_column:
+        return ops.take(flat, index)
+    if by_row:
+        return ops.take(flat, rows)
+    if by_column:
+        return ops.take(flat, columns)
+    return ops.reshape(weight, ())
 
 
 def _check_unknown(unknown):

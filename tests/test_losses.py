@@ -139,6 +139,14 @@ def test_per_example_weight(name, loss, kw, known_terms):
 
 
 @pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
+def test_scalar_weight(name, loss, kw, known_terms):
+    value, grad = value_and_grad(loss, Y, Z, sample_weight=np.float32(2.0))
+    ref_value, ref_grad = reference(name, Y, Z, weight=np.float32(2.0), **kw)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name,loss,kw", CASES, ids=[c[0] for c in CASES])
 def test_per_entry_weight(name, loss, kw, known_terms):
     # The shape of a pseudo-label weight: each entry its own.
     weight = np.array([[1.0, 0.5, 0.0], [2.0, 1.0, 0.5], [0.5, 1.0, 2.0]], dtype=np.float32)
