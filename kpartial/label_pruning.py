@@ -107,6 +107,34 @@ def resolve_prune_schedule(schedule, epochs):
     return tuple(resolved)
 
 
+# Class-entries (one class of one example in one step) that a run's pruned phases must skip, in
+# all, for gathering the active head columns to pay for the new train function each phase needs:
+# on 2 CPU cores a skipped entry saved 2e-8 s (Open Images shape, a head of 64 inputs) to 5e-8 s
+# (512 inputs), and a pruning phase's new train function cost about 0.6 s (benchmarks/README.md,
+# "Label pruning: step time").
+PRUNED_ENTRIES_TO_GATHER = 3e7
+
+
+def gathers_pruned_head(config, num_examples, num_classes, replicas=1):
+    """Whether the run's pruning phases gather the active head columns
+    (`PartialLabelModel(gathers_pruned_head=...)`).
+
+    They do where the class-entries the pruned phases skip, sum_i F_i C N (E_{i+1} - E_i) over the
+    schedule's entries (E_i, F_i) up to the last epoch, come to `PRUNED_ENTRIES_TO_GATHER` per
+    phase, and always with several replicas. Elsewhere the full head is kept with the pruned
+    classes masked: one train function for the whole run.
+    """
+    schedule = schedule_of(config) if switched_on(config) else ()
+    if replicas > 1 or not schedule:
+        return True
+    ends = [epoch for epoch, _ in schedule[1:]] + [config.runtime.epochs]
+    skipped = sum(
+        fraction * num_classes * num_examples * (end - epoch)
+        for (epoch, fraction), end in zip(schedule, ends)
+    )
+    return skipped >= PRUNED_ENTRIES_TO_GATHER * len(schedule)
+
+
 def switched_on(config):
     """Whether the config prunes: a schedule, and `on`, or `auto` with kpartial's loss."""
     pruning = config.pruning

@@ -112,6 +112,31 @@ class _HeadPhase:
             full.assign(values)
 
 
+class _FrozenColumns:
+    """The head's values as of the last pruning, which the train step puts back into the pruned
+    columns after each update: a zero gradient still moves them through the optimizer's momentum
+    and weight decay. A plain object, so checkpoints do not hold it: the head's pruned columns
+    in a checkpoint are these values already, and `hold` takes them again on a resume.
+    """
+
+    def __init__(self, head):
+        self.sources = head.trainable_variables  # kernel [D, C], bias [C]
+        self.values = [
+            keras.Variable(v.numpy(), trainable=False, name=f"frozen_{v.name}")
+            for v in self.sources
+        ]
+
+    def hold(self):
+        """Takes the head's current values (a host copy: a read could alias the variable)."""
+        for source, value in zip(self.sources, self.values):
+            value.assign(source.numpy())
+
+    def put_back(self, active):
+        """Graph code: the columns of the classes not `active` (bool [C]) get their held values."""
+        for source, value in zip(self.sources, self.values):
+            source.assign(ops.where(active, source, value))
+
+
 class PartialLabelModel(keras.Model):
     """Trains `network` on partial labels with pseudo labels and label-space reduction.
 
@@ -131,6 +156,12 @@ class PartialLabelModel(keras.Model):
       measures_unknown_rates: whether the loss reads its unknown entries' rates from this
         model's variables (`set_unknown_rates`); until they are set it is masked BCE. Needs a
         loss that `reads_unknown_rates`.
+      gathers_pruned_head: True: a pruning gives the step the active head columns as variables
+        of their own (`_HeadPhase`) in a new train function, so the pruned step's cost follows
+        the active share. False: the step keeps the full head, weights the pruned classes 0
+        and puts their head columns back after each update, so they stay frozen and no train
+        function is rebuilt; for runs where the pruned classes' compute saved is less than a
+        new train function costs (`label_pruning.gathers_pruned_head`). One replica only.
     """
 
     def __init__(
@@ -143,9 +174,11 @@ class PartialLabelModel(keras.Model):
         pseudo_labelling=True,
         max_pseudo_positives=16,
         measures_unknown_rates=False,
+        gathers_pruned_head=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.gathers_pruned_head = bool(gathers_pruned_head)
         if measures_unknown_rates and not partial_loss.reads_unknown_rates:
             raise ValueError(f"{type(partial_loss).__name__} has no unknown term to measure for")
         self.network = network
@@ -204,6 +237,8 @@ class PartialLabelModel(keras.Model):
         if self.output_layer is not None:
             self._features = keras.Model(network.inputs, self.output_layer.input)
         self._head_phase = None  # the current pruning phase's head, or None
+        self._active_mask = None  # the active classes the train function was made for
+        self._frozen_head = None  # without gathers_pruned_head: the pruned columns' values
         # The network is built and every variable of this model exists, so checkpoints can load
         # into a freshly constructed model.
         self.built = True
@@ -443,6 +478,8 @@ class PartialLabelModel(keras.Model):
             self.optimizer.apply_gradients(zip(gradients, variables))
         else:  # a network that is its head alone: the step still counts
             self.optimizer.iterations.assign_add(1)
+        if self._frozen_head is not None:
+            self._frozen_head.put_back(ops.greater(self.active_classes, 0.0))
         if phase is not None:
             # Each optimizer all-reduces its gradients across replicas; every replica must issue
             # the two collectives in the same order, so the phase's waits for the main update.
@@ -474,10 +511,19 @@ class PartialLabelModel(keras.Model):
         With classes pruned (and a `logits` layer) the train step computes the head, the loss and
         the head's update for the K active classes only, K static: each pruning phase has its own
         train function and `_HeadPhase`. Called by Keras as `fit` starts (after a resume restored
-        `active_classes`) and by `set_active_classes`.
+        `active_classes`) and by `set_active_classes`. Without `gathers_pruned_head` the step
+        reads the active classes from their variable, and one train function serves every phase.
         """
+        if not self.gathers_pruned_head:
+            active = self.active_classes.numpy() > 0
+            if self.output_layer is not None and not np.array_equal(active, self._active_mask):
+                self._active_mask = active
+                if self._frozen_head is None:
+                    self._frozen_head = _FrozenColumns(self.output_layer)
+                self._frozen_head.hold()
+            return super().make_train_function(force=force)
         active = self.active_classes.numpy() > 0
-        if not np.array_equal(active, getattr(self, "_active_mask", None)):
+        if not np.array_equal(active, self._active_mask):
             self.write_back_head()
             self._active_mask = active
             self._head_phase = None

@@ -495,6 +495,68 @@ def test_a_pruning_phase_trains_like_the_masked_full_head():
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_a_masked_pruning_keeps_one_train_function_and_trains_like_a_phase(jit_compile):
+    """Without `gathers_pruned_head` a pruning rebuilds nothing: the one train function reads the
+    active classes from their variable, the pruned head columns stay exactly (momentum and weight
+    decay included), and the active columns and shared layers follow the gathered phase's
+    trajectory."""
+    train, known = _tiny_data(seed=4)
+    batches = pipeline.training_dataset(train, known, batch_size=16, seed=1)
+    stats = class_stats.ClassStatistics.from_labels(known, [str(c) for c in range(NUM_CLASSES)])
+    twins = []
+    for gathers in (True, False):
+        network = models.build_mlp(
+            NUM_FEATURES, NUM_CLASSES, hidden_units=(16,), dropout=0.0, seed=0
+        )
+        model = PartialLabelModel(
+            network,
+            NUM_EXAMPLES,
+            NUM_CLASSES,
+            losses.get("kpartial", stats),
+            gathers_pruned_head=gathers,
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(0.05, weight_decay=0.5), jit_compile=jit_compile
+        )
+        model.fit(batches, epochs=1, verbose=0)  # momentum in every column
+        twins.append(model)
+    phased, masked = twins
+    first = masked.train_function
+    active = np.ones(NUM_CLASSES, bool)
+    active[[0, 3, 4]] = False
+    layer = masked.network.get_layer("logits")
+    kernel_before, bias_before = layer.kernel.numpy().copy(), layer.bias.numpy().copy()
+    for model in twins:
+        model.set_active_classes(active)
+        model.fit(batches, epochs=2, verbose=0)
+    assert phased._head_phase is not None and masked._head_phase is None
+    assert masked.train_function is first
+    np.testing.assert_array_equal(layer.kernel.numpy()[:, ~active], kernel_before[:, ~active])
+    np.testing.assert_array_equal(layer.bias.numpy()[~active], bias_before[~active])
+    for mine, theirs in zip(phased.network.weights, masked.network.weights):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "classes, examples, schedule, epochs, replicas, gathers",
+    [
+        (14, 1350, "0.75:0.25", 40, 1, False),  # a Mulan preset: the new train function costs more
+        (9600, 100_000, "2:0.5", 3, 1, True),  # Open Images shape: the pruned epoch saves more
+        (9600, 100_000, "", 3, 1, True),  # no pruning: nothing to decide
+        (14, 1350, "0.75:0.25", 40, 2, True),  # several replicas always gather
+        # Per phase: 0.1 x 1,000 x 100,000 x 3 = 3e7 for one phase, but not for each of two.
+        (1000, 100_000, "7:0.1", 10, 1, True),
+        (1000, 100_000, "7:0.1,9:0.1", 10, 1, False),
+    ],
+)
+def test_gathers_pruned_head_where_the_skipped_entries_pay_for_a_train_function(
+    classes, examples, schedule, epochs, replicas, gathers
+):
+    config = Config.from_flat(prune_schedule=schedule, epochs=epochs)
+    assert label_pruning.gathers_pruned_head(config, examples, classes, replicas) is gathers
+
+
 def test_a_share_after_the_last_epoch_is_skipped_in_one_line():
     """A preset's schedule fits any --epochs: a share entry too late for a short run is skipped."""
     config = Config.from_flat(epochs=1, prune_schedule="0.5:0.1,0.75:0.25", pseudo_labels="off")
