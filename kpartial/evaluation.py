@@ -66,7 +66,7 @@ def logits_function(model):
     network = network_of(model)
     if network not in _COMPILED:
         _COMPILED[network] = tf.function(
-            lambda x: network(x, training=False), reduce_retracing=True
+            lambda x: network(x, training=False), reduce_retracing=True, autograph=False
         )
     logits = _COMPILED[network]
     return lambda batch: logits(batch["x"]).numpy()

@@ -460,6 +460,10 @@ class PartialLabelModel(keras.Model):
         phase = self._head_phase
         return None if phase is None else ops.convert_to_tensor(phase.class_ids)
 
+    # The steps are graph code written for tracing (no Python control flow on tensors), so Keras'
+    # train and test functions call them unconverted: AutoGraph's conversion of the loss and the
+    # pseudo-label code cost a small run more than its steps.
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         inputs, labels = data
         phase, class_ids = self._head_phase, self._phase_class_ids()
@@ -598,6 +602,7 @@ class PartialLabelModel(keras.Model):
         # In place (the TF variable behind the Keras one): a step writes B rows, not N.
         self.corrected_labels.value.scatter_nd_update(ops.expand_dims(ids, -1), rows)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         # Evaluation data has its own example ids, which index no training pseudo labels. During a
         # phase the head's active copy is current (Keras validates before callbacks run).

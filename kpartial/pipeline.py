@@ -82,7 +82,11 @@ class PerBatch:
 
     def __call__(self, dataset):
         if self.compiled is None:
-            self.compiled = tf.function(self.step, input_signature=[dataset.element_spec])
+            # Graph code written for tracing (no Python control flow on tensors): AutoGraph's
+            # conversion of it would cost more than the passes of a small run.
+            self.compiled = tf.function(
+                self.step, input_signature=[dataset.element_spec], autograph=False
+            )
         for batch in dataset:
             self.compiled(batch)
 
