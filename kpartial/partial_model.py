@@ -30,7 +30,11 @@ copies the head's active columns, and their optimizer slots, into variables of i
 every epoch (and before anything else reads the network: a refresh, pruning, evaluation, a
 checkpoint). Pruned columns are never touched, so they keep their weights exactly and cost
 nothing; the exported network still predicts every class. There is one train function (one
-compilation) per phase.
+compilation) per phase. Where the pruned phases would skip less compute than a new train function
+costs (a small head or few epochs left, `label_pruning.gathers_pruned_head`), the model is made
+with `gathers_pruned_head=False`: the step keeps the full head, the mask weights the pruned
+classes 0, and their head columns are put back after each update (`_FrozenColumns`), so they
+keep their weights exactly too and one train function serves the whole run.
 
 Callbacks change this state through the model's methods (`set_pseudo_labels`,
 `clear_pseudo_labels`, `set_active_classes`), never by assigning the variables, so what a change
