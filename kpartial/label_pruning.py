@@ -109,8 +109,8 @@ def resolve_prune_schedule(schedule, epochs):
     return tuple(resolved)
 
 
-# Class-entries (one class of one example in one step) that a run's pruned phases must skip, in
-# all, for gathering the active head columns to pay for the new train function each phase needs:
+# Class-entries (one class of one example in one step) that each of a run's pruned phases must
+# skip, on average, for gathering the active head columns to pay for the phase's new train function:
 # on 2 CPU cores a skipped entry saved 2e-8 s (Open Images shape, a head of 64 inputs) to 5e-8 s
 # (512 inputs), and a pruning phase's new train function cost about 0.6 s (benchmarks/README.md,
 # "Label pruning: step time").
