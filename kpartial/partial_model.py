@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from kpartial import distribution
+from kpartial import distribution, pipeline
 
 
 class _HeadPhase:
@@ -243,6 +243,7 @@ class PartialLabelModel(keras.Model):
         self._head_phase = None  # the current pruning phase's head, or None
         self._active_mask = None  # the active classes the train function was made for
         self._frozen_head = None  # without gathers_pruned_head: the pruned columns' values
+        self._label_columns = None  # the training pipeline's classes (`training_label_columns`)
         # The network is built and every variable of this model exists, so checkpoints can load
         # into a freshly constructed model.
         self.built = True
@@ -419,17 +420,27 @@ class PartialLabelModel(keras.Model):
     def compute_partial_loss(self, inputs, labels, training, use_pseudo_labels=True):
         return self._forward(inputs, labels, training, use_pseudo_labels)[0]
 
-    def _forward(self, inputs, labels, training, use_pseudo_labels=True, class_ids=None):
+    def _forward(
+        self,
+        inputs,
+        labels,
+        training,
+        use_pseudo_labels=True,
+        class_ids=None,
+        labels_in_columns=False,
+    ):
         """(loss, resolved targets, logits) of one batch; [B, K] when `class_ids` [K] is given.
 
         With `class_ids` the output layer computes only those columns (its kernel and bias are
-        gathered), and labels, targets and weights are gathered to them before anything else.
+        gathered), and labels, targets and weights are gathered to them before anything else;
+        `labels_in_columns`: the labels hold those columns already (`training_label_columns`).
         """
         if class_ids is None:
             logits = self.network(inputs["x"], training=training)
         else:
             logits = self._active_logits(inputs["x"], class_ids, training)
-            labels = ops.take(labels, class_ids, axis=1)
+            if not labels_in_columns:
+                labels = ops.take(labels, class_ids, axis=1)
         targets = labels
         if use_pseudo_labels:
             targets = self.resolve_labels(labels, logits, inputs["id"], class_ids)
@@ -472,7 +483,13 @@ class PartialLabelModel(keras.Model):
         inputs, labels = data
         phase, class_ids = self._head_phase, self._phase_class_ids()
         with tf.GradientTape() as tape:
-            loss, targets, logits = self._forward(inputs, labels, True, class_ids=class_ids)
+            loss, targets, logits = self._forward(
+                inputs,
+                labels,
+                True,
+                class_ids=class_ids,
+                labels_in_columns=self._label_columns is not None,
+            )
         variables = self.network.trainable_variables
         phase_gradients = []
         if phase is not None:  # the phase's optimizer updates the head's active copy
@@ -513,6 +530,19 @@ class PartialLabelModel(keras.Model):
             loss = ops.reshape(loss, (1,))
         return {"loss": loss}
 
+    def training_label_columns(self):
+        """The `pipeline.LabelColumns` a training pipeline reads, so that a pruned phase's
+        batches hold the active classes' labels alone ([B, K]) and the step gathers none; None
+        where no phase gathers the head (`gathers_pruned_head`). For a pipeline that starts a new
+        iteration each epoch (one replica), which Keras starts after the pruning callbacks."""
+        if not self.gathers_pruned_head or self.output_layer is None:
+            return None
+        if self._label_columns is None:
+            self._label_columns = pipeline.LabelColumns(self.active_classes.shape[0])
+            if self._head_phase is not None:  # a phase made before the pipeline
+                self._label_columns.set(self._head_phase.class_ids)
+        return self._label_columns
+
     def make_train_function(self, force=False):
         """Keras's, rebuilt (one trace, one XLA compilation) whenever the active set changed.
 
@@ -542,6 +572,8 @@ class PartialLabelModel(keras.Model):
                     self._head_phase = _HeadPhase(
                         self.output_layer, self.optimizer, class_ids, self.trainable_variables
                     )
+            if self._label_columns is not None:
+                self._label_columns.set(np.flatnonzero(active))
             self._active_loss = self._loss_for_classes(class_ids)
             force = True
         super().make_train_function(force=force)

@@ -18,28 +18,80 @@ from kpartial.sparse_labels import SparseLabels
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def label_lookup(labels):
+def label_lookup(labels, columns=None):
     """A function mapping int ids [B] to their int8 [B, C] label rows.
 
     Dense labels are gathered; `SparseLabels` stay sparse in memory (one int32 per known label:
     class * 2 + is_positive) and only the batch is made dense.
+
+    Args:
+      labels: int8 [N, C], or `SparseLabels`.
+      columns: None, or a `LabelColumns`: the rows then hold its classes only, [B, K], read as
+        each batch is made (a pruned phase's train step reads the active classes' labels alone).
     """
+    num_classes = labels.shape[1]
     if not isinstance(labels, SparseLabels):
         labels_t = tf.constant(np.asarray(labels, np.int8))
-        return lambda ids: tf.gather(labels_t, ids)
-    num_classes = labels.num_classes
+        if columns is None:
+            return lambda ids: tf.gather(labels_t, ids)
+
+        def dense_lookup(ids):
+            rows, class_ids = tf.gather(labels_t, ids), columns.class_ids.read_value()
+
+            def some_columns():
+                # Classes along the first axis: a gather of rows, several times faster than one
+                # of columns (benchmarks/README.md, "Label pruning: step time").
+                return tf.transpose(tf.gather(tf.transpose(rows), class_ids))
+
+            return tf.cond(tf.size(class_ids) < num_classes, some_columns, lambda: rows)
+
+        return dense_lookup
     codes = _label_codes(labels)
 
     def lookup(ids):
         rows = tf.gather(codes, ids)
         entries = rows.flat_values
         batch_rows = tf.cast(rows.value_rowids(), tf.int32)
-        indices = tf.stack([batch_rows, entries // 2], axis=1)
+        classes, width = entries // 2, num_classes
+        if columns is not None:  # each class's column + 1, 0 for a class left out
+            class_ids = columns.class_ids.read_value()
+            width = tf.shape(class_ids)[0]
+            column = tf.scatter_nd(
+                tf.expand_dims(class_ids, -1), tf.range(1, width + 1), [num_classes]
+            )
+            classes = tf.gather(column, classes) - 1
+            kept = classes >= 0
+            entries, batch_rows, classes = (
+                tf.boolean_mask(t, kept) for t in (entries, batch_rows, classes)
+            )
+        indices = tf.stack([batch_rows, classes], axis=1)
         signs = tf.cast(entries % 2 * 2 - 1, tf.int8)
-        shape = tf.stack([tf.shape(ids, out_type=tf.int32)[0], num_classes])
+        shape = tf.stack([tf.shape(ids, out_type=tf.int32)[0], width])
         return tf.scatter_nd(indices, signs, shape)
 
     return lookup
+
+
+class LabelColumns:
+    """The classes whose labels a training pipeline yields, in a variable it reads per batch.
+
+    A pruned phase's train step computes the K active classes only; its pipeline then makes
+    [B, K] label rows instead of [B, C] rows the step would gather from. Only where each epoch
+    is a new iteration of the dataset (one replica: Keras starts it after the epoch's
+    callbacks, which prune), so no batch made before a pruning reaches the step after it.
+    """
+
+    def __init__(self, num_classes):
+        self.class_ids = tf.Variable(
+            np.arange(num_classes, dtype=np.int32),
+            trainable=False,
+            shape=tf.TensorShape([None]),
+            name="label_columns",
+        )
+
+    def set(self, class_ids):
+        """The classes (int [K], ascending) of the batches made from now on."""
+        self.class_ids.assign(np.asarray(class_ids, np.int32))
 
 
 def known_entries_lookup(labels):
@@ -114,7 +166,16 @@ def _current_epoch(epoch):
 
 
 def training_dataset(
-    data, labels, batch_size, seed, image_size=None, augment=True, epoch=0, shard=None, epochs=None
+    data,
+    labels,
+    batch_size,
+    seed,
+    image_size=None,
+    augment=True,
+    epoch=0,
+    shard=None,
+    epochs=None,
+    columns=None,
 ):
     """Shuffled batches of `({"x", "id"}, labels)`: one epoch each time the dataset is iterated.
 
@@ -138,12 +199,13 @@ def training_dataset(
       epochs: if given, the dataset holds the epochs `epoch` (an int), ..., `epochs` - 1 back to
         back and is iterated once, by a caller that counts each epoch's steps (a distributed run:
         an epoch that ends by running out of data would leave one replica a step ahead).
+      columns: a `LabelColumns` whose classes alone the label rows hold, or None (all C).
     """
     if labels.shape[0] != data.num_examples:
         raise ValueError(f"{labels.shape[0]} label rows for {data.num_examples} examples")
     batch_size = min(batch_size, data.num_examples)
     source = input_sources.source_for(data, image_size)
-    lookup = label_lookup(labels)
+    lookup = label_lookup(labels, columns)
     if epochs is None:
         epoch_numbers = _current_epoch(epoch)
     else:
@@ -190,7 +252,7 @@ class RunDatasets(NamedTuple):
     validation: object  # the held-out examples' dataset, or None
 
 
-def run_datasets(config, inputs, epochs_done, placement):
+def run_datasets(config, inputs, epochs_done, placement, columns=None):
     """The `RunDatasets` of a run's `inputs` (`kpartial.run_inputs.RunInputs`).
 
     Args:
@@ -199,6 +261,7 @@ def run_datasets(config, inputs, epochs_done, placement):
       epochs_done: the model's epoch counter variable; the training dataset reads it as each
         epoch starts, so a resumed run continues the shuffling where it stopped.
       placement: the run's `distribution.Placement`.
+      columns: the model's `LabelColumns` (one replica), or None: training labels of all C.
     """
     runtime = config.runtime
     image_size = (config.model.image_size, config.model.image_size)
@@ -211,6 +274,7 @@ def run_datasets(config, inputs, epochs_done, placement):
             runtime.seed,
             image_size,
             epoch=epochs_done,
+            columns=columns,
         )
     else:
         global_batch = min(runtime.batch_size, inputs.train.num_examples)

@@ -94,7 +94,8 @@ def train(config, inputs, placement, extra_callbacks=(), resuming=False, log=pri
     with placement.strategy.scope():
         model = build_model(config, inputs, placement)
     backup, start_epoch = _checkpointing(config, model, resuming, placement, log)
-    datasets = pipeline.run_datasets(config, inputs, model.epochs_done, placement)
+    columns = model.training_label_columns() if placement.replicas == 1 else None
+    datasets = pipeline.run_datasets(config, inputs, model.epochs_done, placement, columns)
     techniques = [
         *unknown_rates.callbacks(config, inputs, datasets, log),  # before the refresh it feeds
         *annotation_test.callbacks(config, inputs, datasets, log),  # likewise

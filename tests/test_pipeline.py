@@ -141,6 +141,20 @@ def test_label_lookup_dense_and_sparse_give_identical_rows():
     np.testing.assert_array_equal(rows.numpy(), np.zeros((3, 2), np.int8))
 
 
+def test_label_lookup_yields_the_columns_it_is_given_as_each_batch_is_made():
+    """With `LabelColumns` the rows hold those classes alone, read per call: all C, then [B, K]."""
+    rng = np.random.default_rng(3)
+    labels = rng.choice(np.array([-1, 0, 0, 1], np.int8), size=(20, 9))
+    ids = tf.constant([4, 0, 19, 4, 7], tf.int32)
+    for source in (labels, SparseLabels.from_dense(labels)):
+        columns = pipeline.LabelColumns(9)
+        lookup = tf.function(pipeline.label_lookup(source, columns))
+        np.testing.assert_array_equal(lookup(ids).numpy(), labels[ids.numpy()])
+        for kept in ([1, 2, 5, 8], [0], [3, 4, 5, 6, 7, 8, 0, 1, 2][:8]):
+            columns.set(sorted(kept))
+            np.testing.assert_array_equal(lookup(ids).numpy(), labels[ids.numpy()][:, sorted(kept)])
+
+
 def test_known_entries_lookup_lists_the_known_entries_of_dense_and_sparse_labels():
     sparse = SparseLabels.from_dense(LABELS)
     for ids in ([0, 1, 2, 3, 4, 5, 6], [6, 6, 0, 3, 3, 2], [1], [3, 6]):

@@ -675,6 +675,28 @@ def test_refreshes_and_prunings_reuse_their_compiled_passes(base_config, monkeyp
     assert losses_[0].accumulate.compiled.experimental_get_tracing_count() == 1
 
 
+def test_a_pruned_phase_reads_its_classes_labels_from_the_pipeline(base_config, monkeypatch):
+    """Where the pruned phases gather the head, the pipeline yields the active classes' labels
+    ([B, K]) from the pruning on; the run equals one whose step gathers them from [B, C]."""
+    monkeypatch.setattr(label_pruning, "PRUNED_ENTRIES_TO_GATHER", 0)
+    config = base_config.replace(monitor_test=False, prune_schedule="2:0.25,3:0.5")
+    widths = []
+
+    class LabelWidth(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                widths.append(self.model._label_columns.class_ids.numpy().size)
+
+    lines = []
+    with_columns = training.run(config, log=lines.append, callbacks=[LabelWidth()])
+    assert any("the step computes them alone" in line for line in lines)
+    assert widths == [8, 8, 6, 4]  # 8 classes; a quarter pruned after epoch 2, half after 3
+    monkeypatch.setattr(PartialLabelModel, "training_label_columns", lambda model: None)
+    without = training.run(config, log=lambda line: None)
+    for key in ("map", "cf1", "of1"):
+        assert with_columns[key] == pytest.approx(without[key], abs=1e-6)
+
+
 def test_a_compiled_call_never_runs_past_the_end_of_an_epoch():
     """With --steps_per_execution above the epoch's steps (or not dividing them), Keras' batch
     callbacks and progress bar counted steps beyond the epoch (16/5); the run takes the largest
