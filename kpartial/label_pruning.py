@@ -126,7 +126,7 @@ def gathers_pruned_head(config, num_examples, num_classes, replicas=1):
     phase, and always with several replicas. Elsewhere the full head is kept with the pruned
     classes masked: one train function for the whole run.
     """
-    schedule = schedule_of(config) if switched_on(config) else ()
+    schedule = pruning_schedule(config)
     if replicas > 1 or not schedule:
         return True
     ends = [epoch for epoch, _ in schedule[1:]] + [config.runtime.epochs]
@@ -186,6 +186,11 @@ def config_error(config):
 def schedule_of(config):
     """The config's pruning schedule in epoch counts, without the share entries that do not fit."""
     return resolve_prune_schedule(_split(config)[0], config.runtime.epochs)
+
+
+def pruning_schedule(config):
+    """What the run prunes by: `schedule_of`, or () where pruning is switched off."""
+    return schedule_of(config) if switched_on(config) else ()
 
 
 def _balanced_loss(sums):

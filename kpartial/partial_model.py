@@ -243,6 +243,8 @@ class PartialLabelModel(keras.Model):
         self._head_phase = None  # the current pruning phase's head, or None
         self._active_mask = None  # the active classes the train function was made for
         self._frozen_head = None  # without gathers_pruned_head: the pruned columns' values
+        if not self.gathers_pruned_head and self.output_layer is not None:
+            self._frozen_head = _FrozenColumns(self.output_layer)
         self._label_columns = None  # the training pipeline's classes (`training_label_columns`)
         # The network is built and every variable of this model exists, so checkpoints can load
         # into a freshly constructed model.
@@ -552,32 +554,32 @@ class PartialLabelModel(keras.Model):
         `active_classes`) and by `set_active_classes`. Without `gathers_pruned_head` the step
         reads the active classes from their variable, and one train function serves every phase.
         """
-        if not self.gathers_pruned_head:
-            active = self.active_classes.numpy() > 0
-            if self.output_layer is not None and not np.array_equal(active, self._active_mask):
-                self._active_mask = active
-                if self._frozen_head is None:
-                    self._frozen_head = _FrozenColumns(self.output_layer)
-                self._frozen_head.hold()
-            return super().make_train_function(force=force)
         active = self.active_classes.numpy() > 0
         if not np.array_equal(active, self._active_mask):
-            self.write_back_head()
             self._active_mask = active
-            self._head_phase = None
-            class_ids = None
-            if self.output_layer is not None and not active.all():
-                class_ids = np.flatnonzero(active).astype(np.int32)
-                with self.distribute_strategy.scope():  # mirrored like the head it copies
-                    self._head_phase = _HeadPhase(
-                        self.output_layer, self.optimizer, class_ids, self.trainable_variables
-                    )
-            if self._label_columns is not None:
-                self._label_columns.set(np.flatnonzero(active))
-            self._active_loss = self._loss_for_classes(class_ids)
-            force = True
+            if self.gathers_pruned_head:
+                self._enter_phase(active)
+                force = True
+            elif self._frozen_head is not None:
+                self._frozen_head.hold()
         super().make_train_function(force=force)
         return self.train_function
+
+    def _enter_phase(self, active):
+        """The head's active columns as a `_HeadPhase` (none when every class is active), the
+        pipeline's label columns and the loss of the active classes."""
+        self.write_back_head()
+        self._head_phase = None
+        class_ids = None
+        if self.output_layer is not None and not active.all():
+            class_ids = np.flatnonzero(active).astype(np.int32)
+            with self.distribute_strategy.scope():  # mirrored like the head it copies
+                self._head_phase = _HeadPhase(
+                    self.output_layer, self.optimizer, class_ids, self.trainable_variables
+                )
+        if self._label_columns is not None:
+            self._label_columns.set(np.flatnonzero(active))
+        self._active_loss = self._loss_for_classes(class_ids)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Builds the optimizer under the strategy's scope; every other variable exists already.

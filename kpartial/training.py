@@ -94,7 +94,10 @@ def train(config, inputs, placement, extra_callbacks=(), resuming=False, log=pri
     with placement.strategy.scope():
         model = build_model(config, inputs, placement)
     backup, start_epoch = _checkpointing(config, model, resuming, placement, log)
-    columns = model.training_label_columns() if placement.replicas == 1 else None
+    # A pruned phase's pipeline yields its classes' labels alone; a run that never prunes, or
+    # whose replicas share one iteration of all epochs, keeps all C.
+    prunes_alone = placement.replicas == 1 and label_pruning.pruning_schedule(config)
+    columns = model.training_label_columns() if prunes_alone else None
     datasets = pipeline.run_datasets(config, inputs, model.epochs_done, placement, columns)
     techniques = [
         *unknown_rates.callbacks(config, inputs, datasets, log),  # before the refresh it feeds
