@@ -185,6 +185,12 @@ def rule_of(settings):
     return make_rule(settings.mode, **parse_options(settings.rule_options))
 
 
+# Where more than this share of a batch's entries lie above the floor, a refresh ranks its
+# candidates by a top-k over the batch instead of gathering and sorting them: the two cost the same
+# at 1-3% on 2 CPU cores, for 159 to 9,600 classes (benchmarks/README.md, "Refresh candidates").
+TOP_K_CANDIDATE_SHARE = 0.02
+
+
 class PositiveCandidates:
     """Each example's L highest unknown logits above `floor`, collected during a refresh pass.
 
@@ -212,18 +218,39 @@ class PositiveCandidates:
         Args:
           ids: int [B] example ids: the rows written.
           logits: float [B, C] the batch's logits.
-          known: int [K, 2] the batch's known entries (row, class), which cannot be candidates
-            (`pipeline.known_entries_lookup`).
+          known: int [K, 2] the batch's known entries (row, class), distinct, which cannot be
+            candidates (`pipeline.known_entries_lookup`).
         """
-        # The entries above the floor are few (a pseudo positive is rare), so they are gathered
-        # and ranked within their row, instead of a top-k over all B x C entries. `tf.where`
-        # lists them row by row, classes ascending; the stable sorts keep that order among equal
-        # logits, so ties go to the lower class, as a top-k's do. The known ones are dropped by
-        # looking their flat index up among the known entries' (few as well).
-        where = tf.cast(tf.where(logits > self.floor), tf.int32)  # [M, 2]
+        known = tf.cast(known, tf.int32)
+        above = tf.cast(tf.where(logits > self.floor), tf.int32)  # [M, 2]
+        batch, num_classes = tf.shape(logits)[0], tf.shape(logits)[1]
+        # Gathering and sorting the entries above the floor costs about their number; a top-k
+        # costs about B x C whatever the logits. Where the candidates are many (an early network
+        # whose scores are high everywhere) the top-k is the cheaper (benchmarks/README.md).
+        many = tf.cast(tf.shape(above)[0], tf.float32) > TOP_K_CANDIDATE_SHARE * tf.cast(
+            batch * num_classes, tf.float32
+        )
+        if logits.shape[1] is None:  # a top-k needs the classes' static count
+            classes, values, over = self._sorted(logits, above, known)
+        else:
+            classes, values, over = tf.cond(
+                many,
+                lambda: self._top_k(logits, above, known),
+                lambda: self._sorted(logits, above, known),
+            )
+        ids = tf.expand_dims(tf.cast(ids, tf.int32), -1)
+        self.classes.scatter_nd_update(ids, classes)
+        self.logits.scatter_nd_update(ids, values)
+        self.over_cap.assign_add(over)
+
+    def _sorted(self, logits, above, known):
+        """(classes + 1, logits, over the cap) [B, L] of the entries `above` the floor, ranked."""
+        # `tf.where` lists them row by row, classes ascending; the stable sorts keep that order
+        # among equal logits, so ties go to the lower class, as a top-k's do. The known ones are
+        # dropped by looking their flat index up among the known entries' (few as well).
+        where = above
         num_classes = tf.shape(logits)[1]
         flat = where[:, 0] * num_classes + where[:, 1]
-        known = tf.cast(known, tf.int32)
         known_flat = tf.concat(
             [tf.sort(known[:, 0] * num_classes + known[:, 1]), [tf.int32.max]], axis=0
         )
@@ -244,11 +271,23 @@ class PositiveCandidates:
         values = tf.tensor_scatter_nd_update(
             tf.fill(shape, -np.inf), slots, tf.boolean_mask(values, kept)
         )
-        ids = tf.expand_dims(tf.cast(ids, tf.int32), -1)
-        self.classes.scatter_nd_update(ids, classes)
-        self.logits.scatter_nd_update(ids, values)
         over = tf.size(rank, out_type=tf.int64) - tf.math.count_nonzero(kept)
-        self.over_cap.assign_add(over)
+        return classes, values, over
+
+    def _top_k(self, logits, above, known):
+        """The same as `_sorted`, from a top-k over every unknown entry of the batch."""
+        unknown_logits = tf.tensor_scatter_nd_update(
+            logits, known, tf.fill(tf.shape(known)[:1], tf.constant(-np.inf, logits.dtype))
+        )
+        k = min(self.slots, int(logits.shape[1]))
+        values, classes = tf.math.top_k(unknown_logits, k)  # ties: the lower class first
+        valid = values > self.floor
+        padding = [[0, 0], [0, self.slots - k]]
+        classes = tf.pad(tf.where(valid, classes + 1, 0), padding)
+        values = tf.pad(tf.where(valid, values, -np.inf), padding, constant_values=-np.inf)
+        known_above = tf.math.count_nonzero(tf.gather_nd(logits, known) > self.floor)
+        unknown_above = tf.cast(tf.shape(above)[0], tf.int64) - known_above
+        return classes, values, unknown_above - tf.math.count_nonzero(valid)
 
     def sum_across_workers(self, strategy):
         """Every worker's candidates in every worker.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpartial import class_stats, data, losses, models, pipeline, pseudo_labels
+from kpartial import class_stats, data, losses, models, pipeline, pseudo_label_rules, pseudo_labels
 from kpartial.config import Config, PseudoLabelConfig
 from kpartial.partial_model import PartialLabelModel
 from kpartial.pseudo_label_rules import (
@@ -410,10 +410,17 @@ def test_store_keeps_the_highest_logits_and_counts_the_rest():
     np.testing.assert_array_equal(candidates.positives([2.5, 0.0, 2.5]), [[2, 0], [1, 0]])
 
 
+@pytest.mark.parametrize("slots", [3, 12], ids=["few_slots", "more_slots_than_classes"])
+@pytest.mark.parametrize("ranking", ["sorted", "top_k"])
 @pytest.mark.parametrize("unknown_share", [0.7, 1.0], ids=["some_known", "none_known"])
-def test_candidates_are_each_rows_highest_unknown_logits_ties_to_the_lower_class(unknown_share):
+def test_candidates_are_each_rows_highest_unknown_logits_ties_to_the_lower_class(
+    unknown_share, ranking, slots, monkeypatch
+):
+    # Both ways of ranking them: the gathered entries above the floor, and a top-k of the batch.
+    share = {"sorted": 1.0, "top_k": 0.0}[ranking]
+    monkeypatch.setattr(pseudo_label_rules, "TOP_K_CANDIDATE_SHARE", share)
     rng = np.random.default_rng(7)
-    num_examples, num_classes, slots = 12, 9, 3
+    num_examples, num_classes = 12, 9
     logits = np.round(rng.normal(0.5, 1.0, (8, num_classes)), 1).astype(np.float32)  # ties
     logits[2] = -1.0  # a row without a candidate
     unknown = rng.random((8, num_classes)) < unknown_share
@@ -425,8 +432,9 @@ def test_candidates_are_each_rows_highest_unknown_logits_ties_to_the_lower_class
     values = np.take_along_axis(scores, top, 1)
     expected_classes = np.zeros((num_examples, slots), np.int32)
     expected_logits = np.full((num_examples, slots), -np.inf, np.float32)
-    expected_classes[ids] = np.where(values > -np.inf, top + 1, 0)
-    expected_logits[ids] = values
+    ranked = min(slots, num_classes)
+    expected_classes[ids, :ranked] = np.where(values > -np.inf, top + 1, 0)
+    expected_logits[ids, :ranked] = values
     np.testing.assert_array_equal(candidates.classes.numpy(), expected_classes)
     np.testing.assert_array_equal(candidates.logits.numpy(), expected_logits)
     above = np.isfinite(scores).sum(axis=1)
