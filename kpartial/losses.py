@@ -122,7 +122,7 @@ class PartialLabelLoss(keras.losses.Loss):
         config.pop("reduction", None)  # fixed: always normalised by counted entries
         return config
 
-    def sums(self, y_true, y_pred, sample_weight=None, unknown=None):
+    def sums(self, y_true, y_pred, sample_weight=None, unknown=None, annotations=None):
         """The loss before it is normalised: (numerators [P], counts [P], statistics [S] or None).
 
         Per part p, sum s l^p and sum s k^p; the statistics are summed over the examples. The loss
@@ -132,6 +132,14 @@ class PartialLabelLoss(keras.losses.Loss):
         `unknown` is (measured [], rates [C]) for a loss that `reads_unknown_rates`: its rates u_c
         replaced, and with measured = 0 the loss is masked BCE (the warm-up before the rates are
         measured); tensors, so a compiled step reads their current values.
+
+        `annotations`: the labels as annotated, where `y_true` holds pseudo labels too (a
+        `PartialLabelModel` fills them in). A loss of known and unknown parts
+        (`KnownUnknownLoss`) then counts only the annotations in its known part's normaliser: a
+        pseudo label adds its weighted term without diluting every annotation's. At Open Images
+        density the pseudo negatives outnumber the annotations about 50 to 1, so counted as
+        annotations they would divide each annotation's weight by about 50. The other losses
+        count what `y_true` holds.
         """
         logits = ops.cast(ops.convert_to_tensor(y_pred), "float32")
         # Labels keep their (int8) dtype: the label masks compare them, nothing casts them to
@@ -144,13 +152,13 @@ class PartialLabelLoss(keras.losses.Loss):
                 weight = ops.expand_dims(weight, -1)
         if unknown is not None and not self.reads_unknown_rates:
             raise ValueError(f"{type(self).__name__} has no unknown term to set rates of")
-        numerators, counts = self.part_sums(y_true, logits, weight, unknown)
+        numerators, counts = self.part_sums(y_true, logits, weight, unknown, annotations)
         statistics = self.batch_statistics(y_true, logits, weight)
         if statistics is not None:
             statistics = ops.sum(statistics, axis=0)
         return numerators, counts, statistics
 
-    def part_sums(self, y_true, logits, weight, unknown):
+    def part_sums(self, y_true, logits, weight, unknown, annotations=None):
         """(sum s l^p [P], sum s k^p [P]) of the parts; the gradient is the graph's."""
         parts = (
             self.parts(y_true, logits) if unknown is None else self.parts(y_true, logits, unknown)
@@ -217,9 +225,9 @@ class KnownUnknownLoss(PartialLabelLoss):
             return [(entry, known)]
         return [(entry * known, known), (entry * (1.0 - known), 1.0 - known)]
 
-    def part_sums(self, y_true, logits, weight, unknown):
+    def part_sums(self, y_true, logits, weight, unknown, annotations=None):
         known = _known(y_true)
-        counted = ops.cast(known, "float32")
+        counted = ops.cast(known if annotations is None else _known(annotations), "float32")
         if weight is not None:
             counted = counted * weight
         known_count = ops.sum(counted)
@@ -330,8 +338,12 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
     `IgnoreUnknownBCE`. The two terms are two parts (see the module docstring), each normalised by
     its own count:
 
-        L = sum_ic s l^known_ic / max(1, sum_ic s [y_ic != 0])
-          + sum_ic s l^unknown_ic / max(1, sum_ic s [y_ic = 0])
+        L = sum_ic s l^known_ic / max(1, sum_ic s [a_ic != 0])
+          + sum_ic s l^unknown_ic / max(1, sum_ic s [a_ic = 0])
+
+    where a_ic is the annotation: y_ic itself, or, where a `PartialLabelModel` has filled in
+    pseudo labels, the label before it did (`sums(..., annotations=...)`), so a pseudo label is a
+    known term at its weight s without counting as an annotation in the normaliser.
 
     so lambda is the weight of the mean unknown-entry term against the mean annotation term at
     any label density (with one normaliser, at 0.1% known labels lambda = 0.1 would weigh the

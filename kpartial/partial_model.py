@@ -453,7 +453,13 @@ class PartialLabelModel(keras.Model):
             unknown = (self.rates_measured, self._per_class(self.unknown_rates, class_ids))
         loss, replicas = distribution.replica_loss(
             partial_loss,
-            partial_loss.sums(targets, logits, weights, unknown=unknown),
+            partial_loss.sums(
+                targets,
+                logits,
+                weights,
+                unknown=unknown,
+                annotations=labels if self.pseudo_labelling else None,
+            ),
             ops.shape(logits)[0],
         )
         if self.network.losses:

@@ -20,15 +20,17 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
-def reference(name, y, z, weight=None, **kw):
-    """Returns (loss, dL/dz) from the formulas, in float64."""
+def reference(name, y, z, weight=None, annotations=None, **kw):
+    """Returns (loss, dL/dz) from the formulas, in float64; `annotations`: the labels as annotated
+    where `y` holds pseudo labels too (only they count in the normalisers)."""
     y = y.astype(np.float64)
     pos, neg, unk = (y > 0) * 1.0, (y < 0) * 1.0, (y == 0) * 1.0
+    annotated = (y != 0) * 1.0 if annotations is None else (annotations != 0) * 1.0
     p = sigmoid(z)
     if name == "ignore":
         entry = pos * softplus(-z) + neg * softplus(z)
         grad = pos * (p - 1) + neg * p
-        counted = pos + neg
+        counted = annotated
     elif name == "assume_negative":
         entry = pos * softplus(-z) + (1 - pos) * softplus(z)
         grad = pos * (p - 1) + (1 - pos) * p
@@ -39,8 +41,8 @@ def reference(name, y, z, weight=None, **kw):
         w = np.minimum(((1 - pi) / pi) ** kw["balance"], kw["max_positive_weight"])
         lam = kw["unknown_weight"]
         weight = np.ones_like(y) if weight is None else np.broadcast_to(weight, y.shape)
-        known_norm = max((weight * (pos + neg)).sum(), 1.0)
-        unknown_norm = max((weight * unk).sum(), 1.0)
+        known_norm = max((weight * annotated).sum(), 1.0)
+        unknown_norm = max((weight * (1.0 - annotated)).sum(), 1.0)
         # Known negatives: ASL's p_m^gamma (-log(1 - p_m)), p_m = max(p - m, 0); plain BCE at 0, 0.
         gamma, m = kw.get("negative_focusing", 0.0), kw.get("negative_margin", 0.0)
         q = np.maximum(p - m, 0.0)
@@ -154,6 +156,27 @@ def test_per_entry_weight(name, loss, kw, known_terms):
     ref_value, ref_grad = reference(name, Y, Z, weight=weight, **kw)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "name,loss,kw", CASES[:1] + CASES[2:4], ids=["ignore", "kpartial", "unfocused"]
+)
+def test_pseudo_labels_do_not_count_as_annotations(name, loss, kw, known_terms):
+    # Two unknown entries filled in (a pseudo positive and a pseudo negative, weight 0.5): their
+    # terms join the known part, whose normaliser counts the annotations alone.
+    targets = Y.copy()
+    unknown = np.argwhere(Y == 0)
+    targets[tuple(unknown[0])], targets[tuple(unknown[1])] = 1, -1
+    weight = np.where((Y == 0) & (targets != 0), 0.5, 1.0).astype(np.float32)
+    z = tf.constant(Z)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        value = loss.normalised(*loss.sums(targets, z, weight, annotations=Y), len(Y))
+    ref_value, ref_grad = reference(name, targets, Z, weight=weight, annotations=Y, **kw)
+    np.testing.assert_allclose(float(value), ref_value, rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(value, z).numpy(), ref_grad, rtol=1e-4, atol=1e-7)
+    counted = weight * (Y != 0)
+    assert float(loss.sums(targets, z, weight, annotations=Y)[1][0]) == pytest.approx(counted.sum())
 
 
 def test_masked_losses_are_zero_without_known_labels():
