@@ -106,10 +106,12 @@ def main(argv):
             ),
             "PyTorch loop (same model, masked BCE)": lambda: time_torch(x, y),
         }
-        seconds = {}
-        for name, fn in variants.items():
-            seconds[name] = statistics.median(fn() for _ in range(FLAGS.repeats))
-            print(f"{name}: {seconds[name]:.2f} s", flush=True)
+        runs = {name: [] for name in variants}
+        for _ in range(FLAGS.repeats):  # interleaved, so a slower moment of the machine is shared
+            for name, fn in variants.items():
+                runs[name].append(fn())
+                print(f"{name}: {runs[name][-1]:.2f} s", flush=True)
+        seconds = {name: statistics.median(times) for name, times in runs.items()}
     torch_seconds = seconds["PyTorch loop (same model, masked BCE)"]
     lines = [
         (
