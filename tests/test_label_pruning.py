@@ -343,12 +343,13 @@ def test_callback_during_fit_random():
 # A pruned class gets neither loss nor gradient
 
 
-def _bce_by_hand(targets, logits):
+def _bce_by_hand(targets, logits, annotations):
+    """Masked BCE over `targets` (annotations and pseudo labels), normalised by the annotations."""
     softplus = lambda z: np.logaddexp(0.0, z)
     entry = np.where(targets > 0, softplus(-logits), 0.0) + np.where(
         targets < 0, softplus(logits), 0.0
     )
-    return entry.sum() / max((targets != 0).sum(), 1)
+    return entry.sum() / max((annotations != 0).sum(), 1)
 
 
 def test_pruned_class_gets_zero_gradient_and_no_loss():
@@ -381,18 +382,19 @@ def test_pruned_class_gets_zero_gradient_and_no_loss():
     hidden_grads = _hidden_grads(model, inputs, labels)
     assert all(np.abs(g).max() > 0 for g in hidden_grads)
 
-    # The loss equals IgnoreUnknownBCE with the pruned classes' labels removed.
+    # The loss equals IgnoreUnknownBCE with the pruned classes' labels removed (the pseudo
+    # labels in its sum, the annotations alone in its normaliser).
     logits = model.network(inputs["x"], training=False)
     pseudo = np.sign(logits.numpy()).astype(np.int8)
     resolved = np.where(labels.numpy() != 0, labels.numpy(), pseudo)
-    removed = resolved.copy()
-    removed[:, pruned] = 0
+    removed, annotations = resolved.copy(), labels.numpy().copy()
+    removed[:, pruned] = annotations[:, pruned] = 0
     assert (resolved[:, pruned] != 0).any()  # there was something to remove
-    expected = losses.IgnoreUnknownBCE()(removed, logits)
+    ignore = losses.IgnoreUnknownBCE()
+    expected = ignore.normalised(*ignore.sums(removed, logits, annotations=annotations), 16)
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-6)
-    np.testing.assert_allclose(
-        float(loss), _bce_by_hand(removed, logits.numpy().astype(np.float64)), rtol=1e-5
-    )
+    by_hand = _bce_by_hand(removed, logits.numpy().astype(np.float64), annotations)
+    np.testing.assert_allclose(float(loss), by_hand, rtol=1e-5)
     # ... and differs from the loss with every class active.
     assert abs(float(loss) - float(losses.IgnoreUnknownBCE()(resolved, logits))) > 1e-4
 
