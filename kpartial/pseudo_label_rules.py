@@ -223,16 +223,14 @@ class PositiveCandidates:
         """
         known = tf.cast(known, tf.int32)
         above = tf.cast(tf.where(logits > self.floor), tf.int32)  # [M, 2]
-        batch, num_classes = tf.shape(logits)[0], tf.shape(logits)[1]
-        # Gathering and sorting the entries above the floor costs about their number; a top-k
-        # costs about B x C whatever the logits. Where the candidates are many (an early network
-        # whose scores are high everywhere) the top-k is the cheaper (benchmarks/README.md).
-        many = tf.cast(tf.shape(above)[0], tf.float32) > TOP_K_CANDIDATE_SHARE * tf.cast(
-            batch * num_classes, tf.float32
-        )
         if logits.shape[1] is None:  # a top-k needs the classes' static count
             classes, values, over = self._sorted(logits, above, known)
         else:
+            # Gathering and sorting the entries above the floor costs about their number; a top-k
+            # costs about B x C whatever the logits, so it is the cheaper where the candidates are
+            # many (an early network whose scores are high everywhere).
+            entries = tf.cast(tf.size(logits), tf.float32)
+            many = tf.cast(tf.shape(above)[0], tf.float32) > TOP_K_CANDIDATE_SHARE * entries
             classes, values, over = tf.cond(
                 many,
                 lambda: self._top_k(logits, above, known),
@@ -243,12 +241,12 @@ class PositiveCandidates:
         self.logits.scatter_nd_update(ids, values)
         self.over_cap.assign_add(over)
 
-    def _sorted(self, logits, above, known):
-        """(classes + 1, logits, over the cap) [B, L] of the entries `above` the floor, ranked."""
+    def _sorted(self, logits, where, known):
+        """(classes + 1, logits, over the cap) [B, L] of the entries `where` lists above the
+        floor, ranked."""
         # `tf.where` lists them row by row, classes ascending; the stable sorts keep that order
         # among equal logits, so ties go to the lower class, as a top-k's do. The known ones are
         # dropped by looking their flat index up among the known entries' (few as well).
-        where = above
         num_classes = tf.shape(logits)[1]
         flat = where[:, 0] * num_classes + where[:, 1]
         known_flat = tf.concat(
