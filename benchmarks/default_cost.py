@@ -26,6 +26,9 @@ flags.DEFINE_string("tox21", "../shared/data/moleculenet/tox21.csv", 'The "tox21
 flags.DEFINE_list("seeds", ["1", "2"], "Seeds.")
 flags.DEFINE_float("known_fraction", 0.1, "Known fraction.")
 flags.DEFINE_string("out", "/tmp/default_cost", "Output folder (runs.json, table.md).")
+flags.DEFINE_list(
+    "set", [], "FIELD=VALUE flat config fields set in both runs, e.g. jit_compile=true."
+)
 
 
 def _data_fields(dataset):
@@ -55,7 +58,10 @@ def main(argv):
     runs, lines = [], ["| set | default s | ignore s | default / ignore |", "|---|---|---|---|"]
     for dataset in FLAGS.datasets:
         base = Config.from_flat(
-            **_data_fields(dataset), **preset, known_fraction=FLAGS.known_fraction
+            **_data_fields(dataset),
+            **preset,
+            **dict(setting.split("=", 1) for setting in FLAGS.set),
+            known_fraction=FLAGS.known_fraction,
         )
         loaded = run_inputs.load_data(base)
         methods = {"default": base, "ignore": base.replace(method="ignore")}

@@ -129,9 +129,11 @@ class PartialLabelLoss(keras.losses.Loss):
         is `sum(numerators / max(1, counts)) + batch_term(statistics / B)`; a data-parallel
         train step adds the counts and statistics of every replica first
         (`kpartial.distribution.replica_loss`), so that its gradient is the global batch's.
-        `unknown` is (measured [], rates [C]) for a loss that `reads_unknown_rates`: its rates u_c
-        replaced, and with measured = 0 the loss is masked BCE (the warm-up before the rates are
-        measured); tensors, so a compiled step reads their current values.
+        `unknown` is (measured [] or None, rates [C]) for a loss that `reads_unknown_rates`: its
+        rates u_c replaced, and with measured = 0 the loss is masked BCE (the warm-up before the
+        rates are measured); tensors, so a compiled step reads their current values. measured =
+        None: the rates hold from the first step (no warm-up, and no pass over [B, C] to blend
+        the two forms).
 
         `annotations`: the labels as annotated, where `y_true` holds pseudo labels too (a
         `PartialLabelModel` fills them in). A loss of known and unknown parts
@@ -414,6 +416,9 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
         if unknown is None:
             return self.unknown_weight, self._unknown_target, self._positive_weight, None
         measured, rates = unknown  # from the model's variables
+        if measured is None:  # the rates were set before the first step: no masked warm-up
+            rates = ops.expand_dims(ops.cast(rates, "float32"), 0)
+            return self.unknown_weight, self.unknown_weight * rates, self._positive_weight, None
         measured = ops.cast(measured, "float32")
         weight = self.unknown_weight * measured
         target = weight * ops.expand_dims(ops.cast(rates, "float32"), 0)

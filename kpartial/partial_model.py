@@ -18,7 +18,7 @@ every update, and checkpoints (`save_weights`) carry them:
 - `unknown_rates` float32 [C] and `rates_measured` float32 [] (only when the run measures the
   unknown entries' positive rates, `kpartial.unknown_rates`, or tests how its labels went
   missing, `kpartial.annotation_test`): the rates u_c the loss's unknown term targets, and 1 once
-  they are set (before, the loss is masked BCE).
+  they are set (before, the loss is masked BCE, where the model is `masked_until_rates_set`).
 - `epochs_done` int32 []: epochs finished, so a checkpoint knows where a resumed run continues.
 
 The loss's entry weight is `active_c * (pseudo_weight if the entry holds a pseudo label else 1)`:
@@ -158,8 +158,11 @@ class PartialLabelModel(keras.Model):
         comparisons and keeps no store; the threshold variables exist either way.
       max_pseudo_positives: L, the store's pseudo-positive slots per example.
       measures_unknown_rates: whether the loss reads its unknown entries' rates from this
-        model's variables (`set_unknown_rates`); until they are set it is masked BCE. Needs a
-        loss that `reads_unknown_rates`.
+        model's variables (`set_unknown_rates`). Needs a loss that `reads_unknown_rates`.
+      masked_until_rates_set: with `measures_unknown_rates`, whether the loss is masked BCE
+        until the rates are set (`kpartial.unknown_rates`: the first epochs are the masked
+        model that measures them). False: a callback sets them before the first step
+        (`kpartial.annotation_test`), and the step reads the rates alone.
       gathers_pruned_head: True: a pruning gives the step the active head columns as variables
         of their own (`_HeadPhase`) in a new train function, so the pruned step's cost follows
         the active share. False: the step keeps the full head, weights the pruned classes 0
@@ -178,10 +181,12 @@ class PartialLabelModel(keras.Model):
         pseudo_labelling=True,
         max_pseudo_positives=16,
         measures_unknown_rates=False,
+        masked_until_rates_set=True,
         gathers_pruned_head=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.masked_until_rates_set = bool(masked_until_rates_set)
         self.gathers_pruned_head = bool(gathers_pruned_head)
         if measures_unknown_rates and not partial_loss.reads_unknown_rates:
             raise ValueError(f"{type(partial_loss).__name__} has no unknown term to measure for")
@@ -380,10 +385,14 @@ class PartialLabelModel(keras.Model):
         if not self.pseudo_labelling:
             return labels
         lower = _logit(self._per_class(self.pseudo_negative_thresholds, class_ids))
-        pseudo = ops.where(ops.less(ops.stop_gradient(logits), lower), -1, 0)
+        # int8 scalars: every select stays in the labels' dtype, with no cast over [B, K].
+        one, zero = ops.ones((), "int8"), ops.zeros((), "int8")
+        pseudo = ops.where(ops.less(ops.stop_gradient(logits), lower), -one, zero)
         if ids is not None:
-            pseudo = ops.where(self._stored_positives(ids, class_ids, ops.shape(labels)), 1, pseudo)
-        return ops.where(ops.not_equal(labels, 0), labels, ops.cast(pseudo, "int8"))
+            pseudo = ops.where(
+                self._stored_positives(ids, class_ids, ops.shape(labels)), one, pseudo
+            )
+        return ops.where(ops.not_equal(labels, zero), labels, pseudo)
 
     def _stored_positives(self, ids, class_ids, shape):
         """bool [B, K]: the entries of rows `ids` that the store holds (columns `class_ids`)."""
@@ -414,10 +423,9 @@ class PartialLabelModel(keras.Model):
         active = ops.expand_dims(self._per_class(self.active_classes, class_ids), 0)
         if not self.pseudo_labelling and self.corrected_labels is None:
             return active
-        is_pseudo = ops.logical_and(
-            ops.equal(ops.cast(labels, "int8"), 0), ops.not_equal(targets, 0)
-        )
-        return active * ops.where(is_pseudo, self.pseudo_weight, 1.0)
+        # The targets differ from the annotations exactly where the model filled a label in.
+        is_pseudo = ops.not_equal(targets, ops.cast(labels, targets.dtype))
+        return ops.where(is_pseudo, self.pseudo_weight * active, active)
 
     def compute_partial_loss(self, inputs, labels, training, use_pseudo_labels=True):
         return self._forward(inputs, labels, training, use_pseudo_labels)[0]
@@ -450,7 +458,8 @@ class PartialLabelModel(keras.Model):
         partial_loss = self.partial_loss if class_ids is None else self._active_loss
         unknown = None
         if self.unknown_rates is not None:
-            unknown = (self.rates_measured, self._per_class(self.unknown_rates, class_ids))
+            measured = self.rates_measured if self.masked_until_rates_set else None
+            unknown = (measured, self._per_class(self.unknown_rates, class_ids))
         loss, replicas = distribution.replica_loss(
             partial_loss,
             partial_loss.sums(

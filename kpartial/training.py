@@ -224,6 +224,7 @@ def build_model(config, inputs, placement):
         max_pseudo_positives=config.pseudo.max_positives,
         measures_unknown_rates=unknown_rates.switched_on(config, inputs.stats)
         or annotation_test.switched_on(config, inputs.stats),
+        masked_until_rates_set=unknown_rates.switched_on(config, inputs.stats),
         gathers_pruned_head=label_pruning.gathers_pruned_head(
             config, inputs.train.num_examples, inputs.train.num_classes, placement.replicas
         ),

@@ -94,9 +94,10 @@ def test_em_never_exceeds_the_prior():
 
 @pytest.mark.parametrize("gather_share", [0.0, 1.0], ids=["dense", "gathered"])
 def test_the_loss_takes_the_unknown_rates_from_tensors(gather_share, monkeypatch):
-    """`sums(..., unknown=(measured, rates))` is the loss with those rates (measured = 1) or
-    masked BCE (measured = 0), value and gradient checked against the NumPy reference, with the
-    known labels' terms computed over [B, C] and gathered."""
+    """`sums(..., unknown=(measured, rates))` is the loss with those rates (measured = 1, or
+    None: the rates alone, with no warm-up to blend) or masked BCE (measured = 0), value and
+    gradient checked against the NumPy reference, with the known labels' terms computed over
+    [B, C] and gathered."""
     monkeypatch.setattr(losses, "GATHER_KNOWN_SHARE", gather_share)
     rng = np.random.default_rng(2)
     y = rng.choice([-1, 0, 1], size=(6, 3), p=[0.3, 0.5, 0.2]).astype(np.int8)
@@ -105,11 +106,13 @@ def test_the_loss_takes_the_unknown_rates_from_tensors(gather_share, monkeypatch
     rates = np.array([0.01, 0.2, 0.001], np.float32)
     masked_bce = {"balance": 0.0, "unknown_weight": 0.0, "negative_focusing": 0.0}
     masked_bce["negative_margin"] = 0.0
-    for measured, options in ((1.0, {"unknown_priors": rates}), (0.0, masked_bce)):
+    with_rates = {"unknown_priors": rates}
+    for measured, options in ((1.0, with_rates), (None, with_rates), (0.0, masked_bce)):
         logits = tf.constant(z)
         with tf.GradientTape() as tape:
             tape.watch(logits)
-            sums = loss.sums(y, logits, unknown=(np.float32(measured), rates))
+            flag = None if measured is None else np.float32(measured)
+            sums = loss.sums(y, logits, unknown=(flag, rates))
             value = loss.normalised(*sums, 6)
         expected, expected_grad = reference("kpartial", y, z, **{**KPARTIAL_KW, **options})
         assert float(value) == pytest.approx(expected, rel=1e-5)
@@ -133,10 +136,12 @@ def _data(num_examples=64, num_classes=3, seed=0):
     return data.MultiLabelData(labels=true, label_names=names, features=features), known
 
 
-def _model(num_examples=64, num_classes=3):
+def _model(num_examples=64, num_classes=3, **options):
     network = models.build_mlp(5, num_classes, hidden_units=(8,), dropout=0.0, seed=0)
     loss = losses.StatisticsWeightedLoss(np.full(num_classes, 0.3), unknown_weight=1.0)
-    model = PartialLabelModel(network, num_examples, num_classes, loss, measures_unknown_rates=True)
+    model = PartialLabelModel(
+        network, num_examples, num_classes, loss, measures_unknown_rates=True, **options
+    )
     model.compile(optimizer=keras.optimizers.AdamW(1e-2))
     return model
 
@@ -151,6 +156,10 @@ def test_the_train_step_reads_the_measured_rates_and_checkpoints_carry_them(tmp_
     assert model.unknown_rates_measured
     on = float(model.compute_partial_loss(batch[0], batch[1], False))
     assert on > 0.0
+    # A model whose rates are set before its first step (the annotation test's) reads them alone.
+    rates_alone = _model(masked_until_rates_set=False)
+    rates_alone.set_weights(model.get_weights())
+    assert float(rates_alone.compute_partial_loss(batch[0], batch[1], False)) == pytest.approx(on)
     path = tmp_path / "state.weights.h5"
     model.save_weights(str(path))
     fresh = _model()
