@@ -27,7 +27,10 @@ flags.DEFINE_list("seeds", ["1", "2"], "Seeds.")
 flags.DEFINE_float("known_fraction", 0.1, "Known fraction.")
 flags.DEFINE_string("out", "/tmp/default_cost", "Output folder (runs.json, table.md).")
 flags.DEFINE_list(
-    "set", [], "FIELD=VALUE flat config fields set in both runs, e.g. jit_compile=true."
+    "set",
+    [],
+    "FIELD=VALUE flat config fields set in both runs, values as written (string fields: "
+    "switches, choices, options), e.g. jit_compile=true or pseudo_labels=off.",
 )
 
 

@@ -416,13 +416,12 @@ class StatisticsWeightedLoss(KnownUnknownLoss):
         if unknown is None:
             return self.unknown_weight, self._unknown_target, self._positive_weight, None
         measured, rates = unknown  # from the model's variables
+        rates = ops.expand_dims(ops.cast(rates, "float32"), 0)
         if measured is None:  # the rates were set before the first step: no masked warm-up
-            rates = ops.expand_dims(ops.cast(rates, "float32"), 0)
             return self.unknown_weight, self.unknown_weight * rates, self._positive_weight, None
         measured = ops.cast(measured, "float32")
         weight = self.unknown_weight * measured
-        target = weight * ops.expand_dims(ops.cast(rates, "float32"), 0)
-        return weight, target, 1.0 + measured * (self._positive_weight - 1.0), measured
+        return weight, weight * rates, 1.0 + measured * (self._positive_weight - 1.0), measured
 
     @property
     def _focused(self):

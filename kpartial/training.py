@@ -214,6 +214,7 @@ def build_network(config, train):
 def build_model(config, inputs, placement):
     """The compiled `PartialLabelModel` of the run."""
     runtime = config.runtime
+    measures_rates = unknown_rates.switched_on(config, inputs.stats)
     model = PartialLabelModel(
         build_network(config, inputs.train),
         inputs.train.num_examples,
@@ -222,9 +223,8 @@ def build_model(config, inputs, placement):
         config.pseudo.weight,
         pseudo_labelling=pseudo_labels.is_on(config, inputs.stats),
         max_pseudo_positives=config.pseudo.max_positives,
-        measures_unknown_rates=unknown_rates.switched_on(config, inputs.stats)
-        or annotation_test.switched_on(config, inputs.stats),
-        masked_until_rates_set=unknown_rates.switched_on(config, inputs.stats),
+        measures_unknown_rates=measures_rates or annotation_test.switched_on(config, inputs.stats),
+        masked_until_rates_set=measures_rates,
         gathers_pruned_head=label_pruning.gathers_pruned_head(
             config, inputs.train.num_examples, inputs.train.num_classes, placement.replicas
         ),
